@@ -1,0 +1,102 @@
+// plan_attention: the one pure function that picks the kernel. attention(), workspace sizing
+// and the CLI's report all call it, so they cannot disagree.
+#include <algorithm>
+#include <sstream>
+
+#include "core/dispatch.h"
+#include "core/error.h"
+#include "core/tuning.h"
+#include "core/validate.h"
+#include "core/workspace_layout.h"
+
+namespace wideattn {
+namespace detail {
+
+ProblemExtents problem_extents(const AttentionProblem& p) {
+  ProblemExtents e;
+  for (int32_t b = 0; b < p.batch; ++b) {
+    e.max_suffix = std::max<int64_t>(e.max_suffix, p.query_offsets[b + 1] - p.query_offsets[b]);
+    e.max_kv_length = std::max<int64_t>(e.max_kv_length, p.kv_lengths[b]);
+  }
+  e.total_tokens = p.total_tokens();
+  return e;
+}
+
+DType probability_dtype(Backend backend, DType model_dtype) {
+  return backend == Backend::cuda ? model_dtype : DType::f32;
+}
+
+int32_t choose_splits(const AttentionProblem& p, const DeviceInfo& device) {
+  const Tuning t = tuning_for(device);
+  const ProblemExtents e = problem_extents(p);
+  const int64_t gqa = p.q_heads / p.kv_heads;
+  const int64_t rows = std::max<int64_t>(1, e.max_suffix * gqa);
+  const int64_t row_items = (rows + t.decode_rows_per_item - 1) / t.decode_rows_per_item;
+  const int64_t items = int64_t{p.batch} * p.kv_heads * row_items;
+  const int64_t target = int64_t{std::max(1, device.compute_units)} * t.work_items_per_unit;
+  int64_t splits = (target + items - 1) / items;
+  splits = std::min<int64_t>(splits, std::max<int64_t>(1, e.max_kv_length / t.min_keys_per_split));
+  splits = std::clamp<int64_t>(splits, 1, t.max_splits);
+  return static_cast<int32_t>(splits);
+}
+
+}  // namespace detail
+
+Status plan_attention(const AttentionProblem& p, const DeviceInfo& device, Kernel forced,
+                      Plan* plan) {
+  return detail::guarded([&] {
+    using namespace detail;
+    if (!plan) throw_invalid("plan_attention", "plan", "null", "a Plan to fill");
+    validate_problem("plan_attention", p, device.backend);
+    const Tuning t = tuning_for(device);
+    const ProblemExtents e = problem_extents(p);
+    Plan result;
+    std::ostringstream why;
+    if (forced == Kernel::automatic) {
+      if (e.max_suffix > t.max_decode_suffix) {
+        result.kernel = Kernel::prefill_unfused;
+        why << "longest suffix " << e.max_suffix << " > " << t.max_decode_suffix
+            << ": prefill (matmul, mask, softmax, matmul per KV head)";
+      } else {
+        result.num_splits = choose_splits(p, device);
+        result.kernel = result.num_splits > 1 ? Kernel::two_pass : Kernel::single_pass;
+        why << "longest suffix " << e.max_suffix << " <= " << t.max_decode_suffix << ", "
+            << result.num_splits << " KV split(s) to fill " << device.compute_units << " "
+            << (device.backend == Backend::cuda ? "SMs" : "threads") << " (longest KV "
+            << e.max_kv_length << ")";
+      }
+    } else if (forced == Kernel::single_pass) {
+      result.kernel = forced;
+      why << "forced single_pass";
+    } else if (forced == Kernel::two_pass) {
+      result.kernel = forced;
+      result.num_splits = std::max(2, choose_splits(p, device));
+      why << "forced two_pass, " << result.num_splits << " KV splits";
+    } else if (forced == Kernel::prefill_unfused) {
+      result.kernel = forced;
+      why << "forced prefill_unfused";
+    } else {
+      throw_invalid("plan_attention", "forced", static_cast<int>(forced),
+                    "automatic, single_pass, two_pass or prefill_unfused");
+    }
+    if (result.kernel == Kernel::prefill_unfused) {
+      const int64_t gqa = p.q_heads / p.kv_heads;
+      const int64_t key_capacity = std::max<int64_t>(1, e.max_kv_length);
+      const std::size_t psize = dtype_size(probability_dtype(device.backend, p.dtype));
+      const int64_t per_row = gqa * key_capacity *
+                              static_cast<int64_t>(sizeof(float) + (psize == 4 ? 0 : psize));
+      int64_t chunk = std::max<int64_t>(1, t.prefill_scratch_bytes / per_row);
+      if (chunk >= t.prefill_chunk_granularity) chunk -= chunk % t.prefill_chunk_granularity;
+      chunk = std::min<int64_t>(chunk, std::max<int64_t>(1, e.max_suffix));
+      result.query_rows_per_chunk = chunk;
+      result.workspace_bytes = prefill_workspace_layout(p, chunk, key_capacity, psize).bytes;
+      why << "; " << chunk << " query rows per chunk";
+    } else {
+      result.workspace_bytes = decode_workspace_layout(p, result.num_splits).bytes;
+    }
+    result.reason = why.str();
+    *plan = result;
+  });
+}
+
+}  // namespace wideattn

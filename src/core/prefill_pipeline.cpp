@@ -1,0 +1,148 @@
+#include "core/prefill_pipeline.h"
+
+#include <algorithm>
+#include <cstdint>
+
+#include "core/dispatch.h"
+#include "core/mask.h"
+#include "core/workspace_layout.h"
+
+namespace wideattn::detail {
+
+void run_prefill_pipeline(BackendImpl& backend, const AttentionProblem& p, const Plan& plan) {
+  const ProblemExtents e = problem_extents(p);
+  const DType pdtype = probability_dtype(backend.device().backend, p.dtype);
+  const int64_t key_capacity = std::max<int64_t>(1, e.max_kv_length);
+  const PrefillWorkspace ws =
+      prefill_workspace_layout(p, plan.query_rows_per_chunk, key_capacity, dtype_size(pdtype));
+  auto* base = static_cast<char*>(backend.workspace(ws.bytes));
+  auto* scores = reinterpret_cast<float*>(base + ws.scores);
+  void* probabilities = base + ws.probabilities;
+  auto* values = reinterpret_cast<float*>(base + ws.values);
+
+  const int32_t gqa = p.q_heads / p.kv_heads;
+  const int64_t d = p.head_dim;
+  const std::size_t es = dtype_size(p.dtype);
+  const float scale = p.effective_scale();
+
+  for (int32_t b = 0; b < p.batch; ++b) {
+    const SequenceMask mask = sequence_mask(p, b);
+    const int64_t suffix = mask.suffix_length;
+    const int64_t first_row = p.query_offsets[b];
+    const char* k_seq = static_cast<const char*>(p.kv.k) + b * p.kv.k_sequence_stride * es;
+    const char* v_seq = static_cast<const char*>(p.kv.v) + b * p.kv.v_sequence_stride * es;
+    for (int64_t t0 = 0; t0 < suffix; t0 += ws.chunk_rows) {
+      const int64_t rows = std::min(ws.chunk_rows, suffix - t0);
+      const KeyRange keys = visible_key_range(mask, t0, t0 + rows);
+      const int64_t cols = keys.last - keys.first;
+      // Rows that see no key at all (e.g. a window past every key) still need zeros and LSE.
+      const int64_t ld = std::max<int64_t>(cols, 1);
+      for (int32_t g = 0; g < p.kv_heads; ++g) {
+        const int32_t first_head = g * gqa;
+        if (cols > 0) {
+          MatmulArguments qk;
+          qk.a_dtype = p.dtype;
+          qk.b_dtype = p.dtype;
+          qk.d_dtype = DType::f32;
+          qk.a = p.q;
+          qk.a_offset = (first_row + t0) * p.q_token_stride + first_head * p.q_head_stride;
+          qk.a_leading_dimension = p.q_token_stride;
+          qk.a_batch_stride = p.q_head_stride;
+          qk.b = k_seq;
+          qk.b_offset = keys.first * p.kv.k_token_stride + g * p.kv.k_head_stride;
+          qk.b_leading_dimension = p.kv.k_token_stride;
+          qk.b_transpose = true;
+          qk.b_batch_stride = 0;
+          qk.d = scores;
+          qk.d_leading_dimension = ld;
+          qk.d_batch_stride = rows * ld;
+          qk.m = rows;
+          qk.n = cols;
+          qk.k = d;
+          qk.batch = gqa;
+          qk.ab_scale = scale;
+          // A row stride of 1 is allowed for a single token; the GEMM wants >= k.
+          if (rows == 1) qk.a_leading_dimension = std::max<int64_t>(qk.a_leading_dimension, d);
+          backend.matmul(qk);
+
+          ScatterScoresArguments mask_args;
+          mask_args.scores = scores;
+          mask_args.scores_head_stride = rows * ld;
+          mask_args.scores_row_stride = ld;
+          mask_args.dst = scores;
+          mask_args.dst_head_stride = rows * ld;
+          mask_args.dst_row_stride = ld;
+          mask_args.heads = gqa;
+          mask_args.rows = rows;
+          mask_args.cols = cols;
+          mask_args.first_query = t0;
+          mask_args.first_key = keys.first;
+          mask_args.mask = mask;
+          mask_args.softcap = p.softcap;
+          backend.scatter_scores(mask_args);
+        }
+
+        SoftmaxArguments sm;
+        sm.input = scores;
+        sm.input_row_stride = ld;
+        sm.output = probabilities;
+        sm.output_dtype = pdtype;
+        sm.output_row_stride = ld;
+        sm.rows = int64_t{gqa} * rows;
+        sm.cols = cols;
+        sm.rows_per_block = rows;
+        sm.sinks = p.sinks ? p.sinks + first_head : nullptr;
+        if (p.lse) {
+          sm.lse = p.lse + (first_row + t0) * p.lse_token_stride + first_head * p.lse_head_stride;
+          sm.lse_block_stride = p.lse_head_stride;
+          sm.lse_row_stride = p.lse_token_stride;
+        }
+        backend.softmax(sm);
+
+        if (cols > 0) {
+          MatmulArguments pv;
+          pv.a_dtype = pdtype;
+          pv.b_dtype = p.dtype;
+          pv.d_dtype = DType::f32;
+          pv.a = probabilities;
+          pv.a_leading_dimension = ld;
+          pv.a_batch_stride = rows * ld;
+          pv.b = v_seq;
+          pv.b_offset = keys.first * p.kv.v_token_stride + g * p.kv.v_head_stride;
+          pv.b_leading_dimension = p.kv.v_token_stride;
+          pv.b_transpose = false;
+          pv.b_batch_stride = 0;
+          pv.d = values;
+          pv.d_leading_dimension = d;
+          pv.d_batch_stride = rows * d;
+          pv.m = rows;
+          pv.n = d;
+          pv.k = cols;
+          pv.batch = gqa;
+          pv.ab_scale = 1.0f;
+          backend.matmul(pv);
+        }
+
+        ScatterValuesArguments sv;
+        sv.src = values;
+        sv.src_head_stride = rows * d;
+        sv.src_row_stride = d;
+        sv.out = static_cast<char*>(p.out) +
+                 ((first_row + t0) * p.out_token_stride + first_head * p.out_head_stride) * es;
+        sv.dtype = p.dtype;
+        sv.out_token_stride = p.out_token_stride;
+        sv.out_head_stride = p.out_head_stride;
+        sv.heads = gqa;
+        sv.rows = rows;
+        sv.head_dim = p.head_dim;
+        if (cols == 0) {
+          // Nothing visible: the output rows are zeros. values holds zeros for that purpose.
+          backend.fill_zero(values, static_cast<std::size_t>(gqa) * rows * d * sizeof(float));
+        }
+        backend.scatter_values(sv);
+      }
+    }
+  }
+}
+
+}  // namespace wideattn::detail

@@ -1,0 +1,325 @@
+#include "core/validate.h"
+
+#include <cmath>
+#include <cstdint>
+#include <sstream>
+#include <string>
+
+#include "core/error.h"
+
+namespace wideattn::detail {
+namespace {
+
+bool valid_dtype(DType d) { return d == DType::f32 || d == DType::f16 || d == DType::bf16; }
+
+// a * b + c without overflow, else throws naming `what`.
+int64_t checked_mul_add(const char* function, const char* what, int64_t a, int64_t b, int64_t c) {
+  int64_t product = 0, sum = 0;
+  if (__builtin_mul_overflow(a, b, &product) || __builtin_add_overflow(product, c, &sum)) {
+    std::ostringstream s;
+    s << function << ": " << what << " index arithmetic overflows int64 (" << a << " * " << b
+      << " + " << c << ")";
+    throw_error(StatusCode::invalid_argument, s.str());
+  }
+  return sum;
+}
+
+// Largest element offset of a tensor with the given (count, stride) dims, plus one.
+struct Dim {
+  int64_t count;
+  int64_t stride;
+};
+template <int N>
+int64_t extent(const char* function, const char* what, const Dim (&dims)[N]) {
+  int64_t last = 0;
+  for (const Dim& d : dims) {
+    if (d.count == 0) return 0;
+    last = checked_mul_add(function, what, d.count - 1, d.stride, last);
+  }
+  return checked_mul_add(function, what, 1, 1, last);
+}
+
+void require_positive_stride(const char* function, const char* name, int64_t stride,
+                             int64_t minimum) {
+  if (stride < minimum) {
+    throw_invalid(function, name, stride, ">= " + std::to_string(minimum));
+  }
+}
+
+struct ByteRange {
+  const char* name;
+  uintptr_t first;
+  uintptr_t last;  // exclusive
+};
+bool overlaps(const ByteRange& a, const ByteRange& b) {
+  return a.first < b.last && b.first < a.last && a.first != a.last && b.first != b.last;
+}
+ByteRange range_of(const char* name, const void* p, int64_t elements, std::size_t element_size) {
+  const auto first = reinterpret_cast<uintptr_t>(p);
+  return ByteRange{name, first, first + static_cast<uintptr_t>(elements) * element_size};
+}
+void require_disjoint(const char* function, const ByteRange& output, const ByteRange& input) {
+  if (overlaps(output, input)) {
+    std::ostringstream s;
+    s << function << ": " << output.name << " overlaps " << input.name
+      << ", expected outputs that do not overlap inputs";
+    throw_error(StatusCode::invalid_argument, s.str());
+  }
+}
+
+void validate_head_dim(const char* function, int32_t head_dim, Backend backend) {
+  const bool cuda_ok = head_dim == 64 || head_dim == 128 || head_dim == 256 || head_dim == 512;
+  const bool cpu_ok = head_dim >= 8 && head_dim <= 512 && head_dim % 8 == 0;
+  if (backend == Backend::cuda ? !cuda_ok : !cpu_ok) {
+    throw_invalid(function, "head_dim", head_dim,
+                  backend == Backend::cuda ? "one of 64, 128, 256, 512 on CUDA"
+                                           : "a multiple of 8 in [8, 512]");
+  }
+}
+
+}  // namespace
+
+void validate_problem(const char* f, const AttentionProblem& p, Backend backend) {
+  if (p.batch < 1) throw_invalid(f, "batch", p.batch, ">= 1");
+  if (p.q_heads < 1) throw_invalid(f, "q_heads", p.q_heads, ">= 1");
+  if (p.kv_heads < 1) throw_invalid(f, "kv_heads", p.kv_heads, ">= 1");
+  if (p.q_heads % p.kv_heads != 0) {
+    throw_invalid(f, "q_heads", p.q_heads,
+                  "a multiple of kv_heads = " + std::to_string(p.kv_heads));
+  }
+  validate_head_dim(f, p.head_dim, backend);
+  if (!valid_dtype(p.dtype)) throw_invalid(f, "dtype", static_cast<int>(p.dtype), "f32, f16 or bf16");
+  if (!p.query_offsets) throw_invalid(f, "query_offsets", "null", "a host array of batch + 1 offsets");
+  if (!p.kv_lengths) throw_invalid(f, "kv_lengths", "null", "a host array of batch lengths");
+  if (!p.q) throw_invalid(f, "q", "null", "a device pointer");
+  if (!p.kv.k) throw_invalid(f, "kv.k", "null", "a device pointer");
+  if (!p.kv.v) throw_invalid(f, "kv.v", "null", "a device pointer");
+  if (!p.out) throw_invalid(f, "out", "null", "a device pointer");
+  if (p.query_offsets[0] != 0) throw_invalid(f, "query_offsets[0]", p.query_offsets[0], "0");
+  if (p.kv.capacity < 1) throw_invalid(f, "kv.capacity", p.kv.capacity, ">= 1");
+
+  int64_t max_suffix = 0;
+  for (int32_t b = 0; b < p.batch; ++b) {
+    const int64_t suffix = int64_t{p.query_offsets[b + 1]} - p.query_offsets[b];
+    const std::string idx = "[" + std::to_string(b) + "]";
+    if (suffix < 0) {
+      throw_invalid(f, "query_offsets" + std::to_string(b + 1), p.query_offsets[b + 1],
+                    ">= query_offsets" + idx + " = " + std::to_string(p.query_offsets[b]) +
+                        " (offsets must not decrease)");
+    }
+    if (p.kv_lengths[b] < 0) throw_invalid(f, "kv_lengths" + idx, p.kv_lengths[b], ">= 0");
+    if (p.kv_lengths[b] < suffix) {
+      throw_invalid(f, "kv_lengths" + idx, p.kv_lengths[b],
+                    ">= the sequence's suffix length " + std::to_string(suffix) +
+                        " (the suffix's keys are in the cache)");
+    }
+    if (p.kv_lengths[b] > p.kv.capacity) {
+      throw_invalid(f, "kv_lengths" + idx, p.kv_lengths[b],
+                    "<= kv.capacity = " + std::to_string(p.kv.capacity));
+    }
+    if (p.mask.ring_length > 0) {
+      const int64_t prefix = p.kv_lengths[b] - suffix;
+      if (prefix > 0 && p.mask.ring_offset >= prefix) {
+        throw_invalid(f, "mask.ring_offset", p.mask.ring_offset,
+                      "< the prefix length " + std::to_string(prefix) + " of sequence " +
+                          std::to_string(b));
+      }
+    }
+    if (suffix > max_suffix) max_suffix = suffix;
+  }
+  const int64_t tokens = p.total_tokens();
+  if (p.mask.window < 0) throw_invalid(f, "mask.window", p.mask.window, ">= 0 (0: no window)");
+  if (p.mask.ring_length < 0) throw_invalid(f, "mask.ring_length", p.mask.ring_length, ">= 0 (0: no ring)");
+  if (p.mask.ring_offset < 0) throw_invalid(f, "mask.ring_offset", p.mask.ring_offset, ">= 0");
+  const int tree_parts = (p.mask.tree_start != nullptr) + (p.mask.tree_end != nullptr) +
+                         (p.mask.tree_height != nullptr);
+  if (tree_parts != 0 && tree_parts != 3) {
+    throw_invalid(f, "mask.tree_start/tree_end/tree_height", std::to_string(tree_parts) + " of 3 set",
+                  "all three or none");
+  }
+  if (!(std::isnan(p.scale) || (std::isfinite(p.scale) && p.scale > 0))) {
+    throw_invalid(f, "scale", p.scale, "a finite value > 0 (or kDefaultScale)");
+  }
+  if (!(std::isfinite(p.softcap) && p.softcap >= 0)) {
+    throw_invalid(f, "softcap", p.softcap, "a finite value >= 0 (0: no soft-capping)");
+  }
+
+  const int64_t d = p.head_dim;
+  require_positive_stride(f, "q_head_stride", p.q_head_stride, p.q_heads > 1 ? 1 : 0);
+  require_positive_stride(f, "q_token_stride", p.q_token_stride, tokens > 1 ? 1 : 0);
+  require_positive_stride(f, "out_head_stride", p.out_head_stride, p.q_heads > 1 ? d : 0);
+  require_positive_stride(f, "out_token_stride", p.out_token_stride, tokens > 1 ? d : 0);
+  require_positive_stride(f, "kv.k_token_stride", p.kv.k_token_stride, p.kv.capacity > 1 ? 1 : 0);
+  require_positive_stride(f, "kv.v_token_stride", p.kv.v_token_stride, p.kv.capacity > 1 ? 1 : 0);
+  require_positive_stride(f, "kv.k_head_stride", p.kv.k_head_stride, p.kv_heads > 1 ? 1 : 0);
+  require_positive_stride(f, "kv.v_head_stride", p.kv.v_head_stride, p.kv_heads > 1 ? 1 : 0);
+  require_positive_stride(f, "kv.k_sequence_stride", p.kv.k_sequence_stride, p.batch > 1 ? 1 : 0);
+  require_positive_stride(f, "kv.v_sequence_stride", p.kv.v_sequence_stride, p.batch > 1 ? 1 : 0);
+  if (p.lse) {
+    require_positive_stride(f, "lse_head_stride", p.lse_head_stride, p.q_heads > 1 ? 1 : 0);
+    require_positive_stride(f, "lse_token_stride", p.lse_token_stride, tokens > 1 ? 1 : 0);
+  }
+
+  const Dim q_dims[] = {{tokens, p.q_token_stride}, {p.q_heads, p.q_head_stride}, {d, 1}};
+  const Dim o_dims[] = {{tokens, p.out_token_stride}, {p.q_heads, p.out_head_stride}, {d, 1}};
+  const Dim k_dims[] = {{p.batch, p.kv.k_sequence_stride}, {p.kv.capacity, p.kv.k_token_stride},
+                        {p.kv_heads, p.kv.k_head_stride}, {d, 1}};
+  const Dim v_dims[] = {{p.batch, p.kv.v_sequence_stride}, {p.kv.capacity, p.kv.v_token_stride},
+                        {p.kv_heads, p.kv.v_head_stride}, {d, 1}};
+  const std::size_t es = dtype_size(p.dtype);
+  const int64_t q_extent = extent(f, "q", q_dims);
+  const int64_t o_extent = extent(f, "out", o_dims);
+  const int64_t k_extent = extent(f, "kv.k", k_dims);
+  const int64_t v_extent = extent(f, "kv.v", v_dims);
+  // Byte sizes must fit too.
+  checked_mul_add(f, "kv.k bytes", k_extent, static_cast<int64_t>(es), 0);
+  checked_mul_add(f, "kv.v bytes", v_extent, static_cast<int64_t>(es), 0);
+
+  const ByteRange out = range_of("out", p.out, o_extent, es);
+  require_disjoint(f, out, range_of("q", p.q, q_extent, es));
+  require_disjoint(f, out, range_of("kv.k", p.kv.k, k_extent, es));
+  require_disjoint(f, out, range_of("kv.v", p.kv.v, v_extent, es));
+  if (p.lse) {
+    const Dim l_dims[] = {{tokens, p.lse_token_stride}, {p.q_heads, p.lse_head_stride}};
+    const ByteRange lse = range_of("lse", p.lse, extent(f, "lse", l_dims), sizeof(float));
+    require_disjoint(f, lse, range_of("q", p.q, q_extent, es));
+    require_disjoint(f, lse, range_of("kv.k", p.kv.k, k_extent, es));
+    require_disjoint(f, lse, range_of("kv.v", p.kv.v, v_extent, es));
+    require_disjoint(f, lse, out);
+  }
+  (void)max_suffix;
+}
+
+void validate_matmul(const MatmulArguments& a) {
+  const char* f = "matmul";
+  if (!valid_dtype(a.a_dtype)) throw_invalid(f, "a_dtype", static_cast<int>(a.a_dtype), "f32, f16 or bf16");
+  if (!valid_dtype(a.b_dtype)) throw_invalid(f, "b_dtype", static_cast<int>(a.b_dtype), "f32, f16 or bf16");
+  if (!valid_dtype(a.d_dtype)) throw_invalid(f, "d_dtype", static_cast<int>(a.d_dtype), "f32, f16 or bf16");
+  if (a.m < 0) throw_invalid(f, "m", a.m, ">= 0");
+  if (a.n < 0) throw_invalid(f, "n", a.n, ">= 0");
+  if (a.k < 0) throw_invalid(f, "k", a.k, ">= 0");
+  if (a.batch < 1) throw_invalid(f, "batch", a.batch, ">= 1");
+  if (!std::isfinite(a.ab_scale)) throw_invalid(f, "ab_scale", a.ab_scale, "a finite value");
+  if (a.m == 0 || a.n == 0) return;
+  if (!a.d) throw_invalid(f, "d", "null", "a device pointer");
+  if (a.k > 0 && !a.a) throw_invalid(f, "a", "null", "a device pointer");
+  if (a.k > 0 && !a.b) throw_invalid(f, "b", "null", "a device pointer");
+  if (a.c == MatmulC::bias && !a.c_data) throw_invalid(f, "c_data", "null", "a bias vector of n elements when c = bias");
+  if (a.c != MatmulC::none && a.c != MatmulC::accumulate && a.c != MatmulC::bias) {
+    throw_invalid(f, "c", static_cast<int>(a.c), "none, accumulate or bias");
+  }
+  const int64_t lda = a.a_leading_dimension ? a.a_leading_dimension : a.k;
+  const int64_t ldb = a.b_leading_dimension ? a.b_leading_dimension : (a.b_transpose ? a.k : a.n);
+  const int64_t ldd = a.d_leading_dimension ? a.d_leading_dimension : a.n;
+  if (lda < a.k) throw_invalid(f, "a_leading_dimension", lda, ">= k = " + std::to_string(a.k));
+  if (ldb < (a.b_transpose ? a.k : a.n)) {
+    throw_invalid(f, "b_leading_dimension", ldb,
+                  std::string(">= ") + (a.b_transpose ? "k = " + std::to_string(a.k)
+                                                      : "n = " + std::to_string(a.n)));
+  }
+  if (ldd < a.n) throw_invalid(f, "d_leading_dimension", ldd, ">= n = " + std::to_string(a.n));
+  for (auto [name, value] : {std::pair<const char*, int64_t>{"a_offset", a.a_offset},
+                             {"b_offset", a.b_offset}, {"d_offset", a.d_offset},
+                             {"a_batch_stride", a.a_batch_stride},
+                             {"b_batch_stride", a.b_batch_stride},
+                             {"d_batch_stride", a.d_batch_stride}}) {
+    if (value < 0) throw_invalid(f, name, value, ">= 0");
+  }
+  if (a.batch > 1 && a.d_batch_stride < (a.m - 1) * ldd + a.n) {
+    throw_invalid(f, "d_batch_stride", a.d_batch_stride,
+                  ">= " + std::to_string((a.m - 1) * ldd + a.n) + " (batches of D must not overlap)");
+  }
+  const Dim a_dims[] = {{a.batch, a.a_batch_stride}, {a.m, lda}, {a.k, 1}};
+  const Dim b_dims[] = {{a.batch, a.b_batch_stride},
+                        {a.b_transpose ? a.n : a.k, ldb},
+                        {a.b_transpose ? a.k : a.n, 1}};
+  const Dim d_dims[] = {{a.batch, a.d_batch_stride}, {a.m, ldd}, {a.n, 1}};
+  const int64_t ea = checked_mul_add(f, "a", 1, extent(f, "a", a_dims), a.a_offset);
+  const int64_t eb = checked_mul_add(f, "b", 1, extent(f, "b", b_dims), a.b_offset);
+  const int64_t ed = checked_mul_add(f, "d", 1, extent(f, "d", d_dims), a.d_offset);
+  const ByteRange d = range_of("d", a.d, ed, dtype_size(a.d_dtype));
+  if (a.k > 0) {
+    require_disjoint(f, d, range_of("a", a.a, ea, dtype_size(a.a_dtype)));
+    require_disjoint(f, d, range_of("b", a.b, eb, dtype_size(a.b_dtype)));
+  }
+}
+
+void validate_softmax(const SoftmaxArguments& a) {
+  const char* f = "softmax";
+  if (a.rows < 0) throw_invalid(f, "rows", a.rows, ">= 0");
+  if (a.cols < 0) throw_invalid(f, "cols", a.cols, ">= 0");
+  if (!valid_dtype(a.output_dtype)) throw_invalid(f, "output_dtype", static_cast<int>(a.output_dtype), "f32, f16 or bf16");
+  if (a.rows == 0) return;
+  if (a.cols > 0 && !a.input) throw_invalid(f, "input", "null", "a device pointer");
+  if (a.cols > 0 && !a.output) throw_invalid(f, "output", "null", "a device pointer");
+  if (a.input_row_stride < a.cols) throw_invalid(f, "input_row_stride", a.input_row_stride, ">= cols = " + std::to_string(a.cols));
+  if (a.output_row_stride < a.cols) throw_invalid(f, "output_row_stride", a.output_row_stride, ">= cols = " + std::to_string(a.cols));
+  if (a.rows_per_block < 0) throw_invalid(f, "rows_per_block", a.rows_per_block, ">= 0 (0: one block)");
+  if (a.rows_per_block > 0 && a.rows % a.rows_per_block != 0) {
+    throw_invalid(f, "rows_per_block", a.rows_per_block, "a divisor of rows = " + std::to_string(a.rows));
+  }
+  const bool in_place = a.output == static_cast<const void*>(a.input);
+  if (in_place && (a.output_dtype != DType::f32 || a.output_row_stride != a.input_row_stride)) {
+    throw_invalid(f, "output", "input", "in-place only with f32 output and equal row strides");
+  }
+  if (!in_place && a.cols > 0) {
+    const Dim in_dims[] = {{a.rows, a.input_row_stride}, {a.cols, 1}};
+    const Dim out_dims[] = {{a.rows, a.output_row_stride}, {a.cols, 1}};
+    require_disjoint(f, range_of("output", a.output, extent(f, "output", out_dims), dtype_size(a.output_dtype)),
+                     range_of("input", a.input, extent(f, "input", in_dims), sizeof(float)));
+  }
+}
+
+void validate_scatter_scores(const ScatterScoresArguments& a) {
+  const char* f = "scatter_scores";
+  if (a.heads < 0) throw_invalid(f, "heads", a.heads, ">= 0");
+  if (a.rows < 0) throw_invalid(f, "rows", a.rows, ">= 0");
+  if (a.cols < 0) throw_invalid(f, "cols", a.cols, ">= 0");
+  if (a.heads == 0 || a.rows == 0 || a.cols == 0) return;
+  if (!a.scores) throw_invalid(f, "scores", "null", "a device pointer");
+  if (!a.dst) throw_invalid(f, "dst", "null", "a device pointer");
+  if (a.scores_row_stride < a.cols) throw_invalid(f, "scores_row_stride", a.scores_row_stride, ">= cols = " + std::to_string(a.cols));
+  if (a.dst_row_stride < a.cols) throw_invalid(f, "dst_row_stride", a.dst_row_stride, ">= cols = " + std::to_string(a.cols));
+  if (a.heads > 1 && a.scores_head_stride < a.rows * a.scores_row_stride) {
+    throw_invalid(f, "scores_head_stride", a.scores_head_stride, ">= rows * scores_row_stride");
+  }
+  if (a.heads > 1 && a.dst_head_stride < a.rows * a.dst_row_stride) {
+    throw_invalid(f, "dst_head_stride", a.dst_head_stride, ">= rows * dst_row_stride");
+  }
+  if (a.first_query < 0 || a.first_query + a.rows > a.mask.suffix_length) {
+    throw_invalid(f, "first_query", a.first_query,
+                  "rows [first_query, first_query + rows) inside the suffix of " +
+                      std::to_string(a.mask.suffix_length));
+  }
+  if (a.first_key < 0 || a.first_key + a.cols > a.mask.prefix_length + a.mask.suffix_length) {
+    throw_invalid(f, "first_key", a.first_key,
+                  "columns [first_key, first_key + cols) inside the " +
+                      std::to_string(a.mask.prefix_length + a.mask.suffix_length) + " cache rows");
+  }
+  if (!(std::isfinite(a.softcap) && a.softcap >= 0)) throw_invalid(f, "softcap", a.softcap, "a finite value >= 0");
+  const bool in_place = a.dst == a.scores;
+  if (in_place && (a.dst_row_stride != a.scores_row_stride || a.dst_head_stride != a.scores_head_stride)) {
+    throw_invalid(f, "dst", "scores", "in-place only with equal strides");
+  }
+}
+
+void validate_scatter_values(const ScatterValuesArguments& a) {
+  const char* f = "scatter_values";
+  if (a.heads < 0) throw_invalid(f, "heads", a.heads, ">= 0");
+  if (a.rows < 0) throw_invalid(f, "rows", a.rows, ">= 0");
+  if (a.head_dim < 1) throw_invalid(f, "head_dim", a.head_dim, ">= 1");
+  if (!valid_dtype(a.dtype)) throw_invalid(f, "dtype", static_cast<int>(a.dtype), "f32, f16 or bf16");
+  if (a.heads == 0 || a.rows == 0) return;
+  if (!a.src) throw_invalid(f, "src", "null", "a device pointer");
+  if (!a.out) throw_invalid(f, "out", "null", "a device pointer");
+  if (a.src_row_stride < a.head_dim) throw_invalid(f, "src_row_stride", a.src_row_stride, ">= head_dim = " + std::to_string(a.head_dim));
+  if (a.heads > 1 && a.src_head_stride < a.rows * a.src_row_stride) throw_invalid(f, "src_head_stride", a.src_head_stride, ">= rows * src_row_stride");
+  if (a.heads > 1 && a.out_head_stride < a.head_dim) throw_invalid(f, "out_head_stride", a.out_head_stride, ">= head_dim = " + std::to_string(a.head_dim));
+  if (a.rows > 1 && a.out_token_stride < a.head_dim) throw_invalid(f, "out_token_stride", a.out_token_stride, ">= head_dim = " + std::to_string(a.head_dim));
+  const Dim s_dims[] = {{a.heads, a.src_head_stride}, {a.rows, a.src_row_stride}, {a.head_dim, 1}};
+  const Dim o_dims[] = {{a.rows, a.out_token_stride}, {a.heads, a.out_head_stride}, {a.head_dim, 1}};
+  require_disjoint(f, range_of("out", a.out, extent(f, "out", o_dims), dtype_size(a.dtype)),
+                   range_of("src", a.src, extent(f, "src", s_dims), sizeof(float)));
+}
+
+}  // namespace wideattn::detail

@@ -1,0 +1,17 @@
+// Argument checks for every public entry point. Each failure throws detail::Error with a
+// message naming the function, the argument, its value and what was expected.
+#pragma once
+
+#include "wideattn/attention.h"
+#include "wideattn/components.h"
+
+namespace wideattn::detail {
+
+// `backend` decides which head dims are allowed (the CPU takes any multiple of 8 up to 512).
+void validate_problem(const char* function, const AttentionProblem& problem, Backend backend);
+void validate_matmul(const MatmulArguments& args);
+void validate_softmax(const SoftmaxArguments& args);
+void validate_scatter_scores(const ScatterScoresArguments& args);
+void validate_scatter_values(const ScatterValuesArguments& args);
+
+}  // namespace wideattn::detail

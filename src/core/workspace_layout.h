@@ -1,0 +1,75 @@
+// How each kernel carves the Context's workspace. Shared by dispatch (to size it) and the
+// backends (to use it), so the two cannot disagree.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "wideattn/attention.h"
+#include "wideattn/problem.h"
+
+namespace wideattn::detail {
+
+inline std::size_t align_up(std::size_t bytes, std::size_t alignment = 256) {
+  return (bytes + alignment - 1) / alignment * alignment;
+}
+
+// Decode: per (query row, split) partial results, plus a device copy of the sequence metadata.
+//   partial_out [total_tokens * q_heads, splits, head_dim] f32, unnormalised
+//   partial_max [total_tokens * q_heads, splits] f32 (running max of the logits)
+//   partial_sum [total_tokens * q_heads, splits] f32 (sum of exp(logit - max))
+//   metadata    query_offsets [batch + 1] then kv_lengths [batch], int32
+struct DecodeWorkspace {
+  std::size_t partial_out = 0, partial_max = 0, partial_sum = 0, metadata = 0, bytes = 0;
+};
+
+inline DecodeWorkspace decode_workspace_layout(const AttentionProblem& p, int32_t splits) {
+  DecodeWorkspace w;
+  const std::size_t rows = static_cast<std::size_t>(p.total_tokens()) * p.q_heads;
+  std::size_t at = 0;
+  if (splits > 1) {
+    w.partial_out = at;
+    at += align_up(rows * splits * p.head_dim * sizeof(float));
+    w.partial_max = at;
+    at += align_up(rows * splits * sizeof(float));
+    w.partial_sum = at;
+    at += align_up(rows * splits * sizeof(float));
+  }
+  w.metadata = at;
+  at += align_up((2 * static_cast<std::size_t>(p.batch) + 1) * sizeof(int32_t));
+  w.bytes = at;
+  return w;
+}
+
+// Prefill: one chunk of `chunk_rows` suffix tokens of one KV group at a time.
+//   scores        [gqa, chunk_rows, key_capacity] f32 (masked in place, softmax may write back)
+//   probabilities [gqa, chunk_rows, key_capacity] of the backend's probability dtype, or none
+//                 when that is f32 (softmax runs in place)
+//   values        [gqa, chunk_rows, head_dim] f32, the P V result before scatter_values
+struct PrefillWorkspace {
+  int64_t chunk_rows = 0, key_capacity = 0;
+  std::size_t scores = 0, probabilities = 0, values = 0, bytes = 0;
+  bool separate_probabilities = false;
+};
+
+inline PrefillWorkspace prefill_workspace_layout(const AttentionProblem& p, int64_t chunk_rows,
+                                                 int64_t key_capacity,
+                                                 std::size_t probability_size) {
+  PrefillWorkspace w;
+  w.chunk_rows = chunk_rows;
+  w.key_capacity = key_capacity;
+  const std::size_t gqa = static_cast<std::size_t>(p.q_heads / p.kv_heads);
+  const std::size_t cells = gqa * chunk_rows * key_capacity;
+  std::size_t at = 0;
+  w.scores = at;
+  at += align_up(cells * sizeof(float));
+  w.separate_probabilities = probability_size != sizeof(float);
+  w.probabilities = w.separate_probabilities ? at : w.scores;
+  if (w.separate_probabilities) at += align_up(cells * probability_size);
+  w.values = at;
+  at += align_up(gqa * chunk_rows * p.head_dim * sizeof(float));
+  w.bytes = at;
+  return w;
+}
+
+}  // namespace wideattn::detail
