@@ -31,13 +31,33 @@ int32_t choose_splits(const AttentionProblem& p, const DeviceInfo& device) {
   const ProblemExtents e = problem_extents(p);
   const int64_t gqa = p.q_heads / p.kv_heads;
   const int64_t rows = std::max<int64_t>(1, e.max_suffix * gqa);
-  const int64_t row_items = (rows + t.decode_rows_per_item - 1) / t.decode_rows_per_item;
-  const int64_t items = int64_t{p.batch} * p.kv_heads * row_items;
-  const int64_t target = int64_t{std::max(1, device.compute_units)} * t.work_items_per_unit;
-  int64_t splits = (target + items - 1) / items;
-  splits = std::min<int64_t>(splits, std::max<int64_t>(1, e.max_kv_length / t.min_keys_per_split));
-  splits = std::clamp<int64_t>(splits, 1, t.max_splits);
-  return static_cast<int32_t>(splits);
+  const int64_t row_blocks = (rows + t.decode_rows_per_item - 1) / t.decode_rows_per_item;
+  const int64_t per_item = decode_row_blocks_per_item(t, p.dtype, row_blocks);
+  const int64_t items = int64_t{p.batch} * p.kv_heads * ((row_blocks + per_item - 1) / per_item);
+  const int64_t units = std::max(1, device.compute_units);
+  const int64_t most = std::clamp<int64_t>(e.max_kv_length / t.min_keys_per_split, 1, t.max_splits);
+  if (device.backend != Backend::cuda) {
+    const int64_t target = units * t.work_items_per_unit;
+    return static_cast<int32_t>(std::min<int64_t>((target + items - 1) / items, most));
+  }
+  // CUDA: the kernel streams K/V at the SM's bandwidth, so a split's time is its keys times the
+  // work items queued on the busiest SM, plus a fixed cost per wave of resident items and the
+  // merge pass. Pick the cheapest split count (the fewest among equals).
+  const int64_t resident = units * cuda_decode_items_per_sm(p.head_dim);
+  const int64_t tile = 32;  // keys per K/V tile of the CUDA kernel (decode_config.h)
+  int64_t best = 1, best_cost = -1;
+  for (int64_t s = 1; s <= most; ++s) {
+    const int64_t ctas = items * s;
+    const int64_t keys = ((e.max_kv_length + s - 1) / s + tile - 1) / tile * tile;
+    const int64_t cost = (ctas + units - 1) / units * keys +
+                         (ctas + resident - 1) / resident * t.decode_item_overhead_keys +
+                         (s > 1 ? t.decode_merge_overhead_keys : 0);
+    if (best_cost < 0 || cost < best_cost) {
+      best = s;
+      best_cost = cost;
+    }
+  }
+  return static_cast<int32_t>(best);
 }
 
 }  // namespace detail
@@ -86,6 +106,7 @@ Status plan_attention(const AttentionProblem& p, const DeviceInfo& device, Kerne
       const int64_t per_row = gqa * key_capacity *
                               static_cast<int64_t>(sizeof(float) + (psize == 4 ? 0 : psize));
       int64_t chunk = std::max<int64_t>(1, t.prefill_scratch_bytes / per_row);
+      if (t.prefill_max_chunk_rows > 0) chunk = std::min(chunk, t.prefill_max_chunk_rows);
       if (chunk >= t.prefill_chunk_granularity) chunk -= chunk % t.prefill_chunk_granularity;
       chunk = std::min<int64_t>(chunk, std::max<int64_t>(1, e.max_suffix));
       result.query_rows_per_chunk = chunk;

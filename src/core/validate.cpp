@@ -103,7 +103,7 @@ void validate_problem(const char* f, const AttentionProblem& p, Backend backend)
     const int64_t suffix = int64_t{p.query_offsets[b + 1]} - p.query_offsets[b];
     const std::string idx = "[" + std::to_string(b) + "]";
     if (suffix < 0) {
-      throw_invalid(f, "query_offsets" + std::to_string(b + 1), p.query_offsets[b + 1],
+      throw_invalid(f, "query_offsets[" + std::to_string(b + 1) + "]", p.query_offsets[b + 1],
                     ">= query_offsets" + idx + " = " + std::to_string(p.query_offsets[b]) +
                         " (offsets must not decrease)");
     }

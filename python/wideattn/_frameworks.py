@@ -1,0 +1,248 @@
+"""What wideattn needs to know about each array framework: how to hand an array to the extension
+without a copy, which stream to run on, and how to allocate an output of the caller's kind.
+
+Supported: PyTorch tensors, NumPy arrays (bfloat16 through ml_dtypes), CuPy arrays and JAX
+arrays; any other object with ``__dlpack__`` is accepted as an input.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Sequence, Tuple
+
+import numpy as np
+
+TORCH = "torch"
+NUMPY = "numpy"
+CUPY = "cupy"
+JAX = "jax"
+OTHER = "other"
+
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+
+
+def framework(x: Any) -> str:
+    """The framework an array belongs to, from its type's module."""
+    module = type(x).__module__
+    if module.startswith("torch"):
+        return TORCH
+    if module.startswith("numpy"):
+        return NUMPY
+    if module.startswith("cupy"):
+        return CUPY
+    if module.startswith(("jax", "jaxlib")):
+        return JAX
+    return OTHER
+
+
+def _is_numpy_bfloat16(dtype: Any) -> bool:
+    return isinstance(dtype, np.dtype) and dtype.name == "bfloat16"
+
+
+def numpy_bfloat16() -> Any:
+    """NumPy's bfloat16 dtype (from ml_dtypes), or raises TypeError when ml_dtypes is missing."""
+    try:
+        import ml_dtypes
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise TypeError("bfloat16 NumPy arrays need the ml_dtypes package (pip install ml_dtypes)") from error
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+class Call:
+    """The arrays of one call, exported for the extension, and the device and stream they use.
+
+    ``export(x, name)`` returns what the extension imports without a copy: the array itself
+    (NumPy, CuPy, JAX, other DLPack producers), a uint16 view of a NumPy bfloat16 array (then
+    ``u16_is_bf16`` is set), or a DLPack capsule of a PyTorch tensor made without stream
+    synchronisation (the call runs on the tensor's current stream anyway, and synchronising
+    through the default stream would break CUDA graph capture).
+    """
+
+    def __init__(self, reference: Any, reference_name: str) -> None:
+        self.kind = framework(reference)
+        self.reference = reference
+        self.reference_name = reference_name
+        self.u16_is_bf16 = False
+        self.device_type, self.device_index = device_of(reference)
+
+    def export(self, x: Any, name: str) -> Any:
+        if x is None:
+            return None
+        kind = framework(x)
+        if kind == TORCH:
+            import torch.utils.dlpack
+
+            return torch.utils.dlpack.to_dlpack(x.detach())
+        if kind == NUMPY and isinstance(x, np.ndarray):
+            if _is_numpy_bfloat16(x.dtype):
+                self.u16_is_bf16 = True
+                return x.view(np.uint16)
+            if x.dtype == np.uint16:
+                raise TypeError(f"{name} has dtype uint16, expected float32, float16 or bfloat16")
+            return x
+        if kind == JAX:
+            x.block_until_ready()
+        return x
+
+    def stream(self) -> int:
+        """The CUDA stream to run on: PyTorch's or CuPy's current stream; 0 otherwise."""
+        if self.device_type != "cuda":
+            return 0
+        if self.kind == TORCH:
+            import torch
+
+            return int(torch.cuda.current_stream(self.reference.device).cuda_stream)
+        if self.kind == CUPY:
+            import cupy
+
+            return int(cupy.cuda.get_current_stream().ptr)
+        return 0
+
+    def needs_sync(self) -> bool:
+        """JAX does not share its streams: wait for wideattn's work before JAX reads the output."""
+        return self.kind == JAX and self.device_type == "cuda"
+
+    def empty(self, shape: Sequence[int], dtype: Any, name: str) -> Any:
+        """A new array of `shape` and `dtype` (a dtype of the reference array's framework, or one
+        of "float32", "float16", "bfloat16", "int32") on the reference's device."""
+        shape = tuple(int(s) for s in shape)
+        if self.kind == TORCH:
+            import torch
+
+            return torch.empty(shape, dtype=_torch_dtype(dtype), device=self.reference.device)
+        if self.kind == CUPY:
+            import cupy
+
+            with cupy.cuda.Device(self.device_index):
+                return cupy.empty(shape, dtype=_numpy_dtype(dtype))
+        if self.kind == JAX and self.device_type == "cuda":
+            return _jax_gpu_buffer(shape, dtype, self.device_index, name)
+        if self.device_type == "cpu":
+            return np.empty(shape, dtype=_numpy_dtype(dtype))
+        raise TypeError(
+            f"cannot allocate {name} for a {type(self.reference).__qualname__} on {self.device_type}: "
+            f"pass {name}= explicitly"
+        )
+
+    def finish(self, x: Any) -> Any:
+        """Converts an array allocated by `empty` for a JAX caller back into a JAX array."""
+        if self.kind == JAX and x is not None and framework(x) != JAX:
+            import jax.dlpack
+
+            return jax.dlpack.from_dlpack(x)
+        return x
+
+
+def device_of(x: Any) -> Tuple[str, int]:
+    """("cpu", 0) or ("cuda", index) for an array of any supported framework."""
+    kind = framework(x)
+    if kind == TORCH:
+        device = x.device
+        if device.type == "cuda":
+            return "cuda", int(device.index if device.index is not None else 0)
+        return device.type, 0
+    if kind == NUMPY:
+        return "cpu", 0
+    if kind == CUPY:
+        return "cuda", int(x.device.id)
+    if hasattr(x, "__dlpack_device__"):
+        device_type, index = x.__dlpack_device__()
+        if int(device_type) in (1, 3):  # kDLCPU, kDLCUDAHost
+            return "cpu", 0
+        if int(device_type) in (2, 13):  # kDLCUDA, kDLCUDAManaged
+            return "cuda", int(index)
+        return f"dlpack device type {int(device_type)}", int(index)
+    return "cpu", 0
+
+
+_DTYPE_NAMES = ("float32", "float16", "bfloat16", "int32")
+
+
+def dtype_name(dtype: Any) -> str:
+    """"float32", "float16", "bfloat16" or "int32" for a dtype of any framework, or its name."""
+    if isinstance(dtype, str):
+        return dtype
+    name = getattr(dtype, "name", None) or str(dtype)
+    name = name.replace("torch.", "")
+    return name
+
+
+def _numpy_dtype(dtype: Any) -> Any:
+    name = dtype_name(dtype)
+    if name == "bfloat16":
+        return numpy_bfloat16()
+    if name not in _DTYPE_NAMES:
+        raise TypeError(f"dtype {name} is not one wideattn handles ({', '.join(_DTYPE_NAMES)})")
+    return np.dtype(name)
+
+
+def _torch_dtype(dtype: Any) -> Any:
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = dtype_name(dtype)
+    if name not in _DTYPE_NAMES:
+        raise TypeError(f"dtype {name} is not one wideattn handles ({', '.join(_DTYPE_NAMES)})")
+    return getattr(torch, name)
+
+
+def _jax_gpu_buffer(shape: Tuple[int, ...], dtype: Any, index: int, name: str) -> Any:
+    """JAX arrays are immutable: outputs for JAX callers are written into a CuPy (or PyTorch)
+    buffer that `Call.finish` hands back to JAX through DLPack, without a copy."""
+    name_of_dtype = dtype_name(dtype)
+    try:
+        import cupy
+
+        if name_of_dtype != "bfloat16":
+            with cupy.cuda.Device(index):
+                return cupy.empty(shape, dtype=np.dtype(name_of_dtype))
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        return torch.empty(shape, dtype=getattr(torch, name_of_dtype), device=f"cuda:{index}")
+    except ImportError:
+        pass
+    raise TypeError(f"allocating {name} for a JAX array on the GPU needs CuPy or PyTorch: pass {name}= explicitly")
+
+
+def host_int32(values: Any, name: str) -> list:
+    """`values` (a list, tuple, range, or a host array of PyTorch, NumPy, JAX) as a list of
+    Python ints in int32 range. Device arrays are refused: wideattn reads this on the host."""
+    if values is None:
+        raise TypeError(f"{name} is required: a host sequence of int32")
+    kind = framework(values)
+    if kind in (TORCH, CUPY, JAX) or hasattr(values, "__dlpack_device__"):
+        device_type, index = device_of(values)
+        if device_type != "cpu":
+            raise ValueError(
+                f"{name} must be on the host (a list or a CPU array), got an array on "
+                f"{device_type}:{index}; wideattn's dispatch reads it on the host"
+            )
+    if hasattr(values, "tolist"):
+        values = values.tolist()
+    if isinstance(values, (int, float)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{name} must be a sequence of int32, got {type(values).__qualname__}")
+    result = []
+    for i, v in enumerate(values):
+        try:
+            v = operator.index(v)
+        except TypeError:
+            raise TypeError(f"{name}[{i}] = {v!r} is not an integer") from None
+        if not _INT32_MIN <= v <= _INT32_MAX:
+            raise ValueError(f"{name}[{i}] = {v} does not fit in int32")
+        result.append(v)
+    return result
+
+
+def check_int32(value: Any, name: str) -> int:
+    """A Python int in int32 range, or raises TypeError/ValueError naming `name`."""
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__qualname__}") from None
+    if not _INT32_MIN <= v <= _INT32_MAX:
+        raise ValueError(f"{name} = {v} does not fit in int32")
+    return v

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# The GPU machine's check: build (or reuse BUILD_DIR), run the whole test suite, run
+# compute-sanitizer (memcheck, racecheck, initcheck) over a reduced set of CUDA tests, run the
+# GPU benchmark suite, and the Python peers script when it exists. Every log goes to OUT_DIR;
+# a summary is printed last. Installs nothing (that machine has no apt and no network): a
+# missing tool is reported and the script fails.
+#
+# usage: scripts/gpu_check.sh OUT_DIR [GTEST_FILTER]
+# environment:
+#   BUILD_DIR         build folder to configure or reuse (default: build-gpu)
+#   JOBS              compile jobs (default: the number of cores)
+#   SANITIZER_FILTER  gtest filter for compute-sanitizer (or the second argument)
+#   SANITIZER_TOOLS   default "memcheck racecheck initcheck"
+#   BENCH_ARGS        extra arguments for `wideattn bench` (e.g. "--filter 31B")
+#   PEERS_ARGS        arguments for bench/peers.py (default: OUT_DIR/peers, its output folder)
+#   SKIP_TESTS, SKIP_SANITIZER, SKIP_BENCH, SKIP_PEERS  set to 1 to skip a step
+set -uo pipefail
+
+if [ $# -lt 1 ] || [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
+  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+  exit 2
+fi
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OUT_DIR="$(mkdir -p "$1" && cd "$1" && pwd)" || { echo "cannot create $1" >&2; exit 2; }
+BUILD_DIR="${BUILD_DIR:-$REPO_ROOT/build-gpu}"
+JOBS="${JOBS:-$(nproc 2>/dev/null || echo 8)}"
+DEFAULT_FILTER='*AttentionTest.AwkwardSizes/cuda*:*AttentionTest.RowsThatSeeNoKey/cuda*:*AttentionTest.SpeculativeTree/cuda*:*PrefillTest.*/cuda*:*MatmulTest.DenseMatchesOracle/cuda*:*SoftmaxTest.*/cuda*:*ScatterScoresTest.*/cuda*:*ScatterValuesTest.*/cuda*'
+FILTER="${2:-${SANITIZER_FILTER:-$DEFAULT_FILTER}}"
+SANITIZER_TOOLS="${SANITIZER_TOOLS:-memcheck racecheck initcheck}"
+
+SUMMARY=()
+FAILED=0
+note() { printf '[gpu_check] %s\n' "$*" | tee -a "$OUT_DIR/gpu_check.log" >&2; }
+# step NAME LOG COMMAND...: runs COMMAND with output to OUT_DIR/LOG, records PASS/FAIL.
+step() {
+  local name="$1" logfile="$OUT_DIR/$2"
+  shift 2
+  note "$name: $* (log: $logfile)"
+  local start=$SECONDS
+  "$@" >"$logfile" 2>&1
+  local rc=$?
+  local took=$((SECONDS - start))
+  if [ $rc -eq 0 ]; then
+    SUMMARY+=("PASS  $name (${took}s)  $logfile")
+  else
+    SUMMARY+=("FAIL  $name (exit $rc, ${took}s)  $logfile")
+    FAILED=1
+    tail -n 20 "$logfile" | sed 's/^/    /' >&2
+  fi
+  return $rc
+}
+skip() { SUMMARY+=("SKIP  $1: $2"); note "skip $1: $2"; }
+
+# ---- tools ----------------------------------------------------------------------------------
+if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then export PATH="/usr/local/cuda/bin:$PATH"; fi
+missing=()
+for tool in cmake ninja nvcc c++; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  note "missing tools: ${missing[*]} (this script installs nothing: put them on PATH)"
+  exit 1
+fi
+SANITIZER="$(command -v compute-sanitizer || true)"
+[ -z "$SANITIZER" ] && [ -x /usr/local/cuda/bin/compute-sanitizer ] && SANITIZER=/usr/local/cuda/bin/compute-sanitizer
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "commit: $(git -C "$REPO_ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
+  echo "nvcc: $(nvcc --version | tail -n 2 | tr '\n' ' ')"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "nvidia-smi: not available"
+} >"$OUT_DIR/environment.txt" 2>&1
+note "environment: $(tr '\n' ';' <"$OUT_DIR/environment.txt")"
+
+# ---- build ----------------------------------------------------------------------------------
+# shellcheck disable=SC2317  # called through step
+configure() {
+  cmake -S "$REPO_ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DWIDEATTN_CUDA=ON \
+    -DWIDEATTN_TESTS=ON -DWIDEATTN_TOOLS=ON && ninja -C "$BUILD_DIR" -j "$JOBS"
+}
+if ! step build build.log configure; then
+  note "build failed: nothing else can run"
+  printf '\n==== gpu_check summary (%s) ====\n' "$OUT_DIR"; printf '%s\n' "${SUMMARY[@]}"
+  exit 1
+fi
+CLI="$BUILD_DIR/wideattn"
+TESTS="$BUILD_DIR/wideattn_tests"
+
+# ---- tests ----------------------------------------------------------------------------------
+if [ "${SKIP_TESTS:-0}" = 1 ]; then skip tests "SKIP_TESTS=1"; else
+  step "ctest (whole suite)" ctest.log ctest --test-dir "$BUILD_DIR" --output-on-failure --timeout 1800
+  # GPU tests that skipped would hide a broken CUDA backend: list them.
+  grep -E '\[  SKIPPED \]|Skipped' "$OUT_DIR/ctest.log" | head -n 20 >"$OUT_DIR/skipped.txt" || true
+fi
+
+# ---- compute-sanitizer ----------------------------------------------------------------------
+if [ "${SKIP_SANITIZER:-0}" = 1 ]; then skip sanitizer "SKIP_SANITIZER=1"
+elif [ -z "$SANITIZER" ]; then SUMMARY+=("FAIL  compute-sanitizer: not found on PATH or in /usr/local/cuda/bin"); FAILED=1
+elif [ ! -x "$TESTS" ]; then SUMMARY+=("FAIL  compute-sanitizer: $TESTS was not built"); FAILED=1
+else
+  note "sanitizer filter: $FILTER"
+  for tool in $SANITIZER_TOOLS; do
+    extra=()
+    [ "$tool" = memcheck ] && extra=(--leak-check full)
+    step "compute-sanitizer $tool" "sanitizer-$tool.log" timeout 3600 "$SANITIZER" --tool "$tool" \
+      "${extra[@]}" --error-exitcode 99 "$TESTS" --gtest_filter="$FILTER"
+  done
+fi
+
+# ---- benchmarks -----------------------------------------------------------------------------
+if [ "${SKIP_BENCH:-0}" = 1 ]; then skip bench "SKIP_BENCH=1"; else
+  # shellcheck disable=SC2086
+  step "wideattn bench --suite gpu" bench.log "$CLI" bench --suite gpu --backend cuda \
+    --json "$OUT_DIR/bench.json" ${BENCH_ARGS:-}
+  "$CLI" info >"$OUT_DIR/info.txt" 2>&1 || true
+fi
+if [ "${SKIP_PEERS:-0}" = 1 ]; then skip peers "SKIP_PEERS=1"
+elif [ -f "$REPO_ROOT/bench/peers.py" ]; then
+  if [ -n "${PEERS_ARGS+x}" ]; then
+    read -r -a peers_args <<<"$PEERS_ARGS"
+  else
+    peers_args=("$OUT_DIR/peers")  # python/README.md: python3 bench/peers.py OUTDIR
+  fi
+  step "bench/peers.py" peers.log env PYTHONPATH="$REPO_ROOT/python:${PYTHONPATH:-}" \
+    WIDEATTN_BUILD_DIR="$BUILD_DIR" python3 "$REPO_ROOT/bench/peers.py" "${peers_args[@]}"
+else
+  skip peers "bench/peers.py does not exist"
+fi
+
+# ---- summary --------------------------------------------------------------------------------
+{
+  printf '\n==== gpu_check summary (%s) ====\n' "$OUT_DIR"
+  printf '%s\n' "${SUMMARY[@]}"
+  if [ -f "$OUT_DIR/ctest.log" ]; then grep -E 'tests passed|tests failed' "$OUT_DIR/ctest.log" | tail -n 1; fi
+  if [ -s "$OUT_DIR/skipped.txt" ]; then echo "skipped tests (first 20): see $OUT_DIR/skipped.txt"; fi
+  for tool in $SANITIZER_TOOLS; do
+    f="$OUT_DIR/sanitizer-$tool.log"
+    [ -f "$f" ] && echo "$tool: $(grep -E 'ERROR SUMMARY' "$f" | tail -n 1)"
+  done
+  if [ -f "$OUT_DIR/bench.log" ]; then sed -n '/^| problem/,$p' "$OUT_DIR/bench.log"; fi
+  [ $FAILED -eq 0 ] && echo "gpu_check: all steps passed" || echo "gpu_check: some steps FAILED"
+} | tee "$OUT_DIR/summary.txt"
+exit $FAILED

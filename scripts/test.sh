@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what the build and tests need (Debian: cmake, ninja-build, g++, ccache,
+# libopenblas-dev, libgtest-dev), builds everything (the CUDA backend too when nvcc is found;
+# its tests skip without a GPU), runs ctest, then the Python tests when the package exists.
+set -euo pipefail
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+install_build_dependencies ON
+find_cuda
+configure_and_build ON
+log "ctest"
+ctest --test-dir "$BUILD_DIR" --output-on-failure -j "${CTEST_JOBS:-1}" --timeout 1800
+
+# ---- Python hook -------------------------------------------------------------------------------
+# The Python package is optional: when pyproject.toml exists at the repository root, install it
+# into a virtual environment inside the build folder and run pytest on python/tests.
+if [ -f "$REPO_ROOT/pyproject.toml" ]; then
+  if command -v dpkg-query >/dev/null 2>&1; then
+    install_packages python3 python3-venv python3-dev
+  fi
+  VENV="$BUILD_DIR/venv"
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV" || die "python3 -m venv failed"
+  log "pip install ./ (Python package)"
+  "$VENV/bin/python" -m pip install -q pytest numpy || die "pip install pytest numpy failed"
+  CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" "$VENV/bin/python" -m pip install -q "$REPO_ROOT[test]" \
+    || die "pip install of the Python package failed"
+  if [ -d "$REPO_ROOT/python/tests" ]; then
+    log "pytest python/tests"
+    (cd "$REPO_ROOT" && "$VENV/bin/python" -m pytest -q python/tests)
+  else
+    log "no python/tests folder: Python tests skipped"
+  fi
+else
+  log "no pyproject.toml at the repository root: Python package and tests skipped"
+fi
+log "all tests passed"

@@ -1,0 +1,88 @@
+#include "cpu/convert_rows.h"
+
+#include <cstring>
+
+#include "cpu/vector_math.h"
+#include "wideattn/convert.h"
+
+namespace wideattn::detail::cpu {
+namespace {
+
+#if WIDEATTN_CPU_AVX512
+// Round-to-nearest-even f32 -> bf16 bits, NaN kept quiet: float_to_bf16 in 16 lanes.
+inline __m256i bf16_from_ps(__m512 x) {
+  const __m512i u = _mm512_castps_si512(x);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  const __m512i rounded =
+      _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+  const __m512i abs = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
+  const __mmask16 nan = _mm512_cmpgt_epi32_mask(abs, _mm512_set1_epi32(0x7f800000));
+  const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+  return _mm512_cvtepi32_epi16(_mm512_mask_mov_epi32(rounded, nan, quiet));
+}
+#endif
+
+}  // namespace
+
+void convert_to_f32(const void* src, DType dtype, float* dst, int64_t n) {
+  if (dtype == DType::f32) {
+    std::memcpy(dst, src, static_cast<std::size_t>(n) * sizeof(float));
+    return;
+  }
+  const auto* s = static_cast<const uint16_t*>(src);
+  int64_t i = 0;
+#if WIDEATTN_CPU_AVX512
+  if (dtype == DType::bf16) {
+    for (; i + 16 <= n; i += 16) {
+      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i));
+      _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
+    }
+  } else {
+    for (; i + 16 <= n; i += 16) {
+      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i));
+      _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(h));
+    }
+  }
+#endif
+  if (dtype == DType::bf16) {
+    for (; i < n; ++i) dst[i] = bf16_to_float(s[i]);
+  } else {
+    for (; i < n; ++i) dst[i] = f16_to_float(s[i]);
+  }
+}
+
+void convert_from_f32(const float* src, void* dst, DType dtype, int64_t n, float scale) {
+  if (dtype == DType::f32) {
+    auto* d = static_cast<float*>(dst);
+    if (scale == 1.0f) {
+      std::memcpy(d, src, static_cast<std::size_t>(n) * sizeof(float));
+    } else {
+      for (int64_t i = 0; i < n; ++i) d[i] = src[i] * scale;
+    }
+    return;
+  }
+  auto* d = static_cast<uint16_t*>(dst);
+  int64_t i = 0;
+#if WIDEATTN_CPU_AVX512
+  const __m512 vs = _mm512_set1_ps(scale);
+  if (dtype == DType::bf16) {
+    for (; i + 16 <= n; i += 16) {
+      const __m512 x = _mm512_mul_ps(_mm512_loadu_ps(src + i), vs);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + i), bf16_from_ps(x));
+    }
+  } else {
+    for (; i + 16 <= n; i += 16) {
+      const __m512 x = _mm512_mul_ps(_mm512_loadu_ps(src + i), vs);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + i),
+                          _mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+  }
+#endif
+  if (dtype == DType::bf16) {
+    for (; i < n; ++i) d[i] = float_to_bf16(src[i] * scale);
+  } else {
+    for (; i < n; ++i) d[i] = float_to_f16(src[i] * scale);
+  }
+}
+
+}  // namespace wideattn::detail::cpu

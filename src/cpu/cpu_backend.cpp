@@ -1,0 +1,58 @@
+// The CPU backend: plain host memory, OpenBLAS for matmul, OpenMP for the rest.
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+
+#include "core/backend_registry.h"
+#include "core/workspace_layout.h"
+#include "cpu/aligned_buffer.h"
+#include "cpu/cpu_components.h"
+
+namespace wideattn::detail {
+namespace {
+
+class CpuBackend final : public BackendImpl {
+ public:
+  CpuBackend() : device_(cpu::query_device_info()) {}
+
+  const DeviceInfo& device() const override { return device_; }
+
+  void* allocate(std::size_t bytes) override {
+    // Non-null even for 0 bytes, so that callers can tell success from failure.
+    const std::size_t size = (bytes + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, size == 0 ? 64 : size);
+    if (!p) throw std::bad_alloc();
+    return p;
+  }
+  void release(void* pointer) override { std::free(pointer); }
+  void copy(void* destination, const void* source, std::size_t bytes, CopyKind) override {
+    std::memmove(destination, source, bytes);
+  }
+  void synchronize() override {}
+  void fill_zero(void* pointer, std::size_t bytes) override { std::memset(pointer, 0, bytes); }
+  void* workspace(std::size_t bytes) override { return workspace_.reserve(bytes); }
+
+  void matmul(const MatmulArguments& args) override { cpu::matmul(args, matmul_scratch_); }
+  void softmax(const SoftmaxArguments& args) override { cpu::softmax(args); }
+  void scatter_scores(const ScatterScoresArguments& args) override { cpu::scatter_scores(args); }
+  void scatter_values(const ScatterValuesArguments& args) override { cpu::scatter_values(args); }
+
+  void decode(const AttentionProblem& problem, const Plan& plan) override {
+    const std::size_t bytes = decode_workspace_layout(problem, std::max(1, plan.num_splits)).bytes;
+    cpu::decode(problem, plan, workspace(bytes), decode_scratch_);
+  }
+
+ private:
+  DeviceInfo device_;
+  AlignedBuffer workspace_;
+  cpu::MatmulScratch matmul_scratch_;
+  AlignedBuffer decode_scratch_;
+};
+
+}  // namespace
+
+std::unique_ptr<BackendImpl> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+
+}  // namespace wideattn::detail

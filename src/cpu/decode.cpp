@@ -1,0 +1,438 @@
+// single_pass and two_pass decode for short suffixes (<= 8 tokens).
+//
+// One work item is (sequence, KV head, split). It takes all gqa heads x suffix tokens of its
+// KV group as rows, so every K and V row is read from memory once for all of them: per block
+// of keys it computes the scores of all rows (qk_tile), masks, updates an f32 online softmax
+// per row, and accumulates P V (pv_tile). Single pass normalises and writes the output at the
+// end; two pass writes unnormalised partials (output, max, sum) per split and merges them.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+#include <cstdlib>
+
+#include "core/dispatch.h"
+#include "core/mask.h"
+#include "core/workspace_layout.h"
+#include "cpu/convert_rows.h"
+#include "cpu/cpu_components.h"
+#include "cpu/decode_tiles.h"
+#include "cpu/vector_math.h"
+#include "cpu/visible_interval.h"
+#include "wideattn/convert.h"
+
+namespace wideattn::detail::cpu {
+namespace {
+
+constexpr int64_t kKeyBlock = 64;  // keys per online-softmax step (a multiple of 16)
+constexpr int64_t kQAlign = 32;    // q rows padded to this many elements (the bf16 dot step)
+
+int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// Per-thread scratch, carved from one buffer.
+struct ThreadScratch {
+  void* q;         // [rows, q_stride] f32 or raw bf16
+  float* scores;   // [rows, kKeyBlock]
+  float* acc;      // [rows, d]
+  float* row_max;  // [rows]
+  float* row_sum;  // [rows]
+  float* alpha;    // [rows]
+  KeyInterval* intervals;  // [suffix]
+  uint8_t* visible;        // [kKeyBlock]
+};
+
+struct Sizes {
+  int64_t rows, q_stride, d, suffix;
+  std::size_t bytes;
+};
+
+Sizes scratch_sizes(int64_t rows, int64_t d, int64_t suffix) {
+  Sizes s{rows, round_up(d, kQAlign), d, suffix, 0};
+  const std::size_t a = 64;
+  auto up = [&](std::size_t b) { return (b + a - 1) / a * a; };
+  s.bytes = up(rows * s.q_stride * sizeof(float)) + up(rows * kKeyBlock * sizeof(float)) +
+            up(rows * d * sizeof(float)) + 3 * up(rows * sizeof(float)) +
+            up(suffix * sizeof(KeyInterval)) + up(kKeyBlock);
+  return s;
+}
+
+ThreadScratch carve(char* base, const Sizes& s) {
+  auto up = [](std::size_t b) { return (b + 63) / 64 * 64; };
+  ThreadScratch t;
+  t.q = base;
+  base += up(s.rows * s.q_stride * sizeof(float));
+  t.scores = reinterpret_cast<float*>(base);
+  base += up(s.rows * kKeyBlock * sizeof(float));
+  t.acc = reinterpret_cast<float*>(base);
+  base += up(s.rows * s.d * sizeof(float));
+  t.row_max = reinterpret_cast<float*>(base);
+  base += up(s.rows * sizeof(float));
+  t.row_sum = reinterpret_cast<float*>(base);
+  base += up(s.rows * sizeof(float));
+  t.alpha = reinterpret_cast<float*>(base);
+  base += up(s.rows * sizeof(float));
+  t.intervals = reinterpret_cast<KeyInterval*>(base);
+  base += up(s.suffix * sizeof(KeyInterval));
+  t.visible = reinterpret_cast<uint8_t*>(base);
+  return t;
+}
+
+// Which inner loops run, by storage dtype.
+enum class Path { f32, f16, bf16, bf16_dot, scalar };
+
+Path choose_path(DType dtype) {
+#if WIDEATTN_CPU_AVX512
+  switch (dtype) {
+    case DType::f32: return Path::f32;
+    case DType::f16: return Path::f16;
+    case DType::bf16:
+#if defined(__AVX512BF16__)
+      return Path::bf16_dot;
+#else
+      return Path::bf16;
+#endif
+  }
+#endif
+  (void)dtype;
+  return Path::scalar;
+}
+
+// Everything one work item needs about the problem.
+struct Item {
+  const AttentionProblem* p;
+  SequenceMask mask;
+  int64_t first_row;  // global token index of suffix token 0
+  int32_t group;      // KV head
+  int32_t gqa;
+  int64_t suffix;
+  int64_t key_first, key_last;  // this split's keys
+  const char* k;                // K row 0 of this sequence and KV head
+  const char* v;
+  Path path;
+};
+
+#if WIDEATTN_CPU_AVX512
+template <class P>
+void qk_block(const void* q, int64_t q_stride, int64_t rows, const char* k_base,
+              int64_t k_stride_bytes, int64_t n, int64_t d, float* scores, bool prefetch) {
+  // The first row tile prefetches the next block's keys.
+  static const int64_t pfk = getenv("WA_PFK") ? atoi(getenv("WA_PFK")) : kKeyBlock;
+  const int64_t ahead = prefetch && pfk ? pfk * k_stride_bytes : 0;
+  using T = typename P::T;
+  using Q = typename P::Q;
+  const T* kp[16];
+  auto keys = [&](int64_t c0, int count) {
+    for (int kk = 0; kk < count; ++kk) {
+      const int64_t c = std::min(c0 + kk, n - 1);  // pad the tail with the last key
+      kp[kk] = reinterpret_cast<const T*>(k_base + c * k_stride_bytes);
+    }
+  };
+  const Q* qr = static_cast<const Q*>(q);
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    for (int64_t c = 0; c < n; c += 4) {
+      keys(c, 4);
+      tiles::qk_tile<P, 4, 4>(qr + r * q_stride, q_stride, kp, d, scores + r * kKeyBlock + c, kKeyBlock, r == 0 ? ahead : 0);
+    }
+  }
+  if (r + 2 <= rows) {
+    for (int64_t c = 0; c < n; c += 8) {
+      keys(c, 8);
+      tiles::qk_tile<P, 2, 8>(qr + r * q_stride, q_stride, kp, d, scores + r * kKeyBlock + c, kKeyBlock, r == 0 ? ahead : 0);
+    }
+    r += 2;
+  }
+  if (r < rows) {
+    for (int64_t c = 0; c < n; c += 16) {
+      keys(c, 16);
+      tiles::qk_tile<P, 1, 16>(qr + r * q_stride, q_stride, kp, d, scores + r * kKeyBlock + c, kKeyBlock, r == 0 ? ahead : 0);
+    }
+  }
+}
+
+template <class P>
+void pv_block(const float* probs, int64_t rows, const char* v_base, int64_t v_stride_elems,
+              int64_t n, const float* alpha, float* acc, int64_t d, bool prefetch) {
+  static const int64_t pfv = getenv("WA_PFV") ? atoi(getenv("WA_PFV")) : kKeyBlock;
+  const int64_t ahead = prefetch && pfv ? pfv * v_stride_elems * static_cast<int64_t>(sizeof(typename P::T)) : 0;
+  const auto* v = reinterpret_cast<const typename P::T*>(v_base);
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4)
+    tiles::pv_tile<P, 4>(probs + r * kKeyBlock, kKeyBlock, v, v_stride_elems, n, alpha + r, acc + r * d, d, d, r == 0 ? ahead : 0);
+  const float* pr = probs + r * kKeyBlock;
+  switch (rows - r) {
+    case 3: tiles::pv_tile<P, 3>(pr, kKeyBlock, v, v_stride_elems, n, alpha + r, acc + r * d, d, d, r == 0 ? ahead : 0); break;
+    case 2: tiles::pv_tile<P, 2>(pr, kKeyBlock, v, v_stride_elems, n, alpha + r, acc + r * d, d, d, r == 0 ? ahead : 0); break;
+    case 1: tiles::pv_tile<P, 1>(pr, kKeyBlock, v, v_stride_elems, n, alpha + r, acc + r * d, d, d, r == 0 ? ahead : 0); break;
+    default: break;
+  }
+}
+#endif
+
+// Portable fallback: convert each key row to f32 and use plain loops.
+void qk_block_scalar(const float* q, int64_t q_stride, int64_t rows, const char* k_base,
+                     int64_t k_stride_bytes, DType dtype, int64_t n, int64_t d, float* scores,
+                     float* row) {
+  for (int64_t c = 0; c < n; ++c) {
+    convert_to_f32(k_base + c * k_stride_bytes, dtype, row, d);
+    for (int64_t r = 0; r < rows; ++r) {
+      float s = 0.0f;
+      for (int64_t i = 0; i < d; ++i) s += q[r * q_stride + i] * row[i];
+      scores[r * kKeyBlock + c] = s;
+    }
+  }
+}
+
+void pv_block_scalar(const float* probs, int64_t rows, const char* v_base, int64_t v_stride_bytes,
+                     DType dtype, int64_t n, const float* alpha, float* acc, int64_t d, float* row) {
+  for (int64_t r = 0; r < rows; ++r) scale_row(acc + r * d, d, alpha[r]);
+  for (int64_t c = 0; c < n; ++c) {
+    convert_to_f32(v_base + c * v_stride_bytes, dtype, row, d);
+    for (int64_t r = 0; r < rows; ++r) {
+      const float pc = probs[r * kKeyBlock + c];
+      for (int64_t i = 0; i < d; ++i) acc[r * d + i] += pc * row[i];
+    }
+  }
+}
+
+// Runs one item's keys; leaves per row (token t, head j: row t * gqa + j) the running max,
+// sum and unnormalised output in the scratch.
+void run_item(const Item& it, const ThreadScratch& s, const Sizes& sz) {
+  const AttentionProblem& p = *it.p;
+  const int64_t d = p.head_dim;
+  const int64_t rows = it.suffix * it.gqa;
+  const std::size_t es = dtype_size(p.dtype);
+  const float scale = p.effective_scale();
+  const float cap = p.softcap;
+
+  // Q rows of the group, padded with zeros to q_stride.
+  const bool raw_q = it.path == Path::bf16_dot;
+  for (int64_t t = 0; t < it.suffix; ++t) {
+    for (int32_t j = 0; j < it.gqa; ++j) {
+      const int64_t r = t * it.gqa + j;
+      const int64_t head = int64_t{it.group} * it.gqa + j;
+      const char* src = static_cast<const char*>(p.q) +
+                        ((it.first_row + t) * p.q_token_stride + head * p.q_head_stride) * es;
+      if (raw_q) {
+        auto* dst = static_cast<uint16_t*>(s.q) + r * sz.q_stride;
+        std::memcpy(dst, src, d * es);
+        std::fill(dst + d, dst + sz.q_stride, uint16_t{0});
+      } else {
+        float* dst = static_cast<float*>(s.q) + r * sz.q_stride;
+        convert_to_f32(src, p.dtype, dst, d);
+        std::fill(dst + d, dst + sz.q_stride, 0.0f);
+      }
+    }
+  }
+  std::fill_n(s.row_max, rows, kNegInf);
+  std::fill_n(s.row_sum, rows, 0.0f);
+  std::fill_n(s.acc, rows * d, 0.0f);
+
+  bool intervals = mask_has_intervals(it.mask);
+  for (int64_t t = 0; intervals && t < it.suffix; ++t) {
+    intervals = visible_interval(it.mask, t, &s.intervals[t]);
+  }
+
+  const int64_t k_stride = p.kv.k_token_stride * static_cast<int64_t>(es);
+  const int64_t v_stride = p.kv.v_token_stride * static_cast<int64_t>(es);
+  float* row_f32 = s.scores + rows * kKeyBlock;  // fallback only: one converted K/V row
+  (void)row_f32;
+
+  for (int64_t i0 = it.key_first; i0 < it.key_last; i0 += kKeyBlock) {
+    const int64_t n = std::min(kKeyBlock, it.key_last - i0);
+    const char* kb = it.k + i0 * k_stride;
+    const char* vb = it.v + i0 * v_stride;
+    const bool more = i0 + kKeyBlock < it.key_last;  // prefetch the next block
+
+    // 1. Scores of all rows against the block.
+    switch (it.path) {
+#if WIDEATTN_CPU_AVX512
+      case Path::f32: qk_block<tiles::F32>(s.q, sz.q_stride, rows, kb, k_stride, n, d, s.scores, more); break;
+      case Path::f16: qk_block<tiles::F16>(s.q, sz.q_stride, rows, kb, k_stride, n, d, s.scores, more); break;
+      case Path::bf16: qk_block<tiles::BF16>(s.q, sz.q_stride, rows, kb, k_stride, n, d, s.scores, more); break;
+#if defined(__AVX512BF16__)
+      case Path::bf16_dot: qk_block<tiles::BF16Dot>(s.q, sz.q_stride, rows, kb, k_stride, n, d, s.scores, more); break;
+#endif
+#endif
+      default:
+        qk_block_scalar(static_cast<const float*>(s.q), sz.q_stride, rows, kb, k_stride, p.dtype,
+                        n, d, s.scores, s.acc + rows * d);
+        break;
+    }
+
+    // 2. Scale, soft-cap, mask.
+    for (int64_t r = 0; r < rows; ++r) {
+      float* sr = s.scores + r * kKeyBlock;
+      scale_row(sr, n, scale);
+      if (cap > 0.0f) {
+        const float inv = 1.0f / cap;
+        for (int64_t c = 0; c < n; ++c) sr[c] = cap * std::tanh(sr[c] * inv);
+      }
+    }
+    for (int64_t t = 0; t < it.suffix; ++t) {
+      int64_t lo = 0, hi = n;
+      if (intervals) {
+        lo = std::clamp<int64_t>(s.intervals[t].first - i0, 0, n);
+        hi = std::clamp<int64_t>(s.intervals[t].last - i0, lo, n);
+        if (lo == 0 && hi == n) continue;
+      } else {
+        for (int64_t c = 0; c < n; ++c) s.visible[c] = key_visible(it.mask, t, i0 + c);
+      }
+      for (int32_t j = 0; j < it.gqa; ++j) {
+        float* sr = s.scores + (t * it.gqa + j) * kKeyBlock;
+        if (intervals) {
+          std::fill(sr, sr + lo, kNegInf);
+          std::fill(sr + hi, sr + n, kNegInf);
+        } else {
+          for (int64_t c = 0; c < n; ++c)
+            if (!s.visible[c]) sr[c] = kNegInf;
+        }
+      }
+    }
+
+    // 3. Online softmax: scores become exp(s - running max); alpha rescales the old state.
+    for (int64_t r = 0; r < rows; ++r) {
+      float* sr = s.scores + r * kKeyBlock;
+      const float m_new = std::max(s.row_max[r], row_max(sr, n));
+      if (m_new == kNegInf) {
+        std::fill(sr, sr + n, 0.0f);
+        s.alpha[r] = 1.0f;
+        continue;
+      }
+      const float alpha = s.row_max[r] == kNegInf ? 0.0f : std::exp(s.row_max[r] - m_new);
+      s.alpha[r] = alpha;
+      s.row_sum[r] = s.row_sum[r] * alpha + exp_shift_sum(sr, sr, n, m_new);
+      s.row_max[r] = m_new;
+    }
+
+    // 4. acc = acc * alpha + P V.
+    switch (it.path) {
+#if WIDEATTN_CPU_AVX512
+      case Path::f32: pv_block<tiles::F32>(s.scores, rows, vb, p.kv.v_token_stride, n, s.alpha, s.acc, d, more); break;
+      case Path::f16: pv_block<tiles::F16>(s.scores, rows, vb, p.kv.v_token_stride, n, s.alpha, s.acc, d, more); break;
+      case Path::bf16:
+      case Path::bf16_dot: pv_block<tiles::BF16>(s.scores, rows, vb, p.kv.v_token_stride, n, s.alpha, s.acc, d, more); break;
+#endif
+      default:
+        pv_block_scalar(s.scores, rows, vb, v_stride, p.dtype, n, s.alpha, s.acc, d, s.acc + rows * d);
+        break;
+    }
+  }
+}
+
+// Normalises (max, sum, acc) with the head's sink into the output row and LSE.
+void finish_row(const AttentionProblem& p, int64_t token, int64_t head, float max, float sum,
+                const float* acc) {
+  const std::size_t es = dtype_size(p.dtype);
+  char* out = static_cast<char*>(p.out) + (token * p.out_token_stride + head * p.out_head_stride) * es;
+  float m = max;
+  const bool sink = p.sinks != nullptr;
+  if (sink) m = std::max(m, p.sinks[head]);
+  float lse;
+  if (m == kNegInf) {
+    std::memset(out, 0, p.head_dim * es);
+    lse = kNegInf;
+  } else {
+    const float w = max == kNegInf ? 0.0f : std::exp(max - m);
+    float total = sum * w;
+    if (sink) total += std::exp(p.sinks[head] - m);
+    convert_from_f32(acc, out, p.dtype, p.head_dim, w / total);
+    lse = m + std::log(total);
+  }
+  if (p.lse) p.lse[token * p.lse_token_stride + head * p.lse_head_stride] = lse;
+}
+
+}  // namespace
+
+void decode(const AttentionProblem& p, const Plan& plan, void* workspace, AlignedBuffer& scratch) {
+  const int32_t splits = std::max(1, plan.num_splits);
+  const int32_t gqa = p.q_heads / p.kv_heads;
+  const int64_t d = p.head_dim;
+  const std::size_t es = dtype_size(p.dtype);
+  const ProblemExtents e = problem_extents(p);
+  const int64_t max_rows = std::max<int64_t>(1, e.max_suffix) * gqa;
+  // The fallback also borrows one row of d floats behind scores and acc.
+  const Sizes sz = scratch_sizes(max_rows + 1, d, std::max<int64_t>(1, e.max_suffix));
+  const int threads = omp_get_max_threads();
+  char* scratch_base = static_cast<char*>(scratch.reserve(sz.bytes * threads));
+  const DecodeWorkspace layout = decode_workspace_layout(p, splits);
+  auto* ws = static_cast<char*>(workspace);
+  auto* partial_out = reinterpret_cast<float*>(ws + layout.partial_out);
+  auto* partial_max = reinterpret_cast<float*>(ws + layout.partial_max);
+  auto* partial_sum = reinterpret_cast<float*>(ws + layout.partial_sum);
+  const Path path = choose_path(p.dtype);
+
+  const int64_t items = int64_t{p.batch} * p.kv_heads * splits;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t index = 0; index < items; ++index) {
+    const int32_t split = static_cast<int32_t>(index % splits);
+    const int32_t group = static_cast<int32_t>(index / splits % p.kv_heads);
+    const int32_t b = static_cast<int32_t>(index / splits / p.kv_heads);
+    Item it;
+    it.p = &p;
+    it.mask = sequence_mask(p, b);
+    it.suffix = it.mask.suffix_length;
+    if (it.suffix == 0) continue;
+    it.first_row = p.query_offsets[b];
+    it.group = group;
+    it.gqa = gqa;
+    it.path = path;
+    it.k = static_cast<const char*>(p.kv.k) + (b * p.kv.k_sequence_stride + group * p.kv.k_head_stride) * es;
+    it.v = static_cast<const char*>(p.kv.v) + (b * p.kv.v_sequence_stride + group * p.kv.v_head_stride) * es;
+    // Keys no row can see are skipped; the rest is cut into equal, block-aligned splits.
+    const KeyRange range = visible_key_range(it.mask, 0, it.suffix);
+    const int64_t span = range.last - range.first;
+    const int64_t per_split = round_up((span + splits - 1) / splits, kKeyBlock);
+    it.key_first = std::min(range.last, range.first + split * per_split);
+    it.key_last = std::min(range.last, it.key_first + per_split);
+
+    const ThreadScratch s = carve(scratch_base + sz.bytes * omp_get_thread_num(), sz);
+    run_item(it, s, sz);
+
+    for (int64_t t = 0; t < it.suffix; ++t) {
+      for (int32_t j = 0; j < gqa; ++j) {
+        const int64_t r = t * gqa + j;
+        const int64_t token = it.first_row + t, head = int64_t{group} * gqa + j;
+        if (splits == 1) {
+          finish_row(p, token, head, s.row_max[r], s.row_sum[r], s.acc + r * d);
+        } else {
+          const int64_t slot = (token * p.q_heads + head) * splits + split;
+          partial_max[slot] = s.row_max[r];
+          partial_sum[slot] = s.row_sum[r];
+          std::memcpy(partial_out + slot * d, s.acc + r * d, d * sizeof(float));
+        }
+      }
+    }
+  }
+  if (splits == 1) return;
+
+  // Merge: rescale each split's partials to the common max, then normalise once.
+  const int64_t rows = e.total_tokens * p.q_heads;
+#pragma omp parallel
+  {
+    std::vector<float> merged(d);
+#pragma omp for schedule(static)
+    for (int64_t row = 0; row < rows; ++row) {
+      const float* maxes = partial_max + row * splits;
+      const float* sums = partial_sum + row * splits;
+      float m = kNegInf;
+      for (int32_t sp = 0; sp < splits; ++sp) m = std::max(m, maxes[sp]);
+      std::fill(merged.begin(), merged.end(), 0.0f);
+      float total = 0.0f;
+      if (m != kNegInf) {
+        for (int32_t sp = 0; sp < splits; ++sp) {
+          if (maxes[sp] == kNegInf) continue;
+          const float w = std::exp(maxes[sp] - m);
+          total += sums[sp] * w;
+          const float* part = partial_out + (row * splits + sp) * d;
+          for (int64_t i = 0; i < d; ++i) merged[i] += w * part[i];
+        }
+      }
+      finish_row(p, row / p.q_heads, row % p.q_heads, m, total, merged.data());
+    }
+  }
+}
+
+}  // namespace wideattn::detail::cpu

@@ -1,0 +1,59 @@
+// Row-wise softmax with per-block sinks and LSE, f32 math, parallel over rows.
+#include <cmath>
+#include <vector>
+
+#include "cpu/convert_rows.h"
+#include "cpu/cpu_components.h"
+#include "cpu/vector_math.h"
+
+namespace wideattn::detail::cpu {
+
+void softmax(const SoftmaxArguments& a) {
+  const int64_t rows = a.rows, cols = a.cols;
+  const int64_t per_block = a.rows_per_block > 0 ? a.rows_per_block : rows;
+  const bool f32_out = a.output_dtype == DType::f32;
+  const std::size_t out_size = dtype_size(a.output_dtype);
+
+#pragma omp parallel if (rows * cols >= (int64_t{1} << 14))
+  {
+    std::vector<float> row_buffer(f32_out ? 0 : static_cast<std::size_t>(cols));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t block = r / per_block, in_block = r % per_block;
+      const float* in = a.input + r * a.input_row_stride;
+      void* out = static_cast<char*>(a.output) + r * a.output_row_stride * out_size;
+      const bool has_sink = a.sinks != nullptr;
+      const float sink = has_sink ? a.sinks[block] : kNegInf;
+
+      float max = cols > 0 ? row_max(in, cols) : kNegInf;
+      if (sink > max) max = sink;
+      float lse;
+      if (max == kNegInf) {
+        // Nothing visible and no sink: the row is zeros.
+        if (cols > 0) {
+          if (f32_out) {
+            std::fill_n(static_cast<float*>(out), cols, 0.0f);
+          } else {
+            std::fill_n(static_cast<uint16_t*>(out), cols, uint16_t{0});
+          }
+        }
+        lse = kNegInf;
+      } else {
+        float* e = f32_out ? static_cast<float*>(out) : row_buffer.data();
+        float sum = cols > 0 ? exp_shift_sum(in, e, cols, max) : 0.0f;
+        if (has_sink) sum += std::exp(sink - max);
+        if (cols > 0) {
+          if (f32_out) {
+            scale_row(e, cols, 1.0f / sum);
+          } else {
+            convert_from_f32(e, out, a.output_dtype, cols, 1.0f / sum);
+          }
+        }
+        lse = max + std::log(sum);
+      }
+      if (a.lse) a.lse[block * a.lse_block_stride + in_block * a.lse_row_stride] = lse;
+    }
+  }
+}
+
+}  // namespace wideattn::detail::cpu

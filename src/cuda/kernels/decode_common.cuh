@@ -1,0 +1,220 @@
+// Device helpers shared by the decode kernels: storage types, the warp-level tensor-core and
+// copy instructions (sm_80+), the CTA's share of the work, and the row epilogue.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "core/mask.h"
+#include "cuda/kernels/decode_config.h"
+#include "cuda/kernels/decode_params.h"
+
+namespace wideattn::cuda::decode {
+
+inline constexpr float kLog2e = 1.4426950408889634f;
+inline constexpr float kLn2 = 0.6931471805599453f;
+
+__device__ __forceinline__ float neg_inf() { return -__int_as_float(0x7f800000); }
+
+// ---- storage types ---------------------------------------------------------------------------
+template <typename T>
+struct Storage;
+
+template <>
+struct Storage<float> {
+  static __device__ __forceinline__ float load(const float* p) { return *p; }
+  static __device__ __forceinline__ void store(float* p, float x) { *p = x; }
+};
+
+template <>
+struct Storage<__half> {
+  static __device__ __forceinline__ float load(const __half* p) { return __half2float(*p); }
+  static __device__ __forceinline__ void store(__half* p, float x) { *p = __float2half_rn(x); }
+  static __device__ __forceinline__ void store2(__half* p, float a, float b) {
+    *reinterpret_cast<__half2*>(p) = __floats2half2_rn(a, b);
+  }
+  static __device__ __forceinline__ uint32_t pack(float a, float b) {
+    const __half2 h = __floats2half2_rn(a, b);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  }
+  static __device__ __forceinline__ float2 unpack(uint32_t x) {
+    return __half22float2(*reinterpret_cast<const __half2*>(&x));
+  }
+  // c += a b, m16n8k16, f32 accumulation.
+  static __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                             uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+
+template <>
+struct Storage<__nv_bfloat16> {
+  static __device__ __forceinline__ float load(const __nv_bfloat16* p) {
+    return __bfloat162float(*p);
+  }
+  static __device__ __forceinline__ void store(__nv_bfloat16* p, float x) {
+    *p = __float2bfloat16_rn(x);
+  }
+  static __device__ __forceinline__ void store2(__nv_bfloat16* p, float a, float b) {
+    *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(a, b);
+  }
+  static __device__ __forceinline__ uint32_t pack(float a, float b) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  }
+  static __device__ __forceinline__ float2 unpack(uint32_t x) {
+    return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&x));
+  }
+  static __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                             uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+
+// ---- shared memory copies and loads (warp-level) -----------------------------------------------
+__device__ __forceinline__ uint32_t smem_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16 bytes global -> shared, bypassing L1; `valid` false writes zeros and reads nothing.
+__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int Pending>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending));
+}
+// Waits until at most `pending` (0..kMaxStages-2) groups are in flight; uniform branch.
+__device__ __forceinline__ void cp_async_wait_dynamic(int pending) {
+  static_assert(kMaxStages - 2 <= 2, "extend cp_async_wait_dynamic");
+  if (pending <= 0) {
+    cp_async_wait<0>();
+  } else if (pending == 1) {
+    cp_async_wait<1>();
+  } else {
+    cp_async_wait<2>();
+  }
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t address) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t address) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+}
+
+// ---- the CTA's work ----------------------------------------------------------------------------
+// One CTA: sequence `seq`, KV head `kv_head`, query rows [row0, row0 + rows_per_cta) of the
+// sequence (row r = token r / gqa, head kv_head * gqa + r % gqa), keys [key_begin, key_end).
+struct CtaWork {
+  int32_t seq = 0, kv_head = 0, split = 0;
+  int64_t first_token = 0;   // global index of the sequence's first query token
+  int32_t rows = 0;          // the sequence's query rows: suffix * gqa
+  int32_t row0 = 0;
+  int64_t key_begin = 0, key_end = 0;
+  int64_t unmasked_end = 0;  // keys in [key_begin, unmasked_end) are visible to every row
+  SequenceMask mask;
+};
+
+// False when the CTA has no query rows (its sequence is shorter than the grid).
+__device__ __forceinline__ bool cta_work(const DecodeParams& p, int rows_per_cta, CtaWork& w) {
+  int32_t x = static_cast<int32_t>(blockIdx.x);
+  const int32_t row_item = x % p.row_items;
+  x /= p.row_items;
+  w.split = x % p.splits;
+  x /= p.splits;
+  w.kv_head = x % p.kv_heads;
+  w.seq = x / p.kv_heads;
+  const int32_t first = p.query_offsets[w.seq];
+  const int32_t suffix = p.query_offsets[w.seq + 1] - first;
+  w.first_token = first;
+  w.rows = suffix * p.gqa;
+  w.row0 = row_item * rows_per_cta;
+  if (w.row0 >= w.rows) return false;
+
+  w.mask.spec = p.mask;
+  w.mask.suffix_length = suffix;
+  w.mask.prefix_length = p.kv_lengths[w.seq] - suffix;
+  if (p.mask.tree_start) {
+    w.mask.spec.tree_start += first;
+    w.mask.spec.tree_end += first;
+    w.mask.spec.tree_height += first;
+  }
+  const int64_t t0 = w.row0 / p.gqa;
+  const int64_t t1 = min(w.rows - 1, w.row0 + rows_per_cta - 1) / p.gqa + 1;  // <= suffix
+  const wideattn::detail::KeyRange range = wideattn::detail::visible_key_range(w.mask, t0, t1);
+  // Contiguous splits, each a whole number of tiles, so every CTA streams one range.
+  const int64_t keys = range.last - range.first;
+  const int64_t per_split =
+      ((keys + p.splits - 1) / p.splits + kKeysPerTile - 1) / kKeysPerTile * kKeysPerTile;
+  w.key_begin = min(range.last, range.first + w.split * per_split);
+  w.key_end = min(range.last, w.key_begin + per_split);
+  if (!p.simple_mask) {
+    w.unmasked_end = w.key_begin;
+  } else if (p.mask.causal) {
+    w.unmasked_end = max(w.key_begin, min(w.key_end, w.mask.prefix_length + t0 + 1));
+  } else {
+    w.unmasked_end = w.key_end;
+  }
+  return true;
+}
+
+// Whether row `row` (of the sequence) sees key `key` of this CTA's range.
+__device__ __forceinline__ bool visible(const CtaWork& w, int gqa, int32_t row, int64_t key) {
+  return row < w.rows && key < w.key_end && wideattn::detail::key_visible(w.mask, row / gqa, key);
+}
+
+// Logit of a raw dot product, in log2 units (softmax uses exp2).
+__device__ __forceinline__ float logit_log2(float dot, float scale, float softcap,
+                                            float inv_softcap) {
+  float x = dot * scale;
+  if (softcap > 0.0f) x = softcap * tanhf(x * inv_softcap);
+  return x * kLog2e;
+}
+
+// ---- the row epilogue --------------------------------------------------------------------------
+// Where one query row's results go.
+struct RowTarget {
+  int64_t token = 0;  // global query token
+  int32_t head = 0;   // query head
+};
+
+__device__ __forceinline__ RowTarget row_target(const CtaWork& w, int gqa, int32_t row) {
+  return RowTarget{w.first_token + row / gqa, w.kv_head * gqa + row % gqa};
+}
+
+// Final scaling of a row with running max `m_log2` (log2 units, -inf: no key) and sum `l`:
+// out = acc * factor; lse (natural log, sink included; -inf when the row sees nothing).
+__device__ __forceinline__ void final_scaling(float m_log2, float l, const float* sinks,
+                                              int32_t head, float& factor, float& lse) {
+  const float m = m_log2 * kLn2;
+  const float sink = sinks ? sinks[head] : neg_inf();
+  const float top = fmaxf(m, sink);
+  if (top == neg_inf()) {
+    factor = 0.0f;
+    lse = neg_inf();
+    return;
+  }
+  const float keep = expf(m - top);  // 0 when m = -inf
+  const float total = l * keep + expf(sink - top);
+  factor = keep / total;
+  lse = top + logf(total);
+}
+
+}  // namespace wideattn::cuda::decode

@@ -1,0 +1,96 @@
+// Tile constants of the CUDA decode kernels (single_pass and two_pass), shared by the kernels
+// and their launcher. Each row is checked here against the tuning table dispatch uses.
+//
+// Tensor-core kernel (f16/bf16), one CTA per (sequence, KV head, pair of row blocks, KV split):
+//   - a row block is 16 query rows (token, head-in-group) = one m16 MMA tile; a CTA stacks
+//     `groups` (1 or 2) row blocks, one warp group of 4 warps each, that share every K/V tile;
+//   - K/V stream through `stages` shared-memory buffers of 32 keys (cp.async, 16-byte chunks,
+//     XOR-swizzled so that ldmatrix is conflict-free);
+//   - S = Q K^T: warp w of a group computes keys 8w..8w+7 of the tile over the whole head_dim;
+//   - the group exchanges row maxima and the 16-bit probabilities P through shared memory;
+//   - O += P V: warp w owns output columns [w * head_dim / 4, (w + 1) * head_dim / 4).
+// SIMT kernel (f32 storage, or 16-bit tensors whose rows are not 16-byte aligned): one CTA of
+// 128 threads per (sequence, KV head, row block, split), 8 threads per row, 16-key tiles.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "core/tuning.h"
+
+namespace wideattn::cuda::decode {
+
+inline constexpr int kRowsPerBlock = 16;    // query rows of one row block (MMA m)
+inline constexpr int kKeysPerTile = 32;     // keys per K/V tile
+inline constexpr int kWarpsPerGroup = 4;    // warps that share one row block
+inline constexpr int kThreadsPerGroup = 32 * kWarpsPerGroup;
+inline constexpr int kMaxGroups = 2;        // row blocks per CTA
+inline constexpr int kMinStages = 2;
+inline constexpr int kMaxStages = 4;
+
+inline constexpr int kSimtThreads = 128;
+inline constexpr int kSimtKeysPerTile = 16;
+inline constexpr int kSimtThreadsPerRow = kSimtThreads / kRowsPerBlock;
+
+// H100/A100 shared memory: per SM, the largest opt-in block, and what each resident CTA costs.
+inline constexpr std::size_t kSharedPerSm = 228 * 1024;
+inline constexpr std::size_t kSharedPerBlockMax = 227 * 1024;
+inline constexpr std::size_t kSharedReservedPerCta = 1024;
+
+// Shared memory of the tensor-core kernel at one head_dim (16-bit storage).
+struct MmaShape {
+  int head_dim;
+  std::size_t q_bytes;         // one row block of Q: 16 x head_dim
+  std::size_t exchange_bytes;  // one row block's row maxima (4 warps x 16 f32) and P (16 x 32)
+  std::size_t stage_bytes;     // one K tile and one V tile: 2 x 32 x head_dim
+
+  constexpr std::size_t bytes(int groups, int stages) const {
+    return groups * (q_bytes + exchange_bytes) + stages * stage_bytes;
+  }
+  // Shared memory one CTA may use so that the tuning table's CTAs per SM stay resident.
+  constexpr std::size_t budget() const {
+    const std::size_t per_cta =
+        kSharedPerSm / wideattn::detail::cuda_decode_items_per_sm(head_dim) - kSharedReservedPerCta;
+    return per_cta < kSharedPerBlockMax ? per_cta : kSharedPerBlockMax;
+  }
+  // The deepest pipeline that fits the budget (0 if not even kMinStages fits).
+  constexpr int stages(int groups) const {
+    for (int s = kMaxStages; s >= kMinStages; --s) {
+      if (bytes(groups, s) <= budget()) return s;
+    }
+    return 0;
+  }
+};
+
+constexpr MmaShape mma_shape(int head_dim) {
+  return MmaShape{head_dim, std::size_t(kRowsPerBlock) * head_dim * 2,
+                  std::size_t(kWarpsPerGroup) * kRowsPerBlock * 4 +
+                      std::size_t(kRowsPerBlock) * kKeysPerTile * 2,
+                  std::size_t(2) * kKeysPerTile * head_dim * 2};
+}
+
+// Shared memory of the SIMT kernel: Q, K (rows padded by one word), V, P, all f32.
+constexpr std::size_t simt_bytes(int head_dim) {
+  return (std::size_t(kRowsPerBlock) * head_dim + std::size_t(kSimtKeysPerTile) * (head_dim + 1) +
+          std::size_t(kSimtKeysPerTile) * head_dim +
+          std::size_t(kRowsPerBlock) * kSimtKeysPerTile) * 4;
+}
+
+// Every head_dim: both stackings fit with at least two stages in the tuning table's occupancy.
+#define WIDEATTN_DECODE_CHECK_HEAD_DIM(D)                                                   \
+  static_assert(mma_shape(D).stages(1) >= kMinStages, "decode: 1 row block does not fit"); \
+  static_assert(mma_shape(D).stages(kMaxGroups) >= kMinStages,                              \
+                "decode: 2 row blocks do not fit");                                         \
+  static_assert((D) % 64 == 0, "decode: head_dim must be a multiple of 64 (8 swizzled chunks)"); \
+  static_assert(simt_bytes(D) <= kSharedPerBlockMax, "decode: SIMT tiles do not fit")
+WIDEATTN_DECODE_CHECK_HEAD_DIM(64);
+WIDEATTN_DECODE_CHECK_HEAD_DIM(128);
+WIDEATTN_DECODE_CHECK_HEAD_DIM(256);
+WIDEATTN_DECODE_CHECK_HEAD_DIM(512);
+#undef WIDEATTN_DECODE_CHECK_HEAD_DIM
+// The pipelines this table yields (what the kernel's resource report should show).
+static_assert(mma_shape(512).stages(1) == 3 && mma_shape(512).stages(2) == 3);
+static_assert(mma_shape(256).stages(1) == 3 && mma_shape(256).stages(2) == 2);
+static_assert(mma_shape(128).stages(1) == 4 && mma_shape(128).stages(2) == 4);
+
+}  // namespace wideattn::cuda::decode

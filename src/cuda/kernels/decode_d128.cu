@@ -1,0 +1,8 @@
+// Instantiations of the decode kernels at head_dim 128 (tensor cores: f16, bf16; SIMT: all).
+#include "cuda/kernels/decode_simt.cuh"
+#include "cuda/kernels/decode_split_kv.cuh"
+
+namespace wideattn::cuda::decode {
+template void launch_decode_mma<128>(const DecodeParams&, DType, dim3, std::size_t, cudaStream_t);
+template void launch_decode_simt<128>(const DecodeParams&, DType, dim3, cudaStream_t);
+}  // namespace wideattn::cuda::decode

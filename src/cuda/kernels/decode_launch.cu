@@ -1,0 +1,162 @@
+// run_decode: uploads the sequence metadata, picks the kernel (tensor cores for 16-bit tensors
+// whose rows are 16-byte aligned, SIMT otherwise), launches the split pass over head_dim and,
+// for two_pass, the merge.
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <string>
+
+#include "core/error.h"
+#include "core/tuning.h"
+#include "core/workspace_layout.h"
+#include "cuda/kernels/decode.h"
+#include "cuda/kernels/decode_config.h"
+#include "cuda/kernels/decode_params.h"
+#include "cuda/primitives/check.h"
+
+namespace wideattn::cuda {
+namespace {
+
+using decode::DecodeParams;
+
+// Whether every row the tensor-core kernel copies with 16-byte vectors is 16-byte aligned.
+bool rows_aligned_16(const AttentionProblem& p) {
+  const int64_t per16 = static_cast<int64_t>(16 / dtype_size(p.dtype));
+  auto ok_pointer = [](const void* x) { return reinterpret_cast<std::uintptr_t>(x) % 16 == 0; };
+  auto ok_stride = [&](int64_t stride, int64_t count) { return count <= 1 || stride % per16 == 0; };
+  const int64_t tokens = p.total_tokens();
+  return ok_pointer(p.q) && ok_pointer(p.kv.k) && ok_pointer(p.kv.v) && ok_pointer(p.out) &&
+         ok_stride(p.q_token_stride, tokens) && ok_stride(p.q_head_stride, p.q_heads) &&
+         ok_stride(p.out_token_stride, tokens) && ok_stride(p.out_head_stride, p.q_heads) &&
+         ok_stride(p.kv.k_sequence_stride, p.batch) &&
+         ok_stride(p.kv.k_token_stride, p.kv.capacity) &&
+         ok_stride(p.kv.k_head_stride, p.kv_heads) &&
+         ok_stride(p.kv.v_sequence_stride, p.batch) &&
+         ok_stride(p.kv.v_token_stride, p.kv.capacity) &&
+         ok_stride(p.kv.v_head_stride, p.kv_heads);
+}
+
+void launch_split_pass(const DecodeParams& params, DType dtype, bool tensor_cores, dim3 grid,
+                       std::size_t smem, cudaStream_t stream) {
+  switch (params.head_dim) {
+#define WIDEATTN_DECODE_CASE(D)                                          \
+  case D:                                                                \
+    if (tensor_cores) {                                                  \
+      decode::launch_decode_mma<D>(params, dtype, grid, smem, stream);   \
+    } else {                                                             \
+      decode::launch_decode_simt<D>(params, dtype, grid, stream);        \
+    }                                                                    \
+    return;
+    WIDEATTN_DECODE_CASE(64)
+    WIDEATTN_DECODE_CASE(128)
+    WIDEATTN_DECODE_CASE(256)
+    WIDEATTN_DECODE_CASE(512)
+#undef WIDEATTN_DECODE_CASE
+    default:
+      detail::throw_invalid("run_decode", "head_dim", params.head_dim, "one of 64, 128, 256, 512");
+  }
+}
+
+}  // namespace
+
+void run_decode(const AttentionProblem& problem, const Plan& plan, const DeviceInfo& device,
+                void* workspace, cudaStream_t stream) {
+  const char* f = "run_decode";
+  const AttentionProblem& p = problem;
+  const int32_t splits = plan.num_splits;
+  if (splits < 1) detail::throw_invalid(f, "plan.num_splits", splits, ">= 1");
+  const detail::DecodeWorkspace ws = detail::decode_workspace_layout(p, splits);
+  if (plan.workspace_bytes < ws.bytes) {
+    detail::throw_invalid(f, "plan.workspace_bytes", plan.workspace_bytes,
+                          ">= " + std::to_string(ws.bytes) + " (decode_workspace_layout for " +
+                              std::to_string(splits) + " splits)");
+  }
+  if (!workspace) detail::throw_invalid(f, "workspace", "null", "plan.workspace_bytes of scratch");
+  const int64_t tokens = p.total_tokens();
+  if (tokens == 0) return;
+
+  // Sequence metadata -> workspace (the host arrays may be reused once this returns).
+  char* base = static_cast<char*>(workspace);
+  int32_t* metadata = reinterpret_cast<int32_t*>(base + ws.metadata);
+  WIDEATTN_CUDA_CHECK(cudaMemcpyAsync(metadata, p.query_offsets,
+                                      (static_cast<std::size_t>(p.batch) + 1) * sizeof(int32_t),
+                                      cudaMemcpyHostToDevice, stream));
+  WIDEATTN_CUDA_CHECK(cudaMemcpyAsync(metadata + p.batch + 1, p.kv_lengths,
+                                      static_cast<std::size_t>(p.batch) * sizeof(int32_t),
+                                      cudaMemcpyHostToDevice, stream));
+
+  int64_t max_suffix = 0;
+  for (int32_t b = 0; b < p.batch; ++b) {
+    max_suffix = std::max<int64_t>(max_suffix, p.query_offsets[b + 1] - p.query_offsets[b]);
+  }
+  const int32_t gqa = p.q_heads / p.kv_heads;
+  const int64_t row_blocks = (max_suffix * gqa + decode::kRowsPerBlock - 1) / decode::kRowsPerBlock;
+  const bool tensor_cores =
+      p.dtype != DType::f32 && device.compute_capability >= 80 && rows_aligned_16(p);
+  const detail::Tuning tuning = detail::tuning_for(device);
+  const int32_t groups =
+      tensor_cores ? detail::decode_row_blocks_per_item(tuning, p.dtype, row_blocks) : 1;
+
+  DecodeParams d;
+  d.q = p.q;
+  d.q_token_stride = p.q_token_stride;
+  d.q_head_stride = p.q_head_stride;
+  d.k = p.kv.k;
+  d.k_sequence_stride = p.kv.k_sequence_stride;
+  d.k_token_stride = p.kv.k_token_stride;
+  d.k_head_stride = p.kv.k_head_stride;
+  d.v = p.kv.v;
+  d.v_sequence_stride = p.kv.v_sequence_stride;
+  d.v_token_stride = p.kv.v_token_stride;
+  d.v_head_stride = p.kv.v_head_stride;
+  d.out = p.out;
+  d.out_token_stride = p.out_token_stride;
+  d.out_head_stride = p.out_head_stride;
+  d.lse = p.lse;
+  d.lse_token_stride = p.lse_token_stride;
+  d.lse_head_stride = p.lse_head_stride;
+  d.sinks = p.sinks;
+  d.query_offsets = metadata;
+  d.kv_lengths = metadata + p.batch + 1;
+  d.mask = p.mask;
+  d.simple_mask = !p.mask.tree_start && p.mask.ring_length == 0 && p.mask.window == 0;
+  d.scale = p.effective_scale();
+  d.softcap = p.softcap;
+  d.batch = p.batch;
+  d.q_heads = p.q_heads;
+  d.kv_heads = p.kv_heads;
+  d.gqa = gqa;
+  d.head_dim = p.head_dim;
+  d.groups = groups;
+  d.row_items = static_cast<int32_t>((row_blocks + groups - 1) / groups);
+  d.splits = splits;
+  std::size_t smem = 0;
+  if (tensor_cores) {
+    const decode::MmaShape shape = decode::mma_shape(p.head_dim);
+    d.stages = shape.stages(groups);
+    smem = shape.bytes(groups, d.stages);
+    if (d.stages < decode::kMinStages || (device.shared_memory_per_block > 0 &&
+                                          static_cast<int64_t>(smem) > device.shared_memory_per_block)) {
+      detail::throw_error(StatusCode::internal,
+                          "run_decode: the tensor-core decode kernel needs " +
+                              std::to_string(smem) + " bytes of shared memory per block, the device "
+                              "allows " + std::to_string(device.shared_memory_per_block));
+    }
+  }
+  if (splits > 1) {
+    d.partial_out = reinterpret_cast<float*>(base + ws.partial_out);
+    d.partial_max = reinterpret_cast<float*>(base + ws.partial_max);
+    d.partial_sum = reinterpret_cast<float*>(base + ws.partial_sum);
+  }
+
+  const int64_t ctas = int64_t{p.batch} * p.kv_heads * splits * d.row_items;
+  if (ctas > INT_MAX) {
+    detail::throw_invalid(f, "batch x kv_heads x splits x row blocks", ctas, "<= 2^31 - 1");
+  }
+  if (ctas > 0) {
+    launch_split_pass(d, p.dtype, tensor_cores, dim3(static_cast<unsigned>(ctas)), smem, stream);
+  }
+  if (splits > 1) decode::launch_decode_merge(d, p.dtype, tokens * p.q_heads, stream);
+}
+
+}  // namespace wideattn::cuda

@@ -1,0 +1,70 @@
+// The one parameter block of the CUDA decode kernels (split pass, SIMT pass and merge), built
+// by run_decode (decode_launch.cu). Host-visible, no device code.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "wideattn/problem.h"
+#include "wideattn/types.h"
+
+namespace wideattn::cuda::decode {
+
+struct DecodeParams {
+  // Tensors (element strides; the last dimension is contiguous).
+  const void* q = nullptr;  // [total_tokens, q_heads, head_dim]
+  int64_t q_token_stride = 0, q_head_stride = 0;
+  const void* k = nullptr;  // [batch, capacity, kv_heads, head_dim]
+  int64_t k_sequence_stride = 0, k_token_stride = 0, k_head_stride = 0;
+  const void* v = nullptr;  // [batch, capacity, kv_heads, head_dim]
+  int64_t v_sequence_stride = 0, v_token_stride = 0, v_head_stride = 0;
+  void* out = nullptr;  // [total_tokens, q_heads, head_dim]
+  int64_t out_token_stride = 0, out_head_stride = 0;
+  float* lse = nullptr;  // [total_tokens, q_heads], may be null
+  int64_t lse_token_stride = 0, lse_head_stride = 0;
+  const float* sinks = nullptr;  // [q_heads], may be null
+
+  // Sequence metadata, device copies in the workspace.
+  const int32_t* query_offsets = nullptr;  // [batch + 1]
+  const int32_t* kv_lengths = nullptr;     // [batch]
+
+  MaskSpec mask;             // tree arrays indexed by the global query row (offset per sequence)
+  bool simple_mask = false;  // no tree, ring or window: only causality and lengths hide keys
+
+  float scale = 1.0f;        // problem.effective_scale()
+  float softcap = 0.0f;      // 0: none
+  int32_t batch = 0, q_heads = 0, kv_heads = 0, gqa = 1, head_dim = 0;
+
+  // Grid: blockIdx.x = row_item + row_items * (split + splits * (kv_head + kv_heads * seq)).
+  int32_t row_items = 1;  // CTAs per (sequence, KV head, split) along the query rows
+  int32_t groups = 1;     // row blocks per CTA (tensor-core kernel)
+  int32_t stages = 2;     // K/V pipeline depth (tensor-core kernel)
+  int32_t splits = 1;     // KV splits; 1: write the final output directly
+
+  // two_pass only (splits > 1): per (query row, split), query row = token * q_heads + head.
+  float* partial_out = nullptr;  // [rows, splits, head_dim], unnormalised
+  float* partial_max = nullptr;  // [rows, splits], max logit (-inf: the split saw no key)
+  float* partial_sum = nullptr;  // [rows, splits], sum of exp(logit - max)
+};
+
+// Launchers, one translation unit per head_dim (decode_d<D>.cu). Each throws detail::Error on a
+// failed launch. `smem` is the dynamic shared memory of the tensor-core kernel.
+template <int HeadDim>
+void launch_decode_mma(const DecodeParams& p, DType dtype, dim3 grid, std::size_t smem,
+                       cudaStream_t stream);
+template <int HeadDim>
+void launch_decode_simt(const DecodeParams& p, DType dtype, dim3 grid, cudaStream_t stream);
+void launch_decode_merge(const DecodeParams& p, DType dtype, int64_t rows, cudaStream_t stream);
+
+extern template void launch_decode_mma<64>(const DecodeParams&, DType, dim3, std::size_t, cudaStream_t);
+extern template void launch_decode_mma<128>(const DecodeParams&, DType, dim3, std::size_t, cudaStream_t);
+extern template void launch_decode_mma<256>(const DecodeParams&, DType, dim3, std::size_t, cudaStream_t);
+extern template void launch_decode_mma<512>(const DecodeParams&, DType, dim3, std::size_t, cudaStream_t);
+extern template void launch_decode_simt<64>(const DecodeParams&, DType, dim3, cudaStream_t);
+extern template void launch_decode_simt<128>(const DecodeParams&, DType, dim3, cudaStream_t);
+extern template void launch_decode_simt<256>(const DecodeParams&, DType, dim3, cudaStream_t);
+extern template void launch_decode_simt<512>(const DecodeParams&, DType, dim3, cudaStream_t);
+
+}  // namespace wideattn::cuda::decode

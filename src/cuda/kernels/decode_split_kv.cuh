@@ -1,0 +1,287 @@
+// The tensor-core decode kernel (f16/bf16, sm_80+): one CTA per (sequence, KV head, 1-2 row
+// blocks of 16 query rows, KV split). Layout and tile sizes: decode_config.h.
+//
+// Per K/V tile of 32 keys, each warp group (one row block) does
+//   S = Q K^T          warp w: keys 8w..8w+7 over the whole head_dim (mma m16n8k16)
+//   mask, soft-cap     only in tiles that touch a masked key (CtaWork::unmasked_end)
+//   row max            quad shuffles, then the 4 warps' maxima through shared memory
+//   P = exp2(S - m)    rounded to the storage type, exchanged through shared memory
+//   O = O * alpha + P V   warp w: output columns [w D/4, (w+1) D/4), f32 accumulators
+// while the next stages-1 tiles are in flight (cp.async). splits == 1 writes the normalised
+// output and LSE; otherwise the unnormalised partial state for decode_merge.
+#pragma once
+
+#include "core/error.h"
+#include "cuda/kernels/decode_common.cuh"
+#include "cuda/primitives/check.h"
+
+namespace wideattn::cuda::decode {
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
+                                  wideattn::detail::cuda_decode_items_per_sm(D))
+    decode_mma_kernel(const DecodeParams p) {
+  using S = Storage<T>;
+  constexpr MmaShape kShape = mma_shape(D);
+  constexpr int kChunks = D / 8;  // 16-byte chunks per K/V/Q row
+  constexpr int kRowBytes = D * 2;
+  constexpr int kColsPerWarp = D / kWarpsPerGroup;
+  constexpr int kNTiles = kColsPerWarp / 8;  // m16n8 output tiles per warp
+  constexpr int kPRowBytes = kKeysPerTile * 2;
+  static_assert(kChunks % 8 == 0 && kNTiles % 2 == 0, "decode_mma_kernel: head_dim");
+
+  extern __shared__ __align__(128) unsigned char smem[];
+  CtaWork w;
+  if (!cta_work(p, p.groups * kRowsPerBlock, w)) return;
+
+  const int tid = threadIdx.x;
+  const int threads = p.groups * kThreadsPerGroup;
+  const int warp = tid / 32, lane = tid % 32;
+  const int group = warp / kWarpsPerGroup, wq = warp % kWarpsPerGroup;
+  const int g = lane / 4, qd = lane % 4;  // MMA fragment row and column pair
+
+  // Shared memory: Q [groups][16][D] | K/V stages [stages][K 32 x D | V 32 x D] |
+  // exchange [groups][row max 4 x 16 f32 | P 16 x 32]. Rows of Q, K and V are 16-byte chunks
+  // XOR-swizzled by row % 8; P rows (4 chunks) by (row / 2) % 4.
+  unsigned char* s_q = smem;
+  unsigned char* s_kv = s_q + p.groups * kShape.q_bytes;
+  unsigned char* s_x = s_kv + p.stages * kShape.stage_bytes + group * kShape.exchange_bytes;
+  float* s_max = reinterpret_cast<float*>(s_x);  // [4 warps][16 rows]
+  const uint32_t p_base = smem_address(s_x + kWarpsPerGroup * kRowsPerBlock * sizeof(float));
+  const uint32_t q_base = smem_address(s_q + group * kShape.q_bytes);
+  const uint32_t kv_base = smem_address(s_kv);
+
+  // ---- Q: [groups * 16 rows, D] -> shared, zeros for padding rows ----
+  {
+    const T* q = static_cast<const T*>(p.q);
+    for (int idx = tid; idx < p.groups * kRowsPerBlock * kChunks; idx += threads) {
+      const int r = idx / kChunks, c = idx % kChunks;
+      const int32_t row = w.row0 + r;
+      uint4 x = make_uint4(0, 0, 0, 0);
+      if (row < w.rows) {
+        const RowTarget t = row_target(w, p.gqa, row);
+        x = *reinterpret_cast<const uint4*>(q + t.token * p.q_token_stride +
+                                            t.head * p.q_head_stride + c * 8);
+      }
+      *reinterpret_cast<uint4*>(s_q + r * kRowBytes + ((c ^ (r & 7)) * 16)) = x;
+    }
+  }
+
+  // ---- K/V tiles: each thread copies one 16-byte column chunk of every row_step-th key ----
+  const T* k_head = static_cast<const T*>(p.k) + w.seq * p.k_sequence_stride +
+                    w.kv_head * p.k_head_stride;
+  const T* v_head = static_cast<const T*>(p.v) + w.seq * p.v_sequence_stride +
+                    w.kv_head * p.v_head_stride;
+  const int copy_chunk = tid % kChunks;
+  const int copy_row0 = tid / kChunks;
+  const int copy_row_step = threads / kChunks;
+  auto load_tile = [&](int tile, int stage) {
+    const int64_t key0 = w.key_begin + int64_t{tile} * kKeysPerTile;
+    const uint32_t k_dst = kv_base + stage * kShape.stage_bytes;
+    const uint32_t v_dst = k_dst + kKeysPerTile * kRowBytes;
+    const T* k_src = k_head + (key0 + copy_row0) * p.k_token_stride + copy_chunk * 8;
+    const T* v_src = v_head + (key0 + copy_row0) * p.v_token_stride + copy_chunk * 8;
+    const int64_t k_step = copy_row_step * p.k_token_stride;
+    const int64_t v_step = copy_row_step * p.v_token_stride;
+    for (int r = copy_row0; r < kKeysPerTile; r += copy_row_step) {
+      const bool valid = key0 + r < w.key_end;
+      const uint32_t offset = r * kRowBytes + ((copy_chunk ^ (r & 7)) * 16);
+      cp_async_16(k_dst + offset, valid ? k_src : k_head, valid);
+      cp_async_16(v_dst + offset, valid ? v_src : v_head, valid);
+      k_src += k_step;
+      v_src += v_step;
+    }
+  };
+
+  const int num_tiles =
+      static_cast<int>((w.key_end - w.key_begin + kKeysPerTile - 1) / kKeysPerTile);
+  for (int s = 0; s < p.stages - 1; ++s) {
+    if (s < num_tiles) load_tile(s, s);
+    cp_async_commit();
+  }
+
+  // ldmatrix lane roles. A operands (Q, P): matrices (rows 0-7 | 8-15) x (k 0-7 | 8-15).
+  const int a_row = (lane & 7) + ((lane >> 3) & 1) * 8;
+  const int a_chunk = lane >> 4;
+  // K (B of S = Q K^T, non-transposed): this warp's 8 keys, 4 consecutive k chunks.
+  const int k_row = wq * 8 + (lane & 7);
+  const int k_chunk = lane >> 3;
+  // V (B of O = P V, transposed): keys (0-7 | 8-15) x two adjacent 8-column tiles.
+  const int v_row = a_row;
+  const int v_chunk = wq * (kColsPerWarp / 8) + (lane >> 4);
+
+  const float inv_softcap = p.softcap > 0.0f ? 1.0f / p.softcap : 0.0f;
+  float acc[kNTiles][4];
+#pragma unroll
+  for (int n = 0; n < kNTiles; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+  float m_run[2] = {neg_inf(), neg_inf()};  // rows g and g + 8, log2 units
+  float l_run[2] = {0.0f, 0.0f};
+
+  int stage = 0;
+  for (int tile = 0; tile < num_tiles; ++tile) {
+    cp_async_wait_dynamic(p.stages - 2);
+    __syncthreads();  // tile visible to all; everyone is done with the stage refilled below
+    {
+      const int next = tile + p.stages - 1;
+      if (next < num_tiles) load_tile(next, stage == 0 ? p.stages - 1 : stage - 1);
+      cp_async_commit();
+    }
+    const uint32_t k_tile = kv_base + stage * kShape.stage_bytes;
+    const uint32_t v_tile = k_tile + kKeysPerTile * kRowBytes;
+
+    // S = Q K^T for keys 8 wq .. 8 wq + 7: s[0..1] row g, s[2..3] row g + 8. Two
+    // accumulators (even and odd k steps) halve the dependent MMA chain.
+    float s[4] = {0.0f, 0.0f, 0.0f, 0.0f}, s_odd[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+    for (int kc = 0; kc < kChunks; kc += 4) {
+      uint32_t kb[4], qa[4];
+      ldmatrix_x4(kb, k_tile + k_row * kRowBytes + (((kc + k_chunk) ^ (k_row & 7)) * 16));
+      ldmatrix_x4(qa, q_base + a_row * kRowBytes + (((kc + a_chunk) ^ (a_row & 7)) * 16));
+      S::mma(s, qa, kb[0], kb[1]);
+      ldmatrix_x4(qa, q_base + a_row * kRowBytes + (((kc + 2 + a_chunk) ^ (a_row & 7)) * 16));
+      S::mma(s_odd, qa, kb[2], kb[3]);
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j) s[j] += s_odd[j];
+
+    const int64_t key0 = w.key_begin + int64_t{tile} * kKeysPerTile;
+    const bool check = key0 + kKeysPerTile > w.unmasked_end;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      s[j] = logit_log2(s[j], p.scale, p.softcap, inv_softcap);
+      if (check) {
+        const int32_t row = w.row0 + group * kRowsPerBlock + g + (j >> 1) * 8;
+        const int64_t key = key0 + wq * 8 + qd * 2 + (j & 1);
+        if (!visible(w, p.gqa, row, key)) s[j] = neg_inf();
+      }
+    }
+
+    // Row maxima of the tile: over the quad, then over the group's 4 warps.
+    float mx[2] = {fmaxf(s[0], s[1]), fmaxf(s[2], s[3])};
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+    }
+    if (qd == 0) {
+      s_max[wq * kRowsPerBlock + g] = mx[0];
+      s_max[wq * kRowsPerBlock + g + 8] = mx[1];
+    }
+    __syncthreads();
+    float alpha[2], base[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float m = m_run[h];
+#pragma unroll
+      for (int x = 0; x < kWarpsPerGroup; ++x) m = fmaxf(m, s_max[x * kRowsPerBlock + g + h * 8]);
+      base[h] = m == neg_inf() ? 0.0f : m;  // a row with no key yet: exp2(-inf - 0) = 0
+      alpha[h] = exp2f(m_run[h] - base[h]);
+      m_run[h] = m;
+    }
+    // P in the storage type: row g (and g + 8), keys 8 wq + 2 qd, +1 -> chunk wq of the row.
+    {
+      const uint32_t chunk = (wq ^ ((g >> 1) & 3)) * 16 + qd * 4;
+      const uint32_t p0 = S::pack(exp2f(s[0] - base[0]), exp2f(s[1] - base[0]));
+      const uint32_t p1 = S::pack(exp2f(s[2] - base[1]), exp2f(s[3] - base[1]));
+      asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(p_base + g * kPRowBytes + chunk), "r"(p0));
+      asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(p_base + (g + 8) * kPRowBytes + chunk),
+                   "r"(p1));
+    }
+    __syncthreads();
+
+#pragma unroll
+    for (int n = 0; n < kNTiles; ++n) {
+      acc[n][0] *= alpha[0];
+      acc[n][1] *= alpha[0];
+      acc[n][2] *= alpha[1];
+      acc[n][3] *= alpha[1];
+    }
+    // O += P V over the tile's two 16-key steps; the row sums come from the rounded P.
+    float sum[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int ks = 0; ks < kKeysPerTile / 16; ++ks) {
+      uint32_t pa[4];
+      const int pc = 2 * ks + a_chunk;
+      ldmatrix_x4(pa, p_base + a_row * kPRowBytes + ((pc ^ ((a_row >> 1) & 3)) * 16));
+      const float2 f0 = S::unpack(pa[0]), f1 = S::unpack(pa[1]);
+      const float2 f2 = S::unpack(pa[2]), f3 = S::unpack(pa[3]);
+      sum[0] += (f0.x + f0.y) + (f2.x + f2.y);
+      sum[1] += (f1.x + f1.y) + (f3.x + f3.y);
+      const int vr = ks * 16 + v_row;
+      const uint32_t v_row_address = v_tile + vr * kRowBytes;
+#pragma unroll
+      for (int np = 0; np < kNTiles / 2; ++np) {
+        uint32_t vb[4];
+        ldmatrix_x4_trans(vb, v_row_address + (((v_chunk + 2 * np) ^ (vr & 7)) * 16));
+        S::mma(acc[2 * np], pa, vb[0], vb[1]);
+        S::mma(acc[2 * np + 1], pa, vb[2], vb[3]);
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      sum[h] += __shfl_xor_sync(0xffffffffu, sum[h], 1);
+      sum[h] += __shfl_xor_sync(0xffffffffu, sum[h], 2);
+      l_run[h] = l_run[h] * alpha[h] + sum[h];
+    }
+    stage = stage + 1 == p.stages ? 0 : stage + 1;
+  }
+
+  // ---- epilogue: rows g and g + 8 of this warp group, columns of this warp ----
+  const int col0 = wq * kColsPerWarp + qd * 2;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int32_t row = w.row0 + group * kRowsPerBlock + g + h * 8;
+    if (row < w.rows) {
+      const RowTarget t = row_target(w, p.gqa, row);
+      if (p.splits == 1) {
+        float factor, lse;
+        final_scaling(m_run[h], l_run[h], p.sinks, t.head, factor, lse);
+        T* o = static_cast<T*>(p.out) + t.token * p.out_token_stride +
+               t.head * p.out_head_stride + col0;
+#pragma unroll
+        for (int n = 0; n < kNTiles; ++n) {
+          S::store2(o + n * 8, acc[n][2 * h] * factor, acc[n][2 * h + 1] * factor);
+        }
+        if (p.lse && wq == 0 && qd == 0) {
+          p.lse[t.token * p.lse_token_stride + t.head * p.lse_head_stride] = lse;
+        }
+      } else {
+        const int64_t partial = (t.token * p.q_heads + t.head) * p.splits + w.split;
+        float* o = p.partial_out + partial * D + col0;
+#pragma unroll
+        for (int n = 0; n < kNTiles; ++n) {
+          *reinterpret_cast<float2*>(o + n * 8) = make_float2(acc[n][2 * h], acc[n][2 * h + 1]);
+        }
+        if (wq == 0 && qd == 0) {
+          p.partial_max[partial] = m_run[h] == neg_inf() ? neg_inf() : m_run[h] * kLn2;
+          p.partial_sum[partial] = l_run[h];
+        }
+      }
+    }
+  }
+}
+
+template <int D>
+void launch_decode_mma(const DecodeParams& p, DType dtype, dim3 grid, std::size_t smem,
+                       cudaStream_t stream) {
+  const dim3 block(p.groups * kThreadsPerGroup);
+  auto launch = [&](auto kernel) {
+    WIDEATTN_CUDA_CHECK(cudaFuncSetAttribute(
+        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    kernel<<<grid, block, smem, stream>>>(p);
+    WIDEATTN_CUDA_CHECK_LAUNCH("decode_mma_kernel");
+  };
+  switch (dtype) {
+    case DType::f16:
+      launch(decode_mma_kernel<__half, D>);
+      break;
+    case DType::bf16:
+      launch(decode_mma_kernel<__nv_bfloat16, D>);
+      break;
+    default:
+      wideattn::detail::throw_invalid("run_decode", "dtype", to_string(dtype),
+                                      "f16 or bf16 for the tensor-core decode kernel");
+  }
+}
+
+}  // namespace wideattn::cuda::decode

@@ -1,0 +1,155 @@
+// Row-wise softmax, f32 math, for rows of any length (up to 256K columns and beyond).
+//
+// A row is processed by a "row group" of threads: one warp for short rows (several rows per
+// CTA), the whole CTA for long ones. Two passes over the row, nothing of it held on chip:
+//   1. each thread keeps an online (max, sum of exp) state over its elements; the group merges;
+//      the block's sink (if any) joins as one more logit;
+//   2. each element becomes exp(x - max) / sum, converted to the output dtype.
+// A row of only -inf (and no sink) writes zeros and LSE -inf. Loads are 16-byte float4 and
+// stores 4-element packed once the row pointer is aligned; a scalar head and tail cover the rest.
+#include "cuda/kernels/softmax.h"
+
+#include <algorithm>
+#include <cstdint>
+
+#include "cuda/primitives/check.h"
+#include "cuda/primitives/dtype.cuh"
+#include "cuda/primitives/reduce.cuh"
+
+namespace wideattn::cuda {
+namespace {
+
+constexpr int kThreads = 256;              // threads per CTA
+constexpr int64_t kWarpRowMaxCols = 1024;  // rows up to this long get one warp each
+constexpr int64_t kMaxGrid = int64_t{1} << 20;
+
+struct SoftmaxParams {
+  const float* input;  // [rows, cols], row stride input_row_stride
+  int64_t input_row_stride;
+  void* output;  // [rows, cols] of Out, row stride output_row_stride; may equal input (f32)
+  int64_t output_row_stride;
+  int64_t rows, cols;
+  int64_t rows_per_block;  // > 0
+  const float* sinks;      // [rows / rows_per_block] or null
+  float* lse;              // lse[blk * lse_block_stride + r * lse_row_stride] or null
+  int64_t lse_block_stride, lse_row_stride;
+  bool warp_per_row;
+};
+
+// The split of one row into a scalar head [0, head), `vectors` groups of 4 elements starting at
+// `head` (input 16-byte aligned, output aligned to 4 elements), and a scalar tail.
+struct RowSplit {
+  int64_t head;
+  int64_t vectors;
+};
+
+template <typename Out>
+__device__ __forceinline__ RowSplit split_row(const float* x, const Out* y, int64_t cols) {
+  const int64_t head = static_cast<int64_t>((16 - (reinterpret_cast<uintptr_t>(x) & 15)) & 15) / 4;
+  if (head >= cols || !is_aligned(y + head, 4 * sizeof(Out))) return RowSplit{cols, 0};
+  return RowSplit{head, (cols - head) / 4};
+}
+
+// One row, processed by `group` threads of which this one is `lane`. Block mode (warp_per_row
+// false) must be called by every thread of the CTA.
+template <typename Out>
+__device__ __forceinline__ void softmax_row(const SoftmaxParams& p, int64_t row, int lane,
+                                            int group, MaxSum* scratch) {
+  const int64_t cols = p.cols;
+  const float* x = p.input + row * p.input_row_stride;
+  Out* y = static_cast<Out*>(p.output) + row * p.output_row_stride;
+  const RowSplit split = cols > 0 ? split_row(x, y, cols) : RowSplit{0, 0};
+  const int64_t tail = split.head + 4 * split.vectors;
+
+  // Pass 1: online max and sum.
+  MaxSum state = MaxSum::empty();
+  for (int64_t i = lane; i < split.head; i += group) state.add(x[i]);
+  const float4* xv = reinterpret_cast<const float4*>(x + split.head);
+  for (int64_t v = lane; v < split.vectors; v += group) {
+    const float4 f = xv[v];
+    state.add4(f.x, f.y, f.z, f.w);
+  }
+  for (int64_t i = tail + lane; i < cols; i += group) state.add(x[i]);
+  state = p.warp_per_row ? warp_merge(state) : block_merge(state, scratch);
+
+  const int64_t block = row / p.rows_per_block;
+  if (p.sinks) state.merge(MaxSum{p.sinks[block], 1.0f});
+  const bool empty = state.max == -INFINITY;
+  if (lane == 0 && p.lse) {
+    const int64_t r = row - block * p.rows_per_block;
+    p.lse[block * p.lse_block_stride + r * p.lse_row_stride] =
+        empty ? -INFINITY : state.max + logf(state.sum);
+  }
+
+  // Pass 2: normalise. An empty row has no max to subtract: write zeros.
+  const float max = empty ? 0.0f : state.max;
+  const float inv_sum = empty ? 0.0f : 1.0f / state.sum;
+  for (int64_t i = lane; i < split.head; i += group) {
+    y[i] = from_float<Out>(exp_f32(x[i] - max) * inv_sum);
+  }
+  for (int64_t v = lane; v < split.vectors; v += group) {
+    const float4 f = xv[v];
+    const float e[4] = {exp_f32(f.x - max) * inv_sum, exp_f32(f.y - max) * inv_sum,
+                        exp_f32(f.z - max) * inv_sum, exp_f32(f.w - max) * inv_sum};
+    store_packed<4>(y + split.head + 4 * v, e);
+  }
+  for (int64_t i = tail + lane; i < cols; i += group) {
+    y[i] = from_float<Out>(exp_f32(x[i] - max) * inv_sum);
+  }
+}
+
+template <typename Out>
+__global__ void __launch_bounds__(kThreads) softmax_kernel(const SoftmaxParams p) {
+  __shared__ MaxSum scratch[kWarpSize + 1];
+  if (p.warp_per_row) {
+    const int64_t rows_per_cta = blockDim.x / kWarpSize;
+    const int lane = threadIdx.x % kWarpSize;
+    for (int64_t row = blockIdx.x * rows_per_cta + threadIdx.x / kWarpSize; row < p.rows;
+         row += int64_t{gridDim.x} * rows_per_cta) {
+      softmax_row<Out>(p, row, lane, kWarpSize, scratch);
+    }
+  } else {
+    for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
+      softmax_row<Out>(p, row, threadIdx.x, blockDim.x, scratch);
+    }
+  }
+}
+
+}  // namespace
+
+void launch_softmax(const SoftmaxArguments& args, cudaStream_t stream) {
+  if (args.rows == 0) return;
+  SoftmaxParams p;
+  p.input = args.input;
+  p.input_row_stride = args.input_row_stride;
+  p.output = args.output;
+  p.output_row_stride = args.output_row_stride;
+  p.rows = args.rows;
+  p.cols = args.cols;
+  p.rows_per_block = args.rows_per_block > 0 ? args.rows_per_block : args.rows;
+  p.sinks = args.sinks;
+  p.lse = args.lse;
+  p.lse_block_stride = args.lse_block_stride;
+  p.lse_row_stride = args.lse_row_stride;
+  p.warp_per_row = args.cols <= kWarpRowMaxCols;
+
+  const int64_t rows_per_cta = p.warp_per_row ? kThreads / kWarpSize : 1;
+  const dim3 grid(static_cast<unsigned>(std::min((p.rows + rows_per_cta - 1) / rows_per_cta, kMaxGrid)));
+  switch (args.output_dtype) {
+    case DType::f32:
+      softmax_kernel<float><<<grid, kThreads, 0, stream>>>(p);
+      break;
+    case DType::f16:
+      softmax_kernel<__half><<<grid, kThreads, 0, stream>>>(p);
+      break;
+    case DType::bf16:
+      softmax_kernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(p);
+      break;
+    default:
+      detail::throw_invalid("softmax", "output_dtype", static_cast<int>(args.output_dtype),
+                            "f32, f16 or bf16");
+  }
+  WIDEATTN_CUDA_CHECK_LAUNCH("softmax_kernel");
+}
+
+}  // namespace wideattn::cuda

@@ -1,0 +1,238 @@
+#include "attention_case.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <sstream>
+
+#include "reference/reference.h"
+
+namespace wideattn::test {
+
+int64_t AttentionCase::total_tokens() const {
+  int64_t tokens = 0;
+  for (const SequenceShape& s : sequences) tokens += s.suffix;
+  return tokens;
+}
+
+std::string AttentionCase::describe() const {
+  std::ostringstream s;
+  s << "head_dim " << head_dim << ", " << to_string(dtype) << ", heads " << q_heads << "/" << kv_heads
+    << ", sequences (suffix/kv)";
+  for (std::size_t b = 0; b < sequences.size() && b < 8; ++b) {
+    s << " " << sequences[b].suffix << "/" << sequences[b].kv_length;
+  }
+  if (sequences.size() > 8) s << " ... (" << sequences.size() << " in all)";
+  s << ", " << (causal ? "causal" : "bidirectional");
+  if (window) s << ", window " << window;
+  if (ring_length) s << ", ring " << ring_length << " at " << ring_offset;
+  if (tree || !tree_start.empty()) s << ", tree";
+  if (!std::isnan(scale)) s << ", scale " << scale;
+  if (softcap > 0) s << ", softcap " << softcap;
+  if (sinks) s << ", sinks";
+  if (!lse) s << ", no lse";
+  if (q_head_major) s << ", head-major q";
+  if (kv_head_major) s << ", head-major kv";
+  if (out_head_major) s << ", head-major out";
+  if (out_gap) s << ", out gap " << out_gap;
+  if (lse_gap) s << ", lse gap " << lse_gap;
+  return s.str();
+}
+
+void append_random_trie(std::mt19937_64& rng, int32_t nodes, std::vector<int32_t>* start,
+                        std::vector<int32_t>* end, std::vector<int32_t>* height) {
+  std::vector<int32_t> parent(nodes, -1), depth(nodes, 0), last(nodes);
+  std::vector<int32_t> path;  // root .. previous node
+  for (int32_t j = 0; j < nodes; ++j) {
+    last[j] = j;
+    if (j > 0) {
+      std::uniform_int_distribution<std::size_t> pick(0, path.size() - 1);
+      path.resize(pick(rng) + 1);  // keep the chosen ancestor as the parent
+      parent[j] = path.back();
+      depth[j] = depth[parent[j]] + 1;
+    }
+    path.push_back(j);
+  }
+  for (int32_t j = nodes - 1; j > 0; --j) last[parent[j]] = std::max(last[parent[j]], last[j]);
+  for (int32_t j = 0; j < nodes; ++j) {
+    start->push_back(j);
+    end->push_back(last[j]);
+    height->push_back(depth[j]);
+  }
+}
+
+double lse_tolerance(DType dtype) { return dtype == DType::f32 ? 1e-4 : 1e-3; }
+
+void check_attention(Context& context, std::mt19937_64& rng, const AttentionCase& c, Kernel kernel,
+                     AttentionOutcome* outcome) {
+  SCOPED_TRACE(c.describe() + ", kernel " + to_string(kernel) + ", backend " +
+               to_string(context.backend()));
+  const int32_t batch = static_cast<int32_t>(c.sequences.size());
+  const int64_t tokens = c.total_tokens();
+  const int64_t d = c.head_dim;
+
+  std::vector<int32_t> query_offsets(batch + 1, 0), kv_lengths(batch);
+  int64_t longest = 0;
+  for (int32_t b = 0; b < batch; ++b) {
+    query_offsets[b + 1] = query_offsets[b] + c.sequences[b].suffix;
+    kv_lengths[b] = c.sequences[b].kv_length;
+    longest = std::max<int64_t>(longest, kv_lengths[b]);
+  }
+
+  AttentionProblem host;
+  host.batch = batch;
+  host.q_heads = c.q_heads;
+  host.kv_heads = c.kv_heads;
+  host.head_dim = c.head_dim;
+  host.dtype = c.dtype;
+  host.query_offsets = query_offsets.data();
+  host.kv_lengths = kv_lengths.data();
+  host.kv.capacity = std::max<int64_t>(1, longest + c.extra_capacity);
+  const int64_t capacity = host.kv.capacity;
+
+  if (c.q_head_major) {
+    host.q_head_stride = tokens * d;
+    host.q_token_stride = d;
+  } else {
+    host.q_token_stride = c.q_heads * d;
+    host.q_head_stride = d;
+  }
+  if (c.kv_head_major) {
+    host.kv.k_token_stride = host.kv.v_token_stride = d;
+    host.kv.k_head_stride = host.kv.v_head_stride = capacity * d;
+  } else {
+    host.kv.k_token_stride = host.kv.v_token_stride = c.kv_heads * d;
+    host.kv.k_head_stride = host.kv.v_head_stride = d;
+  }
+  host.kv.k_sequence_stride = host.kv.v_sequence_stride = capacity * c.kv_heads * d;
+  const int64_t row = d + c.out_gap;
+  const int64_t lse_step = 1 + c.lse_gap;
+  if (c.out_head_major) {
+    host.out_token_stride = row;
+    host.out_head_stride = tokens * row + c.out_gap;
+    host.lse_token_stride = lse_step;
+    host.lse_head_stride = tokens * lse_step;
+  } else {
+    host.out_head_stride = row;
+    host.out_token_stride = c.q_heads * row + c.out_gap;
+    host.lse_head_stride = lse_step;
+    host.lse_token_stride = c.q_heads * lse_step;
+  }
+  host.scale = c.scale;
+  host.softcap = c.softcap;
+  host.mask.causal = c.causal;
+  host.mask.window = c.window;
+  host.mask.ring_length = c.ring_length;
+  host.mask.ring_offset = c.ring_offset;
+
+  // Inputs on the host.
+  const HostTensor q = random_tensor(rng, c.dtype, tokens * c.q_heads * d, -c.input_range, c.input_range);
+  const int64_t cache_elements = int64_t{batch} * capacity * c.kv_heads * d;
+  const HostTensor k = random_tensor(rng, c.dtype, cache_elements, -c.input_range, c.input_range);
+  const HostTensor v = random_tensor(rng, c.dtype, cache_elements, -c.input_range, c.input_range);
+  std::vector<int32_t> tree_start = c.tree_start, tree_end = c.tree_end, tree_height = c.tree_height;
+  if (c.tree && tree_start.empty()) {
+    for (const SequenceShape& s : c.sequences) append_random_trie(rng, s.suffix, &tree_start, &tree_end, &tree_height);
+  }
+  std::vector<float> sinks;
+  if (c.sinks) {
+    std::uniform_real_distribution<float> sink(-1.0f, 3.0f);
+    for (int32_t h = 0; h < c.q_heads; ++h) sinks.push_back(sink(rng));
+  }
+  host.q = q.data();
+  host.kv.k = k.data();
+  host.kv.v = v.data();
+  if (!tree_start.empty()) {
+    host.mask.tree_start = tree_start.data();
+    host.mask.tree_end = tree_end.data();
+    host.mask.tree_height = tree_height.data();
+  }
+  host.sinks = c.sinks ? sinks.data() : nullptr;
+
+  // The same problem on the device.
+  AttentionProblem device = host;
+  const auto q_device = to_device(context, q.data(), q.bytes());
+  const auto k_device = to_device(context, k.data(), k.bytes());
+  const auto v_device = to_device(context, v.data(), v.bytes());
+  const std::size_t tree_bytes = tree_start.size() * sizeof(int32_t);
+  const auto start_device = to_device(context, tree_start.data(), tree_bytes);
+  const auto end_device = to_device(context, tree_end.data(), tree_bytes);
+  const auto height_device = to_device(context, tree_height.data(), tree_bytes);
+  const auto sinks_device = to_device(context, sinks.data(), sinks.size() * sizeof(float));
+  device.q = q_device->get();
+  device.kv.k = k_device->get();
+  device.kv.v = v_device->get();
+  if (!tree_start.empty()) {
+    device.mask.tree_start = static_cast<const int32_t*>(start_device->get());
+    device.mask.tree_end = static_cast<const int32_t*>(end_device->get());
+    device.mask.tree_height = static_cast<const int32_t*>(height_device->get());
+  }
+  device.sinks = c.sinks ? static_cast<const float*>(sinks_device->get()) : nullptr;
+
+  // Outputs: poisoned, with guards; offsets of every element the call must write.
+  std::vector<int64_t> out_offsets, lse_offsets;
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t h = 0; h < c.q_heads; ++h) {
+      for (int64_t x = 0; x < d; ++x) out_offsets.push_back(t * host.out_token_stride + h * host.out_head_stride + x);
+      lse_offsets.push_back(t * host.lse_token_stride + h * host.lse_head_stride);
+    }
+  }
+  const int64_t out_extent = tokens == 0 ? 0 : out_offsets.back() + 1 + c.out_gap;
+  const int64_t lse_extent = tokens == 0 ? 0 : *std::max_element(lse_offsets.begin(), lse_offsets.end()) + 1 + c.lse_gap;
+  GuardedOutput out(context, c.dtype, std::max<int64_t>(out_extent, 1));
+  GuardedOutput lse(context, DType::f32, std::max<int64_t>(lse_extent, 1));
+  out.upload();
+  lse.upload();
+  device.out = out.data();
+  device.lse = c.lse ? static_cast<float*>(lse.data()) : nullptr;
+  if (!c.lse) host.lse_token_stride = host.lse_head_stride = device.lse_token_stride = device.lse_head_stride = 0;
+
+  AttentionOutcome local;
+  AttentionOutcome& result = outcome ? *outcome : local;
+  const Status status = attention(context, device, kernel, &result.plan);
+  ASSERT_TRUE(status.ok()) << to_string(status.code()) << ": " << status.message();
+  if (kernel != Kernel::automatic) EXPECT_EQ(result.plan.kernel, kernel);
+  out.download();
+  lse.download();
+
+  reference::attention(host, &result.ref_out, &result.ref_lse);
+  result.out = out.gather(out_offsets);
+  const IndexName out_name = shape_index_name({"token", "head", "dim"}, {tokens, c.q_heads, d});
+  const IndexName lse_name = shape_index_name({"token", "head"}, {tokens, c.q_heads});
+  EXPECT_TRUE(close_rel_l2(result.out, result.ref_out, relative_tolerance(c.dtype), out_name)) << "out";
+  EXPECT_TRUE(out.untouched_except(out_offsets)) << "out guards and gaps";
+  if (c.lse) {
+    result.lse = lse.gather(lse_offsets);
+    EXPECT_TRUE(close_abs(result.lse, result.ref_lse, lse_tolerance(c.dtype), lse_name)) << "lse";
+    EXPECT_TRUE(lse.untouched_except(lse_offsets)) << "lse guards and gaps";
+  } else {
+    EXPECT_TRUE(lse.unchanged()) << "lse is null, yet the buffer changed";
+  }
+
+  // A row that sees no key is exactly zero, whether or not it has a sink.
+  int64_t nonzero = 0;
+  std::string first;
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t h = 0; h < c.q_heads; ++h) {
+      std::vector<double> row_ref(static_cast<std::size_t>(d));
+      const std::size_t base = static_cast<std::size_t>((t * c.q_heads + h) * d);
+      bool sees_nothing = result.ref_lse[t * c.q_heads + h] == -std::numeric_limits<double>::infinity();
+      if (c.sinks && !sees_nothing) {
+        // With a sink, the row sees nothing when the oracle's LSE is the sink alone.
+        sees_nothing = std::all_of(result.ref_out.begin() + base, result.ref_out.begin() + base + d,
+                                   [](double x) { return x == 0.0; }) &&
+                       result.ref_lse[t * c.q_heads + h] == static_cast<double>(sinks[h]);
+      }
+      if (!sees_nothing) continue;
+      for (int64_t x = 0; x < d; ++x) {
+        if (result.out[base + x] != 0.0) {
+          if (nonzero == 0) first = "token " + std::to_string(t) + " head " + std::to_string(h) + " dim " + std::to_string(x) + " = " + std::to_string(result.out[base + x]);
+          ++nonzero;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(nonzero, 0) << "rows that see no key must be exactly zero; first: " << first;
+}
+
+}  // namespace wideattn::test

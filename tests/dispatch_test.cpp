@@ -1,0 +1,222 @@
+// plan_attention: the kernel choice (prefill above a suffix of 8, single/two_pass otherwise),
+// the workspace and reason it reports, forced kernels, and that attention() runs what it plans.
+// plan_attention is pure, so most of this runs against described devices, with no GPU needed.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "test_support.h"
+
+namespace wideattn::test {
+namespace {
+
+DeviceInfo cpu_device() {
+  DeviceInfo d;
+  d.backend = Backend::cpu;
+  d.name = "test CPU";
+  d.compute_units = 2;
+  return d;
+}
+
+DeviceInfo h100_device() {
+  DeviceInfo d;
+  d.backend = Backend::cuda;
+  d.name = "test H100";
+  d.compute_units = 132;
+  d.compute_capability = 90;
+  d.shared_memory_per_block = 227 * 1024;
+  d.l2_bytes = 50 << 20;
+  d.memory_bytes = int64_t{80} << 30;
+  return d;
+}
+
+// A problem whose tensors are host vectors: planning never reads them.
+struct PlanProblem {
+  PlanProblem(std::vector<int32_t> suffixes, std::vector<int32_t> kv, int32_t q_heads = 8, int32_t kv_heads = 2,
+              int32_t head_dim = 128) {
+    offsets.push_back(0);
+    for (int32_t s : suffixes) offsets.push_back(offsets.back() + s);
+    kv_lengths = kv;
+    int64_t capacity = 1;
+    for (int32_t k : kv) capacity = std::max<int64_t>(capacity, k);
+    p.batch = static_cast<int32_t>(suffixes.size());
+    p.q_heads = q_heads;
+    p.kv_heads = kv_heads;
+    p.head_dim = head_dim;
+    p.dtype = DType::bf16;
+    p.kv.capacity = capacity;
+    set_dense_strides(p);
+    p.query_offsets = offsets.data();
+    p.kv_lengths = kv_lengths.data();
+    const std::size_t tokens = static_cast<std::size_t>(offsets.back());
+    q.resize(tokens * q_heads * head_dim);
+    out.resize(q.size());
+    cache.resize(2 * static_cast<std::size_t>(p.batch) * capacity * kv_heads * head_dim);
+    p.q = q.data();
+    p.kv.k = cache.data();
+    p.kv.v = cache.data() + cache.size() / 2;
+    p.out = out.data();
+  }
+  std::vector<int32_t> offsets, kv_lengths;
+  std::vector<uint16_t> q, out, cache;
+  AttentionProblem p;
+};
+
+Plan plan_or_fail(const AttentionProblem& p, const DeviceInfo& device, Kernel forced = Kernel::automatic) {
+  Plan plan;
+  const Status status = plan_attention(p, device, forced, &plan);
+  EXPECT_TRUE(status.ok()) << status.message();
+  return plan;
+}
+
+const DeviceInfo kDevices[] = {cpu_device(), h100_device()};
+
+TEST(Dispatch, SuffixAboveEightGoesToPrefill) {
+  for (const DeviceInfo& device : kDevices) {
+    SCOPED_TRACE(device.name);
+    PlanProblem problem({9, 1}, {200, 40});
+    const Plan plan = plan_or_fail(problem.p, device);
+    EXPECT_EQ(plan.kernel, Kernel::prefill_unfused);
+    EXPECT_GT(plan.workspace_bytes, 0u);
+    EXPECT_GE(plan.query_rows_per_chunk, 1);
+    EXPECT_LE(plan.query_rows_per_chunk, 9);
+    EXPECT_NE(plan.reason.find("9 > 8"), std::string::npos) << plan.reason;
+  }
+}
+
+TEST(Dispatch, SuffixUpToEightGoesToDecode) {
+  for (const DeviceInfo& device : kDevices) {
+    SCOPED_TRACE(device.name);
+    for (int32_t suffix : {1, 8}) {
+      PlanProblem problem({suffix, 1}, {300, 20});
+      const Plan plan = plan_or_fail(problem.p, device);
+      EXPECT_TRUE(plan.kernel == Kernel::single_pass || plan.kernel == Kernel::two_pass) << to_string(plan.kernel);
+      EXPECT_EQ(plan.num_splits > 1, plan.kernel == Kernel::two_pass) << plan.num_splits;
+      EXPECT_GT(plan.workspace_bytes, 0u);
+      EXPECT_NE(plan.reason.find(std::to_string(suffix) + " <= 8"), std::string::npos) << plan.reason;
+    }
+  }
+}
+
+TEST(Dispatch, OneLongSequenceSplitsKv) {
+  for (const DeviceInfo& device : kDevices) {
+    SCOPED_TRACE(device.name);
+    PlanProblem problem({1}, {8192}, 8, 1);
+    const Plan plan = plan_or_fail(problem.p, device);
+    EXPECT_EQ(plan.kernel, Kernel::two_pass) << plan.reason;
+    EXPECT_GE(plan.num_splits, 2);
+    EXPECT_NE(plan.reason.find("8192"), std::string::npos) << plan.reason;
+    // The partial results of every split fit in the workspace.
+    EXPECT_GE(plan.workspace_bytes, static_cast<std::size_t>(8) * plan.num_splits * 128 * sizeof(float));
+  }
+}
+
+TEST(Dispatch, ManyShortSequencesStayInOnePass) {
+  for (const DeviceInfo& device : kDevices) {
+    SCOPED_TRACE(device.name);
+    PlanProblem problem(std::vector<int32_t>(64, 1), std::vector<int32_t>(64, 300));
+    const Plan plan = plan_or_fail(problem.p, device);
+    EXPECT_EQ(plan.kernel, Kernel::single_pass) << plan.reason;
+    EXPECT_EQ(plan.num_splits, 1);
+  }
+}
+
+TEST(Dispatch, LongestSuffixOfTheBatchDecides) {
+  PlanProblem problem({1, 1, 9, 1}, {50, 60, 70, 80});
+  EXPECT_EQ(plan_or_fail(problem.p, cpu_device()).kernel, Kernel::prefill_unfused);
+}
+
+TEST(Dispatch, ForcedKernelsArePlanned) {
+  for (const DeviceInfo& device : kDevices) {
+    SCOPED_TRACE(device.name);
+    PlanProblem problem({3, 12}, {100, 40});
+    for (Kernel forced : {Kernel::single_pass, Kernel::two_pass, Kernel::prefill_unfused}) {
+      const Plan plan = plan_or_fail(problem.p, device, forced);
+      EXPECT_EQ(plan.kernel, forced);
+      EXPECT_NE(plan.reason.find("forced"), std::string::npos) << plan.reason;
+      EXPECT_GT(plan.workspace_bytes, 0u);
+      if (forced == Kernel::single_pass) EXPECT_EQ(plan.num_splits, 1);
+      if (forced == Kernel::two_pass) EXPECT_GE(plan.num_splits, 2);
+      if (forced == Kernel::prefill_unfused) EXPECT_GE(plan.query_rows_per_chunk, 1);
+    }
+  }
+}
+
+TEST(Dispatch, PlanIsPure) {
+  PlanProblem problem({2, 5}, {3000, 70});
+  for (const DeviceInfo& device : kDevices) {
+    const Plan a = plan_or_fail(problem.p, device);
+    const Plan b = plan_or_fail(problem.p, device);
+    EXPECT_EQ(a.kernel, b.kernel);
+    EXPECT_EQ(a.num_splits, b.num_splits);
+    EXPECT_EQ(a.workspace_bytes, b.workspace_bytes);
+    EXPECT_EQ(a.reason, b.reason);
+  }
+}
+
+TEST(Dispatch, HeadDimsDependOnTheBackend) {
+  PlanProblem problem({1}, {10}, 4, 2, 72);
+  Plan plan;
+  WA_EXPECT_OK(plan_attention(problem.p, cpu_device(), Kernel::automatic, &plan));
+  EXPECT_TRUE(has_error(plan_attention(problem.p, h100_device(), Kernel::automatic, &plan),
+                        StatusCode::invalid_argument, {"plan_attention: ", "head_dim = 72"}));
+}
+
+// attention() runs exactly what plan_attention plans for the context's device.
+using DispatchOnBackend = BackendTest;
+
+TEST_P(DispatchOnBackend, AttentionRunsThePlannedKernel) {
+  const std::vector<std::vector<int32_t>> suffixes = {{1, 2}, {8, 1}, {9, 1}};
+  for (const auto& s : suffixes) {
+    const int32_t tokens = s[0] + s[1];
+    std::vector<int32_t> offsets{0, s[0], tokens}, kv{s[0] + 40, s[1] + 2000};
+    AttentionProblem p;
+    p.batch = 2;
+    p.q_heads = 4;
+    p.kv_heads = 1;
+    p.head_dim = 64;
+    p.dtype = DType::f32;
+    p.kv.capacity = 2010;
+    set_dense_strides(p);
+    p.query_offsets = offsets.data();
+    p.kv_lengths = kv.data();
+    const std::vector<float> zeros(static_cast<std::size_t>(2 * p.kv.capacity * 64), 0.0f);
+    const auto q = to_device(context(), zeros.data(), tokens * 4 * 64 * sizeof(float));
+    const auto cache = to_device(context(), zeros.data(), zeros.size() * sizeof(float));
+    GuardedOutput out(context(), DType::f32, tokens * 4 * 64);
+    out.upload();
+    p.q = q->get();
+    p.kv.k = cache->get();
+    p.kv.v = cache->get();
+    p.out = out.data();
+    Plan planned, used;
+    WA_ASSERT_OK(plan_attention(p, context().device(), Kernel::automatic, &planned));
+    WA_ASSERT_OK(attention(context(), p, Kernel::automatic, &used));
+    EXPECT_EQ(used.kernel, planned.kernel);
+    EXPECT_EQ(used.num_splits, planned.num_splits);
+    EXPECT_EQ(used.query_rows_per_chunk, planned.query_rows_per_chunk);
+    EXPECT_EQ(used.workspace_bytes, planned.workspace_bytes);
+    EXPECT_EQ(used.reason, planned.reason);
+    EXPECT_FALSE(used.reason.empty());
+    EXPECT_EQ(used.kernel == Kernel::prefill_unfused, s[0] > 8) << used.reason;
+    out.download();
+    EXPECT_TRUE(out.untouched_except([&] {
+      std::vector<int64_t> all(static_cast<std::size_t>(tokens) * 4 * 64);
+      for (std::size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int64_t>(i);
+      return all;
+    }()));
+  }
+}
+
+TEST_P(DispatchOnBackend, DeviceIsDescribed) {
+  const DeviceInfo& device = context().device();
+  EXPECT_EQ(device.backend, backend());
+  EXPECT_FALSE(device.name.empty());
+  EXPECT_GE(device.compute_units, 1);
+}
+
+WA_INSTANTIATE_BACKENDS(DispatchOnBackend);
+
+}  // namespace
+}  // namespace wideattn::test

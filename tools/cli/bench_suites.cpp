@@ -1,0 +1,92 @@
+#include "bench_suites.h"
+
+#include "args.h"
+
+namespace wideattn::cli {
+namespace {
+
+struct Shape {
+  const char* name;
+  int32_t q_heads, kv_heads, head_dim;
+};
+
+// The 512-wide (global) layers of Gemma 4 (scale 1.0, causal).
+constexpr Shape kE4B{"E4B", 8, 2, 512};
+constexpr Shape k26B{"26B", 16, 2, 512};
+constexpr Shape k31B{"31B", 32, 4, 512};
+// The shapes peers.md measured other implementations at.
+constexpr Shape kPeer512{"d512", 16, 4, 512};
+constexpr Shape kPeer256{"d256", 16, 8, 256};
+constexpr Shape kPeer128{"d128", 32, 8, 128};
+
+ProblemSpec make(const Shape& shape, const std::string& what, int32_t batch, int64_t prefix,
+                 int64_t suffix) {
+  ProblemSpec s;
+  s.name = std::string(shape.name) + " " + what + " (" + std::to_string(shape.q_heads) + "/" +
+           std::to_string(shape.kv_heads) + ")";
+  s.batch = batch;
+  s.q_heads = shape.q_heads;
+  s.kv_heads = shape.kv_heads;
+  s.head_dim = shape.head_dim;
+  s.dtype = DType::bf16;
+  s.prefix = prefix;
+  s.suffix = suffix;
+  s.scale = 1.0f;
+  s.causal = true;
+  return s;
+}
+
+ProblemSpec prefill(const Shape& shape, int64_t tokens) {
+  return make(shape, "prefill " + std::to_string(tokens / 1024) + "K", 1, 0, tokens);
+}
+
+ProblemSpec decode(const Shape& shape, int32_t batch, int32_t new_tokens, int64_t kv) {
+  const std::string what = "decode b" + std::to_string(batch) +
+                           (new_tokens > 1 ? "x" + std::to_string(new_tokens) : "") + " kv " +
+                           std::to_string(kv / 1024) + "K";
+  return make(shape, what, batch, kv - new_tokens, new_tokens);
+}
+
+ProblemSpec chunk(const Shape& shape, int64_t new_tokens, int64_t kv) {
+  return make(shape, "chunk " + std::to_string(new_tokens) + " on " + std::to_string(kv / 1024) + "K", 1,
+              kv - new_tokens, new_tokens);
+}
+
+}  // namespace
+
+std::vector<ProblemSpec> bench_suite(const std::string& name) {
+  std::vector<ProblemSpec> suite;
+  if (name == "cpu") {
+    suite.push_back(prefill(kE4B, 1024));
+    suite.push_back(prefill(kE4B, 4096));
+    suite.push_back(decode(kE4B, 1, 1, 32768));
+    suite.push_back(decode(k26B, 1, 1, 32768));
+    return suite;
+  }
+  if (name == "gpu") {
+    // Gemma 4 global layers.
+    for (const Shape& shape : {kE4B, k26B, k31B}) {
+      suite.push_back(prefill(shape, 1024));
+      suite.push_back(prefill(shape, 4096));
+      suite.push_back(prefill(shape, 16384));
+      suite.push_back(chunk(shape, 512, 8192));
+      suite.push_back(decode(shape, 32, 1, 4096));
+      suite.push_back(decode(shape, 1, 1, 32768));
+      suite.push_back(decode(shape, 1, 1, 131072));
+      suite.push_back(decode(shape, 8, 4, 8192));
+    }
+    // The shapes peers.md reports other implementations at (d=512 16/4; d=128, d=256).
+    suite.push_back(prefill(kPeer512, 4096));
+    suite.push_back(prefill(kPeer512, 16384));
+    suite.push_back(chunk(kPeer512, 512, 8192));
+    suite.push_back(decode(kPeer512, 32, 1, 4096));
+    suite.push_back(decode(kPeer512, 1, 1, 32768));
+    suite.push_back(decode(kPeer512, 8, 4, 8192));
+    suite.push_back(prefill(kPeer256, 4096));
+    suite.push_back(prefill(kPeer128, 4096));
+    return suite;
+  }
+  throw UsageError("unknown suite '" + name + "': expected cpu or gpu");
+}
+
+}  // namespace wideattn::cli

@@ -1,0 +1,43 @@
+#include "timing.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "check.h"
+
+namespace wideattn::cli {
+namespace {
+
+class SteadyClockTimer final : public Timer {
+ public:
+  explicit SteadyClockTimer(Context& context) : context_(context) {}
+  void start() override {
+    check(context_.synchronize(), "synchronize");
+    begin_ = std::chrono::steady_clock::now();
+  }
+  void stop() override {
+    check(context_.synchronize(), "synchronize");
+    end_ = std::chrono::steady_clock::now();
+  }
+  double seconds() override { return std::chrono::duration<double>(end_ - begin_).count(); }
+
+ private:
+  Context& context_;
+  std::chrono::steady_clock::time_point begin_, end_;
+};
+
+}  // namespace
+
+std::unique_ptr<Timer> make_timer(Context& context) {
+  if (context.backend() == Backend::cuda) return make_cuda_event_timer(context.stream());
+  return std::make_unique<SteadyClockTimer>(context);
+}
+
+double median(std::vector<double> samples) {
+  if (samples.empty()) return 0.0;
+  std::sort(samples.begin(), samples.end());
+  const std::size_t n = samples.size();
+  return n % 2 ? samples[n / 2] : 0.5 * (samples[n / 2 - 1] + samples[n / 2]);
+}
+
+}  // namespace wideattn::cli
