@@ -11,14 +11,20 @@
 #   JOBS              compile jobs (default: the number of cores)
 #   SANITIZER_FILTER  gtest filter for compute-sanitizer (or the second argument)
 #   SANITIZER_TOOLS   default "memcheck racecheck initcheck"
+#   SANITIZER_TIMEOUT seconds per sanitizer tool (default 1200)
 #   BENCH_ARGS        extra arguments for `wideattn bench` (e.g. "--filter 31B")
 #   PEERS_ARGS        arguments for bench/peers.py (default: OUT_DIR/peers, its output folder)
-#   SKIP_TESTS, SKIP_SANITIZER, SKIP_BENCH, SKIP_PEERS  set to 1 to skip a step
+#   SKIP_TESTS, SKIP_PYTHON, SKIP_SANITIZER, SKIP_BENCH, SKIP_PEERS  set to 1 to skip a step
+# The Python tests run in a virtual environment that sees the system's packages (PyTorch),
+# installing the package offline (--no-build-isolation; wheels at the repository root, such as
+# nanobind's, are installed first with --no-index); without scikit-build-core and nanobind they
+# are skipped, and the summary says so.
 set -uo pipefail
 
 if [ $# -lt 1 ] || [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
-  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
-  exit 2
+  sed -n '2,/^set -uo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'
+  [ $# -lt 1 ] && exit 2
+  exit 0
 fi
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT_DIR="$(mkdir -p "$1" && cd "$1" && pwd)" || { echo "cannot create $1" >&2; exit 2; }
@@ -90,6 +96,31 @@ if [ "${SKIP_TESTS:-0}" = 1 ]; then skip tests "SKIP_TESTS=1"; else
   grep -E '\[  SKIPPED \]|Skipped' "$OUT_DIR/ctest.log" | head -n 20 >"$OUT_DIR/skipped.txt" || true
 fi
 
+# ---- Python tests ---------------------------------------------------------------------------
+PY_VENV="$BUILD_DIR/venv-gpu"
+# shellcheck disable=SC2317  # called through step
+python_tests() {
+  CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" "$PY_VENV/bin/python" -m pip install -q --no-index --no-deps \
+    --no-build-isolation "$REPO_ROOT" || return 1
+  (cd "$REPO_ROOT" && "$PY_VENV/bin/python" -m pytest -q python/tests)
+}
+if [ "${SKIP_PYTHON:-0}" = 1 ]; then skip python "SKIP_PYTHON=1"
+elif [ ! -f "$REPO_ROOT/pyproject.toml" ] || [ ! -d "$REPO_ROOT/python/tests" ]; then
+  skip python "no pyproject.toml or python/tests"
+else
+  {
+    [ -x "$PY_VENV/bin/python" ] || python3 -m venv --system-site-packages "$PY_VENV"
+    for wheel in "$REPO_ROOT"/*.whl; do
+      [ -f "$wheel" ] && "$PY_VENV/bin/python" -m pip install -q --no-index --no-deps "$wheel"
+    done
+  } >"$OUT_DIR/python-setup.log" 2>&1
+  if ! "$PY_VENV/bin/python" -c 'import scikit_build_core, nanobind, pytest' >>"$OUT_DIR/python-setup.log" 2>&1; then
+    skip python "the venv lacks scikit-build-core, nanobind or pytest (see $OUT_DIR/python-setup.log)"
+  else
+    step "python tests (pytest python/tests)" python-tests.log python_tests
+  fi
+fi
+
 # ---- compute-sanitizer ----------------------------------------------------------------------
 if [ "${SKIP_SANITIZER:-0}" = 1 ]; then skip sanitizer "SKIP_SANITIZER=1"
 elif [ -z "$SANITIZER" ]; then SUMMARY+=("FAIL  compute-sanitizer: not found on PATH or in /usr/local/cuda/bin"); FAILED=1
@@ -99,7 +130,7 @@ else
   for tool in $SANITIZER_TOOLS; do
     extra=()
     [ "$tool" = memcheck ] && extra=(--leak-check full)
-    step "compute-sanitizer $tool" "sanitizer-$tool.log" timeout 3600 "$SANITIZER" --tool "$tool" \
+    step "compute-sanitizer $tool" "sanitizer-$tool.log" timeout "${SANITIZER_TIMEOUT:-1200}" "$SANITIZER" --tool "$tool" \
       "${extra[@]}" --error-exitcode 99 "$TESTS" --gtest_filter="$FILTER"
   done
 fi

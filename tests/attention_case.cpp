@@ -90,8 +90,9 @@ void check_attention(Context& context, std::mt19937_64& rng, const AttentionCase
   host.kv.capacity = std::max<int64_t>(1, longest + c.extra_capacity);
   const int64_t capacity = host.kv.capacity;
 
+  const int64_t strided_tokens = std::max<int64_t>(tokens, 1);  // head-major strides stay valid
   if (c.q_head_major) {
-    host.q_head_stride = tokens * d;
+    host.q_head_stride = strided_tokens * d;
     host.q_token_stride = d;
   } else {
     host.q_token_stride = c.q_heads * d;
@@ -109,9 +110,9 @@ void check_attention(Context& context, std::mt19937_64& rng, const AttentionCase
   const int64_t lse_step = 1 + c.lse_gap;
   if (c.out_head_major) {
     host.out_token_stride = row;
-    host.out_head_stride = tokens * row + c.out_gap;
+    host.out_head_stride = strided_tokens * row + c.out_gap;
     host.lse_token_stride = lse_step;
-    host.lse_head_stride = tokens * lse_step;
+    host.lse_head_stride = strided_tokens * lse_step;
   } else {
     host.out_head_stride = row;
     host.out_token_stride = c.q_heads * row + c.out_gap;
@@ -191,7 +192,9 @@ void check_attention(Context& context, std::mt19937_64& rng, const AttentionCase
   AttentionOutcome& result = outcome ? *outcome : local;
   const Status status = attention(context, device, kernel, &result.plan);
   ASSERT_TRUE(status.ok()) << to_string(status.code()) << ": " << status.message();
-  if (kernel != Kernel::automatic) EXPECT_EQ(result.plan.kernel, kernel);
+  if (kernel != Kernel::automatic) {
+    EXPECT_EQ(result.plan.kernel, kernel);
+  }
   out.download();
   lse.download();
 
@@ -214,7 +217,6 @@ void check_attention(Context& context, std::mt19937_64& rng, const AttentionCase
   std::string first;
   for (int64_t t = 0; t < tokens; ++t) {
     for (int64_t h = 0; h < c.q_heads; ++h) {
-      std::vector<double> row_ref(static_cast<std::size_t>(d));
       const std::size_t base = static_cast<std::size_t>((t * c.q_heads + h) * d);
       bool sees_nothing = result.ref_lse[t * c.q_heads + h] == -std::numeric_limits<double>::infinity();
       if (c.sinks && !sees_nothing) {

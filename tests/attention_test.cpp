@@ -4,7 +4,9 @@
 // exact zeros for empty rows and untouched guards and gaps.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <limits>
+#include <random>
 #include <tuple>
 #include <vector>
 
@@ -20,6 +22,7 @@ class AttentionTest : public ::testing::TestWithParam<std::tuple<Backend, Kernel
   void TearDown() override { session_.stop(); }
   Backend backend() const { return std::get<0>(GetParam()); }
   Kernel kernel() const { return std::get<1>(GetParam()); }
+  std::mt19937_64& session_rng() { return session_.rng; }
   void check(const AttentionCase& c, AttentionOutcome* outcome = nullptr) {
     check_attention(*session_.context, session_.rng, c, kernel(), outcome);
   }
@@ -161,6 +164,33 @@ TEST_P(AttentionTest, SinksSoftcapAndScale) {
   check(together);
 }
 
+// Logits in the hundreds: the softmax must subtract its running maximum (one-hot rows), and a
+// dominant sink must leave the output near zero with LSE near the sink.
+TEST_P(AttentionTest, ExtremeLogitsStayFinite) {
+  AttentionCase c;
+  c.scale = 1.0f;
+  c.input_range = 4.0;  // |q.k| up to a few hundred at head_dim 256
+  c.head_dim = 256;
+  c.dtype = DType::bf16;
+  c.sequences = {{3, 200}, {10, 60}};
+  check(c);
+  c.sinks = true;
+  c.scale = 0.001f;  // logits near 0 next to sinks in [-1, 3]
+  c.dtype = DType::f32;
+  check(c);
+}
+
+// One long sequence: many KV splits in two_pass, long key loops elsewhere.
+TEST_P(AttentionTest, LongKvCache) {
+  AttentionCase c;
+  c.head_dim = 128;
+  c.dtype = DType::bf16;
+  c.q_heads = 8;
+  c.kv_heads = 1;
+  c.sequences = {{1, 16384}, {4, 5000}};
+  check(c);
+}
+
 TEST_P(AttentionTest, AwkwardSizes) {
   const std::vector<std::vector<SequenceShape>> shapes = {
       {{1, 1}}, {{8, 54}}, {{9, 97}}, {{1, 1025}}, {{8, 1025}, {9, 9}}};
@@ -225,7 +255,9 @@ TEST_P(AttentionTest, RowsThatSeeNoKey) {
       const bool empty = token <= 2 || token == 5;
       for (int32_t h = 0; h < c.q_heads; ++h) {
         const double lse = outcome.ref_lse[token * c.q_heads + h];
-        if (!sinks) EXPECT_EQ(lse == minus_infinity, empty) << "token " << token << " head " << h;
+        if (!sinks) {
+          EXPECT_EQ(lse == minus_infinity, empty) << "token " << token << " head " << h;
+        }
       }
     }
   }
@@ -254,6 +286,12 @@ TEST_P(AttentionTest, NonDenseLayouts) {
   check(c);
 }
 
+TEST_P(AttentionTest, EmptyBatchWritesNothing) {
+  AttentionCase c;
+  c.sequences = {{0, 5}, {0, 0}, {0, 12}};  // no query rows at all
+  check(c);
+}
+
 TEST_P(AttentionTest, WithoutLse) {
   AttentionCase c;
   c.lse = false;
@@ -261,6 +299,60 @@ TEST_P(AttentionTest, WithoutLse) {
   c.head_dim = 256;
   c.sequences = {{2, 30}, {10, 12}};
   check(c);
+}
+
+// A random draw from the whole cross product (shapes, dtypes, masks, sinks, softcap, scale,
+// layouts), different every run; the failure message names the case and the seed.
+AttentionCase random_case(std::mt19937_64& rng, Backend backend) {
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  AttentionCase c;
+  std::vector<int32_t> head_dims{64, 128, 256, 512};
+  if (backend == Backend::cpu) head_dims.insert(head_dims.end(), {8, 16, 72, 136, 320});
+  c.head_dim = head_dims[pick(0, static_cast<int>(head_dims.size()) - 1)];
+  c.dtype = kDtypes[pick(0, 2)];
+  c.kv_heads = 1 << pick(0, 2);
+  c.q_heads = c.kv_heads << pick(0, 3);
+  c.sequences.clear();
+  const int batch = pick(1, 5);
+  const bool decode = pick(0, 1) == 1;  // keep automatic dispatch on both sides
+  for (int b = 0; b < batch; ++b) {
+    const int32_t suffix = decode ? pick(1, 8) : pick(0, 24);
+    c.sequences.push_back({suffix, suffix + pick(0, 150)});
+  }
+  c.causal = pick(0, 3) != 0;
+  if (pick(0, 2) == 0) c.window = pick(1, 64);
+  int32_t shortest_prefix = std::numeric_limits<int32_t>::max();
+  for (const SequenceShape& s : c.sequences) {
+    if (s.kv_length > s.suffix) shortest_prefix = std::min(shortest_prefix, s.kv_length - s.suffix);
+  }
+  if (shortest_prefix != std::numeric_limits<int32_t>::max() && pick(0, 3) == 0) {
+    c.ring_length = pick(1, shortest_prefix + 5);
+    c.ring_offset = pick(0, shortest_prefix - 1);
+  }
+  c.tree = pick(0, 3) == 0;
+  c.sinks = pick(0, 2) == 0;
+  if (pick(0, 3) == 0) c.softcap = 10.0f;
+  switch (pick(0, 2)) {
+    case 0: c.scale = kDefaultScale; break;
+    case 1: c.scale = 1.0f; c.input_range = 0.3; break;
+    default: c.scale = 0.05f; break;
+  }
+  c.lse = pick(0, 4) != 0;
+  c.q_head_major = pick(0, 3) == 0;
+  c.kv_head_major = pick(0, 3) == 0;
+  c.out_head_major = pick(0, 4) == 0;
+  c.out_gap = pick(0, 1) ? pick(1, 3) : 0;
+  c.lse_gap = pick(0, 1) ? pick(1, 2) : 0;
+  c.extra_capacity = pick(0, 9);
+  return c;
+}
+
+TEST_P(AttentionTest, RandomProblems) {
+  for (int draw = 0; draw < 12; ++draw) {
+    const AttentionCase c = random_case(session_rng(), backend());
+    check(c);
+    if (::testing::Test::HasFailure()) return;  // one failing draw is enough to report
+  }
 }
 
 std::string attention_param_name(const ::testing::TestParamInfo<std::tuple<Backend, Kernel>>& info) {

@@ -251,6 +251,8 @@ const std::vector<BadCall>& bad_calls() {
   return calls;
 }
 
+void PrintTo(const BadCall& item, std::ostream* os) { *os << item.name; }
+
 class ComponentRejects : public ::testing::TestWithParam<std::tuple<Backend, BadCall>> {
  protected:
   void SetUp() override { session_.start(std::get<0>(GetParam())); }

@@ -136,9 +136,13 @@ TEST(Dispatch, ForcedKernelsArePlanned) {
       EXPECT_EQ(plan.kernel, forced);
       EXPECT_NE(plan.reason.find("forced"), std::string::npos) << plan.reason;
       EXPECT_GT(plan.workspace_bytes, 0u);
-      if (forced == Kernel::single_pass) EXPECT_EQ(plan.num_splits, 1);
-      if (forced == Kernel::two_pass) EXPECT_GE(plan.num_splits, 2);
-      if (forced == Kernel::prefill_unfused) EXPECT_GE(plan.query_rows_per_chunk, 1);
+      if (forced == Kernel::single_pass) {
+        EXPECT_EQ(plan.num_splits, 1);
+      } else if (forced == Kernel::two_pass) {
+        EXPECT_GE(plan.num_splits, 2);
+      } else {
+        EXPECT_GE(plan.query_rows_per_chunk, 1);
+      }
     }
   }
 }

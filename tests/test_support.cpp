@@ -300,12 +300,12 @@ bool same_non_finite(const std::vector<double>& actual, const std::vector<double
 // ---- backends --------------------------------------------------------------------------------
 
 bool BackendSession::start(Backend backend) {
-  seed_trace = std::make_unique<::testing::ScopedTrace>(__FILE__, __LINE__, seed_note());
   std::string why;
   if (!backend_available(backend, &why)) {
     [&] { GTEST_SKIP() << "CUDA backend unavailable: " << why; }();
     return false;
   }
+  seed_trace = std::make_unique<::testing::ScopedTrace>(__FILE__, __LINE__, seed_note());
   const Status status = Context::create(backend, 0, nullptr, &context);
   if (!status.ok()) {
     ADD_FAILURE() << "Context::create(" << to_string(backend) << "): " << status.message();

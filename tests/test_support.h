@@ -10,11 +10,18 @@
 #include <functional>
 #include <initializer_list>
 #include <memory>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "wideattn/wideattn.h"
+
+namespace wideattn {
+// Readable parameters in gtest's messages ("GetParam() = cpu").
+inline void PrintTo(Backend backend, std::ostream* os) { *os << to_string(backend); }
+inline void PrintTo(Kernel kernel, std::ostream* os) { *os << to_string(kernel); }
+}  // namespace wideattn
 
 namespace wideattn::test {
 

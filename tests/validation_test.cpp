@@ -122,6 +122,9 @@ const std::vector<BadProblem>& bad_problems() {
        words({"kv.k_sequence_stride = -1"})},
       {"lse_head_stride_zero", [](ValidProblem& v, Backend) { v.p.lse_head_stride = 0; }, words({"lse_head_stride = 0"})},
       {"out_overlaps_q", [](ValidProblem& v, Backend) { v.p.out = const_cast<void*>(v.p.q); }, words({"out overlaps q"})},
+      {"out_overlaps_k",
+       [](ValidProblem& v, Backend) { v.p.out = static_cast<char*>(const_cast<void*>(v.p.kv.k)) + 4096; },
+       words({"out overlaps kv.k"})},
       {"out_overlaps_v",
        [](ValidProblem& v, Backend) { v.p.out = static_cast<char*>(const_cast<void*>(v.p.kv.v)) + 1000; },
        words({"out overlaps kv.v"})},
@@ -140,6 +143,8 @@ const std::vector<BadProblem>& bad_problems() {
   };
   return cases;
 }
+
+void PrintTo(const BadProblem& item, std::ostream* os) { *os << item.name; }
 
 class AttentionRejects : public ::testing::TestWithParam<std::tuple<Backend, BadProblem>> {
  protected:

@@ -182,3 +182,19 @@ def test_devices():
     assert info["backend"] == "cpu" and info["compute_units"] >= 1
     available, reason = wideattn.backend_available("cuda")
     assert isinstance(available, bool) and (available or reason)
+
+
+def test_concurrent_calls_from_threads(rng):
+    # The GIL is released during a call; each device's Context is locked per call.
+    from concurrent.futures import ThreadPoolExecutor
+
+    problems = [make_problem(rng, [17, 1], [40, 23], 8, 2, 128, np.float32) for _ in range(4)]
+
+    def run(problem):
+        q, k, v, offsets = problem
+        return wideattn.attention(q, k, v, query_offsets=offsets, kv_lengths=[40, 23])
+
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(run, problems * 3))
+    for (q, k, v, offsets), out in zip(problems * 3, outs):
+        assert_close(out, reference_attention(q, k, v, offsets, [40, 23])[0], 2e-5, 1e-4, "out")

@@ -116,16 +116,23 @@ def attention(
     """
     _check_kernel(kernel)
     want_lse = return_lse or lse is not None
-    if fw.framework(q) == fw.TORCH and out is None and lse is None:
+    if fw.framework(q) == fw.TORCH:
         from . import torch_ops
 
         if torch_ops.available():
-            result = torch_ops.attention(
-                q, k_cache, v_cache, query_offsets=query_offsets, kv_lengths=kv_lengths,
-                return_lse=want_lse, causal=causal, window=window, ring_length=ring_length,
-                ring_offset=ring_offset, tree=tree, sinks=sinks, softcap=softcap, scale=scale,
-                kernel=kernel)
-            return result
+            options = dict(query_offsets=query_offsets, kv_lengths=kv_lengths, causal=causal,
+                           window=window, ring_length=ring_length, ring_offset=ring_offset,
+                           tree=tree, sinks=sinks, softcap=softcap, scale=scale, kernel=kernel)
+            if out is None and lse is None:
+                return torch_ops.attention(q, k_cache, v_cache, return_lse=want_lse, **options)
+            import torch
+
+            if out is None:
+                out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+            if want_lse and lse is None:
+                lse = torch.empty(q.shape[:2], dtype=torch.float32, device=q.device)
+            torch_ops.attention_out(q, k_cache, v_cache, out, lse, **options)
+            return (out, lse) if want_lse else out
     offsets = fw.host_int32(query_offsets, "query_offsets")
     lengths = fw.host_int32(kv_lengths, "kv_lengths")
     call = fw.Call(q, "q")

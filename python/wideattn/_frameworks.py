@@ -129,7 +129,12 @@ class Call:
         if self.kind == JAX and x is not None and framework(x) != JAX:
             import jax.dlpack
 
-            return jax.dlpack.from_dlpack(x)
+            try:
+                return jax.dlpack.from_dlpack(x)
+            except BufferError:  # NumPy's bfloat16 has no DLPack export: copy (CPU only)
+                import jax.numpy as jnp
+
+                return jnp.asarray(x)
         return x
 
 
@@ -213,6 +218,8 @@ def host_int32(values: Any, name: str) -> list:
     Python ints in int32 range. Device arrays are refused: wideattn reads this on the host."""
     if values is None:
         raise TypeError(f"{name} is required: a host sequence of int32")
+    if isinstance(values, (list, tuple, range)):
+        return _int32_list(values, name)
     kind = framework(values)
     if kind in (TORCH, CUPY, JAX) or hasattr(values, "__dlpack_device__"):
         device_type, index = device_of(values)
@@ -225,6 +232,10 @@ def host_int32(values: Any, name: str) -> list:
         values = values.tolist()
     if isinstance(values, (int, float)) or not hasattr(values, "__iter__"):
         raise TypeError(f"{name} must be a sequence of int32, got {type(values).__qualname__}")
+    return _int32_list(values, name)
+
+
+def _int32_list(values: Any, name: str) -> list:
     result = []
     for i, v in enumerate(values):
         try:

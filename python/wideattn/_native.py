@@ -1,18 +1,28 @@
-"""Loads the _wideattn extension. A build with the CUDA backend needs the CUDA runtime and
-cuBLASLt shared libraries: when the loader cannot find them (no CUDA toolkit on the library path),
-they are preloaded from NVIDIA's pip packages (nvidia/cu13/lib, nvidia/cuda_runtime/lib,
-nvidia/cublas/lib, as PyTorch and CuPy install them) and the import is retried."""
+"""Loads the _wideattn extension.
+
+Where from: the installed package (pip install .); else, when the package is used from the
+source tree (PYTHONPATH=python), the first `_wideattn<ABI suffix>` under $WIDEATTN_BUILD_DIR (a
+CMake build configured with -DWIDEATTN_PYTHON=ON).
+
+A build with the CUDA backend needs the CUDA runtime and cuBLASLt shared libraries: when the
+loader cannot find them (no CUDA toolkit on the library path), they are preloaded from NVIDIA's
+pip packages (nvidia/cu13/lib, nvidia/cuda_runtime/lib, nvidia/cublas/lib, as PyTorch and CuPy
+install them) and the import is retried."""
 
 from __future__ import annotations
 
 import ctypes
 import glob
+import importlib.machinery
+import importlib.util
 import os
 import sys
 from types import ModuleType
+from typing import Callable, Optional
 
 _LIBRARIES = ("libcudart.so.*[0-9]", "libcublasLt.so.*[0-9]")
 _SUBDIRS = ("nvidia/cu13/lib", "nvidia/cu12/lib", "nvidia/cuda_runtime/lib", "nvidia/cublas/lib")
+_NAME = "wideattn._wideattn"
 
 
 def _preload_cuda_libraries() -> bool:
@@ -30,15 +40,54 @@ def _preload_cuda_libraries() -> bool:
     return loaded
 
 
-def _load() -> ModuleType:
+def _with_cuda_preload(load: Callable[[], ModuleType]) -> ModuleType:
     try:
-        from . import _wideattn
+        return load()
     except ImportError as error:
         message = str(error)
         if ("libcudart" not in message and "libcublas" not in message) or not _preload_cuda_libraries():
             raise
-        from . import _wideattn
+        return load()
+
+
+def _from_package() -> ModuleType:
+    from . import _wideattn
+
     return _wideattn
+
+
+def _build_dir_extension() -> Optional[str]:
+    build_dir = os.environ.get("WIDEATTN_BUILD_DIR")
+    if not build_dir:
+        return None
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        found = sorted(glob.glob(os.path.join(build_dir, "**", "_wideattn" + suffix), recursive=True))
+        if found:
+            return found[0]
+    return None
+
+
+def _from_file(path: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(_NAME, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules[_NAME] = module
+    return module
+
+
+def _load() -> ModuleType:
+    try:
+        return _with_cuda_preload(_from_package)
+    except ImportError as error:
+        path = _build_dir_extension()
+        if path is None:
+            raise ImportError(
+                f"wideattn's extension _wideattn is not built or does not load ({error}). Install the "
+                "package (pip install . at the repository root), or set WIDEATTN_BUILD_DIR to a CMake "
+                "build configured with -DWIDEATTN_PYTHON=ON"
+            ) from error
+        return _with_cuda_preload(lambda: _from_file(path))
 
 
 native = _load()

@@ -6,7 +6,6 @@ Registered on first use (importing this module does not import torch). query_off
 kv_lengths are host int lists: under torch.compile they are constants of the graph.
 """
 
-from __future__ import annotations
 
 import math
 from typing import Any, List, Optional, Sequence, Tuple
@@ -14,9 +13,6 @@ from typing import Any, List, Optional, Sequence, Tuple
 from . import _frameworks as fw
 
 _registered: Optional[bool] = None
-# Host metadata passed during CUDA graph capture, kept alive: a backend that uploads it with a
-# captured copy reads it again at every replay.
-_capture_keepalive: List[Any] = []
 
 
 def available() -> bool:
@@ -42,9 +38,6 @@ def _register() -> None:
             ring_length, ring_offset, tree_start, tree_end, tree_height, sinks, softcap, scale,
             kernel) -> None:
         tree = None if tree_start is None else (tree_start, tree_end, tree_height)
-        if q.is_cuda and torch.cuda.is_current_stream_capturing():
-            query_offsets, kv_lengths = list(query_offsets), list(kv_lengths)
-            _capture_keepalive.append((query_offsets, kv_lengths))
         _api.attention_into(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal,
                             window, ring_length, ring_offset, tree, sinks, softcap,
                             None if math.isnan(scale) else scale, kernel)

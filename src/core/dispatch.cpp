@@ -44,7 +44,7 @@ int32_t choose_splits(const AttentionProblem& p, const DeviceInfo& device) {
   // work items queued on the busiest SM, plus a fixed cost per wave of resident items and the
   // merge pass. Pick the cheapest split count (the fewest among equals).
   const int64_t resident = units * cuda_decode_items_per_sm(p.head_dim);
-  const int64_t tile = 32;  // keys per K/V tile of the CUDA kernel (decode_config.h)
+  const int64_t tile = kCudaDecodeKeysPerTile;
   int64_t best = 1, best_cost = -1;
   for (int64_t s = 1; s <= most; ++s) {
     const int64_t ctas = items * s;

@@ -33,7 +33,10 @@ WIDEATTN_HOST_DEVICE bool key_visible(const SequenceMask& m, int64_t t, int64_t 
       return false;
     }
   } else if (m.spec.ring_length > 0) {
-    const int64_t logical = (prefix + i - m.spec.ring_offset) % prefix;
+    // (prefix + i - ring_offset) mod prefix; validation guarantees 0 <= ring_offset < prefix,
+    // so one conditional subtraction is exact and avoids a 64-bit division in kernels.
+    int64_t logical = prefix + i - m.spec.ring_offset;
+    if (logical >= prefix) logical -= prefix;
     if (logical >= m.spec.ring_length) return false;
     kpos = logical;
   }

@@ -3,7 +3,6 @@
 #pragma once
 
 #include <cstdint>
-#include <cstdlib>
 
 #include "wideattn/context.h"
 
@@ -36,6 +35,9 @@ struct Tuning {
   int64_t decode_merge_overhead_keys = 0;
 };
 
+// Keys per K/V tile of the CUDA decode kernel (decode_config.h): splits are whole tiles.
+inline constexpr int64_t kCudaDecodeKeysPerTile = 32;
+
 // CUDA decode work items resident per SM at each head_dim: shared memory bounds them
 // (src/cuda/kernels/decode_config.h static_asserts its footprint against this table).
 constexpr int32_t cuda_decode_items_per_sm(int32_t head_dim) {
@@ -65,7 +67,7 @@ inline Tuning tuning_for(const DeviceInfo& device) {
   } else {
     t.prefill_scratch_bytes = int64_t{64} << 20;
     t.prefill_chunk_granularity = 16;
-    t.prefill_max_chunk_rows = getenv("WA_CHUNK") ? atoi(getenv("WA_CHUNK")) : 256;  // measured: src/cpu (E4B prefill 1024 / 4096 tokens)
+    t.prefill_max_chunk_rows = 256;  // measured: src/cpu (E4B prefill 1024 / 4096 tokens)
     t.min_keys_per_split = 512;
     t.work_items_per_unit = 2;
     t.max_splits = 64;

@@ -11,7 +11,6 @@
 #include <cmath>
 #include <cstring>
 #include <vector>
-#include <cstdlib>
 
 #include "core/dispatch.h"
 #include "core/mask.h"
@@ -21,7 +20,6 @@
 #include "cpu/decode_tiles.h"
 #include "cpu/vector_math.h"
 #include "cpu/visible_interval.h"
-#include "wideattn/convert.h"
 
 namespace wideattn::detail::cpu {
 namespace {
@@ -33,49 +31,59 @@ int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 // Per-thread scratch, carved from one buffer.
 struct ThreadScratch {
-  void* q;         // [rows, q_stride] f32 or raw bf16
-  float* scores;   // [rows, kKeyBlock]
-  float* acc;      // [rows, d]
-  float* row_max;  // [rows]
-  float* row_sum;  // [rows]
-  float* alpha;    // [rows]
+  void* q;                 // [rows, q_stride] f32, or raw bf16 for the bf16 dot path
+  float* scores;           // [rows, kKeyBlock]; probabilities after the softmax step
+  float* acc;              // [rows, d] unnormalised output
+  float* row_max;          // [rows]
+  float* row_sum;          // [rows]
+  float* alpha;            // [rows] rescale of acc for the current block
   KeyInterval* intervals;  // [suffix]
   uint8_t* visible;        // [kKeyBlock]
+  float* row;              // [d] one converted K/V row (portable path only)
 };
 
-struct Sizes {
-  int64_t rows, q_stride, d, suffix;
-  std::size_t bytes;
+// Byte offsets of the ThreadScratch arrays for `rows` rows, 64-byte aligned.
+struct ScratchLayout {
+  int64_t rows = 0, q_stride = 0, d = 0;
+  std::size_t q = 0, scores = 0, acc = 0, row_max = 0, row_sum = 0, alpha = 0, intervals = 0,
+              visible = 0, row = 0, bytes = 0;
 };
 
-Sizes scratch_sizes(int64_t rows, int64_t d, int64_t suffix) {
-  Sizes s{rows, round_up(d, kQAlign), d, suffix, 0};
-  const std::size_t a = 64;
-  auto up = [&](std::size_t b) { return (b + a - 1) / a * a; };
-  s.bytes = up(rows * s.q_stride * sizeof(float)) + up(rows * kKeyBlock * sizeof(float)) +
-            up(rows * d * sizeof(float)) + 3 * up(rows * sizeof(float)) +
-            up(suffix * sizeof(KeyInterval)) + up(kKeyBlock);
-  return s;
+ScratchLayout scratch_layout(int64_t rows, int64_t d, int64_t suffix) {
+  ScratchLayout l;
+  l.rows = rows;
+  l.q_stride = round_up(d, kQAlign);
+  l.d = d;
+  std::size_t at = 0;
+  auto take = [&](std::size_t bytes) {
+    const std::size_t offset = at;
+    at += (bytes + 63) / 64 * 64;
+    return offset;
+  };
+  l.q = take(rows * l.q_stride * sizeof(float));
+  l.scores = take(rows * kKeyBlock * sizeof(float));
+  l.acc = take(rows * d * sizeof(float));
+  l.row_max = take(rows * sizeof(float));
+  l.row_sum = take(rows * sizeof(float));
+  l.alpha = take(rows * sizeof(float));
+  l.intervals = take(suffix * sizeof(KeyInterval));
+  l.visible = take(kKeyBlock);
+  l.row = take(d * sizeof(float));
+  l.bytes = at;
+  return l;
 }
 
-ThreadScratch carve(char* base, const Sizes& s) {
-  auto up = [](std::size_t b) { return (b + 63) / 64 * 64; };
+ThreadScratch carve(char* base, const ScratchLayout& l) {
   ThreadScratch t;
-  t.q = base;
-  base += up(s.rows * s.q_stride * sizeof(float));
-  t.scores = reinterpret_cast<float*>(base);
-  base += up(s.rows * kKeyBlock * sizeof(float));
-  t.acc = reinterpret_cast<float*>(base);
-  base += up(s.rows * s.d * sizeof(float));
-  t.row_max = reinterpret_cast<float*>(base);
-  base += up(s.rows * sizeof(float));
-  t.row_sum = reinterpret_cast<float*>(base);
-  base += up(s.rows * sizeof(float));
-  t.alpha = reinterpret_cast<float*>(base);
-  base += up(s.rows * sizeof(float));
-  t.intervals = reinterpret_cast<KeyInterval*>(base);
-  base += up(s.suffix * sizeof(KeyInterval));
-  t.visible = reinterpret_cast<uint8_t*>(base);
+  t.q = base + l.q;
+  t.scores = reinterpret_cast<float*>(base + l.scores);
+  t.acc = reinterpret_cast<float*>(base + l.acc);
+  t.row_max = reinterpret_cast<float*>(base + l.row_max);
+  t.row_sum = reinterpret_cast<float*>(base + l.row_sum);
+  t.alpha = reinterpret_cast<float*>(base + l.alpha);
+  t.intervals = reinterpret_cast<KeyInterval*>(base + l.intervals);
+  t.visible = reinterpret_cast<uint8_t*>(base + l.visible);
+  t.row = reinterpret_cast<float*>(base + l.row);
   return t;
 }
 
@@ -118,8 +126,7 @@ template <class P>
 void qk_block(const void* q, int64_t q_stride, int64_t rows, const char* k_base,
               int64_t k_stride_bytes, int64_t n, int64_t d, float* scores, bool prefetch) {
   // The first row tile prefetches the next block's keys.
-  static const int64_t pfk = getenv("WA_PFK") ? atoi(getenv("WA_PFK")) : kKeyBlock;
-  const int64_t ahead = prefetch && pfk ? pfk * k_stride_bytes : 0;
+  const int64_t ahead = prefetch ? kKeyBlock * k_stride_bytes : 0;
   using T = typename P::T;
   using Q = typename P::Q;
   const T* kp[16];
@@ -155,8 +162,8 @@ void qk_block(const void* q, int64_t q_stride, int64_t rows, const char* k_base,
 template <class P>
 void pv_block(const float* probs, int64_t rows, const char* v_base, int64_t v_stride_elems,
               int64_t n, const float* alpha, float* acc, int64_t d, bool prefetch) {
-  static const int64_t pfv = getenv("WA_PFV") ? atoi(getenv("WA_PFV")) : kKeyBlock;
-  const int64_t ahead = prefetch && pfv ? pfv * v_stride_elems * static_cast<int64_t>(sizeof(typename P::T)) : 0;
+  const int64_t ahead =
+      prefetch ? kKeyBlock * v_stride_elems * static_cast<int64_t>(sizeof(typename P::T)) : 0;
   const auto* v = reinterpret_cast<const typename P::T*>(v_base);
   int64_t r = 0;
   for (; r + 4 <= rows; r += 4)
@@ -199,7 +206,7 @@ void pv_block_scalar(const float* probs, int64_t rows, const char* v_base, int64
 
 // Runs one item's keys; leaves per row (token t, head j: row t * gqa + j) the running max,
 // sum and unnormalised output in the scratch.
-void run_item(const Item& it, const ThreadScratch& s, const Sizes& sz) {
+void run_item(const Item& it, const ThreadScratch& s, const ScratchLayout& sz) {
   const AttentionProblem& p = *it.p;
   const int64_t d = p.head_dim;
   const int64_t rows = it.suffix * it.gqa;
@@ -237,14 +244,12 @@ void run_item(const Item& it, const ThreadScratch& s, const Sizes& sz) {
 
   const int64_t k_stride = p.kv.k_token_stride * static_cast<int64_t>(es);
   const int64_t v_stride = p.kv.v_token_stride * static_cast<int64_t>(es);
-  float* row_f32 = s.scores + rows * kKeyBlock;  // fallback only: one converted K/V row
-  (void)row_f32;
 
   for (int64_t i0 = it.key_first; i0 < it.key_last; i0 += kKeyBlock) {
     const int64_t n = std::min(kKeyBlock, it.key_last - i0);
     const char* kb = it.k + i0 * k_stride;
     const char* vb = it.v + i0 * v_stride;
-    const bool more = i0 + kKeyBlock < it.key_last;  // prefetch the next block
+    [[maybe_unused]] const bool more = i0 + kKeyBlock < it.key_last;  // prefetch the next block
 
     // 1. Scores of all rows against the block.
     switch (it.path) {
@@ -258,7 +263,7 @@ void run_item(const Item& it, const ThreadScratch& s, const Sizes& sz) {
 #endif
       default:
         qk_block_scalar(static_cast<const float*>(s.q), sz.q_stride, rows, kb, k_stride, p.dtype,
-                        n, d, s.scores, s.acc + rows * d);
+                        n, d, s.scores, s.row);
         break;
     }
 
@@ -316,7 +321,7 @@ void run_item(const Item& it, const ThreadScratch& s, const Sizes& sz) {
       case Path::bf16_dot: pv_block<tiles::BF16>(s.scores, rows, vb, p.kv.v_token_stride, n, s.alpha, s.acc, d, more); break;
 #endif
       default:
-        pv_block_scalar(s.scores, rows, vb, v_stride, p.dtype, n, s.alpha, s.acc, d, s.acc + rows * d);
+        pv_block_scalar(s.scores, rows, vb, v_stride, p.dtype, n, s.alpha, s.acc, d, s.row);
         break;
     }
   }
@@ -353,8 +358,7 @@ void decode(const AttentionProblem& p, const Plan& plan, void* workspace, Aligne
   const std::size_t es = dtype_size(p.dtype);
   const ProblemExtents e = problem_extents(p);
   const int64_t max_rows = std::max<int64_t>(1, e.max_suffix) * gqa;
-  // The fallback also borrows one row of d floats behind scores and acc.
-  const Sizes sz = scratch_sizes(max_rows + 1, d, std::max<int64_t>(1, e.max_suffix));
+  const ScratchLayout sz = scratch_layout(max_rows, d, std::max<int64_t>(1, e.max_suffix));
   const int threads = omp_get_max_threads();
   char* scratch_base = static_cast<char*>(scratch.reserve(sz.bytes * threads));
   const DecodeWorkspace layout = decode_workspace_layout(p, splits);

@@ -134,10 +134,13 @@ inline void pv_tile(const float* p, int64_t p_stride, const typename P::T* v, in
       for (int w = 0; w < 4; ++w)
         a[r][w] = _mm512_mul_ps(s, _mm512_maskz_loadu_ps(m[w], acc + r * acc_stride + c + 16 * w));
     }
+    // Bytes of each V row this chunk covers (the cache lines to prefetch).
+    constexpr int64_t es = sizeof(typename P::T);
+    const int64_t chunk_bytes = (d - c < 64 ? d - c : 64) * es;
     const typename P::T* vj = v + c;
     for (int64_t j = 0; j < n; ++j, vj += v_stride) {
       if (prefetch) {
-        for (int64_t off = 0; off < 64 * static_cast<int64_t>(sizeof(typename P::T)) && c * static_cast<int64_t>(sizeof(typename P::T)) + off < d * static_cast<int64_t>(sizeof(typename P::T)); off += 64)
+        for (int64_t off = 0; off < chunk_bytes; off += 64)
           prefetch_ahead(reinterpret_cast<const char*>(vj) + off, prefetch);
       }
       __m512 vv[4];

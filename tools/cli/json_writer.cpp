@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 #include "args.h"
@@ -101,6 +102,9 @@ JsonWriter& JsonWriter::value(const std::string& key, bool v) {
 }
 
 void JsonWriter::save(const std::string& path) const {
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  std::error_code error;
+  if (!parent.empty()) std::filesystem::create_directories(parent, error);
   std::ofstream file(path);
   if (!file) throw UsageError("cannot write --json file '" + path + "'");
   file << text_;

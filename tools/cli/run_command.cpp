@@ -65,7 +65,7 @@ std::string rates(const Measurement& m) {
 
 std::string accuracy_text(const Accuracy& a) {
   std::string text = "rel error " + format_scientific(a.relative_error) + " (" + std::to_string(a.rows) +
-                     " rows, max abs " + format_scientific(a.max_abs_error);
+                     (a.rows == 1 ? " row" : " rows") + ", max abs " + format_scientific(a.max_abs_error);
   if (a.lse_max_abs_error >= 0) text += ", lse max abs " + format_scientific(a.lse_max_abs_error);
   return text + ")";
 }

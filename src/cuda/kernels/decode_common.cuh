@@ -119,20 +119,35 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t add
                : "r"(address));
 }
 
+// ---- programmatic dependent launch (sm_90; no-ops elsewhere and when not launched so) ------
+// Lets the grid launched after this one on the stream start scheduling.
+__device__ __forceinline__ void allow_next_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+// Waits until the previous grid on the stream has completed and its writes are visible.
+__device__ __forceinline__ void wait_for_previous_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
 // ---- the CTA's work ----------------------------------------------------------------------------
 // One CTA: sequence `seq`, KV head `kv_head`, query rows [row0, row0 + rows_per_cta) of the
 // sequence (row r = token r / gqa, head kv_head * gqa + r % gqa), keys [key_begin, key_end).
 struct CtaWork {
   int32_t seq = 0, kv_head = 0, split = 0;
-  int64_t first_token = 0;   // global index of the sequence's first query token
-  int32_t rows = 0;          // the sequence's query rows: suffix * gqa
+  int64_t first_token = 0;  // global index of the sequence's first query token
+  int32_t rows = 0;         // the sequence's query rows: suffix * gqa
   int32_t row0 = 0;
   int64_t key_begin = 0, key_end = 0;
   int64_t unmasked_end = 0;  // keys in [key_begin, unmasked_end) are visible to every row
   SequenceMask mask;
 };
 
-// False when the CTA has no query rows (its sequence is shorter than the grid).
+// False when the CTA has no query rows (its sequence is shorter than the grid). `p` is the
+// kernel's __grid_constant__ parameter block (inline metadata is read in place).
 __device__ __forceinline__ bool cta_work(const DecodeParams& p, int rows_per_cta, CtaWork& w) {
   int32_t x = static_cast<int32_t>(blockIdx.x);
   const int32_t row_item = x % p.row_items;
@@ -141,8 +156,9 @@ __device__ __forceinline__ bool cta_work(const DecodeParams& p, int rows_per_cta
   x /= p.splits;
   w.kv_head = x % p.kv_heads;
   w.seq = x / p.kv_heads;
-  const int32_t first = p.query_offsets[w.seq];
-  const int32_t suffix = p.query_offsets[w.seq + 1] - first;
+  auto metadata = [&](int32_t i) { return p.metadata ? p.metadata[i] : p.inline_metadata[i]; };
+  const int32_t first = metadata(w.seq);
+  const int32_t suffix = metadata(w.seq + 1) - first;
   w.first_token = first;
   w.rows = suffix * p.gqa;
   w.row0 = row_item * rows_per_cta;
@@ -150,7 +166,7 @@ __device__ __forceinline__ bool cta_work(const DecodeParams& p, int rows_per_cta
 
   w.mask.spec = p.mask;
   w.mask.suffix_length = suffix;
-  w.mask.prefix_length = p.kv_lengths[w.seq] - suffix;
+  w.mask.prefix_length = metadata(p.batch + 1 + w.seq) - suffix;
   if (p.mask.tree_start) {
     w.mask.spec.tree_start += first;
     w.mask.spec.tree_end += first;

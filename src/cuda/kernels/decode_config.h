@@ -20,13 +20,16 @@
 
 namespace wideattn::cuda::decode {
 
-inline constexpr int kRowsPerBlock = 16;    // query rows of one row block (MMA m)
-inline constexpr int kKeysPerTile = 32;     // keys per K/V tile
-inline constexpr int kWarpsPerGroup = 4;    // warps that share one row block
+inline constexpr int kRowsPerBlock = 16;  // query rows of one row block (MMA m)
+inline constexpr int kKeysPerTile =  // keys per K/V tile (dispatch's split granularity)
+    static_cast<int>(wideattn::detail::kCudaDecodeKeysPerTile);
+inline constexpr int kWarpsPerGroup = 4;  // warps that share one row block
 inline constexpr int kThreadsPerGroup = 32 * kWarpsPerGroup;
-inline constexpr int kMaxGroups = 2;        // row blocks per CTA
+inline constexpr int kMaxGroups = 2;  // row blocks per CTA
 inline constexpr int kMinStages = 2;
 inline constexpr int kMaxStages = 4;
+
+static_assert(kKeysPerTile == 8 * kWarpsPerGroup, "decode: each warp scores 8 keys of a tile");
 
 inline constexpr int kSimtThreads = 128;
 inline constexpr int kSimtKeysPerTile = 16;
@@ -73,15 +76,15 @@ constexpr MmaShape mma_shape(int head_dim) {
 constexpr std::size_t simt_bytes(int head_dim) {
   return (std::size_t(kRowsPerBlock) * head_dim + std::size_t(kSimtKeysPerTile) * (head_dim + 1) +
           std::size_t(kSimtKeysPerTile) * head_dim +
-          std::size_t(kRowsPerBlock) * kSimtKeysPerTile) * 4;
+          std::size_t(kRowsPerBlock) * kSimtKeysPerTile) *
+         4;
 }
 
 // Every head_dim: both stackings fit with at least two stages in the tuning table's occupancy.
-#define WIDEATTN_DECODE_CHECK_HEAD_DIM(D)                                                   \
-  static_assert(mma_shape(D).stages(1) >= kMinStages, "decode: 1 row block does not fit"); \
-  static_assert(mma_shape(D).stages(kMaxGroups) >= kMinStages,                              \
-                "decode: 2 row blocks do not fit");                                         \
-  static_assert((D) % 64 == 0, "decode: head_dim must be a multiple of 64 (8 swizzled chunks)"); \
+#define WIDEATTN_DECODE_CHECK_HEAD_DIM(D)                                                          \
+  static_assert(mma_shape(D).stages(1) >= kMinStages, "decode: 1 row block does not fit");         \
+  static_assert(mma_shape(D).stages(kMaxGroups) >= kMinStages, "decode: 2 row blocks do not fit"); \
+  static_assert((D) % 64 == 0, "decode: head_dim must be a multiple of 64 (8 swizzled chunks)");   \
   static_assert(simt_bytes(D) <= kSharedPerBlockMax, "decode: SIMT tiles do not fit")
 WIDEATTN_DECODE_CHECK_HEAD_DIM(64);
 WIDEATTN_DECODE_CHECK_HEAD_DIM(128);

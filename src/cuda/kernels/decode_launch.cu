@@ -1,10 +1,11 @@
-// run_decode: uploads the sequence metadata, picks the kernel (tensor cores for 16-bit tensors
-// whose rows are 16-byte aligned, SIMT otherwise), launches the split pass over head_dim and,
-// for two_pass, the merge.
+// run_decode: passes the sequence metadata (inline, or uploaded for large batches), picks the
+// kernel (tensor cores for 16-bit tensors whose rows are 16-byte aligned, SIMT otherwise),
+// launches the split pass over head_dim and, for two_pass, the merge.
 #include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "core/tuning.h"
@@ -30,22 +31,20 @@ bool rows_aligned_16(const AttentionProblem& p) {
          ok_stride(p.out_token_stride, tokens) && ok_stride(p.out_head_stride, p.q_heads) &&
          ok_stride(p.kv.k_sequence_stride, p.batch) &&
          ok_stride(p.kv.k_token_stride, p.kv.capacity) &&
-         ok_stride(p.kv.k_head_stride, p.kv_heads) &&
-         ok_stride(p.kv.v_sequence_stride, p.batch) &&
-         ok_stride(p.kv.v_token_stride, p.kv.capacity) &&
-         ok_stride(p.kv.v_head_stride, p.kv_heads);
+         ok_stride(p.kv.k_head_stride, p.kv_heads) && ok_stride(p.kv.v_sequence_stride, p.batch) &&
+         ok_stride(p.kv.v_token_stride, p.kv.capacity) && ok_stride(p.kv.v_head_stride, p.kv_heads);
 }
 
 void launch_split_pass(const DecodeParams& params, DType dtype, bool tensor_cores, dim3 grid,
                        std::size_t smem, cudaStream_t stream) {
   switch (params.head_dim) {
-#define WIDEATTN_DECODE_CASE(D)                                          \
-  case D:                                                                \
-    if (tensor_cores) {                                                  \
-      decode::launch_decode_mma<D>(params, dtype, grid, smem, stream);   \
-    } else {                                                             \
-      decode::launch_decode_simt<D>(params, dtype, grid, stream);        \
-    }                                                                    \
+#define WIDEATTN_DECODE_CASE(D)                                        \
+  case D:                                                              \
+    if (tensor_cores) {                                                \
+      decode::launch_decode_mma<D>(params, dtype, grid, smem, stream); \
+    } else {                                                           \
+      decode::launch_decode_simt<D>(params, dtype, grid, stream);      \
+    }                                                                  \
     return;
     WIDEATTN_DECODE_CASE(64)
     WIDEATTN_DECODE_CASE(128)
@@ -75,27 +74,41 @@ void run_decode(const AttentionProblem& problem, const Plan& plan, const DeviceI
   const int64_t tokens = p.total_tokens();
   if (tokens == 0) return;
 
-  // Sequence metadata -> workspace (the host arrays may be reused once this returns).
-  char* base = static_cast<char*>(workspace);
-  int32_t* metadata = reinterpret_cast<int32_t*>(base + ws.metadata);
-  WIDEATTN_CUDA_CHECK(cudaMemcpyAsync(metadata, p.query_offsets,
-                                      (static_cast<std::size_t>(p.batch) + 1) * sizeof(int32_t),
-                                      cudaMemcpyHostToDevice, stream));
-  WIDEATTN_CUDA_CHECK(cudaMemcpyAsync(metadata + p.batch + 1, p.kv_lengths,
-                                      static_cast<std::size_t>(p.batch) * sizeof(int32_t),
-                                      cudaMemcpyHostToDevice, stream));
-
   int64_t max_suffix = 0;
   for (int32_t b = 0; b < p.batch; ++b) {
     max_suffix = std::max<int64_t>(max_suffix, p.query_offsets[b + 1] - p.query_offsets[b]);
   }
   const int32_t gqa = p.q_heads / p.kv_heads;
   const int64_t row_blocks = (max_suffix * gqa + decode::kRowsPerBlock - 1) / decode::kRowsPerBlock;
-  const bool tensor_cores =
+  // Tensor cores need 16-byte rows and sm_80; the pipeline is as deep as the tuning table's
+  // occupancy allows (decode_config.h) and the device's per-block shared memory (an A100's 163 KB
+  // takes 2 stages at head_dim 512).
+  bool tensor_cores =
       p.dtype != DType::f32 && device.compute_capability >= 80 && rows_aligned_16(p);
   const detail::Tuning tuning = detail::tuning_for(device);
-  const int32_t groups =
+  int32_t groups =
       tensor_cores ? detail::decode_row_blocks_per_item(tuning, p.dtype, row_blocks) : 1;
+  int32_t stages = decode::kMinStages;
+  std::size_t smem = 0;
+  if (tensor_cores) {
+    const decode::MmaShape shape = decode::mma_shape(p.head_dim);
+    const std::size_t limit = device.shared_memory_per_block > 0
+                                  ? static_cast<std::size_t>(device.shared_memory_per_block)
+                                  : decode::kSharedPerBlockMax;
+    for (; groups >= 1; --groups) {
+      for (stages = shape.stages(groups); stages >= decode::kMinStages; --stages) {
+        if (shape.bytes(groups, stages) <= limit) break;
+      }
+      if (stages >= decode::kMinStages) break;
+    }
+    if (groups < 1) {  // not even one row block with two stages: the SIMT kernel
+      tensor_cores = false;
+      groups = 1;
+      stages = decode::kMinStages;
+    } else {
+      smem = shape.bytes(groups, stages);
+    }
+  }
 
   DecodeParams d;
   d.q = p.q;
@@ -116,8 +129,6 @@ void run_decode(const AttentionProblem& problem, const Plan& plan, const DeviceI
   d.lse_token_stride = p.lse_token_stride;
   d.lse_head_stride = p.lse_head_stride;
   d.sinks = p.sinks;
-  d.query_offsets = metadata;
-  d.kv_lengths = metadata + p.batch + 1;
   d.mask = p.mask;
   d.simple_mask = !p.mask.tree_start && p.mask.ring_length == 0 && p.mask.window == 0;
   d.scale = p.effective_scale();
@@ -128,20 +139,28 @@ void run_decode(const AttentionProblem& problem, const Plan& plan, const DeviceI
   d.gqa = gqa;
   d.head_dim = p.head_dim;
   d.groups = groups;
+  d.stages = stages;
   d.row_items = static_cast<int32_t>((row_blocks + groups - 1) / groups);
   d.splits = splits;
-  std::size_t smem = 0;
-  if (tensor_cores) {
-    const decode::MmaShape shape = decode::mma_shape(p.head_dim);
-    d.stages = shape.stages(groups);
-    smem = shape.bytes(groups, d.stages);
-    if (d.stages < decode::kMinStages || (device.shared_memory_per_block > 0 &&
-                                          static_cast<int64_t>(smem) > device.shared_memory_per_block)) {
-      detail::throw_error(StatusCode::internal,
-                          "run_decode: the tensor-core decode kernel needs " +
-                              std::to_string(smem) + " bytes of shared memory per block, the device "
-                              "allows " + std::to_string(device.shared_memory_per_block));
-    }
+
+  // Sequence metadata: inline in the parameters when it fits, else one copy into the workspace
+  // from a staging vector (pageable memory: the driver has consumed it when cudaMemcpyAsync
+  // returns, so the caller may reuse its arrays at once).
+  const std::size_t entries = 2 * static_cast<std::size_t>(p.batch) + 1;
+  int32_t* staged = d.inline_metadata;
+  std::vector<int32_t> upload;
+  if (entries > static_cast<std::size_t>(DecodeParams::kInlineMetadata)) {
+    upload.resize(entries);
+    staged = upload.data();
+  }
+  std::copy(p.query_offsets, p.query_offsets + p.batch + 1, staged);
+  std::copy(p.kv_lengths, p.kv_lengths + p.batch, staged + p.batch + 1);
+  char* base = static_cast<char*>(workspace);
+  if (!upload.empty()) {
+    int32_t* metadata = reinterpret_cast<int32_t*>(base + ws.metadata);
+    WIDEATTN_CUDA_CHECK(cudaMemcpyAsync(metadata, upload.data(), entries * sizeof(int32_t),
+                                        cudaMemcpyHostToDevice, stream));
+    d.metadata = metadata;
   }
   if (splits > 1) {
     d.partial_out = reinterpret_cast<float*>(base + ws.partial_out);
@@ -156,7 +175,10 @@ void run_decode(const AttentionProblem& problem, const Plan& plan, const DeviceI
   if (ctas > 0) {
     launch_split_pass(d, p.dtype, tensor_cores, dim3(static_cast<unsigned>(ctas)), smem, stream);
   }
-  if (splits > 1) decode::launch_decode_merge(d, p.dtype, tokens * p.q_heads, stream);
+  if (splits > 1) {
+    decode::launch_decode_merge(d, p.dtype, tokens * p.q_heads,
+                                device.compute_capability >= 90 && ctas > 0, stream);
+  }
 }
 
 }  // namespace wideattn::cuda

@@ -26,15 +26,17 @@ struct DecodeParams {
   int64_t lse_token_stride = 0, lse_head_stride = 0;
   const float* sinks = nullptr;  // [q_heads], may be null
 
-  // Sequence metadata, device copies in the workspace.
-  const int32_t* query_offsets = nullptr;  // [batch + 1]
-  const int32_t* kv_lengths = nullptr;     // [batch]
+  // Sequence metadata, query_offsets [batch + 1] then kv_lengths [batch]: in this parameter
+  // block when it fits (nothing to copy on the stream), else uploaded into the workspace.
+  static constexpr int kInlineMetadata = 255;  // int32 entries: batch <= 127
+  const int32_t* metadata = nullptr;           // device copy; null: inline_metadata
+  int32_t inline_metadata[kInlineMetadata] = {};
 
   MaskSpec mask;             // tree arrays indexed by the global query row (offset per sequence)
   bool simple_mask = false;  // no tree, ring or window: only causality and lengths hide keys
 
-  float scale = 1.0f;        // problem.effective_scale()
-  float softcap = 0.0f;      // 0: none
+  float scale = 1.0f;    // problem.effective_scale()
+  float softcap = 0.0f;  // 0: none
   int32_t batch = 0, q_heads = 0, kv_heads = 0, gqa = 1, head_dim = 0;
 
   // Grid: blockIdx.x = row_item + row_items * (split + splits * (kv_head + kv_heads * seq)).
@@ -56,12 +58,18 @@ void launch_decode_mma(const DecodeParams& p, DType dtype, dim3 grid, std::size_
                        cudaStream_t stream);
 template <int HeadDim>
 void launch_decode_simt(const DecodeParams& p, DType dtype, dim3 grid, cudaStream_t stream);
-void launch_decode_merge(const DecodeParams& p, DType dtype, int64_t rows, cudaStream_t stream);
+// `dependent`: launch as a programmatic dependent of the split pass (sm_90).
+void launch_decode_merge(const DecodeParams& p, DType dtype, int64_t rows, bool dependent,
+                         cudaStream_t stream);
 
-extern template void launch_decode_mma<64>(const DecodeParams&, DType, dim3, std::size_t, cudaStream_t);
-extern template void launch_decode_mma<128>(const DecodeParams&, DType, dim3, std::size_t, cudaStream_t);
-extern template void launch_decode_mma<256>(const DecodeParams&, DType, dim3, std::size_t, cudaStream_t);
-extern template void launch_decode_mma<512>(const DecodeParams&, DType, dim3, std::size_t, cudaStream_t);
+extern template void launch_decode_mma<64>(const DecodeParams&, DType, dim3, std::size_t,
+                                           cudaStream_t);
+extern template void launch_decode_mma<128>(const DecodeParams&, DType, dim3, std::size_t,
+                                            cudaStream_t);
+extern template void launch_decode_mma<256>(const DecodeParams&, DType, dim3, std::size_t,
+                                            cudaStream_t);
+extern template void launch_decode_mma<512>(const DecodeParams&, DType, dim3, std::size_t,
+                                            cudaStream_t);
 extern template void launch_decode_simt<64>(const DecodeParams&, DType, dim3, cudaStream_t);
 extern template void launch_decode_simt<128>(const DecodeParams&, DType, dim3, cudaStream_t);
 extern template void launch_decode_simt<256>(const DecodeParams&, DType, dim3, cudaStream_t);

@@ -11,7 +11,8 @@
 namespace wideattn::cuda::decode {
 
 template <typename T, int D>
-__global__ void __launch_bounds__(kSimtThreads) decode_simt_kernel(const DecodeParams p) {
+__global__ void __launch_bounds__(kSimtThreads)
+    decode_simt_kernel(const __grid_constant__ DecodeParams p) {
   using S = Storage<T>;
   constexpr int kLanes = kSimtThreadsPerRow;
   constexpr int kKeys = kSimtKeysPerTile;
@@ -20,7 +21,7 @@ __global__ void __launch_bounds__(kSimtThreads) decode_simt_kernel(const DecodeP
   static_assert(kKeys == 2 * kLanes, "decode_simt_kernel: two keys per lane");
 
   extern __shared__ float smem_f32[];
-  float* s_q = smem_f32;               // [16][D]
+  float* s_q = smem_f32;                 // [16][D]
   float* s_k = s_q + kRowsPerBlock * D;  // [16 keys][D + 1]
   float* s_v = s_k + kKeys * kKStride;   // [16 keys][D]
   float* s_p = s_v + kKeys * D;          // [16 rows][16 keys]
@@ -41,10 +42,10 @@ __global__ void __launch_bounds__(kSimtThreads) decode_simt_kernel(const DecodeP
     }
     s_q[idx] = x;
   }
-  const T* k_head = static_cast<const T*>(p.k) + w.seq * p.k_sequence_stride +
-                    w.kv_head * p.k_head_stride;
-  const T* v_head = static_cast<const T*>(p.v) + w.seq * p.v_sequence_stride +
-                    w.kv_head * p.v_head_stride;
+  const T* k_head =
+      static_cast<const T*>(p.k) + w.seq * p.k_sequence_stride + w.kv_head * p.k_head_stride;
+  const T* v_head =
+      static_cast<const T*>(p.v) + w.seq * p.v_sequence_stride + w.kv_head * p.v_head_stride;
 
   const float inv_softcap = p.softcap > 0.0f ? 1.0f / p.softcap : 0.0f;
   float acc[kCols];
@@ -98,6 +99,7 @@ __global__ void __launch_bounds__(kSimtThreads) decode_simt_kernel(const DecodeP
     }
   }
 
+  allow_next_grid();  // the merge may start scheduling; it waits for this grid's writes
   if (row >= w.rows) return;
   const RowTarget t = row_target(w, p.gqa, row);
   if (p.splits == 1) {
@@ -123,8 +125,8 @@ template <int D>
 void launch_decode_simt(const DecodeParams& p, DType dtype, dim3 grid, cudaStream_t stream) {
   const std::size_t smem = simt_bytes(D);
   auto launch = [&](auto kernel) {
-    WIDEATTN_CUDA_CHECK(cudaFuncSetAttribute(
-        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    WIDEATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             static_cast<int>(smem)));
     kernel<<<grid, kSimtThreads, smem, stream>>>(p);
     WIDEATTN_CUDA_CHECK_LAUNCH("decode_simt_kernel");
   };

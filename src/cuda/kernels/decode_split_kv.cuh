@@ -20,7 +20,7 @@ namespace wideattn::cuda::decode {
 template <typename T, int D>
 __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
                                   wideattn::detail::cuda_decode_items_per_sm(D))
-    decode_mma_kernel(const DecodeParams p) {
+    decode_mma_kernel(const __grid_constant__ DecodeParams p) {
   using S = Storage<T>;
   constexpr MmaShape kShape = mma_shape(D);
   constexpr int kChunks = D / 8;  // 16-byte chunks per K/V/Q row
@@ -51,27 +51,27 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
   const uint32_t q_base = smem_address(s_q + group * kShape.q_bytes);
   const uint32_t kv_base = smem_address(s_kv);
 
-  // ---- Q: [groups * 16 rows, D] -> shared, zeros for padding rows ----
+  // ---- Q: [groups * 16 rows, D] -> shared (cp.async, zeros for padding rows); it joins the
+  // first K/V tile's commit group ----
   {
     const T* q = static_cast<const T*>(p.q);
     for (int idx = tid; idx < p.groups * kRowsPerBlock * kChunks; idx += threads) {
       const int r = idx / kChunks, c = idx % kChunks;
       const int32_t row = w.row0 + r;
-      uint4 x = make_uint4(0, 0, 0, 0);
+      const T* src = q;
       if (row < w.rows) {
         const RowTarget t = row_target(w, p.gqa, row);
-        x = *reinterpret_cast<const uint4*>(q + t.token * p.q_token_stride +
-                                            t.head * p.q_head_stride + c * 8);
+        src = q + t.token * p.q_token_stride + t.head * p.q_head_stride + c * 8;
       }
-      *reinterpret_cast<uint4*>(s_q + r * kRowBytes + ((c ^ (r & 7)) * 16)) = x;
+      cp_async_16(smem_address(s_q + r * kRowBytes + ((c ^ (r & 7)) * 16)), src, row < w.rows);
     }
   }
 
   // ---- K/V tiles: each thread copies one 16-byte column chunk of every row_step-th key ----
-  const T* k_head = static_cast<const T*>(p.k) + w.seq * p.k_sequence_stride +
-                    w.kv_head * p.k_head_stride;
-  const T* v_head = static_cast<const T*>(p.v) + w.seq * p.v_sequence_stride +
-                    w.kv_head * p.v_head_stride;
+  const T* k_head =
+      static_cast<const T*>(p.k) + w.seq * p.k_sequence_stride + w.kv_head * p.k_head_stride;
+  const T* v_head =
+      static_cast<const T*>(p.v) + w.seq * p.v_sequence_stride + w.kv_head * p.v_head_stride;
   const int copy_chunk = tid % kChunks;
   const int copy_row0 = tid / kChunks;
   const int copy_row_step = threads / kChunks;
@@ -226,6 +226,9 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
     stage = stage + 1 == p.stages ? 0 : stage + 1;
   }
 
+  cp_async_wait<0>();  // nothing in flight at exit (Q alone when the range is empty)
+  allow_next_grid();   // the merge may start scheduling; it waits for this grid's writes
+
   // ---- epilogue: rows g and g + 8 of this warp group, columns of this warp ----
   const int col0 = wq * kColsPerWarp + qd * 2;
 #pragma unroll
@@ -236,8 +239,8 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
       if (p.splits == 1) {
         float factor, lse;
         final_scaling(m_run[h], l_run[h], p.sinks, t.head, factor, lse);
-        T* o = static_cast<T*>(p.out) + t.token * p.out_token_stride +
-               t.head * p.out_head_stride + col0;
+        T* o = static_cast<T*>(p.out) + t.token * p.out_token_stride + t.head * p.out_head_stride +
+               col0;
 #pragma unroll
         for (int n = 0; n < kNTiles; ++n) {
           S::store2(o + n * 8, acc[n][2 * h] * factor, acc[n][2 * h + 1] * factor);
@@ -266,8 +269,8 @@ void launch_decode_mma(const DecodeParams& p, DType dtype, dim3 grid, std::size_
                        cudaStream_t stream) {
   const dim3 block(p.groups * kThreadsPerGroup);
   auto launch = [&](auto kernel) {
-    WIDEATTN_CUDA_CHECK(cudaFuncSetAttribute(
-        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    WIDEATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             static_cast<int>(smem)));
     kernel<<<grid, block, smem, stream>>>(p);
     WIDEATTN_CUDA_CHECK_LAUNCH("decode_mma_kernel");
   };

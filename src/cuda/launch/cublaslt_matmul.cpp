@@ -198,7 +198,8 @@ CublasLtMatmul::Entry CublasLtMatmul::build(const Key& key, const MatmulArgument
       const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
           handle_, e.operation, e.b_layout, e.a_layout, e.d_layout, e.d_layout, preference, 1,
           &result, &found);
-      if (status == CUBLAS_STATUS_NOT_SUPPORTED || (status == CUBLAS_STATUS_SUCCESS && found == 0)) {
+      if (status == CUBLAS_STATUS_NOT_SUPPORTED ||
+          (status == CUBLAS_STATUS_SUCCESS && (found == 0 || result.state != CUBLAS_STATUS_SUCCESS))) {
         return false;
       }
       check_cublas(status, "cublasLtMatmulAlgoGetHeuristic");

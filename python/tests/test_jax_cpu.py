@@ -1,0 +1,28 @@
+"""JAX arrays on the CPU: inputs read through DLPack, outputs returned as JAX arrays.
+Skipped when JAX is not installed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")
+import jax.numpy as jnp  # noqa: E402
+
+import wideattn  # noqa: E402
+from _reference import assert_close, attention as reference_attention  # noqa: E402
+
+
+@pytest.mark.parametrize("dtype,atol", [(jnp.float32, 2e-5), (jnp.bfloat16, 1.6e-2)])
+def test_jax_arrays(dtype, atol):
+    rng = np.random.default_rng(7)
+    q = jnp.asarray(rng.standard_normal((6, 4, 32)), dtype=dtype)
+    k = jnp.asarray(rng.standard_normal((2, 9, 2, 32)), dtype=dtype)
+    v = jnp.asarray(rng.standard_normal((2, 9, 2, 32)), dtype=dtype)
+    offsets, lengths = [0, 5, 6], [9, 4]
+    out, lse = wideattn.attention(q, k, v, query_offsets=offsets, kv_lengths=lengths, return_lse=True)
+    assert isinstance(out, jax.Array) and out.dtype == dtype and out.shape == q.shape
+    as_f32 = lambda x: np.asarray(x.astype(jnp.float32))  # noqa: E731
+    ref_out, ref_lse = reference_attention(as_f32(q), as_f32(k), as_f32(v), offsets, lengths)
+    assert_close(as_f32(out), ref_out, atol, 3e-2, "out")
+    assert_close(np.asarray(lse), ref_lse, 1e-4, 1e-5, "lse")
