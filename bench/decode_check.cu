@@ -566,7 +566,7 @@ int run_correctness(Runner& runner) {
   }
   {
     CaseSpec s = base("ring 50 @ 7 + window 40", 512, DType::bf16);
-    s.kv = {8, 97, 10, 1025, 300};
+    s.kv = {9, 97, 20, 1025, 300};  // ring_offset < every prefix length
     s.ring_length = 50;
     s.ring_offset = 7;
     s.window = 40;
@@ -574,7 +574,7 @@ int run_correctness(Runner& runner) {
   }
   {
     CaseSpec s = base("ring 200 @ 3", 128, DType::bf16);
-    s.kv = {8, 97, 10, 1025, 300};
+    s.kv = {9, 97, 20, 1025, 300};  // ring_offset < every prefix length
     s.ring_length = 200;
     s.ring_offset = 3;
     cases.push_back(s);

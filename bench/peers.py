@@ -4,7 +4,8 @@ plus head_dim 128 and 256).
 
     python3 bench/peers.py OUTDIR [--quick] [--cases NAME,...] [--peers NAME,...]
 
-Peers: wideattn (this package), eager matmul-softmax-matmul, SDPA memory-efficient with K/V
+Peers: wideattn (this package: wideattn.attention on torch tensors, through the PyTorch operator;
+wideattn_direct: the extension called without the operator's dispatch), eager matmul-softmax-matmul, SDPA memory-efficient with K/V
 repeated per query head, SDPA cuDNN and flash (where they have a kernel), FlexAttention.
 Each case is checked against an fp32 reference on sampled query rows before it is timed.
 Timings: median of per-call CUDA events after warm-up; KV buffers rotate when the cache is
@@ -92,7 +93,7 @@ QUICK = ("prefill 1024, d=512 (16/4)", "chunk 512 new on 8192, d=512 (16/4)",
          "decode batch 32, kv 4096, d=512 (16/4)", "decode batch 1, kv 32768, d=512 (16/4)",
          "prefill 4096, d=128 (32/8)")
 
-PEERS = ("wideattn", "eager", "sdpa_mem_efficient_repeat_kv", "sdpa_cudnn", "sdpa_flash", "flex")
+PEERS = ("wideattn", "wideattn_direct", "eager", "sdpa_mem_efficient_repeat_kv", "sdpa_cudnn", "sdpa_flash", "flex")
 
 
 # ---- timing ---------------------------------------------------------------------------------
@@ -117,20 +118,26 @@ def time_ms(fn: Callable[[], object], budget_ms: float, min_iters: int = 5, max_
     return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
 
 
-def ceilings(budget_ms: float) -> Dict[str, float]:
-    n = 8192
+def matmul_ceiling(budget_ms: float, n: int = 8192) -> float:
+    """TFLOP/s of an n^3 bf16 torch.matmul on random data."""
     a = torch.randn(n, n, device="cuda", dtype=DTYPE)
     b = torch.randn(n, n, device="cuda", dtype=DTYPE)
     ms = time_ms(lambda: torch.matmul(a, b), budget_ms)
-    tflops = 2.0 * n ** 3 / (ms * 1e-3) / 1e12
-    del a, b
-    src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    return 2.0 * n ** 3 / (ms * 1e-3) / 1e12
+
+
+def copy_ceiling(budget_ms: float, nbytes: int = 1 << 30) -> float:
+    """GB/s of a device-to-device copy, bytes read plus bytes written."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
     dst = torch.empty_like(src)
     ms = time_ms(lambda: dst.copy_(src), budget_ms)
-    gbs = 2.0 * src.numel() / (ms * 1e-3) / 1e9
-    del src, dst
+    return 2.0 * nbytes / (ms * 1e-3) / 1e9
+
+
+def ceilings(budget_ms: float) -> Dict[str, float]:
+    result = {"matmul_bf16_tflops": matmul_ceiling(budget_ms), "copy_gbs": copy_ceiling(budget_ms)}
     torch.cuda.empty_cache()
-    return {"matmul_bf16_tflops": tflops, "copy_gbs": gbs}
+    return result
 
 
 # ---- inputs ---------------------------------------------------------------------------------
@@ -208,6 +215,16 @@ def make_peer(name: str, case: Case, inputs: Inputs):
                                       kv_lengths=inputs.kv_lengths, out=inputs.out, scale=scale)
         return run, "token"
 
+    if name == "wideattn_direct":  # the extension without the PyTorch operator's dispatch
+        from wideattn import _api
+
+        def run():
+            c = inputs.next()
+            _api.attention_into(inputs.q, c["k"], c["v"], inputs.out, None, inputs.query_offsets,
+                                inputs.kv_lengths, True, 0, 0, 0, None, None, 0.0, scale, "auto")
+            return inputs.out
+        return run, "token"
+
     if name == "eager":
         group = H // KV
         hidden = None
@@ -236,21 +253,27 @@ def make_peer(name: str, case: Case, inputs: Inputs):
         elif n > 1:
             from torch.nn.attention.bias import causal_lower_right
             mask_kwargs = {"attn_mask": causal_lower_right(n, L)}
-        repeat = name == "sdpa_mem_efficient_repeat_kv"
-
-        def run():
-            c = inputs.next()
-            k, v = (c["rep"] if repeat else (c["kh"], c["vh"]))
-            with sdpa_kernel([backend]):
-                return F.scaled_dot_product_attention(inputs.q_heads, k, v, scale=scale,
-                                                      enable_gqa=not repeat, **mask_kwargs)
-        try:
-            run()
-        except RuntimeError as error:
-            if any(m in str(error) for m in ("No available kernel", "No viable backend")):
-                raise NoKernel(str(error).splitlines()[0]) from None
-            raise
-        return run, "heads"
+        # mem-efficient gets K/V repeated per query head (its GQA path stops at 256); cuDNN and
+        # flash try their own GQA first, then repeated K/V.
+        tries = (True,) if name == "sdpa_mem_efficient_repeat_kv" else (False, True)
+        failure = ""
+        for repeat in tries:
+            def run(repeat=repeat):
+                c = inputs.next()
+                k, v = (c["rep"] if repeat else (c["kh"], c["vh"]))
+                with sdpa_kernel([backend]):
+                    return F.scaled_dot_product_attention(inputs.q_heads, k, v, scale=scale,
+                                                          enable_gqa=not repeat, **mask_kwargs)
+            try:
+                run()
+                if repeat and len(tries) > 1:
+                    run.note = "K/V repeated"
+                return run, "heads"
+            except RuntimeError as error:
+                if not any(m in str(error) for m in ("No available kernel", "No viable backend")):
+                    raise
+                failure = str(error).splitlines()[0]
+        raise NoKernel(failure)
 
     if name == "flex":
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -278,7 +301,7 @@ def make_peer(name: str, case: Case, inputs: Inputs):
                 torch.cuda.synchronize()
                 if any("without torch.compile" in str(w.message) for w in caught):
                     raise RuntimeError("flex_attention fell back to its unfused implementation")
-                run.tiles = "default tiles" if options is None else f"{options['BLOCK_M']}x{options['BLOCK_N']} tiles"
+                run.note = "default tiles" if options is None else f"{options['BLOCK_M']}x{options['BLOCK_N']} tiles"
                 return run, "heads"
             except Exception as error:  # Triton out of resources, compile errors
                 last_error = error
@@ -300,7 +323,7 @@ def token_major(case: Case, result: torch.Tensor, layout: str) -> torch.Tensor:
 def run_case(case: Case, peers: List[str], budget_ms: float, l2_bytes: int) -> Dict[str, dict]:
     kv_bytes = 2 * case.batch * case.kv_length * case.kv_heads * case.head_dim * 2
     copies = max(1, min(4, math.ceil(3 * l2_bytes / kv_bytes))) if case.decode else 1
-    inputs = Inputs(case, copies, need_repeat="sdpa_mem_efficient_repeat_kv" in peers)
+    inputs = Inputs(case, copies, need_repeat=any(p.startswith("sdpa") for p in peers))
     rows = sample_rows(case)
     reference = reference_rows(case, inputs, rows)
     ref_scale = reference.abs().max().item()
@@ -315,8 +338,8 @@ def run_case(case: Case, peers: List[str], budget_ms: float, l2_bytes: int) -> D
             error = (got - reference).abs().max().item() / max(ref_scale, 1e-6)
             entry["relative_error"] = error
             entry["correct"] = bool(error < 2e-2)
-            if getattr(fn, "tiles", None):
-                entry["note"] = fn.tiles
+            if getattr(fn, "note", None):
+                entry["note"] = fn.note
             ms = time_ms(fn, budget_ms)
             entry["ms"] = ms
             if case.decode:

@@ -226,6 +226,13 @@ void check_attention(Context& context, std::mt19937_64& rng, const AttentionCase
                        result.ref_lse[t * c.q_heads + h] == static_cast<double>(sinks[h]);
       }
       if (!sees_nothing) continue;
+      if (c.lse && c.sinks) {
+        const double got = result.lse[t * c.q_heads + h];
+        if (got != static_cast<double>(sinks[h])) {
+          ADD_FAILURE() << "token " << t << " head " << h << " sees no key: LSE " << got
+                        << ", expected exactly the sink " << sinks[h];
+        }
+      }
       for (int64_t x = 0; x < d; ++x) {
         if (result.out[base + x] != 0.0) {
           if (nonzero == 0) first = "token " + std::to_string(t) + " head " + std::to_string(h) + " dim " + std::to_string(x) + " = " + std::to_string(result.out[base + x]);

@@ -4,9 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <limits>
 #include <sstream>
-#include <unordered_set>
 
 namespace wideattn::test {
 

@@ -1,8 +1,9 @@
 """Loads the _wideattn extension.
 
 Where from: the installed package (pip install .); else, when the package is used from the
-source tree (PYTHONPATH=python), the first `_wideattn<ABI suffix>` under $WIDEATTN_BUILD_DIR (a
-CMake build configured with -DWIDEATTN_PYTHON=ON).
+source tree (PYTHONPATH=python), the newest `_wideattn<this Python's ABI suffix>` under
+$WIDEATTN_BUILD_DIR (a CMake build configured with -DWIDEATTN_PYTHON=ON) or, failing that, under
+the repository's build/ folder (where `pip install .` builds).
 
 A build with the CUDA backend needs the CUDA runtime and cuBLASLt shared libraries: when the
 loader cannot find them (no CUDA toolkit on the library path), they are preloaded from NVIDIA's
@@ -57,13 +58,18 @@ def _from_package() -> ModuleType:
 
 
 def _build_dir_extension() -> Optional[str]:
-    build_dir = os.environ.get("WIDEATTN_BUILD_DIR")
-    if not build_dir:
-        return None
-    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        found = sorted(glob.glob(os.path.join(build_dir, "**", "_wideattn" + suffix), recursive=True))
+    here = os.path.dirname(os.path.abspath(__file__))
+    roots = [os.environ.get("WIDEATTN_BUILD_DIR", "")]
+    if os.path.basename(os.path.dirname(here)) == "python":  # <repo>/python/wideattn
+        roots.append(os.path.join(os.path.dirname(os.path.dirname(here)), "build"))
+    for root in roots:
+        if not root or not os.path.isdir(root):
+            continue
+        found = []
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            found += glob.glob(os.path.join(root, "**", "_wideattn" + suffix), recursive=True)
         if found:
-            return found[0]
+            return max(found, key=os.path.getmtime)
     return None
 
 

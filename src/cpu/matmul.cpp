@@ -36,7 +36,7 @@ char* element(void* base, DType dtype, int64_t offset) {
 void gather_f32(const void* src, DType dtype, int64_t offset, int64_t batch_stride,
                 int64_t row_stride, int32_t batches, int64_t rows, int64_t cols, float* dst) {
   const int64_t total_rows = int64_t{batches} * rows;
-#pragma omp parallel for schedule(static) if (total_rows * cols >= kParallelConvertElements)
+#pragma omp parallel for schedule(dynamic, 16) if (total_rows * cols >= kParallelConvertElements)
   for (int64_t r = 0; r < total_rows; ++r) {
     const int64_t b = r / rows, i = r % rows;
     convert_to_f32(element(src, dtype, offset + b * batch_stride + i * row_stride), dtype,
@@ -181,7 +181,7 @@ void matmul(const MatmulArguments& x, MatmulScratch& scratch) {
   if (x.c == MatmulC::bias) {
     // D starts as the bias row; the GEMM then accumulates onto it.
     const int64_t total_rows = int64_t{batch} * m;
-#pragma omp parallel for schedule(static) if (total_rows * n >= kParallelConvertElements)
+#pragma omp parallel for schedule(dynamic, 16) if (total_rows * n >= kParallelConvertElements)
     for (int64_t r = 0; r < total_rows; ++r) {
       const int64_t b = r / m, i = r % m;
       convert_to_f32(x.c_data, x.d_dtype, d32 + b * d32_batch + i * ldd32, n);
@@ -209,7 +209,7 @@ void matmul(const MatmulArguments& x, MatmulScratch& scratch) {
 
   if (!d_direct) {
     const int64_t total_rows = int64_t{batch} * m;
-#pragma omp parallel for schedule(static) if (total_rows * n >= kParallelConvertElements)
+#pragma omp parallel for schedule(dynamic, 16) if (total_rows * n >= kParallelConvertElements)
     for (int64_t r = 0; r < total_rows; ++r) {
       const int64_t b = r / m, i = r % m;
       convert_from_f32(d32 + r * n, element(x.d, x.d_dtype, x.d_offset + b * x.d_batch_stride + i * ldd),

@@ -14,7 +14,7 @@ void scatter_scores(const ScatterScoresArguments& a) {
   const int64_t total = int64_t{a.heads} * rows;
   const bool intervals = mask_has_intervals(a.mask);
   const float cap = a.softcap;
-#pragma omp parallel for schedule(static) if (total * cols >= (int64_t{1} << 14))
+#pragma omp parallel for schedule(dynamic, 8) if (total * cols >= (int64_t{1} << 14))
   for (int64_t hr = 0; hr < total; ++hr) {
     const int64_t hd = hr / rows, r = hr % rows;
     const float* src = a.scores + hd * a.scores_head_stride + r * a.scores_row_stride;
@@ -44,7 +44,7 @@ void scatter_scores(const ScatterScoresArguments& a) {
 void scatter_values(const ScatterValuesArguments& a) {
   const int64_t total = int64_t{a.heads} * a.rows;
   const std::size_t es = dtype_size(a.dtype);
-#pragma omp parallel for schedule(static) if (total * a.head_dim >= (int64_t{1} << 15))
+#pragma omp parallel for schedule(dynamic, 16) if (total * a.head_dim >= (int64_t{1} << 15))
   for (int64_t hr = 0; hr < total; ++hr) {
     const int64_t hd = hr / a.rows, r = hr % a.rows;
     const float* src = a.src + hd * a.src_head_stride + r * a.src_row_stride;

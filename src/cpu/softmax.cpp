@@ -17,7 +17,9 @@ void softmax(const SoftmaxArguments& a) {
 #pragma omp parallel if (rows * cols >= (int64_t{1} << 14))
   {
     std::vector<float> row_buffer(f32_out ? 0 : static_cast<std::size_t>(cols));
-#pragma omp for schedule(static)
+    // Dynamic: when another process preempts one thread, the others take its rows instead of
+    // waiting for it at the barrier (the same choice in every row loop of this backend).
+#pragma omp for schedule(dynamic, 8)
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t block = r / per_block, in_block = r % per_block;
       const float* in = a.input + r * a.input_row_stride;
