@@ -67,6 +67,34 @@ void require_disjoint(const char* function, const ByteRange& output, const ByteR
   }
 }
 
+// An output's own elements must not alias: sorted by stride, each dimension's stride must step
+// past everything the inner dimensions span (e.g. out_head_stride >= head_dim and
+// out_token_stride >= (q_heads - 1) * out_head_stride + head_dim for token-major outputs).
+template <int N>
+void require_no_self_overlap(const char* function, const char* tensor, const Dim (&dims)[N],
+                             const char* const (&names)[N]) {
+  int order[N];
+  for (int i = 0; i < N; ++i) order[i] = i;
+  for (int i = 1; i < N; ++i) {  // insertion sort by stride
+    for (int j = i; j > 0 && dims[order[j]].stride < dims[order[j - 1]].stride; --j) {
+      std::swap(order[j], order[j - 1]);
+    }
+  }
+  int64_t span = 1;  // elements spanned by the inner dimensions so far
+  bool first = true;
+  for (int i = 0; i < N; ++i) {
+    const Dim& d = dims[order[i]];
+    if (d.count <= 1) continue;
+    if (!first && d.stride < span) {
+      std::ostringstream s;
+      s << "a stride that keeps " << tensor << "'s elements apart (>= " << span << ")";
+      throw_invalid(function, names[order[i]], d.stride, s.str());
+    }
+    span = (d.count - 1) * d.stride + span;
+    first = false;
+  }
+}
+
 void validate_head_dim(const char* function, int32_t head_dim, Backend backend) {
   const bool cuda_ok = head_dim == 64 || head_dim == 128 || head_dim == 256 || head_dim == 512;
   const bool cpu_ok = head_dim >= 8 && head_dim <= 512 && head_dim % 8 == 0;
@@ -175,12 +203,16 @@ void validate_problem(const char* f, const AttentionProblem& p, Backend backend)
   checked_mul_add(f, "kv.k bytes", k_extent, static_cast<int64_t>(es), 0);
   checked_mul_add(f, "kv.v bytes", v_extent, static_cast<int64_t>(es), 0);
 
+  const char* const o_names[] = {"out_token_stride", "out_head_stride", "head_dim"};
+  require_no_self_overlap(f, "out", o_dims, o_names);
   const ByteRange out = range_of("out", p.out, o_extent, es);
   require_disjoint(f, out, range_of("q", p.q, q_extent, es));
   require_disjoint(f, out, range_of("kv.k", p.kv.k, k_extent, es));
   require_disjoint(f, out, range_of("kv.v", p.kv.v, v_extent, es));
   if (p.lse) {
     const Dim l_dims[] = {{tokens, p.lse_token_stride}, {p.q_heads, p.lse_head_stride}};
+    const char* const l_names[] = {"lse_token_stride", "lse_head_stride"};
+    require_no_self_overlap(f, "lse", l_dims, l_names);
     const ByteRange lse = range_of("lse", p.lse, extent(f, "lse", l_dims), sizeof(float));
     require_disjoint(f, lse, range_of("q", p.q, q_extent, es));
     require_disjoint(f, lse, range_of("kv.k", p.kv.k, k_extent, es));
@@ -268,6 +300,22 @@ void validate_softmax(const SoftmaxArguments& a) {
     require_disjoint(f, range_of("output", a.output, extent(f, "output", out_dims), dtype_size(a.output_dtype)),
                      range_of("input", a.input, extent(f, "input", in_dims), sizeof(float)));
   }
+  if (a.lse) {
+    const int64_t blocks = a.rows_per_block > 0 ? a.rows / a.rows_per_block : 1;
+    const int64_t per_block = a.rows_per_block > 0 ? a.rows_per_block : a.rows;
+    if (blocks > 1 && a.lse_block_stride < 1) throw_invalid(f, "lse_block_stride", a.lse_block_stride, ">= 1");
+    if (per_block > 1 && a.lse_row_stride < 1) throw_invalid(f, "lse_row_stride", a.lse_row_stride, ">= 1");
+    const Dim l_dims[] = {{blocks, a.lse_block_stride}, {per_block, a.lse_row_stride}};
+    const char* const l_names[] = {"lse_block_stride", "lse_row_stride"};
+    require_no_self_overlap(f, "lse", l_dims, l_names);
+    const ByteRange lse = range_of("lse", a.lse, extent(f, "lse", l_dims), sizeof(float));
+    if (a.cols > 0) {
+      const Dim in_dims[] = {{a.rows, a.input_row_stride}, {a.cols, 1}};
+      const Dim out_dims[] = {{a.rows, a.output_row_stride}, {a.cols, 1}};
+      require_disjoint(f, lse, range_of("input", a.input, extent(f, "input", in_dims), sizeof(float)));
+      require_disjoint(f, lse, range_of("output", a.output, extent(f, "output", out_dims), dtype_size(a.output_dtype)));
+    }
+  }
 }
 
 void validate_scatter_scores(const ScatterScoresArguments& a) {
@@ -300,6 +348,26 @@ void validate_scatter_scores(const ScatterScoresArguments& a) {
   const bool in_place = a.dst == a.scores;
   if (in_place && (a.dst_row_stride != a.scores_row_stride || a.dst_head_stride != a.scores_head_stride)) {
     throw_invalid(f, "dst", "scores", "in-place only with equal strides");
+  }
+  if (!in_place) {
+    const Dim s_dims[] = {{a.heads, a.scores_head_stride}, {a.rows, a.scores_row_stride}, {a.cols, 1}};
+    const Dim d_dims[] = {{a.heads, a.dst_head_stride}, {a.rows, a.dst_row_stride}, {a.cols, 1}};
+    require_disjoint(f, range_of("dst", a.dst, extent(f, "dst", d_dims), sizeof(float)),
+                     range_of("scores", a.scores, extent(f, "scores", s_dims), sizeof(float)));
+  }
+  const MaskSpec& m = a.mask.spec;
+  if (a.mask.prefix_length < 0) throw_invalid(f, "mask.prefix_length", a.mask.prefix_length, ">= 0");
+  if (m.window < 0) throw_invalid(f, "mask.spec.window", m.window, ">= 0 (0: no window)");
+  if (m.ring_length < 0) throw_invalid(f, "mask.spec.ring_length", m.ring_length, ">= 0 (0: no ring)");
+  if (m.ring_length > 0 && a.mask.prefix_length > 0 &&
+      (m.ring_offset < 0 || m.ring_offset >= a.mask.prefix_length)) {
+    throw_invalid(f, "mask.spec.ring_offset", m.ring_offset,
+                  "in [0, prefix_length = " + std::to_string(a.mask.prefix_length) + ")");
+  }
+  const int tree_parts = (m.tree_start != nullptr) + (m.tree_end != nullptr) + (m.tree_height != nullptr);
+  if (tree_parts != 0 && tree_parts != 3) {
+    throw_invalid(f, "mask.spec.tree_start/tree_end/tree_height", std::to_string(tree_parts) + " of 3 set",
+                  "all three or none");
   }
 }
 

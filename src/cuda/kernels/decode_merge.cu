@@ -1,8 +1,9 @@
 // The second pass of two_pass decode: per query row, combine the splits' partial states
 //   M = max(max_s, sink), total = sum_s sum_s exp(max_s - M) + exp(sink - M),
 //   out = sum_s partial_s exp(max_s - M) / total, lse = M + log(total).
-// One CTA per query row: warp 0 turns the (max, sum) pairs into weights, then each thread
-// streams one float4 column over the splits (unrolled, so several loads are in flight).
+// One CTA per query row: each thread loads one split's (max, sum) and the block reduces them to
+// weights, then each thread streams one float4 column over the splits, kBatch loads in flight
+// before the first use (the merge is latency-bound: its data sits in L2).
 // Splits that saw no key carry max -inf and sum 0. On sm_90 the merge is launched as a
 // programmatic dependent of the split pass (it starts while the split pass drains and waits in
 // griddepcontrol.wait for its results).
@@ -17,62 +18,75 @@ namespace {
 
 constexpr int kMergeThreads = 128;
 constexpr int kMergeMaxSplits = 128;
+static_assert(kMergeThreads >= kMergeMaxSplits, "decode_merge: one split per thread");
 static_assert(kMergeThreads * 4 >= 512, "decode_merge: one float4 column per thread at d = 512");
 
 template <typename T>
 __global__ void __launch_bounds__(kMergeThreads) decode_merge_kernel(const DecodeParams p) {
   using S = Storage<T>;
+  constexpr int kWarps = kMergeThreads / 32;
+  constexpr int kBatch = 16;  // partial loads issued before the first use
   __shared__ float s_weight[kMergeMaxSplits];
-  __shared__ float s_inv_total;
+  __shared__ float s_reduce[kWarps];
   wait_for_previous_grid();
   const int64_t row = blockIdx.x;  // token * q_heads + head
   const int64_t token = row / p.q_heads;
   const int32_t head = static_cast<int32_t>(row % p.q_heads);
   const int tid = threadIdx.x;
-  if (tid < 32) {
-    const float* maxes = p.partial_max + row * p.splits;
-    const float* sums = p.partial_sum + row * p.splits;
-    const float sink = p.sinks ? p.sinks[head] : neg_inf();
-    float top = sink;
-    for (int s = tid; s < p.splits; s += 32) top = fmaxf(top, maxes[s]);
+  const int lane = tid % 32, warp = tid / 32;
+
+  // One split per thread (splits <= kMergeThreads): a single round trip for every (max, sum).
+  const float split_max = tid < p.splits ? p.partial_max[row * p.splits + tid] : neg_inf();
+  const float split_sum = tid < p.splits ? p.partial_sum[row * p.splits + tid] : 0.0f;
+  const float sink = p.sinks ? p.sinks[head] : neg_inf();
+  float top = fmaxf(split_max, sink);
 #pragma unroll
-    for (int x = 16; x >= 1; x /= 2) top = fmaxf(top, __shfl_xor_sync(0xffffffffu, top, x));
-    // top = -inf: no split saw a key and there is no sink -> zeros, LSE -inf.
-    const float shift = top == neg_inf() ? 0.0f : top;
-    float total = 0.0f;
-    for (int s = tid; s < p.splits; s += 32) {
-      const float weight = expf(maxes[s] - shift);  // 0 for an empty split (max -inf)
-      s_weight[s] = weight;
-      total += sums[s] * weight;
-    }
-#pragma unroll
-    for (int x = 16; x >= 1; x /= 2) total += __shfl_xor_sync(0xffffffffu, total, x);
-    total += expf(sink - shift);
-    if (tid == 0) {
-      s_inv_total = total > 0.0f ? 1.0f / total : 0.0f;
-      if (p.lse) {
-        p.lse[token * p.lse_token_stride + head * p.lse_head_stride] =
-            total > 0.0f ? top + logf(total) : neg_inf();
-      }
-    }
-  }
+  for (int x = 16; x >= 1; x /= 2) top = fmaxf(top, __shfl_xor_sync(0xffffffffu, top, x));
+  if (lane == 0) s_reduce[warp] = top;
   __syncthreads();
+  top = s_reduce[0];
+#pragma unroll
+  for (int w = 1; w < kWarps; ++w) top = fmaxf(top, s_reduce[w]);
+  // top = -inf: no split saw a key and there is no sink -> zeros, LSE -inf.
+  const float shift = top == neg_inf() ? 0.0f : top;
+  const float weight = tid < p.splits ? expf(split_max - shift) : 0.0f;  // 0 for empty splits
+  if (tid < p.splits) s_weight[tid] = weight;
+  float total = split_sum * weight;
+#pragma unroll
+  for (int x = 16; x >= 1; x /= 2) total += __shfl_xor_sync(0xffffffffu, total, x);
+  __syncthreads();  // every warp has read s_reduce (max) before it is reused
+  if (lane == 0) s_reduce[warp] = total;
+  __syncthreads();
+  total = expf(sink - shift);
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) total += s_reduce[w];
+  const float inv_total = total > 0.0f ? 1.0f / total : 0.0f;
+  if (tid == 0 && p.lse) {
+    p.lse[token * p.lse_token_stride + head * p.lse_head_stride] =
+        total > 0.0f ? top + logf(total) : neg_inf();
+  }
 
   const int vectors = p.head_dim / 4;
-  const float inv_total = s_inv_total;
   const float4* partial =
       reinterpret_cast<const float4*>(p.partial_out + row * p.splits * p.head_dim);
   T* out = static_cast<T*>(p.out) + token * p.out_token_stride + head * p.out_head_stride;
   for (int c4 = tid; c4 < vectors; c4 += kMergeThreads) {
     float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-#pragma unroll 8
-    for (int s = 0; s < p.splits; ++s) {
-      const float weight = s_weight[s];
-      const float4 x = partial[s * vectors + c4];
-      o.x += x.x * weight;
-      o.y += x.y * weight;
-      o.z += x.z * weight;
-      o.w += x.w * weight;
+    for (int s0 = 0; s0 < p.splits; s0 += kBatch) {
+      float4 x[kBatch];
+#pragma unroll
+      for (int i = 0; i < kBatch; ++i) {
+        x[i] = s0 + i < p.splits ? partial[(s0 + i) * vectors + c4]
+                                 : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      }
+#pragma unroll
+      for (int i = 0; i < kBatch; ++i) {
+        const float w = s0 + i < p.splits ? s_weight[s0 + i] : 0.0f;
+        o.x += x[i].x * w;
+        o.y += x[i].y * w;
+        o.z += x[i].z * w;
+        o.w += x[i].w * w;
+      }
     }
     S::store(out + 4 * c4 + 0, o.x * inv_total);
     S::store(out + 4 * c4 + 1, o.y * inv_total);
