@@ -101,7 +101,7 @@ Status plan_attention(const AttentionProblem& p, const DeviceInfo& device, Kerne
     }
     if (result.kernel == Kernel::prefill_unfused) {
       const int64_t gqa = p.q_heads / p.kv_heads;
-      const int64_t key_capacity = std::max<int64_t>(1, e.max_kv_length);
+      const int64_t key_capacity = prefill_row_stride(e.max_kv_length);
       const std::size_t psize = dtype_size(probability_dtype(device.backend, p.dtype));
       const int64_t per_row = gqa * key_capacity *
                               static_cast<int64_t>(sizeof(float) + (psize == 4 ? 0 : psize));

@@ -12,7 +12,7 @@ namespace wideattn::detail {
 void run_prefill_pipeline(BackendImpl& backend, const AttentionProblem& p, const Plan& plan) {
   const ProblemExtents e = problem_extents(p);
   const DType pdtype = probability_dtype(backend.device().backend, p.dtype);
-  const int64_t key_capacity = std::max<int64_t>(1, e.max_kv_length);
+  const int64_t key_capacity = prefill_row_stride(e.max_kv_length);
   const PrefillWorkspace ws =
       prefill_workspace_layout(p, plan.query_rows_per_chunk, key_capacity, dtype_size(pdtype));
   auto* base = static_cast<char*>(backend.workspace(ws.bytes));
@@ -36,7 +36,7 @@ void run_prefill_pipeline(BackendImpl& backend, const AttentionProblem& p, const
       const KeyRange keys = visible_key_range(mask, t0, t0 + rows);
       const int64_t cols = keys.last - keys.first;
       // Rows that see no key at all (e.g. a window past every key) still need zeros and LSE.
-      const int64_t ld = std::max<int64_t>(cols, 1);
+      const int64_t ld = prefill_row_stride(cols);
       for (int32_t g = 0; g < p.kv_heads; ++g) {
         const int32_t first_head = g * gqa;
         if (cols > 0) {

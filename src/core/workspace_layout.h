@@ -41,6 +41,13 @@ inline DecodeWorkspace decode_workspace_layout(const AttentionProblem& p, int32_
   return w;
 }
 
+// Row stride of a prefill score row of `cols` keys: a multiple of 8 elements so every row of
+// f32 scores and 16-bit probabilities starts 16-byte aligned (the GEMMs' fast paths need it).
+inline int64_t prefill_row_stride(int64_t cols) {
+  const int64_t at_least_one = cols < 1 ? 1 : cols;
+  return (at_least_one + 7) / 8 * 8;
+}
+
 // Prefill: one chunk of `chunk_rows` suffix tokens of one KV group at a time.
 //   scores        [gqa, chunk_rows, key_capacity] f32 (masked in place, softmax may write back)
 //   probabilities [gqa, chunk_rows, key_capacity] of the backend's probability dtype, or none
