@@ -77,9 +77,17 @@ note "environment: $(tr '\n' ';' <"$OUT_DIR/environment.txt")"
 
 # ---- build ----------------------------------------------------------------------------------
 # shellcheck disable=SC2317  # called through step
+# The GPU machine has no OpenBLAS or GoogleTest: scripts/gpu/bundle_deps.sh packs them into
+# .deps (carried with the call); use it when present.
+DEPS_ARGS=()
+if [ -d "$REPO_ROOT/.deps" ]; then
+  DEPS_ARGS=(-DGTEST_ROOT="$REPO_ROOT/.deps" -DBLAS_LIBRARIES="$REPO_ROOT/.deps/lib/libopenblas.so"
+             -DWIDEATTN_CBLAS_INCLUDE="$REPO_ROOT/.deps/include")
+  export LD_LIBRARY_PATH="$REPO_ROOT/.deps/lib:${LD_LIBRARY_PATH:-}"
+fi
 configure() {
   cmake -S "$REPO_ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DWIDEATTN_CUDA=ON \
-    -DWIDEATTN_TESTS=ON -DWIDEATTN_TOOLS=ON && ninja -C "$BUILD_DIR" -j "$JOBS"
+    -DWIDEATTN_TESTS=ON -DWIDEATTN_TOOLS=ON "${DEPS_ARGS[@]}" && ninja -C "$BUILD_DIR" -j "$JOBS"
 }
 if ! step build build.log configure; then
   note "build failed: nothing else can run"
@@ -100,8 +108,16 @@ fi
 PY_VENV="$BUILD_DIR/venv-gpu"
 # shellcheck disable=SC2317  # called through step
 python_tests() {
-  CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" "$PY_VENV/bin/python" -m pip install -q --no-index --no-deps \
-    --no-build-isolation "$REPO_ROOT" || return 1
+  # A wheel built elsewhere from this tree (scripts/gpu/build_wheel.sh, carried in .whl/) saves
+  # the build; otherwise build from source.
+  local prebuilt
+  prebuilt="$(ls "$REPO_ROOT"/.whl/wideattn-*.whl 2>/dev/null | head -n 1)"
+  if [ -n "$prebuilt" ]; then
+    "$PY_VENV/bin/python" -m pip install -q --no-index --no-deps --force-reinstall "$prebuilt" || return 1
+  else
+    CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" "$PY_VENV/bin/python" -m pip install -q --no-index --no-deps \
+      --no-build-isolation "$REPO_ROOT" || return 1
+  fi
   (cd "$REPO_ROOT" && "$PY_VENV/bin/python" -m pytest -q python/tests)
 }
 if [ "${SKIP_PYTHON:-0}" = 1 ]; then skip python "SKIP_PYTHON=1"
@@ -110,7 +126,8 @@ elif [ ! -f "$REPO_ROOT/pyproject.toml" ] || [ ! -d "$REPO_ROOT/python/tests" ];
 else
   {
     [ -x "$PY_VENV/bin/python" ] || python3 -m venv --system-site-packages "$PY_VENV"
-    for wheel in "$REPO_ROOT"/*.whl; do
+    for wheel in "$REPO_ROOT"/*.whl "$REPO_ROOT"/.whl/*.whl; do
+      case "$wheel" in */wideattn-*) continue ;; esac
       [ -f "$wheel" ] && "$PY_VENV/bin/python" -m pip install -q --no-index --no-deps "$wheel"
     done
   } >"$OUT_DIR/python-setup.log" 2>&1
@@ -149,8 +166,12 @@ elif [ -f "$REPO_ROOT/bench/peers.py" ]; then
   else
     peers_args=("$OUT_DIR/peers")  # python/README.md: python3 bench/peers.py OUTDIR
   fi
-  step "bench/peers.py" peers.log env PYTHONPATH="$REPO_ROOT/python:${PYTHONPATH:-}" \
-    WIDEATTN_BUILD_DIR="$BUILD_DIR" python3 "$REPO_ROOT/bench/peers.py" "${peers_args[@]}"
+  if [ -x "$PY_VENV/bin/python" ] && "$PY_VENV/bin/python" -c 'import wideattn' >/dev/null 2>&1; then
+    step "bench/peers.py" peers.log "$PY_VENV/bin/python" "$REPO_ROOT/bench/peers.py" "${peers_args[@]}"
+  else
+    step "bench/peers.py" peers.log env PYTHONPATH="$REPO_ROOT/python:${PYTHONPATH:-}" \
+      WIDEATTN_BUILD_DIR="$BUILD_DIR" python3 "$REPO_ROOT/bench/peers.py" "${peers_args[@]}"
+  fi
 else
   skip peers "bench/peers.py does not exist"
 fi

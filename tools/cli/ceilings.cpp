@@ -61,7 +61,7 @@ BandwidthCeiling cpu_read_bandwidth(const DeviceInfo& device, int32_t repeat) {
   }
   volatile uint64_t sink = 0;
   for (uint64_t s : sums) sink = sink + s;
-  c.seconds = median(samples);
+  c.seconds = *std::min_element(samples.begin(), samples.end());
   c.bytes_per_second = c.bytes / c.seconds;
   return c;
 }
@@ -84,7 +84,7 @@ BandwidthCeiling device_copy_bandwidth(Context& context, int32_t repeat) {
     if (r >= 2) samples.push_back(seconds);
   }
   c.bytes = 2.0 * static_cast<double>(bytes);
-  c.seconds = median(samples);
+  c.seconds = *std::min_element(samples.begin(), samples.end());
   c.bytes_per_second = c.bytes / c.seconds;
   return c;
 }
@@ -122,7 +122,7 @@ MatmulCeiling measure_matmul_ceiling(Context& context, int64_t n, int32_t repeat
     const double seconds = timer->seconds();
     if (r >= warmup) samples.push_back(seconds);
   }
-  c.seconds = median(samples);
+  c.seconds = *std::min_element(samples.begin(), samples.end());
   c.flops_per_second = 2.0 * static_cast<double>(c.n) * c.n * c.n / c.seconds;
   return c;
 }

@@ -2,6 +2,8 @@
 // the matrix rate (a large matmul through wideattn::matmul: OpenBLAS sgemm on the CPU, a bf16
 // cuBLASLt matmul on CUDA) and the memory bandwidth (a streaming read over a buffer much larger
 // than the last-level cache on the CPU; a device-to-device copy, bytes read + written, on CUDA).
+// A ceiling is the best pass of several (as STREAM reports): what the machine can do, so that
+// a kernel's share of it is not flattered by a ceiling measured in a noisy moment.
 #pragma once
 
 #include <cstdint>
@@ -14,7 +16,7 @@ namespace wideattn::cli {
 struct MatmulCeiling {
   int64_t n = 0;          // n x n x n
   DType dtype = DType::f32;
-  double seconds = 0;     // median
+  double seconds = 0;     // best pass
   double flops_per_second = 0;
 };
 
@@ -22,7 +24,7 @@ struct BandwidthCeiling {
   std::string method;     // "read" or "device-to-device copy (read + write)"
   double bytes = 0;       // bytes counted per pass
   int32_t threads = 0;    // CPU only
-  double seconds = 0;     // median
+  double seconds = 0;     // best pass
   double bytes_per_second = 0;
 };
 

@@ -83,7 +83,7 @@ JsonWriter& JsonWriter::value(const std::string& key, double v) {
     text_ += "null";
   } else {
     char buffer[32];
-    std::snprintf(buffer, sizeof buffer, "%.6g", v);
+    std::snprintf(buffer, sizeof buffer, "%.10g", v);
     text_ += buffer;
   }
   return *this;
