@@ -16,9 +16,10 @@ from _reference import assert_close, attention as reference_attention  # noqa: E
 @pytest.mark.parametrize("dtype,atol", [(jnp.float32, 2e-5), (jnp.bfloat16, 1.6e-2)])
 def test_jax_arrays(dtype, atol):
     rng = np.random.default_rng(7)
-    q = jnp.asarray(rng.standard_normal((6, 4, 32)), dtype=dtype)
-    k = jnp.asarray(rng.standard_normal((2, 9, 2, 32)), dtype=dtype)
-    v = jnp.asarray(rng.standard_normal((2, 9, 2, 32)), dtype=dtype)
+    # head_dim 64: valid on every backend (JAX places arrays on the GPU when there is one).
+    q = jnp.asarray(rng.standard_normal((6, 4, 64)), dtype=dtype)
+    k = jnp.asarray(rng.standard_normal((2, 9, 2, 64)), dtype=dtype)
+    v = jnp.asarray(rng.standard_normal((2, 9, 2, 64)), dtype=dtype)
     offsets, lengths = [0, 5, 6], [9, 4]
     out, lse = wideattn.attention(q, k, v, query_offsets=offsets, kv_lengths=lengths, return_lse=True)
     assert isinstance(out, jax.Array) and out.dtype == dtype and out.shape == q.shape
