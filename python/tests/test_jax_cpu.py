@@ -25,5 +25,8 @@ def test_jax_arrays(dtype, atol):
     assert isinstance(out, jax.Array) and out.dtype == dtype and out.shape == q.shape
     as_f32 = lambda x: np.asarray(x.astype(jnp.float32))  # noqa: E731
     ref_out, ref_lse = reference_attention(as_f32(q), as_f32(k), as_f32(v), offsets, lengths)
-    assert_close(as_f32(out), ref_out, atol, 3e-2, "out")
+    on_gpu = any(d.platform == "gpu" for d in q.devices())
+    if on_gpu and dtype == jnp.bfloat16:
+        atol = 2.5e-2  # the GPU rounds probabilities to bf16 for the tensor cores (as test_gpu.py)
+    assert_close(as_f32(out), ref_out, atol, 4e-2 if on_gpu else 3e-2, "out")
     assert_close(np.asarray(lse), ref_lse, 1e-4, 1e-5, "lse")
