@@ -150,6 +150,14 @@ void run_decode(const AttentionProblem& problem, const Plan& plan, const DeviceI
   int32_t* staged = d.inline_metadata;
   std::vector<int32_t> upload;
   if (entries > static_cast<std::size_t>(DecodeParams::kInlineMetadata)) {
+    if (stream_is_capturing(stream)) {
+      detail::throw_error(StatusCode::unsupported,
+                          "attention: batch = " + std::to_string(p.batch) +
+                              " under CUDA graph capture, expected a batch of at most " +
+                              std::to_string((DecodeParams::kInlineMetadata - 1) / 2) +
+                              " (larger batches upload their metadata from host memory, which a "
+                              "graph cannot record)");
+    }
     upload.resize(entries);
     staged = upload.data();
   }

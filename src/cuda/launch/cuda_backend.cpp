@@ -167,6 +167,14 @@ class CudaBackend final : public detail::BackendImpl {
   void* workspace(std::size_t bytes) override {
     if (bytes <= workspace_bytes_) return workspace_;
     DeviceScope scope(device_index_);
+    if (stream_is_capturing(stream_)) {
+      detail::throw_error(StatusCode::unsupported,
+                          "workspace: " + std::to_string(bytes) + " bytes needed (" +
+                              std::to_string(workspace_bytes_) +
+                              " held) while the stream is being captured into a CUDA graph, "
+                              "expected the workspace to be sized before capture: run the same "
+                              "call once outside the capture");
+    }
     if (workspace_) {
       // Work queued on the stream may still read the old buffer: let it finish first.
       WIDEATTN_CUDA_CHECK(cudaStreamSynchronize(stream_));

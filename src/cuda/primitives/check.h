@@ -18,6 +18,14 @@ inline void check_cuda(cudaError_t status, const char* what, const char* file, i
   }
 }
 
+// Whether `stream` is being captured into a CUDA graph: host-side allocations and copies from
+// pageable memory cannot be recorded, so callers turn them into a clear error instead.
+inline bool stream_is_capturing(cudaStream_t stream) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  check_cuda(cudaStreamIsCapturing(stream, &status), "cudaStreamIsCapturing", __FILE__, __LINE__);
+  return status != cudaStreamCaptureStatusNone;
+}
+
 }  // namespace wideattn::cuda
 
 #define WIDEATTN_CUDA_CHECK(call) ::wideattn::cuda::check_cuda((call), #call, __FILE__, __LINE__)
