@@ -61,7 +61,12 @@ void append_random_trie(std::mt19937_64& rng, int32_t nodes, std::vector<int32_t
   }
 }
 
-double lse_tolerance(DType dtype) { return dtype == DType::f32 ? 1e-4 : 1e-3; }
+// Tensor-core kernels sum the probabilities after rounding them to the storage type (so that
+// the normaliser matches the P V product): each term is off by at most half an ulp, 2^-9
+// relative in bf16 and 2^-12 in f16, which bounds the LSE error by log(1 + 2^-9) ~ 2e-3.
+double lse_tolerance(DType dtype) {
+  return dtype == DType::f32 ? 1e-4 : dtype == DType::f16 ? 1e-3 : 2.5e-3;
+}
 
 void check_attention(Context& context, std::mt19937_64& rng, const AttentionCase& c, Kernel kernel,
                      AttentionOutcome* outcome) {

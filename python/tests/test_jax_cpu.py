@@ -29,4 +29,6 @@ def test_jax_arrays(dtype, atol):
     if on_gpu and dtype == jnp.bfloat16:
         atol = 2.5e-2  # the GPU rounds probabilities to bf16 for the tensor cores (as test_gpu.py)
     assert_close(as_f32(out), ref_out, atol, 4e-2 if on_gpu else 3e-2, "out")
-    assert_close(np.asarray(lse), ref_lse, 1e-4, 1e-5, "lse")
+    # bf16 on the GPU: probabilities are summed after rounding to bf16 (LSE error <= ~2e-3).
+    lse_atol = 2.5e-3 if on_gpu and dtype == jnp.bfloat16 else 1e-4
+    assert_close(np.asarray(lse), ref_lse, lse_atol, 1e-5, "lse")
