@@ -95,6 +95,19 @@ void require_no_self_overlap(const char* function, const char* tensor, const Dim
   }
 }
 
+// The checks of a MaskSpec that need no sequence lengths; `name` prefixes the field names
+// ("mask." in attention, "mask.spec." in scatter_scores).
+void validate_mask_spec(const char* f, const std::string& name, const MaskSpec& m) {
+  if (m.window < 0) throw_invalid(f, name + "window", m.window, ">= 0 (0: no window)");
+  if (m.ring_length < 0) throw_invalid(f, name + "ring_length", m.ring_length, ">= 0 (0: no ring)");
+  if (m.ring_offset < 0) throw_invalid(f, name + "ring_offset", m.ring_offset, ">= 0");
+  const int tree_parts = (m.tree_start != nullptr) + (m.tree_end != nullptr) + (m.tree_height != nullptr);
+  if (tree_parts != 0 && tree_parts != 3) {
+    throw_invalid(f, name + "tree_start/tree_end/tree_height", std::to_string(tree_parts) + " of 3 set",
+                  "all three or none");
+  }
+}
+
 void validate_head_dim(const char* function, int32_t head_dim, Backend backend) {
   const bool cuda_ok = head_dim == 64 || head_dim == 128 || head_dim == 256 || head_dim == 512;
   const bool cpu_ok = head_dim >= 8 && head_dim <= 512 && head_dim % 8 == 0;
@@ -156,15 +169,7 @@ void validate_problem(const char* f, const AttentionProblem& p, Backend backend)
     if (suffix > max_suffix) max_suffix = suffix;
   }
   const int64_t tokens = p.total_tokens();
-  if (p.mask.window < 0) throw_invalid(f, "mask.window", p.mask.window, ">= 0 (0: no window)");
-  if (p.mask.ring_length < 0) throw_invalid(f, "mask.ring_length", p.mask.ring_length, ">= 0 (0: no ring)");
-  if (p.mask.ring_offset < 0) throw_invalid(f, "mask.ring_offset", p.mask.ring_offset, ">= 0");
-  const int tree_parts = (p.mask.tree_start != nullptr) + (p.mask.tree_end != nullptr) +
-                         (p.mask.tree_height != nullptr);
-  if (tree_parts != 0 && tree_parts != 3) {
-    throw_invalid(f, "mask.tree_start/tree_end/tree_height", std::to_string(tree_parts) + " of 3 set",
-                  "all three or none");
-  }
+  validate_mask_spec(f, "mask.", p.mask);
   if (!(std::isnan(p.scale) || (std::isfinite(p.scale) && p.scale > 0))) {
     throw_invalid(f, "scale", p.scale, "a finite value > 0 (or kDefaultScale)");
   }
@@ -355,19 +360,12 @@ void validate_scatter_scores(const ScatterScoresArguments& a) {
     require_disjoint(f, range_of("dst", a.dst, extent(f, "dst", d_dims), sizeof(float)),
                      range_of("scores", a.scores, extent(f, "scores", s_dims), sizeof(float)));
   }
-  const MaskSpec& m = a.mask.spec;
   if (a.mask.prefix_length < 0) throw_invalid(f, "mask.prefix_length", a.mask.prefix_length, ">= 0");
-  if (m.window < 0) throw_invalid(f, "mask.spec.window", m.window, ">= 0 (0: no window)");
-  if (m.ring_length < 0) throw_invalid(f, "mask.spec.ring_length", m.ring_length, ">= 0 (0: no ring)");
-  if (m.ring_length > 0 && a.mask.prefix_length > 0 &&
-      (m.ring_offset < 0 || m.ring_offset >= a.mask.prefix_length)) {
+  validate_mask_spec(f, "mask.spec.", a.mask.spec);
+  const MaskSpec& m = a.mask.spec;
+  if (m.ring_length > 0 && a.mask.prefix_length > 0 && m.ring_offset >= a.mask.prefix_length) {
     throw_invalid(f, "mask.spec.ring_offset", m.ring_offset,
                   "in [0, prefix_length = " + std::to_string(a.mask.prefix_length) + ")");
-  }
-  const int tree_parts = (m.tree_start != nullptr) + (m.tree_end != nullptr) + (m.tree_height != nullptr);
-  if (tree_parts != 0 && tree_parts != 3) {
-    throw_invalid(f, "mask.spec.tree_start/tree_end/tree_height", std::to_string(tree_parts) + " of 3 set",
-                  "all three or none");
   }
 }
 
