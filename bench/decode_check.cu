@@ -16,7 +16,9 @@
 //   measured in the same run; median of CUDA-event timings after warm-up (a spin kernel ahead
 //   of each batch hides host launch gaps; K/V buffers rotate when one copy fits in L2); a split
 //   count sweep per case, the automatic choice marked with '*'. Also checks sampled rows.
-// Options: --quick (fewer sweep points), --no-perf, --no-check.
+// Options: --quick (fewer sweep points), --no-sweep, --only SUBSTRING (speed cases whose name
+// has it), --no-perf, --no-check. Built with -DWIDEATTN_DECODE_TRACE=ON it also prints the
+// kernels' timeline (decode_trace.h) for the automatic plan of each speed case.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -36,6 +38,7 @@
 #include "core/dispatch.h"
 #include "core/workspace_layout.h"
 #include "cuda/kernels/decode.h"
+#include "cuda/kernels/decode_trace.h"
 #include "reference/reference.h"
 #include "wideattn/attention.h"
 #include "wideattn/context.h"
@@ -758,7 +761,73 @@ Ceilings measure_ceilings(cudaStream_t stream) {
   return c;
 }
 
-int run_perf(Runner& runner, bool quick) {
+#ifdef WIDEATTN_DECODE_TRACE
+// Timeline of one automatic call (the last of a few back to back): split CTAs and merge CTAs.
+void print_trace(Runner& runner, const AttentionProblem& p) {
+  static unsigned long long* buffer = nullptr;
+  const std::size_t bytes = cuda::decode::kTraceEntries * sizeof(unsigned long long);
+  if (!buffer) {
+    CK(cudaMalloc(&buffer, bytes));
+    cuda::decode::set_trace_buffer(buffer);
+  }
+  CK(cudaMemsetAsync(buffer, 0, bytes, runner.stream));
+  for (int i = 0; i < 3; ++i)
+    ok_or_die(attention(*runner.context, p, Kernel::automatic), "attention");
+  std::vector<unsigned long long> t(cuda::decode::kTraceEntries);
+  CK(cudaMemcpyAsync(t.data(), buffer, bytes, cudaMemcpyDeviceToHost, runner.stream));
+  CK(cudaStreamSynchronize(runner.stream));
+  std::vector<double> start, loop, end, fill, stream;
+  unsigned long long t0 = ~0ull;
+  int64_t ctas = 0;
+  for (int64_t b = 0; b < cuda::decode::kTraceMergeBase / 4 && t[4 * b]; ++b, ++ctas)
+    t0 = std::min(t0, t[4 * b]);
+  std::vector<int> per_sm(1024, 0);
+  for (int64_t b = 0; b < ctas; ++b) {
+    const unsigned long long* x = &t[4 * b];
+    ++per_sm[t[cuda::decode::kTraceSmBase + b] % 1024];
+    start.push_back((x[0] - t0) * 1e-3);
+    if (!x[3]) continue;  // a CTA without rows
+    fill.push_back((x[1] - x[0]) * 1e-3);
+    stream.push_back((x[2] - x[1]) * 1e-3);
+    loop.push_back((x[2] - t0) * 1e-3);
+    end.push_back((x[3] - t0) * 1e-3);
+  }
+  std::vector<double> m_start, m_met, m_end;
+  for (int64_t b = 0; t[cuda::decode::kTraceMergeBase + 4 * b]; ++b) {
+    const unsigned long long* x = &t[cuda::decode::kTraceMergeBase + 4 * b];
+    m_start.push_back((static_cast<double>(x[0]) - t0) * 1e-3);
+    m_met.push_back((static_cast<double>(x[1]) - t0) * 1e-3);
+    m_end.push_back((static_cast<double>(x[2]) - t0) * 1e-3);
+  }
+  auto pct = [](std::vector<double> v, double q) {
+    if (v.empty()) return 0.0;
+    std::sort(v.begin(), v.end());
+    return v[std::min(v.size() - 1, static_cast<std::size_t>(q * (v.size() - 1) + 0.5))];
+  };
+  auto line = [&](const char* what, const std::vector<double>& v) {
+    std::printf("    %-34s min %7.2f  p10 %7.2f  p50 %7.2f  p90 %7.2f  max %7.2f us\n", what,
+                pct(v, 0), pct(v, 0.1), pct(v, 0.5), pct(v, 0.9), pct(v, 1));
+  };
+  int sms = 0, max_per_sm = 0;
+  for (int c : per_sm) sms += c > 0, max_per_sm = std::max(max_per_sm, c);
+  std::printf(
+      "  trace: %lld split CTAs on %d SMs (at most %d per SM), %zu merge CTAs; times from "
+      "the first CTA start\n",
+      static_cast<long long>(ctas), sms, max_per_sm, m_start.size());
+  line("split CTA start", start);
+  line("split first tile ready - start", fill);
+  line("split streaming (last tile - first)", stream);
+  line("split last tile done", loop);
+  line("split CTA end", end);
+  if (!m_start.empty()) {
+    line("merge CTA start", m_start);
+    line("merge dependency met", m_met);
+    line("merge CTA end", m_end);
+  }
+}
+#endif
+
+int run_perf(Runner& runner, bool quick, bool sweep, const char* only) {
   const Ceilings ceil = measure_ceilings(runner.stream);
   const DeviceInfo& dev = runner.context->device();
   std::printf("== speed on %s (%d SMs) ==\n", dev.name.c_str(), dev.compute_units);
@@ -804,6 +873,10 @@ int run_perf(Runner& runner, bool quick) {
     cases.push_back(c);
     c = gemma("31B b4 x kv2048 x 1 (rotated, L2-size)", 4, 1, 2048, 0);
     cases.push_back(c);
+    c = gemma("E4B b1 x kv32768 x 1 (8/2)", 1, 1, 32768, 0);
+    c.spec.q_heads = 8;
+    c.spec.kv_heads = 2;
+    cases.push_back(c);
   }
   const std::vector<int> sweep_full = {1,  2,  3,  4,  5,  6,  8,  11, 12, 16,
                                        22, 24, 32, 33, 44, 48, 64, 66, 99, 128};
@@ -811,6 +884,7 @@ int run_perf(Runner& runner, bool quick) {
   int misses = 0;
   uint64_t seed = 99;
   for (const PerfCase& pc : cases) {
+    if (only && pc.spec.name.find(only) == std::string::npos) continue;
     auto dp = make_problem(pc.spec, seed += 17, static_cast<std::size_t>(dev.l2_bytes));
     AttentionProblem p = dp->p;
     const std::size_t es = dtype_size(p.dtype);
@@ -847,7 +921,24 @@ int run_perf(Runner& runner, bool quick) {
                 auto_pct, 100.0 * auto_gbs / ceil.read_gbs,
                 pc.target > 0 ? (auto_pct >= pc.target ? "meets target" : "BELOW TARGET") : "");
     if (pc.target > 0 && auto_pct < pc.target) ++misses;
+    // The same calls back to back, as an engine's step issues them: 10 per event pair.
+    const int burst = 10;
+    auto burst_of_calls = [&](int i) {
+      for (int j = 0; j < burst; ++j) {
+        rotate(i * burst + j);
+        ok_or_die(attention(*runner.context, p, Kernel::automatic), "attention");
+      }
+    };
+    const double burst_ms = time_ms(runner.stream, 1, 7, burst_of_calls) / burst;
+    const double burst_gbs = bytes / (burst_ms * 1e-3) / 1e9;
+    std::printf("  %-8s %9.1f %10.0f %7.1f%% %6.1f%% (%d calls between one pair of events)\n",
+                "auto x10", burst_ms * 1e3, burst_gbs, 100.0 * burst_gbs / ceil.copy_gbs,
+                100.0 * burst_gbs / ceil.read_gbs, burst);
+#ifdef WIDEATTN_DECODE_TRACE
+    print_trace(runner, p);
+#endif
     for (int s : quick ? sweep_quick : sweep_full) {
+      if (!sweep) break;
       if (s > 1 && s > max_kv / 32) continue;
       const double ms = time_ms(runner.stream, warmup, iterations, [&](int i) {
         rotate(i);
@@ -867,9 +958,12 @@ int run_perf(Runner& runner, bool quick) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, perf = true, check = true;
+  bool quick = false, perf = true, check = true, sweep = true;
+  const char* only = nullptr;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
+    if (!std::strcmp(argv[i], "--no-sweep")) sweep = false;
+    if (!std::strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
     if (!std::strcmp(argv[i], "--no-perf")) perf = false;
     if (!std::strcmp(argv[i], "--no-check")) check = false;
   }
@@ -880,7 +974,7 @@ int main(int argc, char** argv) {
   Runner runner{context.get(), stream};
   int failures = 0;
   if (check) failures += run_correctness(runner);
-  if (perf) failures += run_perf(runner, quick);
+  if (perf) failures += run_perf(runner, quick, sweep, only);
   if (runner.workspace) CK(cudaFree(runner.workspace));
   std::printf("decode_check: %s\n", failures ? "FAILURES (see above)" : "all ok");
   return failures ? 1 : 0;

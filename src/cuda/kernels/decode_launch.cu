@@ -13,12 +13,17 @@
 #include "cuda/kernels/decode.h"
 #include "cuda/kernels/decode_config.h"
 #include "cuda/kernels/decode_params.h"
+#include "cuda/kernels/decode_trace.h"
 #include "cuda/primitives/check.h"
 
 namespace wideattn::cuda {
 namespace {
 
 using decode::DecodeParams;
+
+#ifdef WIDEATTN_DECODE_TRACE
+unsigned long long* g_trace = nullptr;  // decode::set_trace_buffer
+#endif
 
 // Whether every row the tensor-core kernel copies with 16-byte vectors is 16-byte aligned.
 bool rows_aligned_16(const AttentionProblem& p) {
@@ -36,15 +41,15 @@ bool rows_aligned_16(const AttentionProblem& p) {
 }
 
 void launch_split_pass(const DecodeParams& params, DType dtype, bool tensor_cores, dim3 grid,
-                       std::size_t smem, cudaStream_t stream) {
+                       std::size_t smem, bool programmatic, cudaStream_t stream) {
   switch (params.head_dim) {
-#define WIDEATTN_DECODE_CASE(D)                                        \
-  case D:                                                              \
-    if (tensor_cores) {                                                \
-      decode::launch_decode_mma<D>(params, dtype, grid, smem, stream); \
-    } else {                                                           \
-      decode::launch_decode_simt<D>(params, dtype, grid, stream);      \
-    }                                                                  \
+#define WIDEATTN_DECODE_CASE(D)                                                      \
+  case D:                                                                            \
+    if (tensor_cores) {                                                              \
+      decode::launch_decode_mma<D>(params, dtype, grid, smem, programmatic, stream); \
+    } else {                                                                         \
+      decode::launch_decode_simt<D>(params, dtype, grid, stream);                    \
+    }                                                                                \
     return;
     WIDEATTN_DECODE_CASE(64)
     WIDEATTN_DECODE_CASE(128)
@@ -142,6 +147,9 @@ void run_decode(const AttentionProblem& problem, const Plan& plan, const DeviceI
   d.stages = stages;
   d.row_items = static_cast<int32_t>((row_blocks + groups - 1) / groups);
   d.splits = splits;
+#ifdef WIDEATTN_DECODE_TRACE
+  d.trace = g_trace;
+#endif
 
   // Sequence metadata: inline in the parameters when it fits, else one copy into the workspace
   // from a staging vector (pageable memory: the driver has consumed it when cudaMemcpyAsync
@@ -181,12 +189,19 @@ void run_decode(const AttentionProblem& problem, const Plan& plan, const DeviceI
     detail::throw_invalid(f, "batch x kv_heads x splits x row blocks", ctas, "<= 2^31 - 1");
   }
   if (ctas > 0) {
-    launch_split_pass(d, p.dtype, tensor_cores, dim3(static_cast<unsigned>(ctas)), smem, stream);
+    // sm_90: the tensor-core split pass overlaps its launch with the end of the kernel before
+    // it, and the merge with the split pass (programmatic dependent launches).
+    launch_split_pass(d, p.dtype, tensor_cores, dim3(static_cast<unsigned>(ctas)), smem,
+                      device.compute_capability >= 90, stream);
   }
   if (splits > 1) {
     decode::launch_decode_merge(d, p.dtype, tokens * p.q_heads,
                                 device.compute_capability >= 90 && ctas > 0, stream);
   }
 }
+
+#ifdef WIDEATTN_DECODE_TRACE
+void decode::set_trace_buffer(unsigned long long* device_buffer) { g_trace = device_buffer; }
+#endif
 
 }  // namespace wideattn::cuda

@@ -1,119 +1,131 @@
 // The second pass of two_pass decode: per query row, combine the splits' partial states
 //   M = max(max_s, sink), total = sum_s sum_s exp(max_s - M) + exp(sink - M),
 //   out = sum_s partial_s exp(max_s - M) / total, lse = M + log(total).
-// One CTA per query row: each thread loads one split's (max, sum) and the block reduces them to
-// weights, then each thread streams one float4 column over the splits, kBatch loads in flight
-// before the first use (the merge is latency-bound: its data sits in L2).
-// Splits that saw no key carry max -inf and sum 0. On sm_90 the merge is launched as a
-// programmatic dependent of the split pass (it starts while the split pass drains and waits in
-// griddepcontrol.wait for its results).
+// Latency-bound (its few MB sit in L2), so it is built for one round trip: one CTA per query
+// row of G x (head_dim / 4) threads; thread (group g, column c) owns float4 column c of splits
+// g, g + G, g + 2G, ... and issues their (max, sum, partial) loads together, kMergeBatch at a
+// time, folding them into an online (max, sum, output) state; the G states then combine through
+// shared memory. G = splits / kMergeBatch (at least 1, at most 512 threads per CTA), so that a
+// merge of many rows and few splits keeps its CTAs small. Splits that saw no key carry max -inf
+// and sum 0. On sm_90 the merge is a programmatic dependent of the split pass: it is scheduled
+// while the split pass drains and waits in griddepcontrol.wait for its results.
+#include <algorithm>
 #include <string>
 
 #include "core/error.h"
 #include "cuda/kernels/decode_common.cuh"
+#include "cuda/kernels/decode_trace.h"
 #include "cuda/primitives/check.h"
+#include "cuda/primitives/launch.h"
 
 namespace wideattn::cuda::decode {
 namespace {
 
-constexpr int kMergeThreads = 128;
+constexpr int kMergeThreads = 512;
 constexpr int kMergeMaxSplits = 128;
-static_assert(kMergeThreads >= kMergeMaxSplits, "decode_merge: one split per thread");
-static_assert(kMergeThreads * 4 >= 512, "decode_merge: one float4 column per thread at d = 512");
+constexpr int kMergeMinVectors = 64 / 4;  // float4 columns at the smallest head_dim
+constexpr int kMergeMaxGroups = kMergeThreads / kMergeMinVectors;
+constexpr int kMergeBatch = 8;  // splits per thread whose loads are in flight together
+static_assert(kMergeThreads >= 2048 / 4, "decode_merge: one float4 column per thread up to d = 2048");
 
 template <typename T>
 __global__ void __launch_bounds__(kMergeThreads) decode_merge_kernel(const DecodeParams p) {
   using S = Storage<T>;
-  constexpr int kWarps = kMergeThreads / 32;
-  constexpr int kBatch = 16;  // partial loads issued before the first use
-  __shared__ float s_weight[kMergeMaxSplits];
-  __shared__ float s_reduce[kWarps];
+  __shared__ float4 s_out[kMergeThreads];
+  __shared__ float s_max[kMergeMaxGroups], s_sum[kMergeMaxGroups];
+  WIDEATTN_TRACE(p, kTraceMergeBase + 4 * int64_t{blockIdx.x});
   wait_for_previous_grid();
+  allow_next_grid();  // the next kernel may be scheduled; it waits for this grid to finish
+  WIDEATTN_TRACE(p, kTraceMergeBase + 4 * int64_t{blockIdx.x} + 1);
   const int64_t row = blockIdx.x;  // token * q_heads + head
   const int64_t token = row / p.q_heads;
   const int32_t head = static_cast<int32_t>(row % p.q_heads);
-  const int tid = threadIdx.x;
-  const int lane = tid % 32, warp = tid / 32;
+  const int vectors = p.head_dim / 4;
+  const int groups = blockDim.x / vectors;
+  const int c4 = threadIdx.x % vectors, group = threadIdx.x / vectors;
+  const float* row_max = p.partial_max + row * p.splits;
+  const float* row_sum = p.partial_sum + row * p.splits;
+  const float4* partial =
+      reinterpret_cast<const float4*>(p.partial_out + row * p.splits * p.head_dim);
 
-  // One split per thread (splits <= kMergeThreads): a single round trip for every (max, sum).
-  const float split_max = tid < p.splits ? p.partial_max[row * p.splits + tid] : neg_inf();
-  const float split_sum = tid < p.splits ? p.partial_sum[row * p.splits + tid] : 0.0f;
+  // This thread's splits: online (max, sum, output) in natural-log units.
+  float m = neg_inf(), l = 0.0f;
+  float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  for (int s0 = group; s0 < p.splits; s0 += kMergeBatch * groups) {
+    float mx[kMergeBatch], sm[kMergeBatch];
+    float4 x[kMergeBatch];
+#pragma unroll
+    for (int i = 0; i < kMergeBatch; ++i) {
+      const int s = s0 + i * groups;
+      const bool valid = s < p.splits;
+      mx[i] = valid ? row_max[s] : neg_inf();
+      sm[i] = valid ? row_sum[s] : 0.0f;
+      x[i] = valid ? partial[s * vectors + c4] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+    float top = m;
+#pragma unroll
+    for (int i = 0; i < kMergeBatch; ++i) top = fmaxf(top, mx[i]);
+    if (top == neg_inf()) continue;     // nothing seen yet (the same for the whole group)
+    const float alpha = expf(m - top);  // 0 while m = -inf
+    l *= alpha;
+    o.x *= alpha;
+    o.y *= alpha;
+    o.z *= alpha;
+    o.w *= alpha;
+#pragma unroll
+    for (int i = 0; i < kMergeBatch; ++i) {
+      const float w = expf(mx[i] - top);  // 0 for empty splits
+      l += sm[i] * w;
+      o.x += x[i].x * w;
+      o.y += x[i].y * w;
+      o.z += x[i].z * w;
+      o.w += x[i].w * w;
+    }
+    m = top;
+  }
+  s_out[threadIdx.x] = o;
+  if (c4 == 0) {
+    s_max[group] = m;
+    s_sum[group] = l;
+  }
+  __syncthreads();
+  if (group != 0) return;
+
+  // Combine the groups. top = -inf: no split saw a key and there is no sink -> zeros, LSE -inf.
   const float sink = p.sinks ? p.sinks[head] : neg_inf();
-  float top = fmaxf(split_max, sink);
-#pragma unroll
-  for (int x = 16; x >= 1; x /= 2) top = fmaxf(top, __shfl_xor_sync(0xffffffffu, top, x));
-  if (lane == 0) s_reduce[warp] = top;
-  __syncthreads();
-  top = s_reduce[0];
-#pragma unroll
-  for (int w = 1; w < kWarps; ++w) top = fmaxf(top, s_reduce[w]);
-  // top = -inf: no split saw a key and there is no sink -> zeros, LSE -inf.
+  float top = sink;
+  for (int g = 0; g < groups; ++g) top = fmaxf(top, s_max[g]);
   const float shift = top == neg_inf() ? 0.0f : top;
-  const float weight = tid < p.splits ? expf(split_max - shift) : 0.0f;  // 0 for empty splits
-  if (tid < p.splits) s_weight[tid] = weight;
-  float total = split_sum * weight;
-#pragma unroll
-  for (int x = 16; x >= 1; x /= 2) total += __shfl_xor_sync(0xffffffffu, total, x);
-  __syncthreads();  // every warp has read s_reduce (max) before it is reused
-  if (lane == 0) s_reduce[warp] = total;
-  __syncthreads();
-  total = expf(sink - shift);
-#pragma unroll
-  for (int w = 0; w < kWarps; ++w) total += s_reduce[w];
+  float total = expf(sink - shift);
+  float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  for (int g = 0; g < groups; ++g) {
+    const float w = expf(s_max[g] - shift);
+    const float4 x = s_out[g * vectors + c4];
+    total += s_sum[g] * w;
+    acc.x += x.x * w;
+    acc.y += x.y * w;
+    acc.z += x.z * w;
+    acc.w += x.w * w;
+  }
   const float inv_total = total > 0.0f ? 1.0f / total : 0.0f;
-  if (tid == 0 && p.lse) {
+  T* out = static_cast<T*>(p.out) + token * p.out_token_stride + head * p.out_head_stride + 4 * c4;
+  S::store(out + 0, acc.x * inv_total);
+  S::store(out + 1, acc.y * inv_total);
+  S::store(out + 2, acc.z * inv_total);
+  S::store(out + 3, acc.w * inv_total);
+  if (c4 == 0 && p.lse) {
     p.lse[token * p.lse_token_stride + head * p.lse_head_stride] =
         total > 0.0f ? top + logf(total) : neg_inf();
   }
-
-  const int vectors = p.head_dim / 4;
-  const float4* partial =
-      reinterpret_cast<const float4*>(p.partial_out + row * p.splits * p.head_dim);
-  T* out = static_cast<T*>(p.out) + token * p.out_token_stride + head * p.out_head_stride;
-  for (int c4 = tid; c4 < vectors; c4 += kMergeThreads) {
-    float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    for (int s0 = 0; s0 < p.splits; s0 += kBatch) {
-      float4 x[kBatch];
-#pragma unroll
-      for (int i = 0; i < kBatch; ++i) {
-        x[i] = s0 + i < p.splits ? partial[(s0 + i) * vectors + c4]
-                                 : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      }
-#pragma unroll
-      for (int i = 0; i < kBatch; ++i) {
-        const float w = s0 + i < p.splits ? s_weight[s0 + i] : 0.0f;
-        o.x += x[i].x * w;
-        o.y += x[i].y * w;
-        o.z += x[i].z * w;
-        o.w += x[i].w * w;
-      }
-    }
-    S::store(out + 4 * c4 + 0, o.x * inv_total);
-    S::store(out + 4 * c4 + 1, o.y * inv_total);
-    S::store(out + 4 * c4 + 2, o.z * inv_total);
-    S::store(out + 4 * c4 + 3, o.w * inv_total);
-  }
+  WIDEATTN_TRACE(p, kTraceMergeBase + 4 * int64_t{blockIdx.x} + 2);
 }
 
 template <typename T>
 void launch(const DecodeParams& p, int64_t rows, bool dependent, cudaStream_t stream) {
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>(rows));
-  config.blockDim = dim3(kMergeThreads);
-  config.dynamicSmemBytes = 0;
-  config.stream = stream;
-  cudaLaunchAttribute attribute[1];
-  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute[0].val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = attribute;
-  config.numAttrs = dependent ? 1 : 0;
-  cudaError_t status = cudaLaunchKernelEx(&config, decode_merge_kernel<T>, p);
-  if (status != cudaSuccess && dependent) {  // no programmatic launch here: launch in order
-    (void)cudaGetLastError();
-    config.numAttrs = 0;
-    status = cudaLaunchKernelEx(&config, decode_merge_kernel<T>, p);
-  }
-  WIDEATTN_CUDA_CHECK(status);
+  const int vectors = p.head_dim / 4;
+  const int groups = std::min((p.splits + kMergeBatch - 1) / kMergeBatch, kMergeThreads / vectors);
+  launch_kernel("launch of decode_merge_kernel", decode_merge_kernel<T>,
+                dim3(static_cast<unsigned>(rows)), dim3(groups * vectors), 0, stream, dependent, p);
 }
 
 }  // namespace
@@ -129,6 +141,10 @@ void launch_decode_merge(const DecodeParams& p, DType dtype, int64_t rows, bool 
   if (rows > 0x7fffffff) {
     wideattn::detail::throw_invalid("run_decode", "query rows (tokens x heads)", rows, "< 2^31");
   }
+  if (p.head_dim < 4 * kMergeMinVectors || (4 * kMergeThreads) % p.head_dim != 0) {
+    wideattn::detail::throw_invalid("run_decode", "head_dim", p.head_dim,
+                                    "64, 128, 256, 512, 1024 or 2048 for the merge");
+  }
   switch (dtype) {
     case DType::f32:
       launch<float>(p, rows, dependent, stream);
@@ -143,7 +159,6 @@ void launch_decode_merge(const DecodeParams& p, DType dtype, int64_t rows, bool 
       wideattn::detail::throw_invalid("run_decode", "dtype", static_cast<int>(dtype),
                                       "f32, f16 or bf16");
   }
-  WIDEATTN_CUDA_CHECK_LAUNCH("decode_merge_kernel");
 }
 
 }  // namespace wideattn::cuda::decode

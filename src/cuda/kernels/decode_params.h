@@ -49,26 +49,31 @@ struct DecodeParams {
   float* partial_out = nullptr;  // [rows, splits, head_dim], unnormalised
   float* partial_max = nullptr;  // [rows, splits], max logit (-inf: the split saw no key)
   float* partial_sum = nullptr;  // [rows, splits], sum of exp(logit - max)
+
+#ifdef WIDEATTN_DECODE_TRACE
+  unsigned long long* trace = nullptr;  // decode_trace.h
+#endif
 };
 
 // Launchers, one translation unit per head_dim (decode_d<D>.cu). Each throws detail::Error on a
-// failed launch. `smem` is the dynamic shared memory of the tensor-core kernel.
+// failed launch. `smem` is the dynamic shared memory of the tensor-core kernel; `programmatic`
+// launches it as a programmatic dependent of the work before it on the stream (sm_90).
 template <int HeadDim>
 void launch_decode_mma(const DecodeParams& p, DType dtype, dim3 grid, std::size_t smem,
-                       cudaStream_t stream);
+                       bool programmatic, cudaStream_t stream);
 template <int HeadDim>
 void launch_decode_simt(const DecodeParams& p, DType dtype, dim3 grid, cudaStream_t stream);
 // `dependent`: launch as a programmatic dependent of the split pass (sm_90).
 void launch_decode_merge(const DecodeParams& p, DType dtype, int64_t rows, bool dependent,
                          cudaStream_t stream);
 
-extern template void launch_decode_mma<64>(const DecodeParams&, DType, dim3, std::size_t,
+extern template void launch_decode_mma<64>(const DecodeParams&, DType, dim3, std::size_t, bool,
                                            cudaStream_t);
-extern template void launch_decode_mma<128>(const DecodeParams&, DType, dim3, std::size_t,
+extern template void launch_decode_mma<128>(const DecodeParams&, DType, dim3, std::size_t, bool,
                                             cudaStream_t);
-extern template void launch_decode_mma<256>(const DecodeParams&, DType, dim3, std::size_t,
+extern template void launch_decode_mma<256>(const DecodeParams&, DType, dim3, std::size_t, bool,
                                             cudaStream_t);
-extern template void launch_decode_mma<512>(const DecodeParams&, DType, dim3, std::size_t,
+extern template void launch_decode_mma<512>(const DecodeParams&, DType, dim3, std::size_t, bool,
                                             cudaStream_t);
 extern template void launch_decode_simt<64>(const DecodeParams&, DType, dim3, cudaStream_t);
 extern template void launch_decode_simt<128>(const DecodeParams&, DType, dim3, cudaStream_t);

@@ -13,7 +13,9 @@
 
 #include "core/error.h"
 #include "cuda/kernels/decode_common.cuh"
+#include "cuda/kernels/decode_trace.h"
 #include "cuda/primitives/check.h"
+#include "cuda/primitives/launch.h"
 
 namespace wideattn::cuda::decode {
 
@@ -31,6 +33,14 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
   static_assert(kChunks % 8 == 0 && kNTiles % 2 == 0, "decode_mma_kernel: head_dim");
 
   extern __shared__ __align__(128) unsigned char smem[];
+  // Launched as a programmatic dependent on sm_90: wait for the kernel before it (which may
+  // write Q, K, V or read the outputs), then let the merge be scheduled (it waits for us).
+  wait_for_previous_grid();
+  allow_next_grid();
+  WIDEATTN_TRACE(p, 4 * int64_t{blockIdx.x});
+#ifdef WIDEATTN_DECODE_TRACE
+  if (p.trace && threadIdx.x == 0) p.trace[kTraceSmBase + blockIdx.x] = trace_sm();
+#endif
   CtaWork w;
   if (!cta_work(p, p.groups * kRowsPerBlock, w)) return;
 
@@ -121,6 +131,7 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
   for (int tile = 0; tile < num_tiles; ++tile) {
     cp_async_wait_dynamic(p.stages - 2);
     __syncthreads();  // tile visible to all; everyone is done with the stage refilled below
+    if (tile == 0) WIDEATTN_TRACE(p, 4 * int64_t{blockIdx.x} + 1);
     {
       const int next = tile + p.stages - 1;
       if (next < num_tiles) load_tile(next, stage == 0 ? p.stages - 1 : stage - 1);
@@ -227,7 +238,7 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
   }
 
   cp_async_wait<0>();  // nothing in flight at exit (Q alone when the range is empty)
-  allow_next_grid();   // the merge may start scheduling; it waits for this grid's writes
+  WIDEATTN_TRACE(p, 4 * int64_t{blockIdx.x} + 2);
 
   // ---- epilogue: rows g and g + 8 of this warp group, columns of this warp ----
   const int col0 = wq * kColsPerWarp + qd * 2;
@@ -262,17 +273,18 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
       }
     }
   }
+  WIDEATTN_TRACE(p, 4 * int64_t{blockIdx.x} + 3);
 }
 
 template <int D>
 void launch_decode_mma(const DecodeParams& p, DType dtype, dim3 grid, std::size_t smem,
-                       cudaStream_t stream) {
+                       bool programmatic, cudaStream_t stream) {
   const dim3 block(p.groups * kThreadsPerGroup);
   auto launch = [&](auto kernel) {
     WIDEATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              static_cast<int>(smem)));
-    kernel<<<grid, block, smem, stream>>>(p);
-    WIDEATTN_CUDA_CHECK_LAUNCH("decode_mma_kernel");
+    launch_kernel("launch of decode_mma_kernel", kernel, grid, block, smem, stream, programmatic,
+                  p);
   };
   switch (dtype) {
     case DType::f16:
