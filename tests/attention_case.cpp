@@ -69,7 +69,7 @@ double lse_tolerance(DType dtype) {
 }
 
 void check_attention(Context& context, std::mt19937_64& rng, const AttentionCase& c, Kernel kernel,
-                     AttentionOutcome* outcome) {
+                     AttentionOutcome* outcome, const AttentionRunner& runner) {
   SCOPED_TRACE(c.describe() + ", kernel " + to_string(kernel) + ", backend " +
                to_string(context.backend()));
   const int32_t batch = static_cast<int32_t>(c.sequences.size());
@@ -195,7 +195,8 @@ void check_attention(Context& context, std::mt19937_64& rng, const AttentionCase
 
   AttentionOutcome local;
   AttentionOutcome& result = outcome ? *outcome : local;
-  const Status status = attention(context, device, kernel, &result.plan);
+  const Status status = runner ? runner(context, device, kernel, &result.plan)
+                               : attention(context, device, kernel, &result.plan);
   ASSERT_TRUE(status.ok()) << to_string(status.code()) << ": " << status.message();
   if (kernel != Kernel::automatic) {
     EXPECT_EQ(result.plan.kernel, kernel);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -63,11 +64,15 @@ struct AttentionOutcome {
   std::vector<double> ref_out, ref_lse;  // the oracle's
 };
 
+// How check_attention runs the call; empty: wideattn::attention.
+using AttentionRunner =
+    std::function<Status(Context&, const AttentionProblem&, Kernel, Plan*)>;
+
 // Builds `c` on `context`'s device, runs attention with `kernel` and checks: out against the
 // oracle (relative L2, tolerance of c.dtype), LSE (absolute), rows that see nothing are
 // exactly zero, and nothing outside out and lse (guards, gaps) was written.
 void check_attention(Context& context, std::mt19937_64& rng, const AttentionCase& c, Kernel kernel,
-                     AttentionOutcome* outcome = nullptr);
+                     AttentionOutcome* outcome = nullptr, const AttentionRunner& runner = {});
 
 // Absolute LSE tolerance for a problem stored in `dtype`.
 double lse_tolerance(DType dtype);

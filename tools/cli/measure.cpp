@@ -31,12 +31,7 @@ Measurement measure_phase(Context& context, Phase& phase, const MeasureOptions& 
   for (int32_t i = 0; i < options.warmup; ++i) run_once();
   check(context.synchronize(), "synchronize");
   std::unique_ptr<Timer> timer = make_timer(context);
-  for (int32_t i = 0; i < options.repeat; ++i) {
-    timer->start();
-    run_once();
-    timer->stop();
-    m.seconds.push_back(timer->seconds());
-  }
+  m.seconds = timer->time_each(options.repeat, run_once, &m.host_seconds_per_call);
   m.median_seconds = median(m.seconds);
   if (options.sample_tokens > 0) {
     m.accuracy = check_phase(context, phase, options.sample_tokens, options.all_heads_of_last);

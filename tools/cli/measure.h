@@ -29,8 +29,9 @@ struct Accuracy {
 
 struct Measurement {
   Plan plan;
-  std::vector<double> seconds;  // one per timed call
+  std::vector<double> seconds;  // one per timed call (GPU time on CUDA: Timer::time_each)
   double median_seconds = 0;
+  double host_seconds_per_call = 0;  // the host's time to issue one call
   ProblemCost cost;
   Accuracy accuracy;
 };

@@ -121,7 +121,9 @@ int run_command(int argc, char** argv) {
               << (m.plan.query_rows_per_chunk ? ", " + std::to_string(m.plan.query_rows_per_chunk) + " rows/chunk" : "")
               << ", workspace " << format_bytes(static_cast<double>(m.plan.workspace_bytes)) << "\n"
               << "  reason   " << m.plan.reason << "\n"
-              << "  time     " << format_seconds(m.median_seconds) << "  (" << rates(m) << ")\n"
+              << "  time     " << format_seconds(m.median_seconds) << "  (" << rates(m) << ")"
+              << (cuda ? "; the host issues a call in " + format_seconds(m.host_seconds_per_call) : "")
+              << "\n"
               << "  work     " << m.cost.visible_pairs << " visible pairs per head, "
               << format_fixed(m.cost.flops * 1e-9, 2) << " GFLOP, " << format_bytes(m.cost.bytes) << "\n"
               << "  accuracy " << accuracy_text(m.accuracy) << "\n";

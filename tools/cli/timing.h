@@ -2,6 +2,8 @@
 // timing_cuda.cpp, the only file of the CLI that calls the CUDA runtime).
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,6 +19,14 @@ class Timer {
   virtual void stop() = 0;
   // Seconds between the last start() and stop(); waits for the work in between to finish.
   virtual double seconds() = 0;
+
+  // Seconds of each of `count` calls of `call`, and the host's seconds per call spent issuing
+  // them. This base version times each call between start() and stop(). The CUDA timer holds
+  // its stream while the host issues every call between its own pair of events, then releases
+  // it: the GPU runs the calls back to back, so the host's launch cost (which CUDA graphs hide
+  // in an engine) is reported apart instead of inside the GPU time.
+  virtual std::vector<double> time_each(int32_t count, const std::function<void()>& call,
+                                        double* host_seconds_per_call);
 };
 
 // CUDA events on the context's stream for a CUDA context, a steady clock around
