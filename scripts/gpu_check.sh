@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The GPU machine's check: build (or reuse BUILD_DIR), run the whole test suite, run
-# compute-sanitizer (memcheck, racecheck, initcheck) over a reduced set of CUDA tests, run the
+# The GPU machine's check: build (or reuse BUILD_DIR), run the whole test suite (and the CUDA
+# tests again with a NaN-poisoned workspace), run compute-sanitizer (memcheck, racecheck,
+# initcheck) over a reduced set of CUDA tests, run the
 # GPU benchmark suite, and the Python peers script when it exists. Every log goes to OUT_DIR;
 # a summary is printed last. Installs nothing (that machine has no apt and no network): a
 # missing tool is reported and the script fails.
@@ -102,6 +103,9 @@ if [ "${SKIP_TESTS:-0}" = 1 ]; then skip tests "SKIP_TESTS=1"; else
   step "ctest (whole suite)" ctest.log ctest --test-dir "$BUILD_DIR" --output-on-failure --timeout 1800
   # GPU tests that skipped would hide a broken CUDA backend: list them.
   grep -E '\[  SKIPPED \]|Skipped' "$OUT_DIR/ctest.log" | head -n 20 >"$OUT_DIR/skipped.txt" || true
+  # Scratch filled with NaN before every step that writes it (src/core/debug_options.h).
+  step "CUDA tests, poisoned workspace" tests-poisoned.log env WIDEATTN_POISON_WORKSPACE=1 \
+    "$TESTS" --gtest_filter='*cuda*:CudaGraph*' --gtest_brief=1
 fi
 
 # ---- Python tests ---------------------------------------------------------------------------

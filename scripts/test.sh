@@ -11,6 +11,10 @@ find_cuda
 configure_and_build ON
 log "ctest"
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j "${CTEST_JOBS:-1}" --timeout 1800
+# Scratch filled with NaN before every step that writes it: a read of a cell the step before
+# did not write would reach the outputs (src/core/debug_options.h). The CPU cases take seconds.
+log "wideattn_tests with WIDEATTN_POISON_WORKSPACE=1 (CPU cases)"
+WIDEATTN_POISON_WORKSPACE=1 "$BUILD_DIR/wideattn_tests" --gtest_filter='*cpu*' --gtest_brief=1
 
 # ---- Python hook -------------------------------------------------------------------------------
 # The Python package is optional: when pyproject.toml exists at the repository root, install it

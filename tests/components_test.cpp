@@ -167,6 +167,55 @@ TEST_P(MatmulTest, BatchWithSharedB) {
   }
 }
 
+// The prefill pipeline's Q K^T: D lives in scratch that nothing initialised (fresh from
+// allocate, never uploaded), rows padded to 8 elements. Every written cell is read back on its
+// own (the padding is never written, so it is not read either) and compared with the oracle;
+// under compute-sanitizer initcheck this also shows whether the tool sees the GEMM's stores.
+TEST_P(MatmulTest, IntoUninitialisedScratch) {
+  const int64_t m = 37, n = 203, k = 512, ld = 208;
+  const int32_t batch = 4;
+  const HostTensor a = random_tensor(rng(), DType::bf16, batch * m * k);
+  const HostTensor b = random_tensor(rng(), DType::bf16, n * k);
+  const auto a_device = to_device(context(), a.data(), a.bytes());
+  const auto b_device = to_device(context(), b.data(), b.bytes());
+  DeviceMemory d(context(), static_cast<std::size_t>(batch * m * ld) * sizeof(float));
+  MatmulArguments args;
+  args.a_dtype = args.b_dtype = DType::bf16;
+  args.d_dtype = DType::f32;
+  args.a_leading_dimension = k;
+  args.a_batch_stride = m * k;
+  args.b_leading_dimension = k;
+  args.b_transpose = true;
+  args.b_batch_stride = 0;
+  args.d_leading_dimension = ld;
+  args.d_batch_stride = m * ld;
+  args.m = m;
+  args.n = n;
+  args.k = k;
+  args.batch = batch;
+  args.ab_scale = 0.0625f;
+  MatmulArguments on_device = args;
+  on_device.a = a_device->get();
+  on_device.b = b_device->get();
+  on_device.d = d.get();
+  WA_ASSERT_OK(matmul(context(), on_device));
+  std::vector<float> row(n);
+  std::vector<double> got;
+  for (int64_t r = 0; r < batch * m; ++r) {
+    WA_ASSERT_OK(context().copy(row.data(), static_cast<float*>(d.get()) + r * ld,
+                                n * sizeof(float), CopyKind::device_to_host));
+    got.insert(got.end(), row.begin(), row.end());
+  }
+  HostTensor d_host(DType::f32, batch * m * ld);
+  MatmulArguments on_host = args;
+  on_host.a = a.data();
+  on_host.b = b.data();
+  on_host.d = d_host.data();
+  const std::vector<double> expected = reference::matmul(on_host);  // dense [batch, m, n]
+  EXPECT_TRUE(close_rel_l2(got, expected, relative_tolerance(DType::f32),
+                           shape_index_name({"batch", "row", "col"}, {batch, m, n})));
+}
+
 TEST_P(MatmulTest, ScaleAccumulateAndBias) {
   for (MatmulC c : {MatmulC::none, MatmulC::accumulate, MatmulC::bias}) {
     MatmulCase mc;

@@ -24,8 +24,8 @@ class BackendImpl {
   virtual void release(void* pointer) = 0;
   virtual void copy(void* destination, const void* source, std::size_t bytes, CopyKind kind) = 0;
   virtual void synchronize() = 0;
-  // Asynchronous zero fill of device memory (on the stream).
-  virtual void fill_zero(void* pointer, std::size_t bytes) = 0;
+  // Asynchronous fill of device memory with one byte value (on the stream).
+  virtual void fill_bytes(void* pointer, std::size_t bytes, unsigned char value) = 0;
 
   // Scratch owned by the backend, at least `bytes` long, valid until the next call. Grows on
   // demand; work already queued on the stream that uses the old buffer stays valid.

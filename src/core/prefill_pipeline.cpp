@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "core/debug_options.h"
 #include "core/dispatch.h"
 #include "core/mask.h"
 #include "core/workspace_layout.h"
@@ -24,6 +25,11 @@ void run_prefill_pipeline(BackendImpl& backend, const AttentionProblem& p, const
   const int64_t d = p.head_dim;
   const std::size_t es = dtype_size(p.dtype);
   const float scale = p.effective_scale();
+  // Debugging aid (debug_options.h): each intermediate is NaN until the step that writes it.
+  const bool poison = poison_workspace();
+  auto refill = [&](void* pointer, std::size_t bytes) {
+    if (poison) backend.fill_bytes(pointer, bytes, kPoisonByte);
+  };
 
   for (int32_t b = 0; b < p.batch; ++b) {
     const SequenceMask mask = sequence_mask(p, b);
@@ -63,6 +69,7 @@ void run_prefill_pipeline(BackendImpl& backend, const AttentionProblem& p, const
           qk.ab_scale = scale;
           // A row stride of 1 is allowed for a single token; the GEMM wants >= k.
           if (rows == 1) qk.a_leading_dimension = std::max<int64_t>(qk.a_leading_dimension, d);
+          refill(scores, static_cast<std::size_t>(gqa) * rows * ld * sizeof(float));
           backend.matmul(qk);
 
           ScatterScoresArguments mask_args;
@@ -97,6 +104,9 @@ void run_prefill_pipeline(BackendImpl& backend, const AttentionProblem& p, const
           sm.lse_block_stride = p.lse_head_stride;
           sm.lse_row_stride = p.lse_token_stride;
         }
+        if (ws.separate_probabilities) {  // else softmax runs in place over the scores
+          refill(probabilities, static_cast<std::size_t>(gqa) * rows * ld * dtype_size(pdtype));
+        }
         backend.softmax(sm);
 
         if (cols > 0) {
@@ -120,6 +130,7 @@ void run_prefill_pipeline(BackendImpl& backend, const AttentionProblem& p, const
           pv.k = cols;
           pv.batch = gqa;
           pv.ab_scale = 1.0f;
+          refill(values, static_cast<std::size_t>(gqa) * rows * d * sizeof(float));
           backend.matmul(pv);
         }
 
@@ -137,7 +148,7 @@ void run_prefill_pipeline(BackendImpl& backend, const AttentionProblem& p, const
         sv.head_dim = p.head_dim;
         if (cols == 0) {
           // Nothing visible: the output rows are zeros. values holds zeros for that purpose.
-          backend.fill_zero(values, static_cast<std::size_t>(gqa) * rows * d * sizeof(float));
+          backend.fill_bytes(values, static_cast<std::size_t>(gqa) * rows * d * sizeof(float), 0);
         }
         backend.scatter_values(sv);
       }

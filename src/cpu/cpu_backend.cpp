@@ -6,6 +6,7 @@
 #include <new>
 
 #include "core/backend_registry.h"
+#include "core/debug_options.h"
 #include "core/workspace_layout.h"
 #include "cpu/aligned_buffer.h"
 #include "cpu/cpu_components.h"
@@ -31,8 +32,14 @@ class CpuBackend final : public BackendImpl {
     std::memmove(destination, source, bytes);
   }
   void synchronize() override {}
-  void fill_zero(void* pointer, std::size_t bytes) override { std::memset(pointer, 0, bytes); }
-  void* workspace(std::size_t bytes) override { return workspace_.reserve(bytes); }
+  void fill_bytes(void* pointer, std::size_t bytes, unsigned char value) override {
+    std::memset(pointer, value, bytes);
+  }
+  void* workspace(std::size_t bytes) override {
+    void* scratch = workspace_.reserve(bytes);
+    if (poison_workspace()) fill_bytes(scratch, bytes, kPoisonByte);
+    return scratch;
+  }
 
   void matmul(const MatmulArguments& args) override { cpu::matmul(args, matmul_scratch_); }
   void softmax(const SoftmaxArguments& args) override { cpu::softmax(args); }

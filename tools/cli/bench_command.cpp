@@ -190,8 +190,8 @@ int bench_command(int argc, char** argv) {
         .value("memory_bytes", device.memory_bytes)
         .end_object();
     j.value("load_average_1min_at_start", load_at_start).value("load_average_1min_at_end", load_average());
-    j.value("timing", cuda ? "CUDA events around each call, calls issued while the stream is held "
-                           "(no host gaps), median after warm-up, rotating KV copies > 2x L2"
+    j.value("timing", cuda ? "CUDA events around each call, each call issued while the stream is "
+                           "held (no host gaps), median after warm-up, rotating KV copies > 2x L2"
                            : "steady clock, median after warm-up, rotating KV copies > 2x last-level cache");
     if (ceilings) {
       j.begin_object("ceilings");

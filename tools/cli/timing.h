@@ -22,9 +22,9 @@ class Timer {
 
   // Seconds of each of `count` calls of `call`, and the host's seconds per call spent issuing
   // them. This base version times each call between start() and stop(). The CUDA timer holds
-  // its stream while the host issues every call between its own pair of events, then releases
-  // it: the GPU runs the calls back to back, so the host's launch cost (which CUDA graphs hide
-  // in an engine) is reported apart instead of inside the GPU time.
+  // its stream while the host issues each call between its pair of events, then releases it:
+  // the GPU time excludes the host's launch cost (which CUDA graphs hide in an engine), and
+  // that cost is reported apart.
   virtual std::vector<double> time_each(int32_t count, const std::function<void()>& call,
                                         double* host_seconds_per_call);
 };

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <memory>
 #include <thread>
 #endif
 
@@ -26,7 +27,7 @@ void check_cuda(cudaError_t error, const char* what) {
 }
 
 // Holds a stream until the host opens it (or a second has passed, when something in the timed
-// calls waits for the stream itself).
+// call waits for the stream itself).
 struct Gate {
   std::atomic<bool> open{false};
   std::atomic<bool> timed_out{false};
@@ -69,52 +70,53 @@ class CudaEventTimer final : public Timer {
   std::vector<double> time_each(int32_t count, const std::function<void()>& call,
                                 double* host_seconds_per_call) override {
     std::vector<cudaEvent_t> events;
-    auto destroy = [&] {
+    std::vector<std::unique_ptr<Gate>> gates;
+    auto release_all = [&] {
+      for (auto& gate : gates) gate->open.store(true, std::memory_order_release);
+      cudaStreamSynchronize(stream_);
       for (cudaEvent_t e : events) cudaEventDestroy(e);
     };
-    for (int32_t i = 0; i < 2 * count; ++i) {
-      cudaEvent_t e = nullptr;
-      const cudaError_t status = cudaEventCreate(&e);
-      if (status != cudaSuccess) destroy();
-      check_cuda(status, "cudaEventCreate");
-      events.push_back(e);
-    }
-    Gate gate;
-    std::chrono::steady_clock::time_point issued, done;
+    double host = 0;
     try {
-      check_cuda(cudaLaunchHostFunc(stream_, &Gate::wait, &gate), "cudaLaunchHostFunc");
-      issued = std::chrono::steady_clock::now();
-      for (int32_t i = 0; i < count; ++i) {
-        check_cuda(cudaEventRecord(events[2 * i], stream_), "cudaEventRecord");
-        call();
-        check_cuda(cudaEventRecord(events[2 * i + 1], stream_), "cudaEventRecord");
+      for (int32_t i = 0; i < 2 * count; ++i) {
+        cudaEvent_t e = nullptr;
+        check_cuda(cudaEventCreate(&e), "cudaEventCreate");
+        events.push_back(e);
       }
-      done = std::chrono::steady_clock::now();
-      gate.open.store(true, std::memory_order_release);
+      // Call i: the stream waits at gate i until the host has issued all of call i, so the
+      // events bracket GPU work only; one call's launches at a time fit the launch queue.
+      for (int32_t i = 0; i < count; ++i) {
+        gates.push_back(std::make_unique<Gate>());
+        check_cuda(cudaLaunchHostFunc(stream_, &Gate::wait, gates.back().get()),
+                   "cudaLaunchHostFunc");
+        check_cuda(cudaEventRecord(events[2 * i], stream_), "cudaEventRecord");
+        const auto issued = std::chrono::steady_clock::now();
+        call();
+        host += std::chrono::duration<double>(std::chrono::steady_clock::now() - issued).count();
+        check_cuda(cudaEventRecord(events[2 * i + 1], stream_), "cudaEventRecord");
+        gates.back()->open.store(true, std::memory_order_release);
+      }
       if (count > 0) check_cuda(cudaEventSynchronize(events.back()), "cudaEventSynchronize");
     } catch (...) {
-      gate.open.store(true, std::memory_order_release);
-      cudaStreamSynchronize(stream_);
-      destroy();
+      release_all();
       throw;
     }
     std::vector<double> seconds;
+    bool timed_out = false;
     for (int32_t i = 0; i < count; ++i) {
+      timed_out = timed_out || gates[i]->timed_out.load();
       float ms = 0;
       const cudaError_t status = cudaEventElapsedTime(&ms, events[2 * i], events[2 * i + 1]);
-      if (status != cudaSuccess) destroy();
+      if (status != cudaSuccess) release_all();
       check_cuda(status, "cudaEventElapsedTime");
       seconds.push_back(ms * 1e-3);
     }
-    destroy();
-    if (gate.timed_out.load()) {
+    release_all();
+    if (timed_out) {
       // A call waited for the held stream (an implicit synchronisation): time it call by call.
       return Timer::time_each(count, call, host_seconds_per_call);
     }
-    if (host_seconds_per_call) {
-      *host_seconds_per_call =
-          count > 0 ? std::chrono::duration<double>(done - issued).count() / count : 0.0;
-    }
+    if (host_seconds_per_call) *host_seconds_per_call = count > 0 ? host / count : 0.0;
     return seconds;
   }
 

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "core/backend_registry.h"
+#include "core/debug_options.h"
 #include "core/error.h"
 #include "cuda/kernels/decode.h"
 #include "cuda/kernels/matrix_fill.h"
@@ -158,38 +159,16 @@ class CudaBackend final : public detail::BackendImpl {
     WIDEATTN_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
 
-  void fill_zero(void* pointer, std::size_t bytes) override {
+  void fill_bytes(void* pointer, std::size_t bytes, unsigned char value) override {
     if (bytes == 0) return;
     DeviceScope scope(device_index_);
-    WIDEATTN_CUDA_CHECK(cudaMemsetAsync(pointer, 0, bytes, stream_));
+    WIDEATTN_CUDA_CHECK(cudaMemsetAsync(pointer, value, bytes, stream_));
   }
 
   void* workspace(std::size_t bytes) override {
-    if (bytes <= workspace_bytes_) return workspace_;
-    DeviceScope scope(device_index_);
-    if (stream_is_capturing(stream_)) {
-      detail::throw_error(StatusCode::unsupported,
-                          "workspace: " + std::to_string(bytes) + " bytes needed (" +
-                              std::to_string(workspace_bytes_) +
-                              " held) while the stream is being captured into a CUDA graph, "
-                              "expected the workspace to be sized before capture: run the same "
-                              "call once outside the capture");
-    }
-    if (workspace_) {
-      // Work queued on the stream may still read the old buffer: let it finish first.
-      WIDEATTN_CUDA_CHECK(cudaStreamSynchronize(stream_));
-      WIDEATTN_CUDA_CHECK(cudaFree(workspace_));
-      workspace_ = nullptr;
-      workspace_bytes_ = 0;
-    }
-    // Grow by at least a quarter so that slowly growing requests do not each synchronise.
-    const std::size_t target = std::max(bytes, workspace_bytes_grown_ + workspace_bytes_grown_ / 4);
-    const std::size_t size = (target + kWorkspaceGranularity - 1) / kWorkspaceGranularity *
-                             kWorkspaceGranularity;
-    workspace_ = device_malloc(size, "workspace");
-    workspace_bytes_ = size;
-    workspace_bytes_grown_ = size;
-    return workspace_;
+    void* scratch = grow_workspace(bytes);
+    if (detail::poison_workspace()) fill_bytes(scratch, bytes, detail::kPoisonByte);
+    return scratch;
   }
 
   void matmul(const MatmulArguments& args) override {
@@ -219,6 +198,35 @@ class CudaBackend final : public detail::BackendImpl {
   }
 
  private:
+  // The workspace, grown to at least `bytes` (not under graph capture).
+  void* grow_workspace(std::size_t bytes) {
+    if (bytes <= workspace_bytes_) return workspace_;
+    DeviceScope scope(device_index_);
+    if (stream_is_capturing(stream_)) {
+      detail::throw_error(StatusCode::unsupported,
+                          "workspace: " + std::to_string(bytes) + " bytes needed (" +
+                              std::to_string(workspace_bytes_) +
+                              " held) while the stream is being captured into a CUDA graph, "
+                              "expected the workspace to be sized before capture: run the same "
+                              "call once outside the capture");
+    }
+    if (workspace_) {
+      // Work queued on the stream may still read the old buffer: let it finish first.
+      WIDEATTN_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      WIDEATTN_CUDA_CHECK(cudaFree(workspace_));
+      workspace_ = nullptr;
+      workspace_bytes_ = 0;
+    }
+    // Grow by at least a quarter so that slowly growing requests do not each synchronise.
+    const std::size_t target = std::max(bytes, workspace_bytes_grown_ + workspace_bytes_grown_ / 4);
+    const std::size_t size = (target + kWorkspaceGranularity - 1) / kWorkspaceGranularity *
+                             kWorkspaceGranularity;
+    workspace_ = device_malloc(size, "workspace");
+    workspace_bytes_ = size;
+    workspace_bytes_grown_ = size;
+    return workspace_;
+  }
+
   int device_index_;
   DeviceInfo info_;
   cudaStream_t stream_;

@@ -1,0 +1,16 @@
+#include "core/debug_options.h"
+
+#include <cstdlib>
+#include <cstring>
+
+namespace wideattn::detail {
+
+bool poison_workspace() {
+  static const bool enabled = [] {
+    const char* value = std::getenv("WIDEATTN_POISON_WORKSPACE");
+    return value && *value && std::strcmp(value, "0") != 0;
+  }();
+  return enabled;
+}
+
+}  // namespace wideattn::detail

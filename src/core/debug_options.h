@@ -1,0 +1,13 @@
+// Debugging aids read from the environment once per process. Off by default; they cost time.
+#pragma once
+
+namespace wideattn::detail {
+
+// WIDEATTN_POISON_WORKSPACE=1: every call fills its scratch with kPoisonByte (NaN in f32, f16
+// and bf16) before its work, and the prefill pipeline refills each intermediate (scores,
+// probabilities, values) before the step that writes it, so that a read of a cell the step
+// before did not write shows up as NaN in the outputs instead of a stale value.
+bool poison_workspace();
+inline constexpr unsigned char kPoisonByte = 0xFF;
+
+}  // namespace wideattn::detail
