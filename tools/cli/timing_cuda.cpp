@@ -84,8 +84,10 @@ class CudaEventTimer final : public Timer {
         events.push_back(e);
       }
       // Call i: the stream waits at gate i until the host has issued all of call i, so the
-      // events bracket GPU work only; one call's launches at a time fit the launch queue.
+      // events bracket GPU work only. The stream is idle before each call: the host's issue
+      // time is its own work, never a wait for room in a launch queue full of earlier calls.
       for (int32_t i = 0; i < count; ++i) {
+        check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
         gates.push_back(std::make_unique<Gate>());
         check_cuda(cudaLaunchHostFunc(stream_, &Gate::wait, gates.back().get()),
                    "cudaLaunchHostFunc");
