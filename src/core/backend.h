@@ -11,6 +11,17 @@
 
 namespace wideattn::detail {
 
+// The prefill pipeline's mask-and-normalise step over one chunk of one KV group: the scores
+// (`softmax.input`, [heads, rows, cols] with heads = softmax.rows / softmax.rows_per_block)
+// are masked and soft-capped as scatter_scores would (query first_query + row, key first_key +
+// column), then normalised as softmax.
+struct MaskedSoftmaxArguments {
+  SoftmaxArguments softmax;
+  SequenceMask mask;
+  int64_t first_query = 0, first_key = 0;
+  float softcap = 0.0f;
+};
+
 class BackendImpl {
  public:
   virtual ~BackendImpl() = default;
@@ -34,6 +45,29 @@ class BackendImpl {
   // Components.
   virtual void matmul(const MatmulArguments& args) = 0;
   virtual void softmax(const SoftmaxArguments& args) = 0;
+  // Default: scatter_scores in place over the scores, then softmax. A backend may fuse them
+  // (one pass over the scores instead of three).
+  virtual void masked_softmax(const MaskedSoftmaxArguments& args) {
+    const SoftmaxArguments& sm = args.softmax;
+    if (sm.cols > 0 && sm.rows > 0) {
+      ScatterScoresArguments mask;
+      mask.scores = sm.input;
+      mask.scores_row_stride = sm.input_row_stride;
+      mask.scores_head_stride = sm.rows_per_block * sm.input_row_stride;
+      mask.dst = const_cast<float*>(sm.input);  // the pipeline's own scratch
+      mask.dst_row_stride = mask.scores_row_stride;
+      mask.dst_head_stride = mask.scores_head_stride;
+      mask.heads = static_cast<int32_t>(sm.rows / sm.rows_per_block);
+      mask.rows = sm.rows_per_block;
+      mask.cols = sm.cols;
+      mask.first_query = args.first_query;
+      mask.first_key = args.first_key;
+      mask.mask = args.mask;
+      mask.softcap = args.softcap;
+      scatter_scores(mask);
+    }
+    softmax(sm);
+  }
   virtual void scatter_scores(const ScatterScoresArguments& args) = 0;
   virtual void scatter_values(const ScatterValuesArguments& args) = 0;
 

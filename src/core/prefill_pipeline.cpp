@@ -71,25 +71,14 @@ void run_prefill_pipeline(BackendImpl& backend, const AttentionProblem& p, const
           if (rows == 1) qk.a_leading_dimension = std::max<int64_t>(qk.a_leading_dimension, d);
           refill(scores, static_cast<std::size_t>(gqa) * rows * ld * sizeof(float));
           backend.matmul(qk);
-
-          ScatterScoresArguments mask_args;
-          mask_args.scores = scores;
-          mask_args.scores_head_stride = rows * ld;
-          mask_args.scores_row_stride = ld;
-          mask_args.dst = scores;
-          mask_args.dst_head_stride = rows * ld;
-          mask_args.dst_row_stride = ld;
-          mask_args.heads = gqa;
-          mask_args.rows = rows;
-          mask_args.cols = cols;
-          mask_args.first_query = t0;
-          mask_args.first_key = keys.first;
-          mask_args.mask = mask;
-          mask_args.softcap = p.softcap;
-          backend.scatter_scores(mask_args);
         }
 
-        SoftmaxArguments sm;
+        MaskedSoftmaxArguments masked;
+        masked.mask = mask;
+        masked.first_query = t0;
+        masked.first_key = keys.first;
+        masked.softcap = p.softcap;
+        SoftmaxArguments& sm = masked.softmax;
         sm.input = scores;
         sm.input_row_stride = ld;
         sm.output = probabilities;
@@ -107,7 +96,7 @@ void run_prefill_pipeline(BackendImpl& backend, const AttentionProblem& p, const
         if (ws.separate_probabilities) {  // else softmax runs in place over the scores
           refill(probabilities, static_cast<std::size_t>(gqa) * rows * ld * dtype_size(pdtype));
         }
-        backend.softmax(sm);
+        backend.masked_softmax(masked);
 
         if (cols > 0) {
           MatmulArguments pv;

@@ -7,11 +7,14 @@
 //   2. each element becomes exp(x - max) / sum, converted to the output dtype.
 // A row of only -inf (and no sink) writes zeros and LSE -inf. Loads are 16-byte float4 and
 // stores 4-element packed once the row pointer is aligned; a scalar head and tail cover the rest.
+// With a SoftmaxMask (the prefill pipeline) each element is masked and soft-capped as it is
+// read, in both passes, so the scores are read twice instead of read, rewritten and read twice.
 #include "cuda/kernels/softmax.h"
 
 #include <algorithm>
 #include <cstdint>
 
+#include "core/mask.h"
 #include "cuda/primitives/check.h"
 #include "cuda/primitives/dtype.cuh"
 #include "cuda/primitives/reduce.cuh"
@@ -34,7 +37,37 @@ struct SoftmaxParams {
   float* lse;              // lse[blk * lse_block_stride + r * lse_row_stride] or null
   int64_t lse_block_stride, lse_row_stride;
   bool warp_per_row;
+  bool masked;          // apply `mask` while reading (SoftmaxMask)
+  bool mask_intervals;  // no tree, no ring: each query sees one interval of keys
+  SoftmaxMask mask;
 };
+
+// Which columns of a row its query sees: [lo, hi) when the mask is an interval per query (the
+// predicate reduces to two compares), else every column is tested with key_visible.
+struct RowVisibility {
+  int64_t query, lo, hi;
+};
+
+__device__ __forceinline__ RowVisibility row_visibility(const SoftmaxParams& p, int64_t query) {
+  RowVisibility v{query, 0, p.cols};
+  if (p.masked && p.mask_intervals) {
+    const detail::KeyRange keys = detail::visible_key_range(p.mask.mask, query, query + 1);
+    v.lo = keys.first - p.mask.first_key;
+    v.hi = keys.last - p.mask.first_key;
+  }
+  return v;
+}
+
+// The logit of input element x in column c.
+__device__ __forceinline__ float masked_logit(const SoftmaxParams& p, const RowVisibility& v,
+                                              int64_t c, float x) {
+  if (!p.masked) return x;
+  const bool visible = p.mask_intervals
+                           ? c >= v.lo && c < v.hi
+                           : detail::key_visible(p.mask.mask, v.query, p.mask.first_key + c);
+  if (!visible) return -INFINITY;
+  return p.mask.softcap > 0.0f ? p.mask.softcap * tanhf(x / p.mask.softcap) : x;
+}
 
 // The split of one row into a scalar head [0, head), `vectors` groups of 4 elements starting at
 // `head` (input 16-byte aligned, output aligned to 4 elements), and a scalar tail.
@@ -60,19 +93,23 @@ __device__ __forceinline__ void softmax_row(const SoftmaxParams& p, int64_t row,
   Out* y = static_cast<Out*>(p.output) + row * p.output_row_stride;
   const RowSplit split = cols > 0 ? split_row(x, y, cols) : RowSplit{0, 0};
   const int64_t tail = split.head + 4 * split.vectors;
+  const int64_t block = row / p.rows_per_block;
+  const RowVisibility visibility =
+      row_visibility(p, p.mask.first_query + (row - block * p.rows_per_block));
+  auto logit = [&](int64_t c, float v) { return masked_logit(p, visibility, c, v); };
 
   // Pass 1: online max and sum.
   MaxSum state = MaxSum::empty();
-  for (int64_t i = lane; i < split.head; i += group) state.add(x[i]);
+  for (int64_t i = lane; i < split.head; i += group) state.add(logit(i, x[i]));
   const float4* xv = reinterpret_cast<const float4*>(x + split.head);
   for (int64_t v = lane; v < split.vectors; v += group) {
     const float4 f = xv[v];
-    state.add4(f.x, f.y, f.z, f.w);
+    const int64_t c = split.head + 4 * v;
+    state.add4(logit(c, f.x), logit(c + 1, f.y), logit(c + 2, f.z), logit(c + 3, f.w));
   }
-  for (int64_t i = tail + lane; i < cols; i += group) state.add(x[i]);
+  for (int64_t i = tail + lane; i < cols; i += group) state.add(logit(i, x[i]));
   state = p.warp_per_row ? warp_merge(state) : block_merge(state, scratch);
 
-  const int64_t block = row / p.rows_per_block;
   if (p.sinks) state.merge(MaxSum{p.sinks[block], 1.0f});
   const bool empty = state.max == -INFINITY;
   if (lane == 0 && p.lse) {
@@ -85,16 +122,19 @@ __device__ __forceinline__ void softmax_row(const SoftmaxParams& p, int64_t row,
   const float max = empty ? 0.0f : state.max;
   const float inv_sum = empty ? 0.0f : 1.0f / state.sum;
   for (int64_t i = lane; i < split.head; i += group) {
-    y[i] = from_float<Out>(exp_f32(x[i] - max) * inv_sum);
+    y[i] = from_float<Out>(exp_f32(logit(i, x[i]) - max) * inv_sum);
   }
   for (int64_t v = lane; v < split.vectors; v += group) {
     const float4 f = xv[v];
-    const float e[4] = {exp_f32(f.x - max) * inv_sum, exp_f32(f.y - max) * inv_sum,
-                        exp_f32(f.z - max) * inv_sum, exp_f32(f.w - max) * inv_sum};
+    const int64_t c = split.head + 4 * v;
+    const float e[4] = {exp_f32(logit(c, f.x) - max) * inv_sum,
+                        exp_f32(logit(c + 1, f.y) - max) * inv_sum,
+                        exp_f32(logit(c + 2, f.z) - max) * inv_sum,
+                        exp_f32(logit(c + 3, f.w) - max) * inv_sum};
     store_packed<4>(y + split.head + 4 * v, e);
   }
   for (int64_t i = tail + lane; i < cols; i += group) {
-    y[i] = from_float<Out>(exp_f32(x[i] - max) * inv_sum);
+    y[i] = from_float<Out>(exp_f32(logit(i, x[i]) - max) * inv_sum);
   }
 }
 
@@ -117,7 +157,7 @@ __global__ void __launch_bounds__(kThreads) softmax_kernel(const SoftmaxParams p
 
 }  // namespace
 
-void launch_softmax(const SoftmaxArguments& args, cudaStream_t stream) {
+void launch_softmax(const SoftmaxArguments& args, cudaStream_t stream, const SoftmaxMask* mask) {
   if (args.rows == 0) return;
   SoftmaxParams p;
   p.input = args.input;
@@ -132,6 +172,12 @@ void launch_softmax(const SoftmaxArguments& args, cudaStream_t stream) {
   p.lse_block_stride = args.lse_block_stride;
   p.lse_row_stride = args.lse_row_stride;
   p.warp_per_row = args.cols <= kWarpRowMaxCols;
+  p.masked = mask != nullptr;
+  p.mask_intervals = false;
+  if (mask) {
+    p.mask = *mask;
+    p.mask_intervals = !mask->mask.spec.tree_start && mask->mask.spec.ring_length == 0;
+  }
 
   const int64_t rows_per_cta = p.warp_per_row ? kThreads / kWarpSize : 1;
   const dim3 grid(static_cast<unsigned>(std::min((p.rows + rows_per_cta - 1) / rows_per_cta, kMaxGrid)));

@@ -7,7 +7,18 @@
 
 namespace wideattn::cuda {
 
-// Launches the softmax of `args` (already validated) on `stream`. Throws detail::Error.
-void launch_softmax(const SoftmaxArguments& args, cudaStream_t stream);
+// Masking applied while the softmax reads its input (the prefill pipeline's fused step): the
+// element of row r (r % rows_per_block = query first_query + that) and column c (key first_key
+// + c) is soft-capped when the mask shows the key, -inf when it hides it.
+struct SoftmaxMask {
+  SequenceMask mask;  // tree pointers are device pointers
+  int64_t first_query = 0, first_key = 0;
+  float softcap = 0.0f;  // > 0: softcap * tanh(x / softcap)
+};
+
+// Launches the softmax of `args` (already validated) on `stream`, masked by `mask` when it is
+// given. Throws detail::Error.
+void launch_softmax(const SoftmaxArguments& args, cudaStream_t stream,
+                    const SoftmaxMask* mask = nullptr);
 
 }  // namespace wideattn::cuda

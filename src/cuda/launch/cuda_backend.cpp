@@ -181,6 +181,16 @@ class CudaBackend final : public detail::BackendImpl {
     launch_softmax(args, stream_);
   }
 
+  void masked_softmax(const detail::MaskedSoftmaxArguments& args) override {
+    DeviceScope scope(device_index_);
+    SoftmaxMask mask;
+    mask.mask = args.mask;
+    mask.first_query = args.first_query;
+    mask.first_key = args.first_key;
+    mask.softcap = args.softcap;
+    launch_softmax(args.softmax, stream_, &mask);
+  }
+
   void scatter_scores(const ScatterScoresArguments& args) override {
     DeviceScope scope(device_index_);
     launch_scatter_scores(args, stream_);
