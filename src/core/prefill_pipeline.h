@@ -7,8 +7,8 @@ namespace wideattn::detail {
 // The reference design's unfused prefill, built from the backend's components. For each
 // sequence, chunk of suffix rows and KV head g:
 //   1. matmul   scores[j] = scale * Q[rows, head g*gqa + j] K_g^T   (batched over j, K shared)
-//   2. scatter_scores: soft-cap and mask in place
-//   3. softmax  (sinks, LSE) into probabilities
+//   2-3. masked_softmax: soft-cap and mask, then softmax (sinks, LSE) into probabilities
+//        (scatter_scores in place then softmax, unless the backend fuses them)
 //   4. matmul   values[j] = P[j] V_g
 //   5. scatter_values into the token-major output
 // Each chunk multiplies only against the key range its rows can see (causal / window skipping),
