@@ -221,5 +221,27 @@ TEST(MaskPredicate, VisibleKeyRangeHoldsEveryVisibleKey) {
   }
 }
 
+// Without a tree or a ring, one query sees exactly one interval of keys, and visible_key_range
+// for that single query is it: the CUDA prefill's softmax masks by comparing against it.
+TEST(MaskPredicate, VisibleKeyRangeOfOneQueryIsExactWithoutTreeOrRing) {
+  SCOPED_TRACE(seed_note());
+  std::mt19937_64 rng = test_rng();
+  int checked = 0;
+  for (int trial = 0; trial < 2000; ++trial) {
+    const RandomMask r = random_mask(rng);
+    if (r.m.spec.tree_start || r.m.spec.ring_length > 0) continue;
+    ++checked;
+    for (int64_t t = 0; t < r.m.suffix_length; ++t) {
+      const detail::KeyRange range = detail::visible_key_range(r.m, t, t + 1);
+      for (int64_t i = 0; i < r.m.prefix_length + r.m.suffix_length; ++i) {
+        ASSERT_EQ(detail::key_visible(r.m, t, i), range.first <= i && i < range.last)
+            << describe(r.m) << ", query " << t << ", key " << i << ", range [" << range.first
+            << ", " << range.last << ")";
+      }
+    }
+  }
+  EXPECT_GT(checked, 500) << "too few masks without tree or ring were drawn";
+}
+
 }  // namespace
 }  // namespace wideattn::test
