@@ -112,17 +112,25 @@ fi
 PY_VENV="$BUILD_DIR/venv-gpu"
 # shellcheck disable=SC2317  # called through step
 python_tests() {
-  # A wheel built elsewhere from this tree (scripts/gpu/build_wheel.sh, carried in .whl/) saves
-  # the build; otherwise build from source.
+  # What a user on this machine runs: a source build of the package with this machine's
+  # compilers (issue 11: a source build crashed on its first call while a wheel built elsewhere
+  # passed), then the whole Python suite against it.
+  local deps_args=""
+  [ -d "$REPO_ROOT/.deps" ] && deps_args="-DBLAS_LIBRARIES=$REPO_ROOT/.deps/lib/libopenblas.so -DWIDEATTN_CBLAS_INCLUDE=$REPO_ROOT/.deps/include"
+  CMAKE_ARGS="${CMAKE_ARGS:-} $deps_args" WIDEATTN_CUDA=ON CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" \
+    "$PY_VENV/bin/python" -m pip install -v --no-index --no-deps --no-build-isolation --force-reinstall \
+    -C build-dir="$BUILD_DIR/python-source" "$REPO_ROOT" >"$OUT_DIR/python-source-build.log" 2>&1 \
+    || { echo "source build failed: $OUT_DIR/python-source-build.log"; tail -n 30 "$OUT_DIR/python-source-build.log"; return 1; }
+  echo "== source build"
+  (cd "$REPO_ROOT" && "$PY_VENV/bin/python" -m pytest -q python/tests) || return 1
+  # A wheel built elsewhere from this tree (scripts/gpu/build_wheel.sh, carried in .whl/), too.
   local prebuilt
   prebuilt="$(ls "$REPO_ROOT"/.whl/wideattn-*.whl 2>/dev/null | head -n 1)"
   if [ -n "$prebuilt" ]; then
+    echo "== prebuilt wheel $prebuilt"
     "$PY_VENV/bin/python" -m pip install -q --no-index --no-deps --force-reinstall "$prebuilt" || return 1
-  else
-    CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" "$PY_VENV/bin/python" -m pip install -q --no-index --no-deps \
-      --no-build-isolation "$REPO_ROOT" || return 1
+    (cd "$REPO_ROOT" && "$PY_VENV/bin/python" -m pytest -q python/tests) || return 1
   fi
-  (cd "$REPO_ROOT" && "$PY_VENV/bin/python" -m pytest -q python/tests)
 }
 if [ "${SKIP_PYTHON:-0}" = 1 ]; then skip python "SKIP_PYTHON=1"
 elif [ ! -f "$REPO_ROOT/pyproject.toml" ] || [ ! -d "$REPO_ROOT/python/tests" ]; then
