@@ -49,6 +49,7 @@ class Case:
     kv_heads: int
     head_dim: int
     scale: float = 1.0
+    window: int = 0  # > 0: sliding window (a key is visible when 0 <= qpos - kpos < window)
 
     @property
     def decode(self) -> bool:
@@ -59,8 +60,23 @@ class Case:
         return self.kv_length - self.new_tokens
 
     def visible_pairs(self) -> int:
-        n, p = self.new_tokens, self.prefix
-        return self.batch * (n * p + n * (n + 1) // 2)
+        n, p, w = self.new_tokens, self.prefix, self.window
+        if w <= 0:
+            return self.batch * (n * p + n * (n + 1) // 2)
+        # sum over qpos in [p, p + n) of min(qpos + 1, w)
+        ramp_end = min(p + n, w)  # positions < w see qpos + 1 keys
+        ramp = max(0, ramp_end - p)
+        ramp_pairs = (ramp * (p + 1 + ramp_end)) // 2 if ramp else 0
+        return self.batch * (ramp_pairs + (n - ramp) * w)
+
+    def hidden(self, rows: torch.Tensor) -> torch.Tensor:
+        """[rows, kv_length] bool: keys that suffix rows `rows` do not see."""
+        keys = torch.arange(self.kv_length, device="cuda")[None, :]
+        qpos = (self.prefix + rows)[:, None]
+        hidden = keys > qpos
+        if self.window > 0:
+            hidden |= keys <= qpos - self.window
+        return hidden
 
     def flops(self) -> float:
         return 4.0 * self.heads * self.visible_pairs() * self.head_dim
@@ -85,7 +101,12 @@ def all_cases() -> List[Case]:
         Case("decode batch 1, kv 131072, d=512 (16/4)", 1, 1, 131072, 16, 4, 512),
         Case("decode batch 8, 4 new, kv 8192, d=512 (16/4)", 8, 4, 8192, 16, 4, 512),
         Case("prefill 4096, d=128 (32/8)", 1, 4096, 4096, 32, 8, 128, 128 ** -0.5),
+        Case("prefill 16384, d=128 (32/8)", 1, 16384, 16384, 32, 8, 128, 128 ** -0.5),
         Case("prefill 4096, d=256 (16/8)", 1, 4096, 4096, 16, 8, 256, 256 ** -0.5),
+        Case("prefill 16384, d=256 (16/8)", 1, 16384, 16384, 16, 8, 256, 256 ** -0.5),
+        Case("chunk 512 new on 8192, d=256 (16/8)", 1, 512, 8192, 16, 8, 256, 256 ** -0.5),
+        Case("sliding 8192, window 1024, d=256 (32/16)", 1, 8192, 8192, 32, 16, 256, 1.0, 1024),
+        Case("sliding 8192, window 1024, d=256 (16/8)", 1, 8192, 8192, 16, 8, 256, 1.0, 1024),
     ]
 
 
@@ -182,8 +203,7 @@ def reference_rows(case: Case, inputs: Inputs, rows: torch.Tensor) -> torch.Tens
     k = c["k"][0, :L].float()  # [L, KV, d]
     v = c["v"][0, :L].float()
     scores = torch.einsum("rkgd,lkd->kgrl", q, k) * case.scale
-    hidden = torch.arange(L, device="cuda")[None, :] > (case.prefix + rows)[:, None]
-    scores.masked_fill_(hidden, float("-inf"))
+    scores.masked_fill_(case.hidden(rows), float("-inf"))
     out = torch.einsum("kgrl,lkd->rkgd", torch.softmax(scores, dim=-1), v)
     return out.reshape(r, H, d)
 
@@ -212,7 +232,8 @@ def make_peer(name: str, case: Case, inputs: Inputs):
         def run():
             c = inputs.next()
             return wideattn.attention(inputs.q, c["k"], c["v"], query_offsets=inputs.query_offsets,
-                                      kv_lengths=inputs.kv_lengths, out=inputs.out, scale=scale)
+                                      kv_lengths=inputs.kv_lengths, out=inputs.out, scale=scale,
+                                      window=case.window)
         return run, "token"
 
     if name == "wideattn_direct":  # the extension without the PyTorch operator's dispatch
@@ -221,15 +242,15 @@ def make_peer(name: str, case: Case, inputs: Inputs):
         def run():
             c = inputs.next()
             _api.attention_into(inputs.q, c["k"], c["v"], inputs.out, None, inputs.query_offsets,
-                                inputs.kv_lengths, True, 0, 0, 0, None, None, 0.0, scale, "auto")
+                                inputs.kv_lengths, True, case.window, 0, 0, None, None, 0.0, scale, "auto")
             return inputs.out
         return run, "token"
 
     if name == "eager":
         group = H // KV
         hidden = None
-        if n > 1:
-            hidden = torch.arange(L, device="cuda")[None, :] > (prefix + torch.arange(n, device="cuda"))[:, None]
+        if n > 1 or case.window > 0:
+            hidden = case.hidden(torch.arange(n, device="cuda"))
 
         def run():
             c = inputs.next()
@@ -248,7 +269,9 @@ def make_peer(name: str, case: Case, inputs: Inputs):
                    "sdpa_cudnn": SDPBackend.CUDNN_ATTENTION,
                    "sdpa_flash": SDPBackend.FLASH_ATTENTION}[name]
         mask_kwargs: dict = {}
-        if n == L:
+        if case.window > 0:
+            mask_kwargs = {"attn_mask": ~case.hidden(torch.arange(n, device="cuda"))}
+        elif n == L:
             mask_kwargs = {"is_causal": True}
         elif n > 1:
             from torch.nn.attention.bias import causal_lower_right
@@ -278,8 +301,13 @@ def make_peer(name: str, case: Case, inputs: Inputs):
     if name == "flex":
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
+        window = case.window
+
         def causal(b, h, q_idx, kv_idx):
-            return q_idx + prefix >= kv_idx
+            visible = q_idx + prefix >= kv_idx
+            if window > 0:
+                visible = visible & (q_idx + prefix - kv_idx < window)
+            return visible
 
         # One compilation per case and tile choice: past dynamo's recompile limit flex_attention
         # would silently run an unfused fallback.
@@ -361,7 +389,7 @@ def run_case(case: Case, peers: List[str], budget_ms: float, l2_bytes: int) -> D
     if "wideattn" in peers:
         plan = wideattn.plan(inputs.q, inputs.caches[0]["k"], inputs.caches[0]["v"],
                              query_offsets=inputs.query_offsets, kv_lengths=inputs.kv_lengths,
-                             scale=case.scale)
+                             scale=case.scale, window=case.window)
         results["wideattn"]["plan"] = f"{plan.kernel}, {plan.num_splits} split(s)"
     del inputs
     torch.cuda.empty_cache()

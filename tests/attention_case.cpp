@@ -36,6 +36,7 @@ std::string AttentionCase::describe() const {
   if (out_head_major) s << ", head-major out";
   if (out_gap) s << ", out gap " << out_gap;
   if (lse_gap) s << ", lse gap " << lse_gap;
+  if (nan_past_kv_length) s << ", NaN past kv_length";
   return s.str();
 }
 
@@ -134,8 +135,23 @@ void check_attention(Context& context, std::mt19937_64& rng, const AttentionCase
   // Inputs on the host.
   const HostTensor q = random_tensor(rng, c.dtype, tokens * c.q_heads * d, -c.input_range, c.input_range);
   const int64_t cache_elements = int64_t{batch} * capacity * c.kv_heads * d;
-  const HostTensor k = random_tensor(rng, c.dtype, cache_elements, -c.input_range, c.input_range);
-  const HostTensor v = random_tensor(rng, c.dtype, cache_elements, -c.input_range, c.input_range);
+  HostTensor k_cache = random_tensor(rng, c.dtype, cache_elements, -c.input_range, c.input_range);
+  HostTensor v_cache = random_tensor(rng, c.dtype, cache_elements, -c.input_range, c.input_range);
+  if (c.nan_past_kv_length) {
+    for (int32_t b = 0; b < batch; ++b) {
+      for (int64_t slot = kv_lengths[b]; slot < capacity; ++slot) {
+        for (int64_t h = 0; h < c.kv_heads; ++h) {
+          const int64_t base = b * host.kv.k_sequence_stride + slot * host.kv.k_token_stride + h * host.kv.k_head_stride;
+          for (int64_t x = 0; x < d; ++x) {
+            k_cache.set(base + x, std::nan(""));
+            v_cache.set(base + x, std::nan(""));
+          }
+        }
+      }
+    }
+  }
+  const HostTensor& k = k_cache;
+  const HostTensor& v = v_cache;
   std::vector<int32_t> tree_start = c.tree_start, tree_end = c.tree_end, tree_height = c.tree_height;
   if (c.tree && tree_start.empty()) {
     for (const SequenceShape& s : c.sequences) append_random_trie(rng, s.suffix, &tree_start, &tree_end, &tree_height);

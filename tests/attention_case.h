@@ -47,6 +47,9 @@ struct AttentionCase {
   int64_t lse_gap = 0;          // unwritten elements between LSE entries
 
   double input_range = 1.0;  // q, k, v uniform in [-input_range, input_range]
+  // Cache slots past each sequence's kv_length hold NaN (stale cache): no kernel may let them
+  // reach an output (0 x NaN is NaN, so masking the score alone is not enough).
+  bool nan_past_kv_length = false;
 
   int64_t total_tokens() const;
   std::string describe() const;

@@ -3,6 +3,7 @@
 // plan_attention is pure, so most of this runs against described devices, with no GPU needed.
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -76,12 +77,62 @@ TEST(Dispatch, SuffixAboveEightGoesToPrefill) {
   for (const DeviceInfo& device : kDevices) {
     SCOPED_TRACE(device.name);
     PlanProblem problem({9, 1}, {200, 40});
-    const Plan plan = plan_or_fail(problem.p, device);
+    const Plan plan = plan_or_fail(problem.p, device, Kernel::prefill_unfused);
     EXPECT_EQ(plan.kernel, Kernel::prefill_unfused);
     EXPECT_GT(plan.workspace_bytes, 0u);
     EXPECT_GE(plan.query_rows_per_chunk, 1);
     EXPECT_LE(plan.query_rows_per_chunk, 9);
-    EXPECT_NE(plan.reason.find("9 > 8"), std::string::npos) << plan.reason;
+    const Plan automatic = plan_or_fail(problem.p, device);
+    EXPECT_TRUE(automatic.kernel == Kernel::prefill_unfused || automatic.kernel == Kernel::prefill_fused)
+        << automatic.reason;
+    EXPECT_NE(automatic.reason.find("9 > 8"), std::string::npos) << automatic.reason;
+  }
+}
+
+// Hopper, 16-bit, head_dim 64/128/256: the fused kernel; anything it does not serve falls back
+// to the unfused pipeline and the plan says why.
+TEST(Dispatch, FusedPrefillOnHopperWithReasonsForFallbacks) {
+  PlanProblem problem({100, 3}, {100, 300});
+  Plan plan = plan_or_fail(problem.p, h100_device());
+#if defined(WIDEATTN_WITH_CUDA)
+  EXPECT_EQ(plan.kernel, Kernel::prefill_fused) << plan.reason;
+  EXPECT_NE(plan.reason.find("fused Hopper kernel"), std::string::npos) << plan.reason;
+  EXPECT_EQ(plan.workspace_bytes, 0u);
+  EXPECT_EQ(plan_or_fail(problem.p, h100_device(), Kernel::prefill_fused).kernel, Kernel::prefill_fused);
+#else
+  EXPECT_EQ(plan.kernel, Kernel::prefill_unfused) << plan.reason;
+  EXPECT_NE(plan.reason.find("built without the CUDA backend"), std::string::npos) << plan.reason;
+#endif
+  struct Fallback {
+    const char* fragment;
+    std::function<void(PlanProblem&, DeviceInfo&)> change;
+  };
+  const Fallback fallbacks[] = {
+      {"needs a CUDA device", [](PlanProblem&, DeviceInfo& d) { d = cpu_device(); }},
+      {"sm_80", [](PlanProblem&, DeviceInfo& d) { d.compute_capability = 80; }},
+      {"f16 or bf16", [](PlanProblem& p, DeviceInfo&) { p.p.dtype = DType::f32; }},
+      {"head_dim 512", [](PlanProblem&, DeviceInfo&) {}},
+      {"ring", [](PlanProblem& p, DeviceInfo&) { p.p.mask.ring_length = 20; p.p.mask.ring_offset = 3; }},
+      {"multiples of 8", [](PlanProblem& p, DeviceInfo&) { p.p.q_token_stride += 4; }},
+  };
+  for (const Fallback& f : fallbacks) {
+    SCOPED_TRACE(f.fragment);
+    PlanProblem changed({100, 3}, {150, 300}, 8, 2, std::string(f.fragment) == "head_dim 512" ? 512 : 128);
+    // Room for f32 elements and the wider strides (planning reads none of it).
+    for (auto* buffer : {&changed.q, &changed.out, &changed.cache}) buffer->resize(buffer->size() * 2 + 64);
+    changed.p.q = changed.q.data();
+    changed.p.out = changed.out.data();
+    changed.p.kv.k = changed.cache.data();
+    changed.p.kv.v = changed.cache.data() + changed.cache.size() / 2;
+    DeviceInfo device = h100_device();
+    f.change(changed, device);
+    plan = plan_or_fail(changed.p, device);
+    EXPECT_EQ(plan.kernel, Kernel::prefill_unfused) << plan.reason;
+#if defined(WIDEATTN_WITH_CUDA)
+    EXPECT_NE(plan.reason.find(f.fragment), std::string::npos) << plan.reason;
+    EXPECT_TRUE(has_error(plan_attention(changed.p, device, Kernel::prefill_fused, &plan),
+                          StatusCode::unsupported, {"prefill_fused", f.fragment}));
+#endif
   }
 }
 
@@ -203,7 +254,8 @@ TEST_P(DispatchOnBackend, AttentionRunsThePlannedKernel) {
     EXPECT_EQ(used.workspace_bytes, planned.workspace_bytes);
     EXPECT_EQ(used.reason, planned.reason);
     EXPECT_FALSE(used.reason.empty());
-    EXPECT_EQ(used.kernel == Kernel::prefill_unfused, s[0] > 8) << used.reason;
+    const bool prefill = used.kernel == Kernel::prefill_unfused || used.kernel == Kernel::prefill_fused;
+    EXPECT_EQ(prefill, s[0] > 8) << used.reason;
     out.download();
     EXPECT_TRUE(out.untouched_except([&] {
       std::vector<int64_t> all(static_cast<std::size_t>(tokens) * 4 * 64);

@@ -18,6 +18,7 @@ enum class Kernel : int32_t {
   single_pass = 1,      // one pass over the keys per (sequence, KV head, query block)
   two_pass = 2,         // split-KV: partial (max, sum, output) per split, then a merge
   prefill_unfused = 3,  // per KV head: matmul Q K^T, mask, softmax, matmul P V, scatter
+  prefill_fused = 4,    // Hopper: one fused kernel (TMA + wgmma), head_dim 64/128/256, f16/bf16
 };
 
 const char* to_string(DType dtype);

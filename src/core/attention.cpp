@@ -23,6 +23,8 @@ Status attention(Context& context, const AttentionProblem& problem, Kernel force
     if (problem.total_tokens() == 0) return;
     if (plan.kernel == Kernel::prefill_unfused) {
       detail::run_prefill_pipeline(backend, problem, plan);
+    } else if (plan.kernel == Kernel::prefill_fused) {
+      backend.prefill_fused(problem, plan);
     } else {
       backend.decode(problem, plan);
     }

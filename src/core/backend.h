@@ -73,6 +73,8 @@ class BackendImpl {
 
   // single_pass (plan.num_splits == 1) and two_pass (split-KV plus merge).
   virtual void decode(const AttentionProblem& problem, const Plan& plan) = 0;
+  // The fused prefill kernel (plan_attention chooses it only where the backend has one).
+  virtual void prefill_fused(const AttentionProblem& problem, const Plan& plan);
 };
 
 }  // namespace wideattn::detail

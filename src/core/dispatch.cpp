@@ -5,6 +5,7 @@
 
 #include "core/dispatch.h"
 #include "core/error.h"
+#include "core/fused_support.h"
 #include "core/tuning.h"
 #include "core/validate.h"
 #include "core/workspace_layout.h"
@@ -74,9 +75,16 @@ Status plan_attention(const AttentionProblem& p, const DeviceInfo& device, Kerne
     std::ostringstream why;
     if (forced == Kernel::automatic) {
       if (e.max_suffix > t.max_decode_suffix) {
-        result.kernel = Kernel::prefill_unfused;
-        why << "longest suffix " << e.max_suffix << " > " << t.max_decode_suffix
-            << ": prefill (matmul, mask, softmax, matmul per KV head)";
+        const std::string fused_missing = fused_prefill_unsupported(p, device);
+        why << "longest suffix " << e.max_suffix << " > " << t.max_decode_suffix << ": ";
+        if (fused_missing.empty()) {
+          result.kernel = Kernel::prefill_fused;
+          why << fused_prefill_summary(p);
+        } else {
+          result.kernel = Kernel::prefill_unfused;
+          why << "prefill (matmul, mask, softmax, matmul per KV head; fused kernel: "
+              << fused_missing << ")";
+        }
       } else {
         result.num_splits = choose_splits(p, device);
         result.kernel = result.num_splits > 1 ? Kernel::two_pass : Kernel::single_pass;
@@ -95,9 +103,17 @@ Status plan_attention(const AttentionProblem& p, const DeviceInfo& device, Kerne
     } else if (forced == Kernel::prefill_unfused) {
       result.kernel = forced;
       why << "forced prefill_unfused";
+    } else if (forced == Kernel::prefill_fused) {
+      const std::string fused_missing = fused_prefill_unsupported(p, device);
+      if (!fused_missing.empty()) {
+        throw_error(StatusCode::unsupported,
+                    "plan_attention: forced = prefill_fused cannot run this problem: " + fused_missing);
+      }
+      result.kernel = forced;
+      why << "forced prefill_fused: " << fused_prefill_summary(p);
     } else {
       throw_invalid("plan_attention", "forced", static_cast<int>(forced),
-                    "automatic, single_pass, two_pass or prefill_unfused");
+                    "automatic, single_pass, two_pass, prefill_unfused or prefill_fused");
     }
     if (result.kernel == Kernel::prefill_unfused) {
       const int64_t gqa = p.q_heads / p.kv_heads;
@@ -112,6 +128,8 @@ Status plan_attention(const AttentionProblem& p, const DeviceInfo& device, Kerne
       result.query_rows_per_chunk = chunk;
       result.workspace_bytes = prefill_workspace_layout(p, chunk, key_capacity, psize).bytes;
       why << "; " << chunk << " query rows per chunk";
+    } else if (result.kernel == Kernel::prefill_fused) {
+      result.workspace_bytes = 0;
     } else {
       result.workspace_bytes = decode_workspace_layout(p, result.num_splits).bytes;
     }

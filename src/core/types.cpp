@@ -26,6 +26,7 @@ const char* to_string(Kernel kernel) {
     case Kernel::single_pass: return "single_pass";
     case Kernel::two_pass: return "two_pass";
     case Kernel::prefill_unfused: return "prefill_unfused";
+    case Kernel::prefill_fused: return "prefill_fused";
   }
   return "unknown kernel";
 }

@@ -22,7 +22,7 @@ namespace {
 
 std::vector<FlagSpec> bench_flags() {
   std::vector<FlagSpec> flags = {
-      {"suite", "NAME", "cpu or gpu (default: gpu on the cuda backend, cpu otherwise)"},
+      {"suite", "NAME", "cpu, gpu or fused (default: gpu on the cuda backend, cpu otherwise)"},
       {"filter", "TEXT", "only problems whose name contains TEXT"},
       {"list", nullptr, "print the suite's problems and exit"},
       {"json", "PATH", "write the record to PATH"},

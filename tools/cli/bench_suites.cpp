@@ -18,6 +18,9 @@ constexpr Shape k31B{"31B", 32, 4, 512};
 constexpr Shape kPeer512{"d512", 16, 4, 512};
 constexpr Shape kPeer256{"d256", 16, 8, 256};
 constexpr Shape kPeer128{"d128", 32, 8, 128};
+// Gemma 4's sliding-window layers (head_dim 256, window 1024).
+constexpr Shape kSliding31B{"sliding", 32, 16, 256};
+constexpr Shape kSliding26B{"sliding", 16, 8, 256};
 
 ProblemSpec make(const Shape& shape, const std::string& what, int32_t batch, int64_t prefix,
                  int64_t suffix) {
@@ -52,6 +55,25 @@ ProblemSpec chunk(const Shape& shape, int64_t new_tokens, int64_t kv) {
               kv - new_tokens, new_tokens);
 }
 
+ProblemSpec sliding(const Shape& shape, int64_t tokens, int32_t window) {
+  ProblemSpec s = make(shape, "prefill " + std::to_string(tokens / 1024) + "K window " + std::to_string(window), 1,
+                       0, tokens);
+  s.window = window;
+  return s;
+}
+
+// The fused kernels' problems (issue 8's targets): head_dim 128/256 prefill, a chunk on a
+// prefix, and the sliding layers.
+void append_fused_problems(std::vector<ProblemSpec>& suite) {
+  suite.push_back(prefill(kPeer128, 4096));
+  suite.push_back(prefill(kPeer128, 16384));
+  suite.push_back(prefill(kPeer256, 4096));
+  suite.push_back(prefill(kPeer256, 16384));
+  suite.push_back(chunk(kPeer256, 512, 8192));
+  suite.push_back(sliding(kSliding31B, 8192, 1024));
+  suite.push_back(sliding(kSliding26B, 8192, 1024));
+}
+
 }  // namespace
 
 std::vector<ProblemSpec> bench_suite(const std::string& name) {
@@ -82,11 +104,14 @@ std::vector<ProblemSpec> bench_suite(const std::string& name) {
     suite.push_back(decode(kPeer512, 32, 1, 4096));
     suite.push_back(decode(kPeer512, 1, 1, 32768));
     suite.push_back(decode(kPeer512, 8, 4, 8192));
-    suite.push_back(prefill(kPeer256, 4096));
-    suite.push_back(prefill(kPeer128, 4096));
+    append_fused_problems(suite);
     return suite;
   }
-  throw UsageError("unknown suite '" + name + "': expected cpu or gpu");
+  if (name == "fused") {
+    append_fused_problems(suite);
+    return suite;
+  }
+  throw UsageError("unknown suite '" + name + "': expected cpu, gpu or fused");
 }
 
 }  // namespace wideattn::cli

@@ -102,8 +102,10 @@ int info_command(int argc, char** argv) {
                "  single_pass      decode: one pass over the keys per (sequence, KV head, query block)\n"
                "  two_pass         decode: split-KV partial (max, sum, output) per split, then a merge\n"
                "  prefill_unfused  prefill: per KV head matmul Q K^T, mask, softmax, matmul P V, scatter\n"
-               "  (dispatch: suffixes longer than the decode threshold go to prefill_unfused; shorter\n"
-               "   ones to single_pass, or two_pass when splitting the KV range fills the device)\n";
+               "  prefill_fused    prefill on Hopper: one fused kernel (TMA + wgmma), head_dim 64/128/256\n"
+               "  (dispatch: suffixes longer than the decode threshold go to prefill_fused where it\n"
+               "   serves the problem, else prefill_unfused; shorter ones to single_pass, or two_pass\n"
+               "   when splitting the KV range fills the device)\n";
 
   std::cout << "\nplan for " << describe(spec) << (decode_steps > 0 ? ", then decode" : "") << "\n";
   for (auto& context : contexts) {

@@ -44,7 +44,10 @@ Kernel parse_kernel(const std::string& text) {
   if (text == "prefill_unfused" || text == "prefill-unfused" || text == "prefill") {
     return Kernel::prefill_unfused;
   }
-  throw UsageError("kernel '" + text + "': expected auto, single_pass, two_pass or prefill_unfused");
+  if (text == "prefill_fused" || text == "prefill-fused" || text == "fused") {
+    return Kernel::prefill_fused;
+  }
+  throw UsageError("kernel '" + text + "': expected auto, single_pass, two_pass, prefill_unfused or prefill_fused");
 }
 
 Backend parse_backend(const std::string& text) {

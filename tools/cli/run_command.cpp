@@ -21,7 +21,7 @@ namespace {
 std::vector<FlagSpec> run_flags() {
   std::vector<FlagSpec> flags = problem_flags();
   const std::vector<FlagSpec> more = {
-      {"kernel", "K", "force a kernel: auto (default), single_pass, two_pass, prefill_unfused"},
+      {"kernel", "K", "force a kernel: auto (default), single_pass, two_pass, prefill_unfused, prefill_fused"},
       {"repeat", "N", "timed calls per phase; the median is reported (default 5 on the CPU, 20 on CUDA)"},
       {"warmup", "N", "untimed calls first (default 1 on the CPU, 3 on CUDA)"},
       {"seed", "N", "random data seed (default 1)"},

@@ -12,6 +12,7 @@
 #include "core/backend_registry.h"
 #include "core/debug_options.h"
 #include "core/error.h"
+#include "cuda/fused/fused_launch.h"
 #include "cuda/kernels/decode.h"
 #include "cuda/kernels/matrix_fill.h"
 #include "cuda/kernels/scatter_scores.h"
@@ -205,6 +206,11 @@ class CudaBackend final : public detail::BackendImpl {
     void* scratch = workspace(plan.workspace_bytes);
     DeviceScope scope(device_index_);
     run_decode(problem, plan, info_, scratch, stream_);
+  }
+
+  void prefill_fused(const AttentionProblem& problem, const Plan&) override {
+    DeviceScope scope(device_index_);
+    fused::run_fused_prefill(problem, info_, stream_);
   }
 
  private:

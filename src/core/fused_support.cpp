@@ -1,0 +1,83 @@
+#include "core/fused_support.h"
+
+#include <cstdint>
+#include <sstream>
+
+#include "cuda/fused/tile_config.h"
+
+namespace wideattn::detail {
+namespace {
+
+bool aligned16(const void* pointer) { return reinterpret_cast<std::uintptr_t>(pointer) % 16 == 0; }
+
+// TMA: strides in bytes multiples of 16, below 2^40.
+bool tma_stride(int64_t elements) {
+  const int64_t bytes = elements * 2;
+  return bytes >= 0 && bytes % 16 == 0 && bytes < (int64_t{1} << 40);
+}
+
+}  // namespace
+
+std::string fused_prefill_unsupported(const AttentionProblem& p, const DeviceInfo& device) {
+#if !defined(WIDEATTN_WITH_CUDA)
+  (void)p;
+  (void)device;
+  return "built without the CUDA backend";
+#else
+  std::ostringstream why;
+  const fused::TileConfig* config = fused::tile_config(p.head_dim);
+  if (device.backend != Backend::cuda) {
+    why << "needs a CUDA device";
+  } else if (device.compute_capability != 90) {
+    why << "built for sm_90a (Hopper); the device is sm_" << device.compute_capability;
+  } else if (p.dtype == DType::f32) {
+    why << "needs f16 or bf16 storage (f32 given)";
+  } else if (!config) {
+    why << "no fused kernel for head_dim " << p.head_dim << " (built: 64, 128, 256)";
+  } else if (p.mask.tree_start) {
+    why << "speculative trees are not fused yet";
+  } else if (p.mask.ring_length > 0) {
+    why << "ring caches are not fused yet";
+  } else if (!aligned16(p.q) || !aligned16(p.kv.k) || !aligned16(p.kv.v)) {
+    why << "q, k and v must be 16-byte aligned for TMA";
+  } else if (!tma_stride(p.q_token_stride) || !tma_stride(p.q_head_stride) ||
+             !tma_stride(p.kv.k_token_stride) || !tma_stride(p.kv.k_head_stride) ||
+             !tma_stride(p.kv.k_sequence_stride) || !tma_stride(p.kv.v_token_stride) ||
+             !tma_stride(p.kv.v_head_stride) || !tma_stride(p.kv.v_sequence_stride)) {
+    why << "q, k and v strides must be multiples of 8 elements (16 bytes, for TMA)";
+  } else {
+    int32_t sequences = 0;
+    for (int32_t b = 0; b < p.batch; ++b) sequences += p.query_offsets[b + 1] > p.query_offsets[b];
+    if (sequences > fused::kMaxSequences) {
+      why << sequences << " sequences with new tokens; one launch carries at most "
+          << fused::kMaxSequences;
+    } else if (p.kv.capacity >= (int64_t{1} << 31) || p.total_tokens() >= (int64_t{1} << 31)) {
+      why << "more than 2^31 tokens";
+    }
+  }
+  return why.str();
+#endif
+}
+
+std::string fused_prefill_summary(const AttentionProblem& p) {
+  const fused::TileConfig* c = fused::tile_config(p.head_dim);
+  if (!c) return "";
+  const int32_t packed = fused::packed_heads(*c, p.q_heads / p.kv_heads);
+  std::ostringstream s;
+  s << "fused Hopper kernel (TMA + wgmma), " << c->block_m << "x" << c->block_n << " tiles, "
+    << c->stages << " K/V stages, " << packed << " query head(s) per tile";
+  return s.str();
+}
+
+}  // namespace wideattn::detail
+
+#include "core/backend.h"
+#include "core/error.h"
+
+namespace wideattn::detail {
+
+void BackendImpl::prefill_fused(const AttentionProblem&, const Plan&) {
+  throw_error(StatusCode::unsupported, "attention: this backend has no fused prefill kernel");
+}
+
+}  // namespace wideattn::detail

@@ -1,0 +1,19 @@
+// Whether the fused Hopper prefill kernel (src/cuda/fused) serves a problem on a device. Pure and
+// CUDA-free: dispatch asks it, and the CUDA launcher relies on its answer.
+#pragma once
+
+#include <string>
+
+#include "wideattn/context.h"
+#include "wideattn/problem.h"
+
+namespace wideattn::detail {
+
+// Empty when the fused kernel can run `problem` on `device`; otherwise why not (for the plan's
+// reason). `problem` must already be valid.
+std::string fused_prefill_unsupported(const AttentionProblem& problem, const DeviceInfo& device);
+
+// One line for the plan's reason: tile shape and GQA packing of the kernel chosen.
+std::string fused_prefill_summary(const AttentionProblem& problem);
+
+}  // namespace wideattn::detail

@@ -1,0 +1,476 @@
+// The fused forward attention kernel for Hopper (sm_90a), head_dim 64-256, f16/bf16.
+//
+// One CTA per SM (persistent), 3 warpgroups:
+// - warpgroup 0, warp 0: the producer. Brings Q (once per tile) and the K/V tiles into a
+//   shared-memory ring with TMA, completing on mbarriers; 56 registers per thread (kProducerRegisters).
+// - warpgroups 1-2: consumers, 64 query rows each (a 128-row tile), 224 registers per thread.
+//   S = Q K^T on wgmma from shared memory, online softmax in registers (log2 domain), P converted
+//   in registers and fed to the P V wgmma as its A operand.
+// Rows of a tile are (token, head) pairs: the `packed` query heads of one KV group share every
+// K/V tile (GQA packing). Key tiles that the mask hides for every row of the tile are neither
+// loaded nor computed; only tiles that cross a row's visible interval pay for the predicate.
+// Tiles are walked from the last key tile down, so the diagonal (masked) tile comes first.
+#pragma once
+
+#include <cuda.h>
+#include <cuda_runtime.h>
+
+#include <cute/arch/mma_sm90.hpp>
+#include <cute/atom/mma_traits_sm90_gmma.hpp>
+#include <cute/tensor.hpp>
+#include <cutlass/numeric_types.h>
+
+#include <string>
+
+#include "core/error.h"
+#include "cuda/fused/async_copy.cuh"
+#include "cuda/fused/fused_params.h"
+#include "cuda/fused/tile_config.h"
+
+namespace wideattn::fused {
+
+template <int kHeadDim, class Element>
+struct KernelTraits {
+  static constexpr TileConfig kConfig = *tile_config(kHeadDim);
+  static constexpr int kBlockM = kConfig.block_m;
+  static constexpr int kBlockN = kConfig.block_n;
+  static constexpr int kStages = kConfig.stages;
+  static constexpr int kHeadDimension = kHeadDim;
+  static constexpr int kChunks = kHeadDim / 64;  // 128-byte swizzled column chunks (TMA boxes)
+  static constexpr int kThreads = 384;
+  static constexpr int kConsumerThreads = 256;
+  using ElementType = Element;
+  // setmaxnreg budgets (x128 producer + x256 consumer threads <= 64K registers).
+#ifndef WIDEATTN_FUSED_PRODUCER_REGISTERS
+#define WIDEATTN_FUSED_PRODUCER_REGISTERS 56
+#endif
+  static constexpr uint32_t kProducerRegisters = WIDEATTN_FUSED_PRODUCER_REGISTERS;
+  static constexpr uint32_t kConsumerRegisters = (65536 - 128 * kProducerRegisters) / 256 / 8 * 8;
+  static_assert(kBlockM == 128, "two consumer warpgroups of 64 rows");
+  static_assert(kHeadDim % 64 == 0 && kBlockN % 16 == 0);
+
+  using BM = cute::Int<kBlockM>;
+  using BN = cute::Int<kBlockN>;
+  using D = cute::Int<kHeadDim>;
+  using S = cute::Int<kStages>;
+  using SmemAtom = cute::GMMA::Layout_K_SW128_Atom<Element>;  // 8 rows x 64 columns, 128B swizzle
+  using LayoutQ = decltype(cute::tile_to_shape(SmemAtom{}, cute::Shape<BM, D>{}));
+  using LayoutKV = decltype(cute::tile_to_shape(SmemAtom{}, cute::Shape<BN, D, S>{}));
+  // V^T as the P V product's B operand (N = head_dim contiguous: MN-major), same bytes as V.
+  using LayoutVt = decltype(cute::composition(
+      LayoutKV{}, cute::make_layout(cute::Shape<D, BN, S>{},
+                                    cute::Stride<BN, cute::_1, cute::Int<kBlockN * kHeadDim>>{})));
+  using MmaQK = decltype(cute::make_tiled_mma(
+      cute::GMMA::ss_op_selector<Element, Element, float, cute::Shape<cute::_64, BN, D>>()));
+  using MmaPV = decltype(cute::make_tiled_mma(
+      cute::GMMA::rs_op_selector<Element, Element, float, cute::Shape<cute::_64, D, BN>,
+                                 cute::GMMA::Major::K, cute::GMMA::Major::MN>()));
+
+  struct Shared {
+    alignas(1024) Element q[cute::cosize_v<LayoutQ>];  // also the output's staging area
+    alignas(1024) Element k[cute::cosize_v<LayoutKV>];
+    alignas(1024) Element v[cute::cosize_v<LayoutKV>];
+    Barrier q_full, q_empty;
+    Barrier k_full[kStages], k_empty[kStages];
+    Barrier v_full[kStages], v_empty[kStages];
+    Barrier v_loaded[kStages];  // the producer's own, for tiles whose tail rows it clears
+  };
+  static constexpr int kSharedBytes = int(sizeof(Shared)) + 1024;  // + alignment slack
+  static constexpr uint32_t kQBytes = kBlockM * kHeadDim * sizeof(Element);
+  static constexpr uint32_t kKVBytes = kBlockN * kHeadDim * sizeof(Element);
+};
+
+// One work item: a tile of query rows (tokens x packed heads) of one sequence and head group.
+struct Tile {
+  int32_t b, query_start, suffix, kv_length, prefix;
+  int32_t tile_head, token_begin, token_end;  // tokens [begin, end) of the sequence's suffix
+  int32_t key_begin, key_end;                 // key tiles [key_begin, key_end) to visit
+  int32_t free_first, free_last;  // keys every row of the tile sees: no mask inside this range
+};
+
+// Visible keys of the query at position `qpos`: [row_first_key, row_last_key] (problem.h).
+__device__ __forceinline__ int32_t row_first_key(const FusedParams& p, int32_t qpos) {
+  if (p.window <= 0) return 0;
+  const int32_t reach = p.causal ? p.window - 1 : p.window / 2;
+  return max(0, qpos - reach);
+}
+__device__ __forceinline__ int32_t row_last_key(const FusedParams& p, int32_t qpos, int32_t kv_length) {
+  int32_t last = kv_length - 1;
+  if (p.causal) {
+    last = min(last, qpos);
+  } else if (p.window > 0) {
+    last = min(last, qpos + p.window / 2);
+  }
+  return last;
+}
+
+template <int kBlockN>
+__device__ __forceinline__ Tile decode_tile(const FusedParams& p, int32_t index) {
+  int32_t lo = 0, hi = p.num_sequences - 1;
+  while (lo < hi) {  // the sequence whose tile range holds `index`
+    const int32_t mid = (lo + hi + 1) >> 1;
+    if (p.tile_start[mid] <= index) lo = mid; else hi = mid - 1;
+  }
+  Tile t;
+  t.b = p.batch_index[lo];
+  t.query_start = p.query_start[lo];
+  t.suffix = p.suffix[lo];
+  t.kv_length = p.kv_length[lo];
+  t.prefix = t.kv_length - t.suffix;
+  const int32_t local = index - p.tile_start[lo];
+  const int32_t blocks = (t.suffix + p.tokens_per_tile - 1) / p.tokens_per_tile;
+  const int32_t block = blocks - 1 - local / p.tile_heads;  // last query block first: most keys
+  t.tile_head = local % p.tile_heads;
+  t.token_begin = block * p.tokens_per_tile;
+  t.token_end = min(t.suffix, t.token_begin + p.tokens_per_tile);
+  const int32_t first_pos = t.prefix + t.token_begin, last_pos = t.prefix + t.token_end - 1;
+  const int32_t first_key = row_first_key(p, first_pos);
+  const int32_t last_key = row_last_key(p, last_pos, t.kv_length);
+  t.key_begin = first_key / kBlockN;
+  t.key_end = last_key < first_key ? t.key_begin : last_key / kBlockN + 1;
+  t.free_first = row_first_key(p, last_pos);
+  t.free_last = row_last_key(p, first_pos, t.kv_length);
+  return t;
+}
+
+// logits (already scaled) -> softcap * tanh(x / softcap), through exp2 (exact to float rounding
+// where tanh.approx would cost ~1e-3 relative).
+__device__ __forceinline__ float soft_cap(float x, float cap) {
+  const float e = exp2f(x * (2.0f * 1.4426950408889634f / cap));
+  return cap * (1.0f - __fdividef(2.0f, e + 1.0f));
+}
+
+// ---- producer ----------------------------------------------------------------------------------
+template <class Traits>
+__device__ void produce(const FusedParams& p, typename Traits::Shared& sh) {
+  constexpr int kBlockN = Traits::kBlockN, kStages = Traits::kStages, kChunks = Traits::kChunks;
+  const int lane = threadIdx.x % 32;
+  uint32_t stage = 0, phase = 0, q_empty_parity = 1, loaded_parity = 0;
+
+  auto load_k = [&](const Tile& t, int32_t kv_head, int32_t n) {
+    sh.k_empty[stage].wait(phase ^ 1);
+    if (lane == 0) {
+      sh.k_full[stage].arrive_expect_bytes(Traits::kKVBytes);
+      for (int c = 0; c < kChunks; ++c) {
+        tma_load(sh.k + (stage * kChunks + c) * kBlockN * 64, &p.k_map, &sh.k_full[stage], c * 64,
+                 n * kBlockN, kv_head, t.b);
+      }
+    }
+  };
+  auto load_v = [&](const Tile& t, int32_t kv_head, int32_t n) {
+    sh.v_empty[stage].wait(phase ^ 1);
+    const int32_t valid = t.kv_length - n * kBlockN;  // rows past kv_length hold stale cache
+    Barrier* target = valid >= kBlockN ? &sh.v_full[stage] : &sh.v_loaded[stage];
+    if (lane == 0) {
+      target->arrive_expect_bytes(Traits::kKVBytes);
+      for (int c = 0; c < kChunks; ++c) {
+        tma_load(sh.v + (stage * kChunks + c) * kBlockN * 64, &p.v_map, target, c * 64, n * kBlockN,
+                 kv_head, t.b);
+      }
+    }
+    if (valid < kBlockN) {
+      // P is 0 there, but 0 x NaN is NaN: clear those V rows before the consumers see the tile.
+      sh.v_loaded[stage].wait((loaded_parity >> stage) & 1);
+      loaded_parity ^= 1u << stage;
+      const int rows = kBlockN - valid;
+      for (int i = lane; i < kChunks * rows * 8; i += 32) {  // 16-byte pieces of 128-byte rows
+        const int c = i / (rows * 8), r = valid + (i / 8) % rows, piece = i % 8;
+        uint4* row = reinterpret_cast<uint4*>(sh.v + ((stage * kChunks + c) * kBlockN + r) * 64);
+        row[piece] = make_uint4(0, 0, 0, 0);
+      }
+      fence_async_shared();
+      __syncwarp();
+      if (lane == 0) sh.v_full[stage].arrive();
+    }
+  };
+
+  for (int32_t index = blockIdx.x; index < p.total_tiles; index += gridDim.x) {
+    const Tile t = decode_tile<kBlockN>(p, index);
+    const int32_t kv_head = t.tile_head * p.packed / p.group;
+    int32_t n = t.key_end - 1;
+    // The first K tile goes out before Q waits for the previous tile's epilogue.
+    if (n >= t.key_begin) load_k(t, kv_head, n);
+    sh.q_empty.wait(q_empty_parity);
+    q_empty_parity ^= 1;
+    if (lane == 0) {
+      sh.q_full.arrive_expect_bytes(Traits::kQBytes);
+      for (int c = 0; c < kChunks; ++c) {
+        tma_load(sh.q + c * Traits::kBlockM * 64, &p.q_map, &sh.q_full, c * 64, 0,
+                 t.query_start + t.token_begin, t.tile_head);
+      }
+    }
+    for (; n >= t.key_begin; --n) {
+      if (n != t.key_end - 1) load_k(t, kv_head, n);
+      load_v(t, kv_head, n);
+      if (++stage == kStages) {
+        stage = 0;
+        phase ^= 1;
+      }
+    }
+  }
+}
+
+// ---- consumers ---------------------------------------------------------------------------------
+// C (+)= A B on one warpgroup; A from registers when kRegisterA, else shared-memory descriptors.
+template <bool kRegisterA, class Mma, class TA, class TB, class TC>
+__device__ __forceinline__ void warpgroup_gemm(Mma& mma, TA& a, const TB& b, TC& c, bool accumulate) {
+  using namespace cute;
+  if constexpr (kRegisterA) warpgroup_fence_operand(a);
+  warpgroup_fence_operand(c);
+  warpgroup_arrive();
+  mma.accumulate_ = accumulate ? GMMA::ScaleOut::One : GMMA::ScaleOut::Zero;
+  CUTE_UNROLL
+  for (int k = 0; k < size<2>(a); ++k) {
+    cute::gemm(mma, a(_, _, k), b(_, _, k), c);
+    mma.accumulate_ = GMMA::ScaleOut::One;
+  }
+  warpgroup_commit_batch();
+  warpgroup_wait<0>();
+  warpgroup_fence_operand(c);
+  if constexpr (kRegisterA) warpgroup_fence_operand(a);
+}
+
+template <class Traits>
+__device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int warpgroup) {
+  using namespace cute;
+  using Element = typename Traits::ElementType;
+  constexpr int kBlockN = Traits::kBlockN, kStages = Traits::kStages, kHeadDim = Traits::kHeadDimension;
+  constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
+  const int thread = threadIdx.x % 128;
+
+  typename Traits::MmaQK mma_qk;
+  typename Traits::MmaPV mma_pv;
+  auto thr_qk = mma_qk.get_thread_slice(thread);
+  auto thr_pv = mma_pv.get_thread_slice(thread);
+  Tensor sQ = make_tensor(make_smem_ptr(sh.q), typename Traits::LayoutQ{});
+  Tensor sK = make_tensor(make_smem_ptr(sh.k), typename Traits::LayoutKV{});
+  Tensor sVt = make_tensor(make_smem_ptr(sh.v), typename Traits::LayoutVt{});
+  Tensor sQw = local_tile(sQ, Shape<_64, Int<kHeadDim>>{}, make_coord(warpgroup, _0{}));
+  Tensor tSrQ = thr_qk.partition_fragment_A(sQw);
+  Tensor tSrK = thr_qk.partition_fragment_B(sK);
+  Tensor tOrV = thr_pv.partition_fragment_B(sVt);
+  Tensor tSrS = partition_fragment_C(mma_qk, Shape<_64, Int<kBlockN>>{});
+  Tensor tOrO = partition_fragment_C(mma_pv, Shape<_64, Int<kHeadDim>>{});
+  Tensor tOrP = make_tensor<Element>(partition_shape_A(mma_pv, Shape<_64, Int<kBlockN>>{}));
+  Tensor tScS = thr_qk.partition_C(make_identity_tensor(Shape<_64, Int<kBlockN>>{}));
+  Tensor tOcO = thr_pv.partition_C(make_identity_tensor(Shape<_64, Int<kHeadDim>>{}));
+  static_assert(size(tSrS) == size(tOrP), "P reuses the score fragment's order");
+  // Accumulator element i of a 64xN wgmma tile: column 8*(i/4) + (i%2) + 2*(lane%4),
+  // row (i/2)%2 * 8 + lane/4 + 16*warp: two rows per thread, quads share a row.
+  const int row0 = get<0>(tScS(0));  // this thread's rows: row0 and row0 + 8
+
+  uint32_t stage = 0, phase = 0, q_parity = 0;
+  for (int32_t index = blockIdx.x; index < p.total_tiles; index += gridDim.x) {
+    const Tile t = decode_tile<kBlockN>(p, index);
+    int32_t first_key[2], last_key[2], head[2];
+    bool row_valid[2];
+    for (int r = 0; r < 2; ++r) {
+      const int row = warpgroup * 64 + row0 + 8 * r;
+      const int32_t token = t.token_begin + row / p.packed;
+      row_valid[r] = token < t.token_end;
+      const int32_t qpos = t.prefix + min(token, t.token_end - 1);
+      first_key[r] = row_first_key(p, qpos);
+      last_key[r] = row_last_key(p, qpos, t.kv_length);
+      head[r] = t.tile_head * p.packed + row % p.packed;
+    }
+    float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
+    bool first = true;
+
+    sh.q_full.wait(q_parity);
+    q_parity ^= 1;
+    for (int32_t n = t.key_end - 1; n >= t.key_begin; --n) {
+      sh.k_full[stage].wait(phase);
+      warpgroup_gemm<false>(mma_qk, tSrQ, tSrK(_, _, _, stage), tSrS, false);
+      sh.k_empty[stage].arrive();
+
+      const int32_t key0 = n * kBlockN;
+      const bool masked = key0 < t.free_first || key0 + kBlockN - 1 > t.free_last;
+      float tile_max[2] = {-INFINITY, -INFINITY};
+      CUTE_UNROLL
+      for (int i = 0; i < size(tSrS); ++i) {
+        float x = tSrS(i);
+        x = p.softcap > 0.0f ? soft_cap(x * p.scale_log2 * kLn2, p.softcap) * kLog2e
+                             : x * p.scale_log2;
+        if (masked) {
+          const int32_t key = key0 + get<1>(tScS(i));
+          const int r = (i >> 1) & 1;
+          if (key < first_key[r] || key > last_key[r]) x = -INFINITY;
+        }
+        tSrS(i) = x;
+        tile_max[(i >> 1) & 1] = fmaxf(tile_max[(i >> 1) & 1], x);
+      }
+      float factor[2], use_max[2];
+      CUTE_UNROLL
+      for (int r = 0; r < 2; ++r) {
+        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffff, tile_max[r], 1));
+        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffff, tile_max[r], 2));
+        const float new_max = fmaxf(row_max[r], tile_max[r]);
+        use_max[r] = new_max == -INFINITY ? 0.0f : new_max;  // a row that has seen no key yet
+        factor[r] = exp2f(row_max[r] - use_max[r]);
+        row_max[r] = new_max;
+        row_sum[r] *= factor[r];
+      }
+      CUTE_UNROLL
+      for (int i = 0; i < size(tSrS); ++i) {
+        const int r = (i >> 1) & 1;
+        const float prob = exp2f(tSrS(i) - use_max[r]);
+        row_sum[r] += prob;
+        tOrP(i) = static_cast<Element>(prob);
+      }
+      if (!first) {
+        CUTE_UNROLL
+        for (int i = 0; i < size(tOrO); ++i) tOrO(i) *= factor[(i >> 1) & 1];
+      }
+      sh.v_full[stage].wait(phase);
+      warpgroup_gemm<true>(mma_pv, tOrP, tOrV(_, _, _, stage), tOrO, !first);
+      sh.v_empty[stage].arrive();
+      first = false;
+      if (++stage == kStages) {
+        stage = 0;
+        phase ^= 1;
+      }
+    }
+    if (first) {  // no key tile at all
+      CUTE_UNROLL
+      for (int i = 0; i < size(tOrO); ++i) tOrO(i) = 0.0f;
+    }
+
+    // Normalise: the quad's partial sums, then the sink (an extra logit with no value).
+    float out_scale[2], lse[2];
+    CUTE_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      float sum = row_sum[r];
+      sum += __shfl_xor_sync(0xffffffff, sum, 1);
+      sum += __shfl_xor_sync(0xffffffff, sum, 2);
+      if (p.sinks) {
+        const float sink = p.sinks[head[r]];
+        const float sink2 = sink * kLog2e;
+        const float top = fmaxf(row_max[r], sink2);
+        const float keep = exp2f(row_max[r] - top);
+        const float total = sum * keep + exp2f(sink2 - top);
+        out_scale[r] = keep / total;
+        lse[r] = row_max[r] == -INFINITY ? sink : (top + __log2f(total)) * kLn2;
+      } else {
+        out_scale[r] = sum > 0.0f ? 1.0f / sum : 0.0f;
+        lse[r] = sum > 0.0f ? (row_max[r] + __log2f(sum)) * kLn2 : -INFINITY;
+      }
+    }
+    if (p.lse && (thread % 4) == 0) {
+      for (int r = 0; r < 2; ++r) {
+        if (!row_valid[r]) continue;
+        const int row = warpgroup * 64 + row0 + 8 * r;
+        const int64_t token = t.query_start + t.token_begin + row / p.packed;
+        p.lse[token * p.lse_token_stride + int64_t{head[r]} * p.lse_head_stride] = lse[r];
+      }
+    }
+
+    // Epilogue: O -> this warpgroup's rows of the Q buffer (its last reader was our own Q K^T),
+    // then 16-byte pieces to global memory. The buffer is TMA's 128B-swizzled layout: 64-column
+    // chunks of kBlockM rows x 128 bytes, 16-byte unit u of row r stored at unit u ^ (r % 8).
+    // Element i of the O fragment: row row0 + 8 * ((i / 2) % 2), column 8 * (i / 4) + col0 + i % 2.
+    {
+      const int col0 = get<1>(tOcO(0));
+      char* q_bytes = reinterpret_cast<char*>(sh.q);
+      char* row_base[2];
+      CUTE_UNROLL
+      for (int r = 0; r < 2; ++r) {
+        const int row = warpgroup * 64 + row0 + 8 * r;
+        row_base[r] = q_bytes + row * 128 + col0 * 2;
+      }
+      const int swizzle = row0 % 8;  // same for both rows (8 apart)
+      CUTE_UNROLL
+      for (int i = 0; i < size(tOrO); i += 2) {
+        const int r = (i >> 1) & 1, group = i / 4;  // 8-column group
+        const int chunk = group / 8, unit = group % 8;
+        const Element lo = static_cast<Element>(tOrO(i) * out_scale[r]);
+        const Element hi = static_cast<Element>(tOrO(i + 1) * out_scale[r]);
+        *reinterpret_cast<uint32_t*>(row_base[r] + chunk * Traits::kBlockM * 128 + ((unit ^ swizzle) << 4)) =
+            uint32_t{lo.raw()} | (uint32_t{hi.raw()} << 16);
+      }
+    }
+    named_barrier_sync(1 + warpgroup, 128);
+    constexpr int kPieces = kHeadDim / 8;  // 16-byte pieces per row
+    Element* out = static_cast<Element*>(p.out);
+    for (int i = thread; i < 64 * kPieces; i += 128) {
+      const int row = warpgroup * 64 + i / kPieces, piece = i % kPieces;
+      const int32_t token = t.token_begin + row / p.packed;
+      if (token >= t.token_end) continue;
+      const int32_t h = t.tile_head * p.packed + row % p.packed;
+      const uint4 value = *reinterpret_cast<const uint4*>(
+          reinterpret_cast<const char*>(sh.q) + (piece / 8) * Traits::kBlockM * 128 + row * 128 +
+          (((piece % 8) ^ (row % 8)) << 4));
+      Element* destination = out + int64_t{t.query_start + token} * p.out_token_stride +
+                             int64_t{h} * p.out_head_stride + piece * 8;
+      if (p.out_aligned16) {
+        *reinterpret_cast<uint4*>(destination) = value;
+      } else {
+        const uint32_t words[4] = {value.x, value.y, value.z, value.w};
+        CUTE_UNROLL
+        for (int e = 0; e < 8; ++e) {
+          destination[e] = Element::bitcast(static_cast<uint16_t>(words[e / 2] >> (16 * (e % 2))));
+        }
+      }
+    }
+    fence_async_shared();  // our reads of the Q buffer before the producer's next TMA write
+    sh.q_empty.arrive();
+  }
+}
+
+template <int kHeadDim, class Element>
+__global__ void __launch_bounds__(384, 1) fused_prefill_kernel(const __grid_constant__ FusedParams p) {
+  using Traits = KernelTraits<kHeadDim, Element>;
+  using Shared = typename Traits::Shared;
+  extern __shared__ char shared_raw[];
+  Shared& sh = *reinterpret_cast<Shared*>((reinterpret_cast<uintptr_t>(shared_raw) + 1023) & ~uintptr_t{1023});
+  const int warpgroup = threadIdx.x / 128;
+  if (threadIdx.x == 0) {
+    prefetch_tensor_map(&p.q_map);
+    prefetch_tensor_map(&p.k_map);
+    prefetch_tensor_map(&p.v_map);
+    sh.q_full.init(1);
+    sh.q_empty.init(Traits::kConsumerThreads);
+    for (int s = 0; s < Traits::kStages; ++s) {
+      sh.k_full[s].init(1);
+      sh.k_empty[s].init(Traits::kConsumerThreads);
+      sh.v_full[s].init(1);
+      sh.v_empty[s].init(Traits::kConsumerThreads);
+      sh.v_loaded[s].init(1);
+    }
+    fence_barrier_init();
+  }
+  __syncthreads();
+  if (warpgroup == 0) {
+    registers_decrease<Traits::kProducerRegisters>();
+    if (threadIdx.x < 32) produce<Traits>(p, sh);
+  } else {
+    registers_increase<Traits::kConsumerRegisters>();
+    consume<Traits>(p, sh, warpgroup - 1);
+  }
+}
+
+template <int kHeadDim, class Element>
+void launch_typed(const FusedParams& params, int grid, cudaStream_t stream) {
+  using Traits = KernelTraits<kHeadDim, Element>;
+  auto kernel = fused_prefill_kernel<kHeadDim, Element>;
+  static const cudaError_t configured =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSharedBytes);
+  if (configured != cudaSuccess) {
+    detail::throw_error(StatusCode::internal,
+                        std::string("fused prefill: cudaFuncSetAttribute failed: ") +
+                            cudaGetErrorString(configured));
+  }
+  kernel<<<grid, Traits::kThreads, Traits::kSharedBytes, stream>>>(params);
+}
+
+// Launches the kernel of `kHeadDim` for bf16 or f16 on `grid` CTAs. Instantiated once per row
+// of kTileConfigs, one translation unit each (fused_d64.cu, ...), so they compile in parallel.
+template <int kHeadDim>
+void launch_fused_kernel(const FusedParams& params, bool bf16, int grid, cudaStream_t stream) {
+  if (bf16) {
+    launch_typed<kHeadDim, cutlass::bfloat16_t>(params, grid, stream);
+  } else {
+    launch_typed<kHeadDim, cutlass::half_t>(params, grid, stream);
+  }
+}
+
+}  // namespace wideattn::fused

@@ -1,0 +1,163 @@
+#include "cuda/fused/fused_launch.h"
+
+#include <cuda.h>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <numeric>
+#include <string>
+#include <utility>
+
+#include "core/error.h"
+#include "cuda/fused/fused_params.h"
+#include "cuda/fused/tile_config.h"
+#include "cuda/primitives/check.h"
+
+namespace wideattn::fused {
+
+// Defined in fused_kernel.cuh, instantiated in fused_d<head_dim>.cu.
+template <int kHeadDim>
+void launch_fused_kernel(const FusedParams& params, bool bf16, int grid, cudaStream_t stream);
+
+namespace {
+
+using EncodeTiled = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
+                                 const cuuint64_t*, const cuuint32_t*, const cuuint32_t*,
+                                 CUtensorMapInterleave, CUtensorMapSwizzle, CUtensorMapL2promotion,
+                                 CUtensorMapFloatOOBfill);
+
+// cuTensorMapEncodeTiled through the runtime's driver entry point: the library links no libcuda,
+// so it loads on machines without a GPU driver.
+EncodeTiled encode_function() {
+  static const EncodeTiled function = [] {
+    void* pointer = nullptr;
+    cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
+    const cudaError_t status = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &pointer, 12000,
+                                                                cudaEnableDefault, &found);
+    if (status != cudaSuccess || found != cudaDriverEntryPointSuccess) pointer = nullptr;
+    return reinterpret_cast<EncodeTiled>(pointer);
+  }();
+  if (!function) {
+    detail::throw_error(StatusCode::internal, "fused prefill: the driver has no cuTensorMapEncodeTiled");
+  }
+  return function;
+}
+
+// A 4-D tensor of 16-bit elements: dims[0] contiguous, strides of dims 1..3 in elements.
+CUtensorMap encode(const void* base, bool bf16, const int64_t dims[4], const int64_t strides[3],
+                   const uint32_t box[4], const char* what) {
+  CUtensorMap map;
+  cuuint64_t size[4], stride[3];
+  cuuint32_t box_size[4], element_stride[4] = {1, 1, 1, 1};
+  for (int i = 0; i < 4; ++i) {
+    size[i] = static_cast<cuuint64_t>(std::max<int64_t>(dims[i], 1));
+    box_size[i] = box[i];
+  }
+  for (int i = 0; i < 3; ++i) {
+    // A dimension of extent 1 may have any stride; TMA still wants a valid one.
+    int64_t s = strides[i];
+    if (dims[i + 1] <= 1 && (s <= 0 || s % 8 != 0)) s = 8;
+    stride[i] = static_cast<cuuint64_t>(s) * 2;
+  }
+  const CUresult result = encode_function()(
+      &map, bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 4,
+      const_cast<void*>(base), size, stride, box_size, element_stride, CU_TENSOR_MAP_INTERLEAVE_NONE,
+      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (result != CUDA_SUCCESS) {
+    detail::throw_error(StatusCode::internal, std::string("fused prefill: cuTensorMapEncodeTiled(") +
+                                                  what + ") failed with CUresult " +
+                                                  std::to_string(static_cast<int>(result)));
+  }
+  return map;
+}
+
+template <std::size_t... I>
+void launch_row(int32_t head_dim, const FusedParams& params, bool bf16, int grid, cudaStream_t stream,
+                std::index_sequence<I...>) {
+  bool launched = false;
+  ((kTileConfigs[I].head_dim == head_dim
+        ? (launch_fused_kernel<kTileConfigs[I].head_dim>(params, bf16, grid, stream), launched = true)
+        : false),
+   ...);
+  if (!launched) {
+    detail::throw_error(StatusCode::internal, "fused prefill: no kernel for head_dim " + std::to_string(head_dim));
+  }
+}
+
+}  // namespace
+
+void run_fused_prefill(const AttentionProblem& p, const DeviceInfo& device, cudaStream_t stream) {
+  const TileConfig& config = *tile_config(p.head_dim);
+  const bool bf16 = p.dtype == DType::bf16;
+  const int32_t group = p.q_heads / p.kv_heads;
+  // The parameter block is ~11 KB: built in place, not on the stack of every caller.
+  thread_local std::unique_ptr<FusedParams> storage(new FusedParams());
+  FusedParams& params = *storage;
+  params.q_heads = p.q_heads;
+  params.kv_heads = p.kv_heads;
+  params.group = group;
+  params.packed = packed_heads(config, group);
+  params.tile_heads = p.q_heads / params.packed;
+  params.tokens_per_tile = config.block_m / params.packed;
+  params.scale_log2 = p.effective_scale() * 1.4426950408889634f;
+  params.softcap = p.softcap;
+  params.causal = p.mask.causal ? 1 : 0;
+  params.window = p.mask.window;
+  params.out = p.out;
+  params.out_token_stride = p.out_token_stride;
+  params.out_head_stride = p.out_head_stride;
+  params.out_aligned16 = reinterpret_cast<std::uintptr_t>(p.out) % 16 == 0 && p.out_token_stride % 8 == 0 &&
+                         p.out_head_stride % 8 == 0;
+  params.lse = p.lse;
+  params.lse_token_stride = p.lse_token_stride;
+  params.lse_head_stride = p.lse_head_stride;
+  params.sinks = p.sinks;
+
+  // Sequences with new tokens, most tiles first (the longest causal work starts first).
+  int32_t order[kMaxSequences];
+  int32_t tiles[kMaxSequences];
+  int32_t count = 0;
+  for (int32_t b = 0; b < p.batch; ++b) {
+    const int32_t suffix = p.query_offsets[b + 1] - p.query_offsets[b];
+    if (suffix <= 0) continue;
+    tiles[count] = (suffix + params.tokens_per_tile - 1) / params.tokens_per_tile * params.tile_heads;
+    order[count++] = b;
+  }
+  int32_t rank[kMaxSequences];
+  std::iota(rank, rank + count, 0);
+  std::stable_sort(rank, rank + count, [&](int32_t a, int32_t b) { return tiles[a] > tiles[b]; });
+  params.num_sequences = count;
+  int32_t total = 0;
+  for (int32_t i = 0; i < count; ++i) {
+    const int32_t b = order[rank[i]];
+    params.batch_index[i] = b;
+    params.query_start[i] = p.query_offsets[b];
+    params.suffix[i] = p.query_offsets[b + 1] - p.query_offsets[b];
+    params.kv_length[i] = p.kv_lengths[b];
+    params.tile_start[i] = total;
+    total += tiles[rank[i]];
+  }
+  params.tile_start[count] = total;
+  params.total_tiles = total;
+  if (total == 0) return;
+
+  // Q [tokens, q_heads, d] as (d, packed heads, tokens, tile heads): a box is one tile's rows.
+  const int64_t q_dims[4] = {p.head_dim, params.packed, p.total_tokens(), params.tile_heads};
+  const int64_t q_strides[3] = {p.q_head_stride, p.q_token_stride, p.q_head_stride * params.packed};
+  const uint32_t q_box[4] = {64, static_cast<uint32_t>(params.packed),
+                             static_cast<uint32_t>(params.tokens_per_tile), 1};
+  params.q_map = encode(p.q, bf16, q_dims, q_strides, q_box, "q");
+  const int64_t kv_dims[4] = {p.head_dim, p.kv.capacity, p.kv_heads, p.batch};
+  const uint32_t kv_box[4] = {64, static_cast<uint32_t>(config.block_n), 1, 1};
+  const int64_t k_strides[3] = {p.kv.k_token_stride, p.kv.k_head_stride, p.kv.k_sequence_stride};
+  const int64_t v_strides[3] = {p.kv.v_token_stride, p.kv.v_head_stride, p.kv.v_sequence_stride};
+  params.k_map = encode(p.kv.k, bf16, kv_dims, k_strides, kv_box, "k");
+  params.v_map = encode(p.kv.v, bf16, kv_dims, v_strides, kv_box, "v");
+
+  const int grid = std::min(total, std::max(1, device.compute_units));
+  launch_row(p.head_dim, params, bf16, grid, stream, std::make_index_sequence<std::size(kTileConfigs)>{});
+  WIDEATTN_CUDA_CHECK_LAUNCH("fused_prefill_kernel");
+}
+
+}  // namespace wideattn::fused

@@ -1,0 +1,49 @@
+// What one fused prefill launch receives, by value (a __grid_constant__ parameter): the TMA
+// descriptors of Q, K and V, the output, the mask, and the per-sequence metadata (sorted so that
+// the sequences with the most tiles come first). Filled by fused_launch.cu.
+#pragma once
+
+#include <cuda.h>
+
+#include <cstdint>
+
+#include "cuda/fused/tile_config.h"
+
+namespace wideattn::fused {
+
+struct FusedParams {
+  // Q as [tokens, q_heads, d] viewed 4-D (d, packed heads, tokens, head groups); K and V as
+  // (d, capacity, kv_heads, batch). 128-byte swizzled boxes of 64 columns.
+  CUtensorMap q_map;
+  CUtensorMap k_map;
+  CUtensorMap v_map;
+
+  void* out = nullptr;
+  int64_t out_token_stride = 0, out_head_stride = 0;
+  float* lse = nullptr;  // null: not written
+  int64_t lse_token_stride = 0, lse_head_stride = 0;
+  const float* sinks = nullptr;  // [q_heads] or null
+  int32_t out_aligned16 = 0;     // out rows can be stored 16 bytes at a time
+
+  int32_t q_heads = 0, kv_heads = 0;
+  int32_t group = 0;         // q_heads / kv_heads
+  int32_t packed = 0;        // query heads per tile (packed_heads)
+  int32_t tile_heads = 0;    // q_heads / packed: tiles side by side per query block
+  int32_t tokens_per_tile = 0;  // block_m / packed
+
+  float scale_log2 = 0.0f;  // scale * log2(e)
+  float softcap = 0.0f;     // > 0: logits = softcap * tanh(scale * q.k / softcap)
+  int32_t causal = 1;
+  int32_t window = 0;
+
+  int32_t num_sequences = 0;  // sequences with at least one query row
+  int32_t total_tiles = 0;
+  // Per sequence in schedule order (most tiles first).
+  int32_t batch_index[kMaxSequences];  // b, the KV cache slot
+  int32_t query_start[kMaxSequences];  // query_offsets[b]
+  int32_t suffix[kMaxSequences];       // query rows
+  int32_t kv_length[kMaxSequences];
+  int32_t tile_start[kMaxSequences + 1];  // prefix sums of tiles (query blocks x tile_heads)
+};
+
+}  // namespace wideattn::fused

@@ -1,0 +1,49 @@
+// The fused Hopper prefill kernels' tile table: one row per head_dim built. The kernels
+// (fused_kernel.cuh) take their tile shapes from it and dispatch (src/core/dispatch.cpp) asks it
+// which problems the fused path serves, so the two cannot disagree. Plain C++: no CUDA needed.
+#pragma once
+
+#include <cstdint>
+
+namespace wideattn::fused {
+
+struct TileConfig {
+  int32_t head_dim;
+  int32_t block_m;  // query rows per CTA tile: 2 consumer warpgroups x 64 rows
+  int32_t block_n;  // keys per K/V tile
+  int32_t stages;   // K/V tiles in flight (shared-memory ring)
+};
+
+// Shared memory per CTA: Q (block_m x d) plus the K and V rings (stages x block_n x d each),
+// 16-bit elements, plus barriers. The H100/H200 limit is 227 KB per block.
+inline constexpr TileConfig kTileConfigs[] = {
+    {64, 128, 128, 2},   // Q 16 KB + K/V 2 x 2 x 16 KB =  80 KB
+    {128, 128, 128, 2},  // Q 32 KB + K/V 2 x 2 x 32 KB = 160 KB
+    {256, 128, 64, 2},   // Q 64 KB + K/V 2 x 2 x 32 KB = 192 KB
+};
+
+// The row of `head_dim`, or null when no fused kernel is built for it.
+constexpr const TileConfig* tile_config(int32_t head_dim) {
+  for (const TileConfig& c : kTileConfigs) {
+    if (c.head_dim == head_dim) return &c;
+  }
+  return nullptr;
+}
+
+constexpr int64_t shared_memory_bytes(const TileConfig& c) {
+  const int64_t element = 2;
+  return element * c.head_dim * (c.block_m + 2 * int64_t{c.stages} * c.block_n) + 1024 /* align */ +
+         256 /* barriers */;
+}
+
+// Sequences one launch carries in its parameters (the per-sequence metadata travels by value,
+// so a call needs no upload and a captured graph replays it as is).
+inline constexpr int32_t kMaxSequences = 512;
+
+// Query heads of one KV group that share a tile (GQA packing): the group when it divides
+// block_m, else 1 (each head its own tiles; K/V are then read once per query head).
+constexpr int32_t packed_heads(const TileConfig& c, int32_t group) {
+  return (group > 0 && c.block_m % group == 0) ? group : 1;
+}
+
+}  // namespace wideattn::fused

@@ -1,0 +1,175 @@
+// The fused Hopper prefill kernel (Kernel::prefill_fused) against the f64 oracle: awkward
+// lengths, every mask it serves, GQA packings, sinks, soft-cap, LSE, strided layouts, varlen
+// batches with prefixes, and NaN in the stale cache slots past each kv_length. CUDA on sm_90
+// only; elsewhere the tests skip and say why.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <random>
+#include <string>
+#include <tuple>
+
+#include "attention_case.h"
+#include "test_support.h"
+
+namespace wideattn::test {
+namespace {
+
+class FusedPrefillTest : public ::testing::TestWithParam<std::tuple<int32_t, DType>> {
+ protected:
+  void SetUp() override {
+    if (!session_.start(Backend::cuda)) return;
+    if (context().device().compute_capability != 90) {
+      GTEST_SKIP() << "the fused prefill kernel is built for sm_90a; this device is sm_"
+                   << context().device().compute_capability;
+    }
+  }
+  void TearDown() override { session_.stop(); }
+  Context& context() { return *session_.context; }
+  std::mt19937_64& rng() { return session_.rng; }
+  int32_t head_dim() const { return std::get<0>(GetParam()); }
+  DType dtype() const { return std::get<1>(GetParam()); }
+
+  AttentionCase base() const {
+    AttentionCase c;
+    c.head_dim = head_dim();
+    c.dtype = dtype();
+    c.q_heads = 8;
+    c.kv_heads = 2;
+    c.nan_past_kv_length = true;
+    c.extra_capacity = 37;
+    return c;
+  }
+  void check(const AttentionCase& c) {
+    AttentionOutcome outcome;
+    check_attention(context(), rng(), c, Kernel::prefill_fused, &outcome);
+    EXPECT_EQ(outcome.plan.kernel, Kernel::prefill_fused) << outcome.plan.reason;
+  }
+
+ private:
+  BackendSession session_;
+};
+
+TEST_P(FusedPrefillTest, CausalAwkwardLengths) {
+  for (const SequenceShape s : {SequenceShape{9, 9}, SequenceShape{77, 77}, SequenceShape{129, 129},
+                                SequenceShape{300, 1357}, SequenceShape{1000, 1000}}) {
+    AttentionCase c = base();
+    c.sequences = {s};
+    check(c);
+  }
+}
+
+TEST_P(FusedPrefillTest, Bidirectional) {
+  AttentionCase c = base();
+  c.causal = false;
+  c.sequences = {{200, 333}, {65, 65}};
+  check(c);
+}
+
+TEST_P(FusedPrefillTest, SlidingWindows) {
+  for (const bool causal : {true, false}) {
+    for (const int32_t window : {1, 2, 64, 127, 300}) {
+      AttentionCase c = base();
+      c.causal = causal;
+      c.window = window;
+      c.sequences = {{700, 900}, {130, 130}};
+      check(c);
+      if (HasFailure()) return;
+    }
+  }
+}
+
+TEST_P(FusedPrefillTest, GqaPackings) {
+  // Query heads per KV head: 1, 2, 4, 8, 16 pack into one tile; 3 and 6 do not divide 128 rows
+  // (each query head then has its own tiles).
+  for (const auto heads : {std::pair{4, 4}, std::pair{8, 4}, std::pair{8, 2}, std::pair{16, 2},
+                           std::pair{16, 1}, std::pair{6, 2}, std::pair{6, 1}}) {
+    AttentionCase c = base();
+    c.q_heads = heads.first;
+    c.kv_heads = heads.second;
+    c.sequences = {{150, 170}};
+    check(c);
+    if (HasFailure()) return;
+  }
+}
+
+TEST_P(FusedPrefillTest, SinksSoftcapScaleNoLse) {
+  AttentionCase c = base();
+  c.sinks = true;
+  c.softcap = 10.0f;
+  c.scale = 1.0f;
+  c.input_range = 0.5;
+  c.sequences = {{260, 400}};
+  check(c);
+  c.lse = false;
+  c.sinks = false;
+  c.softcap = 0.0f;
+  c.scale = 0.05f;
+  check(c);
+}
+
+TEST_P(FusedPrefillTest, StridedLayouts) {
+  AttentionCase c = base();
+  c.q_head_major = true;
+  c.kv_head_major = true;
+  c.out_head_major = true;
+  c.out_gap = 3;  // rows not 16-byte aligned: the epilogue's element-wise path
+  c.lse_gap = 2;
+  c.sequences = {{140, 200}, {33, 90}};
+  check(c);
+  c.out_head_major = false;
+  c.out_gap = 8;
+  check(c);
+}
+
+TEST_P(FusedPrefillTest, RandomVarlenBatches) {
+  std::mt19937_64& r = rng();
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(r); };
+  for (int draw = 0; draw < 6; ++draw) {
+    AttentionCase c = base();
+    const int batch = pick(1, 40);
+    c.sequences.clear();
+    for (int b = 0; b < batch; ++b) {
+      const int suffix = pick(0, 5) == 0 ? pick(0, 8) : pick(9, 300);
+      c.sequences.push_back({suffix, suffix + (pick(0, 1) ? pick(0, 500) : 0)});
+    }
+    SequenceShape& longest = c.sequences[pick(0, batch - 1)];  // at least one prefill
+    longest.suffix = std::max(longest.suffix, 9);
+    for (SequenceShape& s : c.sequences) s.kv_length = std::max(s.kv_length, s.suffix);
+    c.causal = pick(0, 3) != 0;
+    c.window = pick(0, 2) == 0 ? pick(1, 400) : 0;
+    c.sinks = pick(0, 2) == 0;
+    if (pick(0, 3) == 0) c.softcap = 20.0f;
+    c.lse = pick(0, 4) != 0;
+    c.q_head_major = pick(0, 3) == 0;
+    c.kv_head_major = pick(0, 3) == 0;
+    c.out_head_major = pick(0, 3) == 0;
+    c.extra_capacity = pick(0, 70);
+    static const std::pair<int, int> kHeads[] = {{8, 2}, {4, 1}, {16, 8}, {12, 4}, {6, 3}};
+    const auto heads = kHeads[pick(0, 4)];
+    c.q_heads = heads.first;
+    c.kv_heads = heads.second;
+    check(c);
+    if (HasFailure()) return;
+  }
+}
+
+TEST_P(FusedPrefillTest, AutomaticDispatchChoosesIt) {
+  AttentionCase c = base();
+  c.sequences = {{100, 100}};
+  AttentionOutcome outcome;
+  check_attention(context(), rng(), c, Kernel::automatic, &outcome);
+  EXPECT_EQ(outcome.plan.kernel, Kernel::prefill_fused) << outcome.plan.reason;
+}
+
+std::string fused_param_name(const ::testing::TestParamInfo<std::tuple<int32_t, DType>>& info) {
+  return "d" + std::to_string(std::get<0>(info.param)) + "_" + to_string(std::get<1>(info.param));
+}
+
+INSTANTIATE_TEST_SUITE_P(HeadDimsAndTypes, FusedPrefillTest,
+                         ::testing::Combine(::testing::Values(64, 128, 256),
+                                            ::testing::Values(DType::bf16, DType::f16)),
+                         fused_param_name);
+
+}  // namespace
+}  // namespace wideattn::test
