@@ -66,6 +66,8 @@ find_cuda() {
     log "CUDA backend: off (WIDEATTN_CUDA=OFF)"
   elif command -v nvcc >/dev/null 2>&1; then
     log "CUDA backend: on ($(command -v nvcc), $(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'))"
+    # The fused kernels' CuTe headers: the pinned nvidia-cutlass wheel, into .deps/ (once).
+    "$REPO_ROOT/scripts/fetch_cutlass.sh" || die "could not fetch the CUTLASS headers (scripts/fetch_cutlass.sh)"
   else
     log "CUDA backend: off (no nvcc on PATH or in /usr/local/cuda/bin)"
   fi

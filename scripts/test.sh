@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the build and tests need (Debian: cmake, ninja-build, g++, ccache,
 # libopenblas-dev, libgtest-dev), builds everything (the CUDA backend too when nvcc is found;
-# its tests skip without a GPU), runs ctest, then the Python tests when the package exists.
+# its tests skip without a GPU), runs ctest, checks the installed CMake package
+# (scripts/check_install.sh), then the Python tests when the package exists.
 set -euo pipefail
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -15,6 +16,11 @@ ctest --test-dir "$BUILD_DIR" --output-on-failure -j "${CTEST_JOBS:-1}" --timeou
 # did not write would reach the outputs (src/core/debug_options.h). The CPU cases take seconds.
 log "wideattn_tests with WIDEATTN_POISON_WORKSPACE=1 (CPU cases)"
 WIDEATTN_POISON_WORKSPACE=1 "$BUILD_DIR/wideattn_tests" --gtest_filter='*cpu*' --gtest_brief=1
+
+# ---- installed CMake package ---------------------------------------------------------------------
+# cmake --install into $BUILD_DIR/install, then build and run examples/cpp_consumer against it
+# through find_package(wideattn) (seconds).
+BUILD_DIR="$BUILD_DIR" "$REPO_ROOT/scripts/check_install.sh"
 
 # ---- Python hook -------------------------------------------------------------------------------
 # The Python package is optional: when pyproject.toml exists at the repository root, install it
