@@ -14,6 +14,21 @@ std::string python_type_name(nb::handle object) {
   return nb::cast<std::string>(nb::str(object.type().attr("__qualname__")));
 }
 
+// The type of an object that did not import, with its dtype when it has one (e.g. a NumPy
+// bfloat16 array, which has no DLPack export, handed over where its uint16 view was due).
+std::string described(nb::handle object) {
+  std::string text = python_type_name(object);
+  if (PyObject_HasAttrString(object.ptr(), "dtype")) {
+    nb::object dtype = nb::steal(PyObject_GetAttrString(object.ptr(), "dtype"));
+    if (dtype.is_valid()) {
+      nb::object name = nb::steal(PyObject_Str(dtype.ptr()));
+      if (name.is_valid()) text += " of dtype " + nb::cast<std::string>(name);
+    }
+    PyErr_Clear();
+  }
+  return text;
+}
+
 Element element_of(nb::dlpack::dtype t, bool u16_is_bf16, std::string* name) {
   using nb::dlpack::dtype_code;
   const auto code = static_cast<dtype_code>(t.code);
@@ -67,7 +82,7 @@ Array::Array(nb::handle object, const char* function, const char* name, bool wri
     if (!nb::try_cast(object, write_, /*convert=*/false)) {
       throw_type_error(std::string(function) + ": " + name +
                        " must be a writable array (NumPy, PyTorch, JAX, CuPy or any DLPack "
-                       "producer), got " + python_type_name(object) +
+                       "producer), got " + described(object) +
                        (nb::try_cast(object, read_, false) ? " that is read-only" : ""));
     }
     data_ = write_.data();
@@ -81,7 +96,7 @@ Array::Array(nb::handle object, const char* function, const char* name, bool wri
     if (!nb::try_cast(object, read_, /*convert=*/false)) {
       throw_type_error(std::string(function) + ": " + name +
                        " must be an array (NumPy, PyTorch, JAX, CuPy or any DLPack producer), got " +
-                       python_type_name(object));
+                       described(object));
     }
     data_ = const_cast<void*>(static_cast<const void*>(read_.data()));
     device_type = read_.device_type();

@@ -1,14 +1,14 @@
-// attention() and plan_attention() from Python: DLPack arrays in, checked against each other,
-// their strides passed straight into an AttentionProblem.
+// attention() and plan_attention() from Python. One call takes the arrays (DLPack producers or
+// capsules) and the Python scalars as wideattn.attention received them, converts and checks each
+// exactly once here (every error names the argument), and passes the arrays' strides straight
+// into an AttentionProblem. The Python side only routes and allocates outputs (issue 11: the
+// per-call host cost).
 #include <nanobind/stl/string.h>
-#include <nanobind/stl/tuple.h>
-#include <nanobind/stl/vector.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
-#include <tuple>
 #include <vector>
 
 #include "arrays.h"
@@ -19,6 +19,12 @@
 namespace wideattn::python {
 namespace {
 
+std::string py_type_name(nb::handle h) {
+  return nb::cast<std::string>(nb::str(h.type().attr("__qualname__")));
+}
+
+std::string py_repr(nb::handle h) { return nb::cast<std::string>(nb::repr(h)); }
+
 int32_t to_int32(const char* function, const char* name, int64_t value) {
   if (value < std::numeric_limits<int32_t>::min() || value > std::numeric_limits<int32_t>::max()) {
     throw_value_error(std::string(function) + ": " + name + " = " + std::to_string(value) +
@@ -27,50 +33,167 @@ int32_t to_int32(const char* function, const char* name, int64_t value) {
   return static_cast<int32_t>(value);
 }
 
-Kernel parse_kernel(const char* function, const std::string& name) {
-  if (name == "auto" || name == "automatic") return Kernel::automatic;
-  if (name == "single_pass") return Kernel::single_pass;
-  if (name == "two_pass") return Kernel::two_pass;
-  if (name == "prefill_unfused") return Kernel::prefill_unfused;
-  throw_value_error(std::string(function) + ": kernel = '" + name +
-                    "', expected 'auto', 'single_pass', 'two_pass' or 'prefill_unfused'");
+// A Python int (or an object with __index__, e.g. a NumPy integer) in int32 range.
+int32_t int32_arg(const char* f, nb::handle h, const char* name) {
+  PyObject* o = h.ptr();
+  long long v = 0;
+  int overflow = 0;
+  if (PyLong_Check(o)) {
+    v = PyLong_AsLongLongAndOverflow(o, &overflow);
+  } else {
+    PyObject* index = PyNumber_Index(o);
+    if (index == nullptr) {
+      PyErr_Clear();
+      throw_type_error(std::string(f) + ": " + name + " must be an int, got " + py_type_name(h));
+    }
+    v = PyLong_AsLongLongAndOverflow(index, &overflow);
+    Py_DECREF(index);
+  }
+  if (overflow != 0 || v < std::numeric_limits<int32_t>::min() ||
+      v > std::numeric_limits<int32_t>::max()) {
+    throw_value_error(std::string(f) + ": " + name + " = " + py_repr(h) + " does not fit in int32");
+  }
+  return static_cast<int32_t>(v);
 }
+
+// query_offsets / kv_lengths: a list or tuple of ints is read here directly; anything else
+// (a range, a host array of PyTorch, NumPy or JAX) goes through wideattn._frameworks.host_int32
+// first, which refuses device arrays.
+void int32_list(const char* f, nb::handle h, const char* name, std::vector<int32_t>* values) {
+  PyObject* o = h.ptr();
+  if (o == Py_None) {
+    throw_type_error(std::string(f) + ": " + name + " is required: a host sequence of int32");
+  }
+  nb::object converted;
+  if (!PyList_Check(o) && !PyTuple_Check(o)) {
+    converted = nb::module_::import_("wideattn._frameworks").attr("host_int32")(h, name);
+    o = converted.ptr();
+    if (!PyList_Check(o) && !PyTuple_Check(o)) {
+      throw_type_error(std::string(f) + ": " + name + " must be a sequence of int32");
+    }
+  }
+  values->clear();
+  // The size is read on every step: an element's __index__ could change a list under us.
+  for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(o); ++i) {
+    nb::object item = nb::borrow(PySequence_Fast_GET_ITEM(o, i));
+    long long v = 0;
+    int overflow = 0;
+    if (PyLong_Check(item.ptr())) {
+      v = PyLong_AsLongLongAndOverflow(item.ptr(), &overflow);
+    } else {
+      PyObject* index = PyNumber_Index(item.ptr());
+      if (index == nullptr) {
+        PyErr_Clear();
+        throw_type_error(std::string(f) + ": " + name + "[" + std::to_string(i) + "] = " +
+                         py_repr(item) + " is not an integer");
+      }
+      v = PyLong_AsLongLongAndOverflow(index, &overflow);
+      Py_DECREF(index);
+    }
+    if (overflow != 0 || v < std::numeric_limits<int32_t>::min() ||
+        v > std::numeric_limits<int32_t>::max()) {
+      throw_value_error(std::string(f) + ": " + name + "[" + std::to_string(i) + "] = " +
+                        py_repr(item) + " does not fit in int32");
+    }
+    values->push_back(static_cast<int32_t>(v));
+  }
+}
+
+bool bool_arg(nb::handle h) {
+  const int truth = PyObject_IsTrue(h.ptr());
+  if (truth < 0) throw nb::python_error();
+  return truth != 0;
+}
+
+double float_arg(const char* f, nb::handle h, const char* name) {
+  PyObject* o = h.ptr();
+  if (PyFloat_CheckExact(o)) return PyFloat_AS_DOUBLE(o);
+  const double v = PyFloat_AsDouble(o);
+  if (v == -1.0 && PyErr_Occurred()) {
+    PyErr_Clear();
+    throw_type_error(std::string(f) + ": " + name + " must be a float, got " + py_type_name(h));
+  }
+  return v;
+}
+
+// None: 1/sqrt(head_dim) (kDefaultScale); else a finite value > 0.
+float scale_arg(const char* f, nb::handle h) {
+  if (h.is_none()) return kDefaultScale;
+  const double value = float_arg(f, h, "scale");
+  const float scale = static_cast<float>(value);
+  if (!(std::isfinite(scale) && scale > 0)) {
+    throw_value_error(std::string(f) + ": scale = " + py_repr(nb::float_(value)) +
+                      ", expected a finite value > 0 (None: 1/sqrt(head_dim))");
+  }
+  return scale;
+}
+
+Kernel kernel_arg(const char* f, nb::handle h) {
+  if (!PyUnicode_Check(h.ptr())) {
+    throw_type_error(std::string(f) + ": kernel must be a str, got " + py_type_name(h));
+  }
+  Py_ssize_t size = 0;
+  const char* s = PyUnicode_AsUTF8AndSize(h.ptr(), &size);
+  if (s == nullptr) throw nb::python_error();
+  const std::string name(s, static_cast<size_t>(size));
+  if (name == "auto" || name == "automatic") return Kernel::automatic;
+  // Every kernel the library names (to_string), so a new one needs no change here.
+  std::string expected = "'auto'";
+  for (int32_t value = 1; value < 64; ++value) {
+    const Kernel kernel = static_cast<Kernel>(value);
+    const std::string known = to_string(kernel);
+    if (known == "unknown kernel") continue;
+    if (name == known) return kernel;
+    expected += ", '" + known + "'";
+  }
+  throw_value_error(std::string(f) + ": kernel = " + py_repr(h) + ", expected one of " + expected);
+}
+
+// The Python-level arguments of one call, as handed over (handles are borrowed from the call).
+struct AttentionArgs {
+  nb::handle q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window,
+      ring_length, ring_offset, tree, sinks, softcap, scale, kernel;
+  bool u16_is_bf16;
+};
 
 // Everything one call holds: the imported arrays (kept alive) and the problem built from them.
 struct AttentionCall {
   Array q, k, v, out, lse, tree_start, tree_end, tree_height, sinks;
   std::vector<int32_t> query_offsets, kv_lengths;
   AttentionProblem problem;
+  Kernel kernel = Kernel::automatic;
   Device device;
 };
 
-struct AttentionArgs {
-  nb::handle q, k_cache, v_cache, out, lse;
-  std::vector<int32_t> query_offsets, kv_lengths;
-  bool causal;
-  int64_t window, ring_length, ring_offset;
-  nb::handle tree_start, tree_end, tree_height, sinks;
-  float softcap;
-  float scale;  // NaN: 1/sqrt(head_dim)
-  bool u16_is_bf16;
-};
-
-// Imports and checks every array. `plan_only`: out may be None (plan_attention reads no data).
+// Converts and checks every argument. `plan_only`: out may be None (plan_attention reads no data).
 void build(const char* f, const AttentionArgs& a, bool plan_only, AttentionCall* c) {
+  c->kernel = kernel_arg(f, a.kernel);
+  nb::handle tree_start, tree_end, tree_height;
+  if (!a.tree.is_none()) {
+    PyObject* t = a.tree.ptr();
+    const bool sequence = PyTuple_Check(t) || PyList_Check(t);
+    if (!sequence || PySequence_Fast_GET_SIZE(t) != 3) {
+      throw_type_error(std::string(f) +
+                       ": tree must be a tuple (tree_start, tree_end, tree_height) of int32 arrays");
+    }
+    PyObject** parts = PySequence_Fast_ITEMS(t);
+    tree_start = parts[0];
+    tree_end = parts[1];
+    tree_height = parts[2];
+  }
   c->q = Array(a.q, f, "q", false, a.u16_is_bf16);
   c->k = Array(a.k_cache, f, "k_cache", false, a.u16_is_bf16);
   c->v = Array(a.v_cache, f, "v_cache", false, a.u16_is_bf16);
   c->out = Array(a.out, f, "out", true, a.u16_is_bf16);
   c->lse = Array(a.lse, f, "lse", true, false);
-  c->tree_start = Array(a.tree_start, f, "tree_start", false, false);
-  c->tree_end = Array(a.tree_end, f, "tree_end", false, false);
-  c->tree_height = Array(a.tree_height, f, "tree_height", false, false);
+  c->tree_start = Array(tree_start, f, "tree_start", false, false);
+  c->tree_end = Array(tree_end, f, "tree_end", false, false);
+  c->tree_height = Array(tree_height, f, "tree_height", false, false);
   c->sinks = Array(a.sinks, f, "sinks", false, false);
   if (!c->q.present()) throw_type_error(std::string(f) + ": q is required");
   if (!c->k.present()) throw_type_error(std::string(f) + ": k_cache is required");
   if (!c->v.present()) throw_type_error(std::string(f) + ": v_cache is required");
   if (!c->out.present() && !plan_only) throw_type_error(std::string(f) + ": out is required");
-
   const Array& q = c->q;
   q.require_ndim(3, "[total_tokens, q_heads, head_dim]");
   q.require_float();
@@ -130,8 +253,8 @@ void build(const char* f, const AttentionArgs& a, bool plan_only, AttentionCall*
     c->sinks.require_dim(0, q_heads, "q_heads, q.shape[1]");
   }
 
-  c->query_offsets = a.query_offsets;
-  c->kv_lengths = a.kv_lengths;
+  int32_list(f, a.query_offsets, "query_offsets", &c->query_offsets);
+  int32_list(f, a.kv_lengths, "kv_lengths", &c->kv_lengths);
   if (static_cast<int64_t>(c->kv_lengths.size()) != batch) {
     throw_value_error(std::string(f) + ": kv_lengths has " + std::to_string(c->kv_lengths.size()) +
                       " entries, expected batch = k_cache.shape[0] = " + std::to_string(batch));
@@ -188,36 +311,23 @@ void build(const char* f, const AttentionArgs& a, bool plan_only, AttentionCall*
     p.lse_token_stride = c->lse.stride(0);
     p.lse_head_stride = c->lse.stride(1);
   }
-  p.mask.causal = a.causal;
-  p.mask.window = to_int32(f, "window", a.window);
-  p.mask.ring_length = to_int32(f, "ring_length", a.ring_length);
-  p.mask.ring_offset = to_int32(f, "ring_offset", a.ring_offset);
+  p.mask.causal = bool_arg(a.causal);
+  p.mask.window = int32_arg(f, a.window, "window");
+  p.mask.ring_length = int32_arg(f, a.ring_length, "ring_length");
+  p.mask.ring_offset = int32_arg(f, a.ring_offset, "ring_offset");
   if (tree_parts == 3) {
     p.mask.tree_start = static_cast<const int32_t*>(c->tree_start.data());
     p.mask.tree_end = static_cast<const int32_t*>(c->tree_end.data());
     p.mask.tree_height = static_cast<const int32_t*>(c->tree_height.data());
   }
-  p.scale = a.scale;
-  p.softcap = a.softcap;
+  p.scale = scale_arg(f, a.scale);
+  p.softcap = static_cast<float>(float_arg(f, a.softcap, "softcap"));
   if (c->sinks.present()) p.sinks = static_cast<const float*>(c->sinks.data());
 }
 
-using PlanTuple = std::tuple<std::string, int32_t, int64_t, uint64_t, std::string>;
-
-PlanTuple to_tuple(const Plan& plan) {
-  return PlanTuple(to_string(plan.kernel), plan.num_splits, plan.query_rows_per_chunk,
-                   static_cast<uint64_t>(plan.workspace_bytes), plan.reason);
-}
-
-AttentionArgs args_from(nb::handle q, nb::handle k_cache, nb::handle v_cache, nb::handle out,
-                        nb::handle lse, std::vector<int32_t> query_offsets,
-                        std::vector<int32_t> kv_lengths, bool causal, int64_t window,
-                        int64_t ring_length, int64_t ring_offset, nb::handle tree_start,
-                        nb::handle tree_end, nb::handle tree_height, nb::handle sinks,
-                        float softcap, float scale, bool u16_is_bf16) {
-  return AttentionArgs{q, k_cache, v_cache, out, lse, std::move(query_offsets),
-                       std::move(kv_lengths), causal, window, ring_length, ring_offset,
-                       tree_start, tree_end, tree_height, sinks, softcap, scale, u16_is_bf16};
+nb::object plan_tuple(const Plan& plan) {
+  return nb::make_tuple(to_string(plan.kernel), plan.num_splits, plan.query_rows_per_chunk,
+                        static_cast<uint64_t>(plan.workspace_bytes), plan.reason);
 }
 
 }  // namespace
@@ -226,62 +336,62 @@ void bind_attention(nb::module_& m) {
   m.def(
       "attention",
       [](nb::handle q, nb::handle k_cache, nb::handle v_cache, nb::handle out, nb::handle lse,
-         std::vector<int32_t> query_offsets, std::vector<int32_t> kv_lengths, bool causal,
-         int64_t window, int64_t ring_length, int64_t ring_offset, nb::handle tree_start,
-         nb::handle tree_end, nb::handle tree_height, nb::handle sinks, float softcap, float scale,
-         const std::string& kernel, uintptr_t stream, bool u16_is_bf16) {
+         nb::handle query_offsets, nb::handle kv_lengths, nb::handle causal, nb::handle window,
+         nb::handle ring_length, nb::handle ring_offset, nb::handle tree, nb::handle sinks,
+         nb::handle softcap, nb::handle scale, nb::handle kernel, uintptr_t stream,
+         bool u16_is_bf16, bool return_plan) -> nb::object {
         const char* f = "attention";
         AttentionCall call;
         build(f,
-              args_from(q, k_cache, v_cache, out, lse, std::move(query_offsets),
-                        std::move(kv_lengths), causal, window, ring_length, ring_offset,
-                        tree_start, tree_end, tree_height, sinks, softcap, scale, u16_is_bf16),
+              AttentionArgs{q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal,
+                            window, ring_length, ring_offset, tree, sinks, softcap, scale, kernel,
+                            u16_is_bf16},
               false, &call);
-        const Kernel forced = parse_kernel(f, kernel);
         Plan plan;
-        if (call.problem.total_tokens() == 0) return to_tuple(plan);
-        run_on(call.device, reinterpret_cast<void*>(stream), [&](Context& context) {
-          return wideattn::attention(context, call.problem, forced, &plan);
-        });
-        return to_tuple(plan);
+        if (call.problem.total_tokens() != 0) {
+          run_on(call.device, reinterpret_cast<void*>(stream), [&](Context& context) {
+            return wideattn::attention(context, call.problem, call.kernel, &plan);
+          });
+        }
+        return return_plan ? plan_tuple(plan) : nb::none();
       },
-      nb::arg("q"), nb::arg("k_cache"), nb::arg("v_cache"), nb::arg("out"), nb::arg("lse").none(),
-      nb::arg("query_offsets"), nb::arg("kv_lengths"), nb::arg("causal"), nb::arg("window"),
-      nb::arg("ring_length"), nb::arg("ring_offset"), nb::arg("tree_start").none(),
-      nb::arg("tree_end").none(), nb::arg("tree_height").none(), nb::arg("sinks").none(),
-      nb::arg("softcap"), nb::arg("scale"), nb::arg("kernel"), nb::arg("stream"),
-      nb::arg("u16_is_bf16"),
-      "Low-level attention: every argument explicit; use wideattn.attention instead. Returns "
-      "the plan used as (kernel, num_splits, query_rows_per_chunk, workspace_bytes, reason).");
+      nb::arg("q").none(), nb::arg("k_cache").none(), nb::arg("v_cache").none(),
+      nb::arg("out").none(), nb::arg("lse").none(), nb::arg("query_offsets").none(), nb::arg("kv_lengths").none(),
+      nb::arg("causal").none(), nb::arg("window").none(), nb::arg("ring_length").none(),
+      nb::arg("ring_offset").none(), nb::arg("tree").none(), nb::arg("sinks").none(),
+      nb::arg("softcap").none(), nb::arg("scale").none(), nb::arg("kernel").none(),
+      nb::arg("stream"), nb::arg("u16_is_bf16"), nb::arg("return_plan"),
+      "Low-level attention (use wideattn.attention): arrays (DLPack producers or capsules) and "
+      "Python scalars as wideattn.attention takes them, tree as None or a 3-tuple, out given. "
+      "Checks and converts every argument once. Returns None, or with return_plan the plan used "
+      "as (kernel, num_splits, query_rows_per_chunk, workspace_bytes, reason).");
 
   m.def(
       "plan",
       [](nb::handle q, nb::handle k_cache, nb::handle v_cache, nb::handle out, nb::handle lse,
-         std::vector<int32_t> query_offsets, std::vector<int32_t> kv_lengths, bool causal,
-         int64_t window, int64_t ring_length, int64_t ring_offset, nb::handle tree_start,
-         nb::handle tree_end, nb::handle tree_height, nb::handle sinks, float softcap, float scale,
-         const std::string& kernel, bool u16_is_bf16) {
+         nb::handle query_offsets, nb::handle kv_lengths, nb::handle causal, nb::handle window,
+         nb::handle ring_length, nb::handle ring_offset, nb::handle tree, nb::handle sinks,
+         nb::handle softcap, nb::handle scale, nb::handle kernel, bool u16_is_bf16) {
         const char* f = "plan_attention";
         AttentionCall call;
         build(f,
-              args_from(q, k_cache, v_cache, out, lse, std::move(query_offsets),
-                        std::move(kv_lengths), causal, window, ring_length, ring_offset,
-                        tree_start, tree_end, tree_height, sinks, softcap, scale, u16_is_bf16),
+              AttentionArgs{q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal,
+                            window, ring_length, ring_offset, tree, sinks, softcap, scale, kernel,
+                            u16_is_bf16},
               true, &call);
-        const Kernel forced = parse_kernel(f, kernel);
         const DeviceInfo& device = context_for(call.device).device();
         Plan plan;
-        const Status status = plan_attention(call.problem, device, forced, &plan);
+        const Status status = plan_attention(call.problem, device, call.kernel, &plan);
         if (!status.ok()) raise_status(status);
-        return to_tuple(plan);
+        return plan_tuple(plan);
       },
-      nb::arg("q"), nb::arg("k_cache"), nb::arg("v_cache"), nb::arg("out").none(),
-      nb::arg("lse").none(), nb::arg("query_offsets"), nb::arg("kv_lengths"), nb::arg("causal"),
-      nb::arg("window"), nb::arg("ring_length"), nb::arg("ring_offset"),
-      nb::arg("tree_start").none(), nb::arg("tree_end").none(), nb::arg("tree_height").none(),
-      nb::arg("sinks").none(), nb::arg("softcap"), nb::arg("scale"), nb::arg("kernel"),
+      nb::arg("q").none(), nb::arg("k_cache").none(), nb::arg("v_cache").none(),
+      nb::arg("out").none(), nb::arg("lse").none(), nb::arg("query_offsets").none(), nb::arg("kv_lengths").none(),
+      nb::arg("causal").none(), nb::arg("window").none(), nb::arg("ring_length").none(),
+      nb::arg("ring_offset").none(), nb::arg("tree").none(), nb::arg("sinks").none(),
+      nb::arg("softcap").none(), nb::arg("scale").none(), nb::arg("kernel").none(),
       nb::arg("u16_is_bf16"),
-      "Low-level plan_attention; use wideattn.plan instead.");
+      "Low-level plan_attention (use wideattn.plan); the arguments of attention without stream.");
 }
 
 }  // namespace wideattn::python

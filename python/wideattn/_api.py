@@ -1,18 +1,32 @@
-"""wideattn.attention and wideattn.plan: the typed, documented front of the extension."""
+"""wideattn.attention and wideattn.plan: the typed, documented front of the extension.
+
+Per call, Python only routes the arrays and allocates the outputs; every argument is converted
+and checked once, in the extension (python/src/attention_bindings.cpp). NumPy arrays go straight
+in; PyTorch tensors go through wideattn.torch_ops (an eager fast path, or the custom operators
+under torch.compile, fake tensors and the like); CuPy, JAX, NumPy bfloat16 and other DLPack
+producers through _frameworks.Call, which knows their streams and output types.
+"""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Tuple, Union
 
+import numpy as np
+
 from . import _frameworks as fw
+from . import torch_ops
 from ._native import native
 
 ArrayLike = Any  # a PyTorch tensor, NumPy/CuPy/JAX array, or any DLPack producer
 IntSequence = Union[Sequence[int], Any]  # a list/tuple/range or a host int array
 
-KERNELS = ("auto", "single_pass", "two_pass", "prefill_unfused")
+KERNELS = ("auto", "single_pass", "two_pass", "prefill_unfused", "prefill_fused")
+
+_ndarray = np.ndarray
+_float32 = np.dtype(np.float32)
+_empty = np.empty
+_native_attention = native.attention
 
 
 @dataclass(frozen=True)
@@ -33,34 +47,20 @@ class Plan:
     reason: str
 
 
-def _tree_parts(tree: Optional[Tuple[ArrayLike, ArrayLike, ArrayLike]]) -> Tuple[Any, Any, Any]:
-    if tree is None:
-        return None, None, None
-    if not isinstance(tree, (tuple, list)) or len(tree) != 3:
-        raise TypeError("tree must be a tuple (tree_start, tree_end, tree_height) of int32 arrays")
-    return tree[0], tree[1], tree[2]
-
-
-def _scale_value(scale: Optional[float]) -> float:
-    if scale is None:
-        return math.nan
-    scale = float(scale)
-    if not (math.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale = {scale}, expected a finite value > 0 (None: 1/sqrt(head_dim))")
-    return scale
-
-
-def _check_kernel(kernel: str) -> str:
-    if kernel not in KERNELS and kernel != "automatic":
-        raise ValueError(f"kernel = {kernel!r}, expected one of {', '.join(map(repr, KERNELS))}")
-    return kernel
-
-
 def _check_device(call: fw.Call) -> None:
     if call.device_type not in ("cpu", "cuda"):
         raise ValueError(
             f"{call.reference_name} is on {call.device_type}; wideattn runs on CPU memory and CUDA devices"
         )
+
+
+def _export_tree(call: fw.Call, tree: Any) -> Any:
+    """The tree's three arrays exported like the others; anything else as is (the extension
+    raises the TypeError)."""
+    if isinstance(tree, (tuple, list)) and len(tree) == 3:
+        return (call.export(tree[0], "tree_start"), call.export(tree[1], "tree_end"),
+                call.export(tree[2], "tree_height"))
+    return tree
 
 
 def attention(
@@ -105,36 +105,31 @@ def attention(
     kernel: "auto" (dispatch chooses), "single_pass", "two_pass" or "prefill_unfused".
 
     PyTorch CUDA tensors run on torch.cuda.current_stream(); CuPy arrays on CuPy's current
-    stream. PyTorch tensors without `out`/`lse` go through the custom operator
-    torch.ops.wideattn.attention, so the call works under torch.compile(fullgraph=True) and in
-    CUDA graph capture (run it once eagerly before capturing, so the workspace is sized).
+    stream. PyTorch tensors go through the custom operators torch.ops.wideattn.attention and
+    attention_out wherever PyTorch needs them (torch.compile(fullgraph=True), fake and meta
+    tensors, dispatch modes, autograd); plain eager calls reach the extension directly (same
+    results, a few microseconds instead of tens: see wideattn.torch_ops). CUDA graph capture
+    works either way (run the call once eagerly before capturing, so the workspace is sized).
 
     Returns out, or (out, lse) when return_lse is set or lse is given.
     Raises TypeError/ValueError naming the argument for wrong dtypes, shapes, devices or strides;
     ValueError for invalid problems, NotImplementedError for unsupported ones, MemoryError,
     RuntimeError for backend failures.
     """
-    _check_kernel(kernel)
+    if type(q) is _ndarray and q.dtype.kind == "f":  # NumPy float16/32 (bfloat16 is kind "V")
+        if out is None:
+            out = _empty(q.shape, q.dtype)
+        if lse is None and return_lse:
+            lse = _empty(q.shape[:2], _float32)
+        _native_attention(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal,
+                          window, ring_length, ring_offset, tree, sinks, softcap, scale, kernel, 0,
+                          False, False)
+        return out if lse is None else (out, lse)
+    if type(q).__module__.startswith("torch"):
+        return torch_ops.call(q, k_cache, v_cache, out, lse, return_lse, query_offsets,
+                              kv_lengths, causal, window, ring_length, ring_offset, tree, sinks,
+                              softcap, scale, kernel)
     want_lse = return_lse or lse is not None
-    if fw.framework(q) == fw.TORCH:
-        from . import torch_ops
-
-        if torch_ops.available():
-            options = dict(query_offsets=query_offsets, kv_lengths=kv_lengths, causal=causal,
-                           window=window, ring_length=ring_length, ring_offset=ring_offset,
-                           tree=tree, sinks=sinks, softcap=softcap, scale=scale, kernel=kernel)
-            if out is None and lse is None:
-                return torch_ops.attention(q, k_cache, v_cache, return_lse=want_lse, **options)
-            import torch
-
-            if out is None:
-                out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-            if want_lse and lse is None:
-                lse = torch.empty(q.shape[:2], dtype=torch.float32, device=q.device)
-            torch_ops.attention_out(q, k_cache, v_cache, out, lse, **options)
-            return (out, lse) if want_lse else out
-    offsets = fw.host_int32(query_offsets, "query_offsets")
-    lengths = fw.host_int32(kv_lengths, "kv_lengths")
     call = fw.Call(q, "q")
     _check_device(call)
     shape = getattr(q, "shape", None)
@@ -145,14 +140,11 @@ def attention(
         out = call.empty(shape, q.dtype, "out")
     if want_lse and lse is None:
         lse = call.empty((shape[0], shape[1]), "float32", "lse")
-    tree_start, tree_end, tree_height = _tree_parts(tree)
-    native.attention(
-        *inputs, call.export(out, "out"), call.export(lse, "lse"), offsets, lengths, bool(causal),
-        fw.check_int32(window, "window"), fw.check_int32(ring_length, "ring_length"),
-        fw.check_int32(ring_offset, "ring_offset"), call.export(tree_start, "tree_start"),
-        call.export(tree_end, "tree_end"), call.export(tree_height, "tree_height"),
-        call.export(sinks, "sinks"), float(softcap), _scale_value(scale), kernel, call.stream(),
-        call.u16_is_bf16)
+    _native_attention(
+        *inputs, call.export(out, "out"), call.export(lse, "lse"), query_offsets, kv_lengths,
+        causal, window, ring_length, ring_offset, _export_tree(call, tree),
+        call.export(sinks, "sinks"), softcap, scale, kernel, call.stream(), call.u16_is_bf16,
+        False)
     if call.needs_sync():
         native.synchronize("cuda", call.device_index, 0)
     out = call.finish(out)
@@ -183,20 +175,13 @@ def plan(
     """The kernel, KV splits, workspace bytes and reason that `attention` would use for these
     arguments (same shapes as `attention`) on their device. Pure: reads no array data and
     allocates nothing (`out` may be omitted)."""
-    _check_kernel(kernel)
-    offsets = fw.host_int32(query_offsets, "query_offsets")
-    lengths = fw.host_int32(kv_lengths, "kv_lengths")
     call = fw.Call(q, "q")
     _check_device(call)
-    tree_start, tree_end, tree_height = _tree_parts(tree)
     result = native.plan(
         call.export(q, "q"), call.export(k_cache, "k_cache"), call.export(v_cache, "v_cache"),
-        call.export(out, "out"), call.export(lse, "lse"), offsets, lengths, bool(causal),
-        fw.check_int32(window, "window"), fw.check_int32(ring_length, "ring_length"),
-        fw.check_int32(ring_offset, "ring_offset"), call.export(tree_start, "tree_start"),
-        call.export(tree_end, "tree_end"), call.export(tree_height, "tree_height"),
-        call.export(sinks, "sinks"), float(softcap), _scale_value(scale), kernel,
-        call.u16_is_bf16)
+        call.export(out, "out"), call.export(lse, "lse"), query_offsets, kv_lengths, causal,
+        window, ring_length, ring_offset, _export_tree(call, tree), call.export(sinks, "sinks"),
+        softcap, scale, kernel, call.u16_is_bf16)
     return Plan(*result)
 
 
@@ -219,16 +204,14 @@ def attention_into(
     kernel: str,
 ) -> Plan:
     """`attention` writing into given `out` (and `lse`) with every argument explicit and no
-    framework routing; returns the plan used. The PyTorch operator calls this."""
+    framework routing (PyTorch tensors too: no operator); returns the plan used."""
     call = fw.Call(q, "q")
     _check_device(call)
-    tree_start, tree_end, tree_height = _tree_parts(tree)
     result = native.attention(
         call.export(q, "q"), call.export(k_cache, "k_cache"), call.export(v_cache, "v_cache"),
-        call.export(out, "out"), call.export(lse, "lse"), fw.host_int32(query_offsets, "query_offsets"),
-        fw.host_int32(kv_lengths, "kv_lengths"), bool(causal), fw.check_int32(window, "window"),
-        fw.check_int32(ring_length, "ring_length"), fw.check_int32(ring_offset, "ring_offset"),
-        call.export(tree_start, "tree_start"), call.export(tree_end, "tree_end"),
-        call.export(tree_height, "tree_height"), call.export(sinks, "sinks"), float(softcap),
-        _scale_value(scale), kernel, call.stream(), call.u16_is_bf16)
+        call.export(out, "out"), call.export(lse, "lse"), query_offsets, kv_lengths, causal,
+        window, ring_length, ring_offset, _export_tree(call, tree), call.export(sinks, "sinks"),
+        softcap, scale, kernel, call.stream(), call.u16_is_bf16, True)
+    if call.needs_sync():
+        native.synchronize("cuda", call.device_index, 0)
     return Plan(*result)

@@ -36,7 +36,8 @@ def framework(x: Any) -> str:
 
 
 def _is_numpy_bfloat16(dtype: Any) -> bool:
-    return isinstance(dtype, np.dtype) and dtype.name == "bfloat16"
+    # The kind first: dtype.name is a slow Python-level property (ml_dtypes' kind is "V").
+    return isinstance(dtype, np.dtype) and dtype.kind not in "biufc" and dtype.name == "bfloat16"
 
 
 def numpy_bfloat16() -> Any:
@@ -72,7 +73,7 @@ class Call:
         if kind == TORCH:
             import torch.utils.dlpack
 
-            return torch.utils.dlpack.to_dlpack(x.detach())
+            return torch.utils.dlpack.to_dlpack(x)  # reads, no autograd: no detach() needed
         if kind == NUMPY and isinstance(x, np.ndarray):
             if _is_numpy_bfloat16(x.dtype):
                 self.u16_is_bf16 = True
@@ -91,6 +92,9 @@ class Call:
         if self.kind == TORCH:
             import torch
 
+            raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+            if raw is not None:
+                return int(raw(self.device_index))
             return int(torch.cuda.current_stream(self.reference.device).cuda_stream)
         if self.kind == CUPY:
             import cupy

@@ -1,18 +1,42 @@
-"""PyTorch custom operators: torch.ops.wideattn.attention (functional: allocates out and lse)
-and torch.ops.wideattn.attention_out (writes given out/lse), with fake implementations for
-shape propagation, so calls work under torch.compile(fullgraph=True) and in CUDA graph capture.
+"""PyTorch: custom operators torch.ops.wideattn.attention (functional: allocates out and lse) and
+torch.ops.wideattn.attention_out (writes given out/lse), with fake implementations for shape
+propagation, so calls work under torch.compile(fullgraph=True), with fake and meta tensors and
+in CUDA graph capture; and an eager fast path.
+
+The eager fast path: a custom operator's Python dispatch costs tens of microseconds per call.
+When nothing needs the operator (not compiling or exporting; no dispatch or function mode,
+functorch transform or jit trace active; plain CPU/CUDA tensors; no autograd graph to record),
+`attention` and `attention_out` call the extension directly, with the tensors' DLPack capsules
+and the current CUDA stream: the same extension call the operators make, minus the dispatch.
+Anything else goes through the operators. `uses_fast_path` says which one a call takes.
 
 Registered on first use (importing this module does not import torch). query_offsets and
 kv_lengths are host int lists: under torch.compile they are constants of the graph.
 """
 
-
 import math
 from typing import Any, List, Optional, Sequence, Tuple
 
 from . import _frameworks as fw
+from ._native import native
 
 _registered: Optional[bool] = None
+
+# Set by available() once torch is imported: what the eager path calls, looked up once.
+_Tensor: Any = None
+_to_dlpack: Any = None
+_empty_like: Any = None
+_empty: Any = None
+_contiguous: Any = None
+_float32: Any = None
+_is_compiling: Any = None
+_grad_enabled: Any = None
+_dispatch_modes: Any = None
+_function_modes: Any = None
+_functorch_active: Any = None
+_jit_tracing: Any = None
+_raw_stream: Any = None
+_native_attention = native.attention
 
 
 def available() -> bool:
@@ -24,23 +48,66 @@ def available() -> bool:
         except ImportError:
             _registered = False
         else:
+            _bind_eager(torch)
             _register()
             _registered = True
     return _registered
 
 
+# torch.compile runs available() while tracing instead of tracing into it (what
+# torch._dynamo.assume_constant_result sets, without importing torch here): so a process whose
+# first wideattn call is inside torch.compile(fullgraph=True) registers the operators for real
+# (dynamo does not trace torch.library's registration).
+available._dynamo_marked_constant = True  # type: ignore[attr-defined]
+
+
+def _bind_eager(torch: Any) -> None:
+    global _Tensor, _to_dlpack, _empty_like, _empty, _contiguous, _float32, _is_compiling
+    global _grad_enabled, _dispatch_modes, _function_modes, _functorch_active, _jit_tracing
+    global _raw_stream
+    import torch.utils.dlpack
+
+    C = torch._C
+    _Tensor = torch.Tensor
+    _to_dlpack = torch.utils.dlpack.to_dlpack
+    _empty_like = torch.empty_like
+    _empty = torch.empty
+    _contiguous = torch.contiguous_format
+    _float32 = torch.float32
+    _is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None) or (
+        lambda: torch._dynamo.is_compiling())
+    _grad_enabled = torch.is_grad_enabled
+    _dispatch_modes = getattr(C, "_len_torch_dispatch_stack", None)
+    _function_modes = getattr(C, "_is_torch_function_mode_enabled", None)
+    _functorch_active = getattr(C, "_are_functorch_transforms_active", None)
+    _jit_tracing = getattr(C, "_get_tracing_state", None)
+    _raw_stream = getattr(C, "_cuda_getCurrentRawStream", None)
+    if _raw_stream is None:  # pragma: no cover - older PyTorch
+        _raw_stream = lambda index: torch.cuda.current_stream(index).cuda_stream  # noqa: E731
+    if None in (_dispatch_modes, _function_modes, _functorch_active, _jit_tracing):
+        # A PyTorch without these probes (none known): always take the operators.
+        _is_compiling = lambda: True  # noqa: E731  # pragma: no cover
+
+
+def _capsule(x: Any) -> Any:
+    return None if x is None else _to_dlpack(x)
+
+
+def _run(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window, ring_length,
+         ring_offset, tree_start, tree_end, tree_height, sinks, softcap, scale, kernel) -> None:
+    """The operators' real implementation: the extension call (scale NaN: the default)."""
+    tree = None if tree_start is None else (
+        _capsule(tree_start), _capsule(tree_end), _capsule(tree_height))
+    stream = _raw_stream(q.get_device()) if q.is_cuda else 0
+    _native_attention(
+        _to_dlpack(q), _to_dlpack(k_cache), _to_dlpack(v_cache), _to_dlpack(out), _capsule(lse),
+        query_offsets, kv_lengths, causal, window, ring_length, ring_offset, tree,
+        _capsule(sinks), softcap, None if math.isnan(scale) else scale, kernel, stream, False,
+        False)
+
+
 def _register() -> None:
     import torch
-
-    from . import _api
-
-    def run(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window,
-            ring_length, ring_offset, tree_start, tree_end, tree_height, sinks, softcap, scale,
-            kernel) -> None:
-        tree = None if tree_start is None else (tree_start, tree_end, tree_height)
-        _api.attention_into(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal,
-                            window, ring_length, ring_offset, tree, sinks, softcap,
-                            None if math.isnan(scale) else scale, kernel)
 
     @torch.library.custom_op("wideattn::attention", mutates_args=(), device_types=("cpu", "cuda"))
     def attention_op(
@@ -54,9 +121,9 @@ def _register() -> None:
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         lse_shape = (q.shape[0], q.shape[1]) if return_lse else (0,)
         lse = torch.empty(lse_shape, dtype=torch.float32, device=q.device)
-        run(q, k_cache, v_cache, out, lse if return_lse else None, query_offsets, kv_lengths,
-            causal, window, ring_length, ring_offset, tree_start, tree_end, tree_height, sinks,
-            softcap, scale, kernel)
+        _run(q, k_cache, v_cache, out, lse if return_lse else None, query_offsets, kv_lengths,
+             causal, window, ring_length, ring_offset, tree_start, tree_end, tree_height, sinks,
+             softcap, scale, kernel)
         return out, lse
 
     @attention_op.register_fake
@@ -77,9 +144,9 @@ def _register() -> None:
         tree_height: Optional[torch.Tensor], sinks: Optional[torch.Tensor], softcap: float,
         scale: float, kernel: str,
     ) -> None:
-        run(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window,
-            ring_length, ring_offset, tree_start, tree_end, tree_height, sinks, softcap, scale,
-            kernel)
+        _run(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window,
+             ring_length, ring_offset, tree_start, tree_end, tree_height, sinks, softcap, scale,
+             kernel)
 
     @attention_out_op.register_fake
     def _(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window, ring_length,
@@ -87,7 +154,90 @@ def _register() -> None:
         return None
 
 
-def _common(query_offsets: Any, kv_lengths: Any, tree: Any, scale: Optional[float]) -> tuple:
+def _eager(q: Any, k_cache: Any, v_cache: Any, out: Any, lse: Any, tree: Any, sinks: Any) -> bool:
+    """Whether this call may skip the operators (see the module's docstring)."""
+    if _is_compiling():
+        return False
+    T = _Tensor
+    if type(q) is not T or type(k_cache) is not T or type(v_cache) is not T:
+        return False  # FakeTensor, FunctionalTensor, Parameter, other subclasses
+    if not (q.is_cpu or q.is_cuda):
+        return False  # meta and other devices: the operators say what happens
+    if _dispatch_modes() or _function_modes() or _functorch_active() or _jit_tracing():
+        return False  # a mode, vmap/grad transform or torch.jit.trace must see the operator
+    if out is not None and type(out) is not T:
+        return False
+    if lse is not None and type(lse) is not T:
+        return False
+    if sinks is not None and type(sinks) is not T:
+        return False
+    if tree is not None:
+        if not isinstance(tree, (tuple, list)) or len(tree) != 3:
+            return False  # the operator path raises the TypeError
+        for part in tree:
+            if type(part) is not T:
+                return False
+    if _grad_enabled() and (
+            q.requires_grad or k_cache.requires_grad or v_cache.requires_grad
+            or (sinks is not None and sinks.requires_grad)
+            or (out is not None and out.requires_grad)):
+        return False  # the operators record the (unimplemented) backward
+    return True
+
+
+def uses_fast_path(q: Any, k_cache: Any, v_cache: Any, out: Any = None, lse: Any = None,
+                   tree: Any = None, sinks: Any = None) -> bool:
+    """Whether `attention`/`attention_out` with these tensors, here and now, call the extension
+    directly (True) or go through torch.ops.wideattn (False)."""
+    if not available():
+        return False
+    return _eager(q, k_cache, v_cache, out, lse, tree, sinks)
+
+
+def _fast(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window, ring_length,
+          ring_offset, tree, sinks, softcap, scale, kernel) -> None:
+    if tree is not None:
+        tree = (_to_dlpack(tree[0]), _to_dlpack(tree[1]), _to_dlpack(tree[2]))
+    stream = _raw_stream(q.get_device()) if q.is_cuda else 0
+    _native_attention(
+        _to_dlpack(q), _to_dlpack(k_cache), _to_dlpack(v_cache), _to_dlpack(out),
+        None if lse is None else _to_dlpack(lse), query_offsets, kv_lengths, causal, window,
+        ring_length, ring_offset, tree, None if sinks is None else _to_dlpack(sinks), softcap,
+        scale, kernel, stream, False, False)
+
+
+def call(q, k_cache, v_cache, out, lse, return_lse, query_offsets, kv_lengths, causal, window,
+         ring_length, ring_offset, tree, sinks, softcap, scale, kernel) -> Any:
+    """wideattn.attention for a PyTorch q (every argument positional, as wideattn.attention
+    takes them): the eager fast path, else the operators. Returns out or (out, lse)."""
+    if _registered is None:
+        available()
+    if _eager(q, k_cache, v_cache, out, lse, tree, sinks):
+        if out is None:
+            out = _empty_like(q, memory_format=_contiguous)
+        if lse is None and return_lse:
+            lse = _empty((q.shape[0], q.shape[1]), dtype=_float32, device=q.device)
+        _fast(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window,
+              ring_length, ring_offset, tree, sinks, softcap, scale, kernel)
+        return out if lse is None else (out, lse)
+    want_lse = return_lse or lse is not None
+    if out is None and lse is None:
+        return _op_attention(q, k_cache, v_cache, want_lse, query_offsets, kv_lengths, causal,
+                             window, ring_length, ring_offset, tree, sinks, softcap, scale, kernel)
+    import torch
+
+    if out is None:
+        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    if want_lse and lse is None:
+        lse = torch.empty(q.shape[:2], dtype=torch.float32, device=q.device)
+    _op_attention_out(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window,
+                      ring_length, ring_offset, tree, sinks, softcap, scale, kernel)
+    return (out, lse) if want_lse else out
+
+
+def _op_arguments(query_offsets: Any, kv_lengths: Any, tree: Any, scale: Optional[float]) -> tuple:
+    """The operators' schema types: int lists, three optional tensors, a float scale (NaN:
+    the default). Values are checked by the extension when the operator runs."""
     offsets = fw.host_int32(query_offsets, "query_offsets")
     lengths = fw.host_int32(kv_lengths, "kv_lengths")
     if tree is None:
@@ -96,7 +246,36 @@ def _common(query_offsets: Any, kv_lengths: Any, tree: Any, scale: Optional[floa
         tree_parts = tuple(tree)
     else:
         raise TypeError("tree must be a tuple (tree_start, tree_end, tree_height) of int32 tensors")
-    return offsets, lengths, tree_parts, math.nan if scale is None else float(scale)
+    if scale is None:
+        scale_value = math.nan
+    else:
+        scale_value = float(scale)
+        if not (math.isfinite(scale_value) and scale_value > 0):
+            raise ValueError(f"scale = {scale_value}, expected a finite value > 0 (None: 1/sqrt(head_dim))")
+    return offsets, lengths, tree_parts, scale_value
+
+
+def _op_attention(q, k_cache, v_cache, return_lse, query_offsets, kv_lengths, causal, window,
+                  ring_length, ring_offset, tree, sinks, softcap, scale, kernel) -> Any:
+    import torch
+
+    offsets, lengths, (ts, te, th), scale_value = _op_arguments(query_offsets, kv_lengths, tree, scale)
+    out, lse = torch.ops.wideattn.attention(
+        q, k_cache, v_cache, offsets, lengths, bool(causal), int(window), int(ring_length),
+        int(ring_offset), ts, te, th, sinks, float(softcap), scale_value, str(kernel),
+        bool(return_lse))
+    return (out, lse) if return_lse else out
+
+
+def _op_attention_out(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window,
+                      ring_length, ring_offset, tree, sinks, softcap, scale, kernel) -> None:
+    import torch
+
+    offsets, lengths, (ts, te, th), scale_value = _op_arguments(query_offsets, kv_lengths, tree, scale)
+    torch.ops.wideattn.attention_out(
+        q, k_cache, v_cache, out, lse, offsets, lengths, bool(causal), int(window),
+        int(ring_length), int(ring_offset), ts, te, th, sinks, float(softcap), scale_value,
+        str(kernel))
 
 
 def attention(
@@ -117,18 +296,13 @@ def attention(
     scale: Optional[float] = None,
     kernel: str = "auto",
 ) -> Any:
-    """wideattn.attention for PyTorch tensors through torch.ops.wideattn.attention (same
-    arguments and shapes); returns out, or (out, lse) with return_lse."""
+    """wideattn.attention for PyTorch tensors (same arguments and shapes): the eager fast path
+    when it applies, else torch.ops.wideattn.attention; returns out, or (out, lse) with
+    return_lse."""
     if not available():
         raise ImportError("wideattn.torch_ops needs PyTorch")
-    import torch
-
-    offsets, lengths, (ts, te, th), scale_value = _common(query_offsets, kv_lengths, tree, scale)
-    out, lse = torch.ops.wideattn.attention(
-        q, k_cache, v_cache, offsets, lengths, bool(causal), int(window), int(ring_length),
-        int(ring_offset), ts, te, th, sinks, float(softcap), scale_value, str(kernel),
-        bool(return_lse))
-    return (out, lse) if return_lse else out
+    return call(q, k_cache, v_cache, None, None, return_lse, query_offsets, kv_lengths, causal,
+                window, ring_length, ring_offset, tree, sinks, softcap, scale, kernel)
 
 
 def attention_out(
@@ -151,13 +325,11 @@ def attention_out(
     kernel: str = "auto",
 ) -> None:
     """Writes attention into `out` [total_tokens, q_heads, head_dim] (and `lse`
-    [total_tokens, q_heads] float32 when given) through torch.ops.wideattn.attention_out."""
+    [total_tokens, q_heads] float32 when given): the eager fast path when it applies, else
+    torch.ops.wideattn.attention_out."""
     if not available():
         raise ImportError("wideattn.torch_ops needs PyTorch")
-    import torch
-
-    offsets, lengths, (ts, te, th), scale_value = _common(query_offsets, kv_lengths, tree, scale)
-    torch.ops.wideattn.attention_out(
-        q, k_cache, v_cache, out, lse, offsets, lengths, bool(causal), int(window),
-        int(ring_length), int(ring_offset), ts, te, th, sinks, float(softcap), scale_value,
-        str(kernel))
+    if out is None:
+        raise TypeError("attention_out: out is required")
+    call(q, k_cache, v_cache, out, lse, False, query_offsets, kv_lengths, causal, window,
+         ring_length, ring_offset, tree, sinks, softcap, scale, kernel)
