@@ -211,9 +211,10 @@ __device__ void produce(const FusedParams& p, typename Traits::Shared& sh) {
 }
 
 // ---- consumers ---------------------------------------------------------------------------------
-// C (+)= A B on one warpgroup; A from registers when kRegisterA, else shared-memory descriptors.
+// Issues C (+)= A B on one warpgroup without waiting: A from registers when kRegisterA, else
+// shared-memory descriptors. Complete with warpgroup_wait<N>() and fence C (and A) after it.
 template <bool kRegisterA, class Mma, class TA, class TB, class TC>
-__device__ __forceinline__ void warpgroup_gemm(Mma& mma, TA& a, const TB& b, TC& c, bool accumulate) {
+__device__ __forceinline__ void warpgroup_gemm_issue(Mma& mma, TA& a, const TB& b, TC& c, bool accumulate) {
   using namespace cute;
   if constexpr (kRegisterA) warpgroup_fence_operand(a);
   warpgroup_fence_operand(c);
@@ -225,9 +226,18 @@ __device__ __forceinline__ void warpgroup_gemm(Mma& mma, TA& a, const TB& b, TC&
     mma.accumulate_ = GMMA::ScaleOut::One;
   }
   warpgroup_commit_batch();
-  warpgroup_wait<0>();
-  warpgroup_fence_operand(c);
-  if constexpr (kRegisterA) warpgroup_fence_operand(a);
+}
+
+// Two f32 values as one register of two 16-bit values (one conversion instruction).
+template <class Element>
+__device__ __forceinline__ uint32_t pack_pair(float lo, float hi) {
+  if constexpr (std::is_same_v<Element, cutlass::bfloat16_t>) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&v);
+  } else {
+    const __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&v);
+  }
 }
 
 template <class Traits>
@@ -259,6 +269,17 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
   // row (i/2)%2 * 8 + lane/4 + 16*warp: two rows per thread, quads share a row.
   const int row0 = get<0>(tScS(0));  // this thread's rows: row0 and row0 + 8
 
+  // Ping-pong: each warpgroup issues its products only in its turn (hardware barriers 3 and 4),
+  // then hands the turn over; warpgroup 0 starts.
+  constexpr bool kPingpong = Traits::kConfig.pingpong;
+  auto take_turn = [&] {
+    if constexpr (kPingpong) named_barrier_sync(3 + warpgroup, 256);
+  };
+  auto pass_turn = [&] {
+    if constexpr (kPingpong) named_barrier_arrive(3 + (1 - warpgroup), 256);
+  };
+  if (kPingpong && warpgroup == 1) named_barrier_arrive(3, 256);
+
   uint32_t stage = 0, phase = 0, q_parity = 0;
   for (int32_t index = blockIdx.x; index < p.total_tiles; index += gridDim.x) {
     const Tile t = decode_tile<kBlockN>(p, index);
@@ -274,23 +295,22 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
       head[r] = t.tile_head * p.packed + row % p.packed;
     }
     float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
-    bool first = true;
+    Tensor tOrP32 = recast<uint32_t>(tOrP);
 
-    sh.q_full.wait(q_parity);
-    q_parity ^= 1;
-    for (int32_t n = t.key_end - 1; n >= t.key_begin; --n) {
-      sh.k_full[stage].wait(phase);
-      warpgroup_gemm<false>(mma_qk, tSrQ, tSrK(_, _, _, stage), tSrS, false);
-      sh.k_empty[stage].arrive();
-
+    // Scores of key tile n (in tSrS) -> probabilities in place, running max and sum updated;
+    // returns in `factor` how much the output accumulated so far must be scaled down.
+    auto softmax_step = [&](int32_t n, float (&factor)[2]) {
       const int32_t key0 = n * kBlockN;
       const bool masked = key0 < t.free_first || key0 + kBlockN - 1 > t.free_last;
+      // Without a soft-cap the scores stay raw and the scale folds into exp2's argument
+      // (one FFMA per score); scale > 0, so the raw maximum is the scaled one's.
+      const bool capped = p.softcap > 0.0f;
+      const float multiplier = capped ? 1.0f : p.scale_log2;
       float tile_max[2] = {-INFINITY, -INFINITY};
       CUTE_UNROLL
       for (int i = 0; i < size(tSrS); ++i) {
         float x = tSrS(i);
-        x = p.softcap > 0.0f ? soft_cap(x * p.scale_log2 * kLn2, p.softcap) * kLog2e
-                             : x * p.scale_log2;
+        if (capped) x = soft_cap(x * p.scale_log2 * kLn2, p.softcap) * kLog2e;
         if (masked) {
           const int32_t key = key0 + get<1>(tScS(i));
           const int r = (i >> 1) & 1;
@@ -299,12 +319,12 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
         tSrS(i) = x;
         tile_max[(i >> 1) & 1] = fmaxf(tile_max[(i >> 1) & 1], x);
       }
-      float factor[2], use_max[2];
+      float use_max[2];
       CUTE_UNROLL
       for (int r = 0; r < 2; ++r) {
         tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffff, tile_max[r], 1));
         tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffff, tile_max[r], 2));
-        const float new_max = fmaxf(row_max[r], tile_max[r]);
+        const float new_max = fmaxf(row_max[r], tile_max[r] * multiplier);
         use_max[r] = new_max == -INFINITY ? 0.0f : new_max;  // a row that has seen no key yet
         factor[r] = exp2f(row_max[r] - use_max[r]);
         row_max[r] = new_max;
@@ -313,26 +333,114 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
       CUTE_UNROLL
       for (int i = 0; i < size(tSrS); ++i) {
         const int r = (i >> 1) & 1;
-        const float prob = exp2f(tSrS(i) - use_max[r]);
+        const float prob = exp2f(fmaf(tSrS(i), multiplier, -use_max[r]));
         row_sum[r] += prob;
-        tOrP(i) = static_cast<Element>(prob);
+        tSrS(i) = prob;
       }
-      if (!first) {
-        CUTE_UNROLL
-        for (int i = 0; i < size(tOrO); ++i) tOrO(i) *= factor[(i >> 1) & 1];
-      }
-      sh.v_full[stage].wait(phase);
-      warpgroup_gemm<true>(mma_pv, tOrP, tOrV(_, _, _, stage), tOrO, !first);
-      sh.v_empty[stage].arrive();
-      first = false;
-      if (++stage == kStages) {
-        stage = 0;
-        phase ^= 1;
-      }
-    }
-    if (first) {  // no key tile at all
+    };
+    auto convert_probabilities = [&] {
       CUTE_UNROLL
-      for (int i = 0; i < size(tOrO); ++i) tOrO(i) = 0.0f;
+      for (int i = 0; i < size(tOrP32); ++i) tOrP32(i) = pack_pair<Element>(tSrS(2 * i), tSrS(2 * i + 1));
+    };
+
+    sh.q_full.wait(q_parity);
+    q_parity ^= 1;
+    if constexpr (!Traits::kConfig.overlap) {
+      // One tile at a time (Q K^T, softmax, P V); the other warpgroup's products fill the
+      // tensor cores meanwhile.
+      bool accumulate = false;
+      for (int32_t n = t.key_end - 1; n >= t.key_begin; --n) {
+        sh.k_full[stage].wait(phase);
+        take_turn();
+        warpgroup_gemm_issue<false>(mma_qk, tSrQ, tSrK(_, _, _, stage), tSrS, false);
+        pass_turn();
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(tSrS);
+        sh.k_empty[stage].arrive();
+        float factor[2];
+        softmax_step(n, factor);
+        if (accumulate) {
+          CUTE_UNROLL
+          for (int i = 0; i < size(tOrO); ++i) tOrO(i) *= factor[(i >> 1) & 1];
+        }
+        convert_probabilities();
+        sh.v_full[stage].wait(phase);
+        take_turn();
+        warpgroup_gemm_issue<true>(mma_pv, tOrP, tOrV(_, _, _, stage), tOrO, accumulate);
+        pass_turn();
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(tOrO);
+        warpgroup_fence_operand(tOrP);
+        sh.v_empty[stage].arrive();
+        accumulate = true;
+        if (++stage == kStages) {
+          stage = 0;
+          phase ^= 1;
+        }
+      }
+      if (!accumulate) {  // no key tile at all
+        CUTE_UNROLL
+        for (int i = 0; i < size(tOrO); ++i) tOrO(i) = 0.0f;
+      }
+    } else {
+      // The first (diagonal) tile alone; then each step keeps Q K^T of tile n in flight with
+      // P V of tile n + 1, and the softmax of tile n runs while P V does.
+      int32_t n = t.key_end - 1;
+      if (n >= t.key_begin) {
+        sh.k_full[stage].wait(phase);
+        take_turn();
+        warpgroup_gemm_issue<false>(mma_qk, tSrQ, tSrK(_, _, _, stage), tSrS, false);
+        pass_turn();
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(tSrS);
+        sh.k_empty[stage].arrive();
+        float factor[2];
+        softmax_step(n, factor);
+        convert_probabilities();
+        uint32_t v_stage = stage, v_phase = phase;
+        if (++stage == kStages) {
+          stage = 0;
+          phase ^= 1;
+        }
+        bool accumulate = false;
+        for (--n; n >= t.key_begin; --n) {
+          sh.k_full[stage].wait(phase);
+          sh.v_full[v_stage].wait(v_phase);
+          take_turn();
+          warpgroup_gemm_issue<false>(mma_qk, tSrQ, tSrK(_, _, _, stage), tSrS, false);
+          warpgroup_gemm_issue<true>(mma_pv, tOrP, tOrV(_, _, _, v_stage), tOrO, accumulate);
+          pass_turn();
+          warpgroup_wait<1>();  // Q K^T done; P V may still run
+          warpgroup_fence_operand(tSrS);
+          sh.k_empty[stage].arrive();
+          softmax_step(n, factor);
+          warpgroup_wait<0>();
+          warpgroup_fence_operand(tOrO);
+          warpgroup_fence_operand(tOrP);
+          sh.v_empty[v_stage].arrive();
+          CUTE_UNROLL
+          for (int i = 0; i < size(tOrO); ++i) tOrO(i) *= factor[(i >> 1) & 1];
+          convert_probabilities();
+          accumulate = true;
+          v_stage = stage;
+          v_phase = phase;
+          if (++stage == kStages) {
+            stage = 0;
+            phase ^= 1;
+          }
+        }
+        sh.v_full[v_stage].wait(v_phase);
+        take_turn();
+        warpgroup_gemm_issue<true>(mma_pv, tOrP, tOrV(_, _, _, v_stage), tOrO, accumulate);
+        pass_turn();
+        warpgroup_wait<0>();
+        warpgroup_fence_operand(tOrO);
+        warpgroup_fence_operand(tOrP);
+        sh.v_empty[v_stage].arrive();
+      } else {  // no key tile at all
+        CUTE_UNROLL
+        for (int i = 0; i < size(tOrO); ++i) tOrO(i) = 0.0f;
+      }
     }
 
     // Normalise: the quad's partial sums, then the sink (an extra logit with no value).

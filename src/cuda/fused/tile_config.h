@@ -12,14 +12,18 @@ struct TileConfig {
   int32_t block_m;  // query rows per CTA tile: 2 consumer warpgroups x 64 rows
   int32_t block_n;  // keys per K/V tile
   int32_t stages;   // K/V tiles in flight (shared-memory ring)
+  bool overlap;     // a warpgroup's Q K^T of the next tile runs during its softmax and P V
+                    // (costs the next tile's score registers; at 256 the output tile takes 128)
+  bool pingpong;    // the two consumer warpgroups take turns issuing their products, so one's
+                    // softmax runs while the other's matrix products do
 };
 
 // Shared memory per CTA: Q (block_m x d) plus the K and V rings (stages x block_n x d each),
 // 16-bit elements, plus barriers. The H100/H200 limit is 227 KB per block.
 inline constexpr TileConfig kTileConfigs[] = {
-    {64, 128, 128, 2},   // Q 16 KB + K/V 2 x 2 x 16 KB =  80 KB
-    {128, 128, 128, 2},  // Q 32 KB + K/V 2 x 2 x 32 KB = 160 KB
-    {256, 128, 64, 2},   // Q 64 KB + K/V 2 x 2 x 32 KB = 192 KB
+    {64, 128, 128, 2, true, true},    // Q 16 KB + K/V 2 x 2 x 16 KB =  80 KB
+    {128, 128, 128, 2, true, true},   // Q 32 KB + K/V 2 x 2 x 32 KB = 160 KB
+    {256, 128, 64, 2, false, true},   // Q 64 KB + K/V 2 x 2 x 32 KB = 192 KB
 };
 
 // The row of `head_dim`, or null when no fused kernel is built for it.
