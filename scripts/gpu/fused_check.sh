@@ -33,27 +33,29 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
   grep -iE "ceiling|error" "$OUT_DIR/bench-fused.log" | head -n 5
 fi
 if [ "${PYTHON:-0}" = 1 ] || [ "${PEERS:-0}" = 1 ]; then
-  # The package built from source on this machine, as a user here would (issue 11).
-  venv="$BUILD_DIR/venv-gpu"
-  [ -x "$venv/bin/python" ] || python3 -m venv --system-site-packages "$venv"
+  # The package built from source on this machine, as a user here would (issue 11): the
+  # machine's python3 (PyTorch's environment, which has scikit-build-core and nanobind), into a
+  # target folder.
+  site="$BUILD_DIR/python-site"
+  py=(env PYTHONPATH="$site:${PYTHONPATH:-}" python3)
   echo "== python source build"
   if CMAKE_ARGS="-DBLAS_LIBRARIES=$REPO_ROOT/.deps/lib/libopenblas.so -DWIDEATTN_CBLAS_INCLUDE=$REPO_ROOT/.deps/include" \
-     WIDEATTN_CUDA=ON CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" "$venv/bin/python" -m pip install -v --no-index \
-     --no-deps --no-build-isolation --force-reinstall -C build-dir="$BUILD_DIR/python-source" "$REPO_ROOT" \
+     WIDEATTN_CUDA=ON CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" python3 -m pip install -v --no-index \
+     --no-deps --no-build-isolation --upgrade --target "$site" -C build-dir="$BUILD_DIR/python-source" "$REPO_ROOT" \
      >"$OUT_DIR/python-build.log" 2>&1; then
     grep -E "exports PyInit__wideattn only" "$OUT_DIR/python-build.log" | head -n 1
     if [ "${PYTHON:-0}" = 1 ]; then
       echo "== pytest python/tests"
-      (cd "$REPO_ROOT" && "$venv/bin/python" -m pytest -q python/tests >"$OUT_DIR/pytest.log" 2>&1) || status=1
+      (cd "$REPO_ROOT" && "${py[@]}" -m pytest -q python/tests >"$OUT_DIR/pytest.log" 2>&1) || status=1
       tail -n 3 "$OUT_DIR/pytest.log"
       echo "== host overhead"
-      (cd "$REPO_ROOT" && PYTHONUNBUFFERED=1 "$venv/bin/python" bench/host_overhead.py \
+      (cd "$REPO_ROOT" && PYTHONUNBUFFERED=1 "${py[@]}" bench/host_overhead.py \
         --json "$OUT_DIR/host_overhead.json" >"$OUT_DIR/host_overhead.log" 2>&1) || status=1
       tail -n 15 "$OUT_DIR/host_overhead.log"
     fi
     if [ "${PEERS:-0}" = 1 ]; then
       echo "== peers (${PEERS_CASES:-d=128,d=256})"
-      (cd "$REPO_ROOT" && PYTHONUNBUFFERED=1 "$venv/bin/python" bench/peers.py "$OUT_DIR/peers" \
+      (cd "$REPO_ROOT" && PYTHONUNBUFFERED=1 "${py[@]}" bench/peers.py "$OUT_DIR/peers" \
         --cases "${PEERS_CASES:-d=128,d=256}" --peers "${PEERS_LIST:-wideattn,sdpa_cudnn,flex}" \
         --budget-ms "${PEERS_BUDGET_MS:-150}" >"$OUT_DIR/peers.log" 2>&1) || status=1
       sed -n '/^| case/,$p' "$OUT_DIR/peers/peers.md" 2>/dev/null

@@ -39,6 +39,7 @@ struct KernelTraits {
   static constexpr int kChunks = kHeadDim / 64;  // 128-byte swizzled column chunks (TMA boxes)
   static constexpr int kThreads = 384;
   static constexpr int kConsumerThreads = 256;
+  static constexpr int kConsumerWarps = 8;  // arrivals that release a K/V stage or the Q buffer
   using ElementType = Element;
   // setmaxnreg budgets (x128 producer + x256 consumer threads <= 64K registers).
 #ifndef WIDEATTN_FUSED_PRODUCER_REGISTERS
@@ -133,10 +134,18 @@ __device__ __forceinline__ Tile decode_tile(const FusedParams& p, int32_t index)
   return t;
 }
 
+// 2^x on the special-function unit (flush-to-zero: no denormal fix-up around it).
+__device__ __forceinline__ float exp2_fast(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // logits (already scaled) -> softcap * tanh(x / softcap), through exp2 (exact to float rounding
 // where tanh.approx would cost ~1e-3 relative).
-__device__ __forceinline__ float soft_cap(float x, float cap) {
-  const float e = exp2f(x * (2.0f * 1.4426950408889634f / cap));
+// `twice_log2e_over_cap` = 2 log2(e) / cap, computed once per call.
+__device__ __forceinline__ float soft_cap(float x, float cap, float twice_log2e_over_cap) {
+  const float e = exp2_fast(x * twice_log2e_over_cap);
   return cap * (1.0f - __fdividef(2.0f, e + 1.0f));
 }
 
@@ -268,6 +277,11 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
   // Accumulator element i of a 64xN wgmma tile: column 8*(i/4) + (i%2) + 2*(lane%4),
   // row (i/2)%2 * 8 + lane/4 + 16*warp: two rows per thread, quads share a row.
   const int row0 = get<0>(tScS(0));  // this thread's rows: row0 and row0 + 8
+  // One arrival per warp frees a buffer (256 thread arrivals on one mbarrier would serialise).
+  auto release = [&](Barrier& barrier) {
+    __syncwarp();
+    if (threadIdx.x % 32 == 0) barrier.arrive();
+  };
 
   // Ping-pong: each warpgroup issues its products only in its turn (hardware barriers 3 and 4),
   // then hands the turn over; warpgroup 0 starts.
@@ -306,11 +320,13 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
       // (one FFMA per score); scale > 0, so the raw maximum is the scaled one's.
       const bool capped = p.softcap > 0.0f;
       const float multiplier = capped ? 1.0f : p.scale_log2;
+      const float scale_natural = p.scale_log2 * kLn2;
+      const float cap_factor = capped ? 2.0f * kLog2e / p.softcap : 0.0f;
       float tile_max[2] = {-INFINITY, -INFINITY};
       CUTE_UNROLL
       for (int i = 0; i < size(tSrS); ++i) {
         float x = tSrS(i);
-        if (capped) x = soft_cap(x * p.scale_log2 * kLn2, p.softcap) * kLog2e;
+        if (capped) x = soft_cap(x * scale_natural, p.softcap, cap_factor) * kLog2e;
         if (masked) {
           const int32_t key = key0 + get<1>(tScS(i));
           const int r = (i >> 1) & 1;
@@ -326,14 +342,14 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
         tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffff, tile_max[r], 2));
         const float new_max = fmaxf(row_max[r], tile_max[r] * multiplier);
         use_max[r] = new_max == -INFINITY ? 0.0f : new_max;  // a row that has seen no key yet
-        factor[r] = exp2f(row_max[r] - use_max[r]);
+        factor[r] = exp2_fast(row_max[r] - use_max[r]);
         row_max[r] = new_max;
         row_sum[r] *= factor[r];
       }
       CUTE_UNROLL
       for (int i = 0; i < size(tSrS); ++i) {
         const int r = (i >> 1) & 1;
-        const float prob = exp2f(fmaf(tSrS(i), multiplier, -use_max[r]));
+        const float prob = exp2_fast(fmaf(tSrS(i), multiplier, -use_max[r]));
         row_sum[r] += prob;
         tSrS(i) = prob;
       }
@@ -356,7 +372,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
         pass_turn();
         warpgroup_wait<0>();
         warpgroup_fence_operand(tSrS);
-        sh.k_empty[stage].arrive();
+        release(sh.k_empty[stage]);
         float factor[2];
         softmax_step(n, factor);
         if (accumulate) {
@@ -371,7 +387,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
         warpgroup_wait<0>();
         warpgroup_fence_operand(tOrO);
         warpgroup_fence_operand(tOrP);
-        sh.v_empty[stage].arrive();
+        release(sh.v_empty[stage]);
         accumulate = true;
         if (++stage == kStages) {
           stage = 0;
@@ -393,7 +409,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
         pass_turn();
         warpgroup_wait<0>();
         warpgroup_fence_operand(tSrS);
-        sh.k_empty[stage].arrive();
+        release(sh.k_empty[stage]);
         float factor[2];
         softmax_step(n, factor);
         convert_probabilities();
@@ -412,12 +428,12 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
           pass_turn();
           warpgroup_wait<1>();  // Q K^T done; P V may still run
           warpgroup_fence_operand(tSrS);
-          sh.k_empty[stage].arrive();
+          release(sh.k_empty[stage]);
           softmax_step(n, factor);
           warpgroup_wait<0>();
           warpgroup_fence_operand(tOrO);
           warpgroup_fence_operand(tOrP);
-          sh.v_empty[v_stage].arrive();
+          release(sh.v_empty[v_stage]);
           CUTE_UNROLL
           for (int i = 0; i < size(tOrO); ++i) tOrO(i) *= factor[(i >> 1) & 1];
           convert_probabilities();
@@ -436,7 +452,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
         warpgroup_wait<0>();
         warpgroup_fence_operand(tOrO);
         warpgroup_fence_operand(tOrP);
-        sh.v_empty[v_stage].arrive();
+        release(sh.v_empty[v_stage]);
       } else {  // no key tile at all
         CUTE_UNROLL
         for (int i = 0; i < size(tOrO); ++i) tOrO(i) = 0.0f;
@@ -520,7 +536,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
       }
     }
     fence_async_shared();  // our reads of the Q buffer before the producer's next TMA write
-    sh.q_empty.arrive();
+    release(sh.q_empty);
   }
 }
 
@@ -536,12 +552,12 @@ __global__ void __launch_bounds__(384, 1) fused_prefill_kernel(const __grid_cons
     prefetch_tensor_map(&p.k_map);
     prefetch_tensor_map(&p.v_map);
     sh.q_full.init(1);
-    sh.q_empty.init(Traits::kConsumerThreads);
+    sh.q_empty.init(Traits::kConsumerWarps);
     for (int s = 0; s < Traits::kStages; ++s) {
       sh.k_full[s].init(1);
-      sh.k_empty[s].init(Traits::kConsumerThreads);
+      sh.k_empty[s].init(Traits::kConsumerWarps);
       sh.v_full[s].init(1);
-      sh.v_empty[s].init(Traits::kConsumerThreads);
+      sh.v_empty[s].init(Traits::kConsumerWarps);
       sh.v_loaded[s].init(1);
     }
     fence_barrier_init();
