@@ -29,6 +29,7 @@ __all__ = [
     "device_info",
     "matmul",
     "plan",
+    "register_transformers",
     "scatter_scores",
     "scatter_values",
     "softmax",
@@ -37,6 +38,15 @@ __all__ = [
 
 #: Whether this build of the extension contains the CUDA backend.
 cuda_built: bool = bool(_native.cuda_built)
+
+
+def register_transformers(name: str = "wideattn") -> str:
+    """Registers wideattn in Hugging Face transformers' attention interface, so that
+    `from_pretrained(..., attn_implementation=name)` runs the model's attention through it (see
+    wideattn.transformers_integration). Imports transformers and torch on first use."""
+    from .transformers_integration import register_transformers as register
+
+    return register(name=name)
 
 
 def backend_available(backend: str = "cuda") -> Tuple[bool, str]:
