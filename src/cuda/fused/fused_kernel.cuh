@@ -20,6 +20,7 @@
 #include <cute/tensor.hpp>
 #include <cutlass/numeric_types.h>
 
+#include <atomic>
 #include <string>
 
 #include "core/error.h"
@@ -576,12 +577,20 @@ template <int kHeadDim, class Element>
 void launch_typed(const FusedParams& params, int grid, cudaStream_t stream) {
   using Traits = KernelTraits<kHeadDim, Element>;
   auto kernel = fused_prefill_kernel<kHeadDim, Element>;
-  static const cudaError_t configured =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSharedBytes);
-  if (configured != cudaSuccess) {
-    detail::throw_error(StatusCode::internal,
-                        std::string("fused prefill: cudaFuncSetAttribute failed: ") +
-                            cudaGetErrorString(configured));
+  // The shared-memory opt-in is a per-device attribute: set once on each device used.
+  static std::atomic<uint64_t> configured_devices{0};
+  int device = 0;
+  cudaGetDevice(&device);
+  const uint64_t bit = uint64_t{1} << (device & 63);
+  if (!(configured_devices.load(std::memory_order_acquire) & bit)) {
+    const cudaError_t status =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSharedBytes);
+    if (status != cudaSuccess) {
+      cudaGetLastError();
+      detail::throw_error(StatusCode::internal,
+                          std::string("fused prefill: cudaFuncSetAttribute failed: ") + cudaGetErrorString(status));
+    }
+    if (device < 64) configured_devices.fetch_or(bit, std::memory_order_acq_rel);
   }
   kernel<<<grid, Traits::kThreads, Traits::kSharedBytes, stream>>>(params);
 }
