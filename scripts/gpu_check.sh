@@ -11,7 +11,7 @@
 #   BUILD_DIR         build folder to configure or reuse (default: build-gpu)
 #   JOBS              compile jobs (default: the number of cores)
 #   SANITIZER_FILTER  gtest filter for compute-sanitizer (or the second argument)
-#   SANITIZER_TOOLS   default "memcheck racecheck initcheck"
+#   SANITIZER_TOOLS   default "memcheck racecheck synccheck initcheck"
 #   SANITIZER_TIMEOUT seconds per sanitizer tool (default 1200)
 #   BENCH_ARGS        extra arguments for `wideattn bench` (e.g. "--filter 31B")
 #   PEERS_ARGS        arguments for bench/peers.py (default: OUT_DIR/peers, its output folder)
@@ -31,9 +31,9 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT_DIR="$(mkdir -p "$1" && cd "$1" && pwd)" || { echo "cannot create $1" >&2; exit 2; }
 BUILD_DIR="${BUILD_DIR:-$REPO_ROOT/build-gpu}"
 JOBS="${JOBS:-$(nproc 2>/dev/null || echo 8)}"
-DEFAULT_FILTER='*AttentionTest.AwkwardSizes/cuda*:*AttentionTest.RowsThatSeeNoKey/cuda*:*AttentionTest.SpeculativeTree/cuda*:*PrefillTest.*/cuda*:*MatmulTest.DenseMatchesOracle/cuda*:*SoftmaxTest.*/cuda*:*ScatterScoresTest.*/cuda*:*ScatterValuesTest.*/cuda*'
+DEFAULT_FILTER='*AttentionTest.AwkwardSizes/cuda*:*AttentionTest.RowsThatSeeNoKey/cuda*:*AttentionTest.SpeculativeTree/cuda*:*PrefillTest.*/cuda*:*MatmulTest.DenseMatchesOracle/cuda*:*SoftmaxTest.*/cuda*:*ScatterScoresTest.*/cuda*:*ScatterValuesTest.*/cuda*:*FusedPrefillTest.Bidirectional/*:*FusedPrefillTest.GqaPackings/d64_bf16:*FusedPrefillTest.StridedLayouts/d256_f16'
 FILTER="${2:-${SANITIZER_FILTER:-$DEFAULT_FILTER}}"
-SANITIZER_TOOLS="${SANITIZER_TOOLS:-memcheck racecheck initcheck}"
+SANITIZER_TOOLS="${SANITIZER_TOOLS:-memcheck racecheck synccheck initcheck}"
 
 SUMMARY=()
 FAILED=0
