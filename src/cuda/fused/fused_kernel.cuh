@@ -360,6 +360,42 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
       for (int i = 0; i < size(tOrP32); ++i) tOrP32(i) = pack_pair<Element>(tSrS(2 * i), tSrS(2 * i + 1));
     };
 
+    auto advance = [&](uint32_t& ring_stage, uint32_t& ring_phase) {
+      if (++ring_stage == kStages) {
+        ring_stage = 0;
+        ring_phase ^= 1;
+      }
+    };
+    auto rescale_output = [&](const float (&factor)[2]) {
+      CUTE_UNROLL
+      for (int i = 0; i < size(tOrO); ++i) tOrO(i) *= factor[(i >> 1) & 1];
+    };
+    auto zero_output = [&] {
+      CUTE_UNROLL
+      for (int i = 0; i < size(tOrO); ++i) tOrO(i) = 0.0f;
+    };
+    // S = Q K^T of the K tile in `k_stage`, waited for; the K buffer is released.
+    auto scores = [&](uint32_t k_stage, uint32_t k_phase) {
+      sh.k_full[k_stage].wait(k_phase);
+      take_turn();
+      warpgroup_gemm_issue<false>(mma_qk, tSrQ, tSrK(_, _, _, k_stage), tSrS, false);
+      pass_turn();
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(tSrS);
+      release(sh.k_empty[k_stage]);
+    };
+    // O (+)= P V of the V tile in `v_stage`, waited for; the V buffer is released.
+    auto values = [&](uint32_t v_stage, uint32_t v_phase, bool accumulate) {
+      sh.v_full[v_stage].wait(v_phase);
+      take_turn();
+      warpgroup_gemm_issue<true>(mma_pv, tOrP, tOrV(_, _, _, v_stage), tOrO, accumulate);
+      pass_turn();
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(tOrO);
+      warpgroup_fence_operand(tOrP);
+      release(sh.v_empty[v_stage]);
+    };
+
     sh.q_full.wait(q_parity);
     q_parity ^= 1;
     if constexpr (!Traits::kConfig.overlap) {
@@ -367,58 +403,27 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
       // tensor cores meanwhile.
       bool accumulate = false;
       for (int32_t n = t.key_end - 1; n >= t.key_begin; --n) {
-        sh.k_full[stage].wait(phase);
-        take_turn();
-        warpgroup_gemm_issue<false>(mma_qk, tSrQ, tSrK(_, _, _, stage), tSrS, false);
-        pass_turn();
-        warpgroup_wait<0>();
-        warpgroup_fence_operand(tSrS);
-        release(sh.k_empty[stage]);
+        scores(stage, phase);
         float factor[2];
         softmax_step(n, factor);
-        if (accumulate) {
-          CUTE_UNROLL
-          for (int i = 0; i < size(tOrO); ++i) tOrO(i) *= factor[(i >> 1) & 1];
-        }
+        if (accumulate) rescale_output(factor);
         convert_probabilities();
-        sh.v_full[stage].wait(phase);
-        take_turn();
-        warpgroup_gemm_issue<true>(mma_pv, tOrP, tOrV(_, _, _, stage), tOrO, accumulate);
-        pass_turn();
-        warpgroup_wait<0>();
-        warpgroup_fence_operand(tOrO);
-        warpgroup_fence_operand(tOrP);
-        release(sh.v_empty[stage]);
+        values(stage, phase, accumulate);
         accumulate = true;
-        if (++stage == kStages) {
-          stage = 0;
-          phase ^= 1;
-        }
+        advance(stage, phase);
       }
-      if (!accumulate) {  // no key tile at all
-        CUTE_UNROLL
-        for (int i = 0; i < size(tOrO); ++i) tOrO(i) = 0.0f;
-      }
+      if (!accumulate) zero_output();  // no key tile at all
     } else {
       // The first (diagonal) tile alone; then each step keeps Q K^T of tile n in flight with
       // P V of tile n + 1, and the softmax of tile n runs while P V does.
       int32_t n = t.key_end - 1;
       if (n >= t.key_begin) {
-        sh.k_full[stage].wait(phase);
-        take_turn();
-        warpgroup_gemm_issue<false>(mma_qk, tSrQ, tSrK(_, _, _, stage), tSrS, false);
-        pass_turn();
-        warpgroup_wait<0>();
-        warpgroup_fence_operand(tSrS);
-        release(sh.k_empty[stage]);
+        scores(stage, phase);
         float factor[2];
         softmax_step(n, factor);
         convert_probabilities();
         uint32_t v_stage = stage, v_phase = phase;
-        if (++stage == kStages) {
-          stage = 0;
-          phase ^= 1;
-        }
+        advance(stage, phase);
         bool accumulate = false;
         for (--n; n >= t.key_begin; --n) {
           sh.k_full[stage].wait(phase);
@@ -435,28 +440,16 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
           warpgroup_fence_operand(tOrO);
           warpgroup_fence_operand(tOrP);
           release(sh.v_empty[v_stage]);
-          CUTE_UNROLL
-          for (int i = 0; i < size(tOrO); ++i) tOrO(i) *= factor[(i >> 1) & 1];
+          rescale_output(factor);
           convert_probabilities();
           accumulate = true;
           v_stage = stage;
           v_phase = phase;
-          if (++stage == kStages) {
-            stage = 0;
-            phase ^= 1;
-          }
+          advance(stage, phase);
         }
-        sh.v_full[v_stage].wait(v_phase);
-        take_turn();
-        warpgroup_gemm_issue<true>(mma_pv, tOrP, tOrV(_, _, _, v_stage), tOrO, accumulate);
-        pass_turn();
-        warpgroup_wait<0>();
-        warpgroup_fence_operand(tOrO);
-        warpgroup_fence_operand(tOrP);
-        release(sh.v_empty[v_stage]);
-      } else {  // no key tile at all
-        CUTE_UNROLL
-        for (int i = 0; i < size(tOrO); ++i) tOrO(i) = 0.0f;
+        values(v_stage, v_phase, accumulate);
+      } else {
+        zero_output();  // no key tile at all
       }
     }
 
