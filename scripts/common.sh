@@ -86,3 +86,67 @@ configure_and_build() {
     ccache --show-stats 2>/dev/null | grep -iE 'hit|miss' | head -n 3 >&2 || true
   fi
 }
+
+# ---- reliability builds (scripts/sanitize.sh, scripts/fuzz.sh; docs/reliability.md) --------------
+
+# clang_links FLAGS...: whether clang++ compiles and links a tiny program with FLAGS (with
+# -fsanitize=fuzzer the program is a fuzz target, else a main).
+clang_links() {
+  local dir program
+  dir="$(mktemp -d)"
+  program='int main() { return 0; }'
+  case "$*" in
+    *fuzzer*) program='extern "C" int LLVMFuzzerTestOneInput(const unsigned char*, unsigned long) { return 0; }' ;;
+  esac
+  printf '%s\n' "$program" > "$dir/probe.cpp"
+  local ok=0
+  "$CLANG_CXX" "$@" "$dir/probe.cpp" -o "$dir/probe" >/dev/null 2>&1 || ok=1
+  rm -rf "$dir"
+  return "$ok"
+}
+
+# install_clang: clang with its sanitizer and libFuzzer runtimes (compiler-rt) and LLVM's
+# OpenMP runtime (libomp, whose Archer tool lets ThreadSanitizer see OpenMP synchronisation).
+# Sets CLANG_CXX and ARCHER_LIBRARY (empty when Archer is not installed).
+install_clang() {
+  if command -v dpkg-query >/dev/null 2>&1; then
+    install_packages clang libomp-dev
+  fi
+  CLANG_CXX="${CLANG_CXX:-$(command -v clang++ || true)}"
+  [ -n "$CLANG_CXX" ] || die "clang++ not found (and no dpkg to install it)"
+  local probes=("-fsanitize=fuzzer,address,undefined" "-fsanitize=thread -fopenmp")
+  local probe unlinkable=0
+  for probe in "${probes[@]}"; do
+    # shellcheck disable=SC2086
+    clang_links $probe || unlinkable=1
+  done
+  if [ "$unlinkable" -eq 1 ] && command -v dpkg-query >/dev/null 2>&1; then
+    # compiler-rt: its own package since LLVM 14 on Debian 12 / Ubuntu 23.04, in
+    # libclang-common-<N>-dev before.
+    local major
+    major="$("$CLANG_CXX" -dumpversion | cut -d. -f1)"
+    install_packages "libclang-rt-$major-dev"
+  fi
+  for probe in "${probes[@]}"; do
+    # shellcheck disable=SC2086
+    clang_links $probe || die "$CLANG_CXX cannot link with $probe (compiler-rt or libomp missing)"
+  done
+  local lib
+  lib="$(dirname "$(readlink -f "$CLANG_CXX")")/../lib"
+  ARCHER_LIBRARY=""
+  if [ -f "$lib/libarcher.so" ]; then ARCHER_LIBRARY="$(cd "$lib" && pwd)/libarcher.so"; fi
+  log "clang: $CLANG_CXX ($("$CLANG_CXX" -dumpversion)); Archer: ${ARCHER_LIBRARY:-not found}"
+}
+
+# configure_and_build_variant DIR TARGET [CMAKE_ARGUMENT...]: a CPU-only clang build in its own
+# folder (ccache through CMake's compiler launcher), building TARGET.
+configure_and_build_variant() {
+  local dir="$1" target="$2"
+  shift 2
+  if command -v ccache >/dev/null 2>&1; then mkdir -p "$CCACHE_DIR"; fi
+  mkdir -p "$dir"
+  cmake -S "$REPO_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_CXX_COMPILER="$CLANG_CXX" -DWIDEATTN_CUDA=OFF "$@" >"$dir/configure.log" 2>&1 \
+    || { cat "$dir/configure.log" >&2; die "cmake configure of $dir failed"; }
+  ninja -C "$dir" -j "$JOBS" "$target" || die "build of $target in $dir failed"
+}

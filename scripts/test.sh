@@ -2,7 +2,8 @@
 # Installs what the build and tests need (Debian: cmake, ninja-build, g++, ccache,
 # libopenblas-dev, libgtest-dev), builds everything (the CUDA backend too when nvcc is found;
 # its tests skip without a GPU), runs ctest, checks the installed CMake package
-# (scripts/check_install.sh), then the Python tests when the package exists.
+# (scripts/check_install.sh), then the Python tests when the package exists, then the sanitizer
+# runs (scripts/sanitize.sh) and the fuzz target (scripts/fuzz.sh).
 set -euo pipefail
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -43,5 +44,20 @@ if [ -f "$REPO_ROOT/pyproject.toml" ]; then
   fi
 else
   log "no pyproject.toml at the repository root: Python package and tests skipped"
+fi
+# ---- reliability: sanitizers and fuzzing (docs/reliability.md) ------------------------------------
+# CPU-only clang builds under $BUILD_DIR/asan, $BUILD_DIR/tsan and $BUILD_DIR/fuzz: the whole test
+# suite under ASan+UBSan, the concurrency tests under TSan, and the libFuzzer target for
+# FUZZ_SECONDS (default 150) over fuzz/corpus. About 10 minutes on 2 cores with a cold ccache.
+# SANITIZERS=OFF or FUZZ=OFF skips them.
+if [ "${SANITIZERS:-ON}" != OFF ]; then
+  reliability_start=$SECONDS
+  BUILD_DIR="$BUILD_DIR" "$REPO_ROOT/scripts/sanitize.sh"
+  log "sanitizers: $((SECONDS - reliability_start)) s"
+fi
+if [ "${FUZZ:-ON}" != OFF ]; then
+  reliability_start=$SECONDS
+  BUILD_DIR="$BUILD_DIR" "$REPO_ROOT/scripts/fuzz.sh"
+  log "fuzzing: $((SECONDS - reliability_start)) s"
 fi
 log "all tests passed"

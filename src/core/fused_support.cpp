@@ -10,10 +10,10 @@ namespace {
 
 bool aligned16(const void* pointer) { return reinterpret_cast<std::uintptr_t>(pointer) % 16 == 0; }
 
-// TMA: strides in bytes multiples of 16, below 2^40.
+// TMA: strides in bytes multiples of 16, below 2^40 (2-byte elements: multiples of 8 below
+// 2^39, tested on the element count so that no stride overflows).
 bool tma_stride(int64_t elements) {
-  const int64_t bytes = elements * 2;
-  return bytes >= 0 && bytes % 16 == 0 && bytes < (int64_t{1} << 40);
+  return elements >= 0 && elements % 8 == 0 && elements < (int64_t{1} << 39);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <sstream>
 #include <string>
 
@@ -22,6 +23,21 @@ int64_t checked_mul_add(const char* function, const char* what, int64_t a, int64
     throw_error(StatusCode::invalid_argument, s.str());
   }
   return sum;
+}
+
+// a * b for a lower bound on a stride: the int64 product, or the nearest int64 limit when it
+// does not fit (the extent check that follows rejects such a stride), so that no check overflows.
+int64_t saturating_mul(int64_t a, int64_t b) {
+  int64_t product = 0;
+  if (!__builtin_mul_overflow(a, b, &product)) return product;
+  return (a < 0) != (b < 0) ? std::numeric_limits<int64_t>::min() : std::numeric_limits<int64_t>::max();
+}
+
+// Whether [first, first + count) ends past `end`, or its end does not fit in int64 (its last
+// index would overflow in the kernels).
+bool range_exceeds(int64_t first, int64_t count, int64_t end) {
+  int64_t last = 0;
+  return __builtin_add_overflow(first, count, &last) || last > end;
 }
 
 // Largest element offset of a tensor with the given (count, stride) dims, plus one.
@@ -90,7 +106,7 @@ void require_no_self_overlap(const char* function, const char* tensor, const Dim
       s << "a stride that keeps " << tensor << "'s elements apart (>= " << span << ")";
       throw_invalid(function, names[order[i]], d.stride, s.str());
     }
-    span = (d.count - 1) * d.stride + span;
+    span = checked_mul_add(function, tensor, d.count - 1, d.stride, span);  // may run before extent()
     first = false;
   }
 }
@@ -262,9 +278,10 @@ void validate_matmul(const MatmulArguments& a) {
                              {"d_batch_stride", a.d_batch_stride}}) {
     if (value < 0) throw_invalid(f, name, value, ">= 0");
   }
-  if (a.batch > 1 && a.d_batch_stride < (a.m - 1) * ldd + a.n) {
+  const int64_t d_span = a.batch > 1 ? checked_mul_add(f, "d", a.m - 1, ldd, a.n) : 0;
+  if (a.batch > 1 && a.d_batch_stride < d_span) {
     throw_invalid(f, "d_batch_stride", a.d_batch_stride,
-                  ">= " + std::to_string((a.m - 1) * ldd + a.n) + " (batches of D must not overlap)");
+                  ">= " + std::to_string(d_span) + " (batches of D must not overlap)");
   }
   const Dim a_dims[] = {{a.batch, a.a_batch_stride}, {a.m, lda}, {a.k, 1}};
   const Dim b_dims[] = {{a.batch, a.b_batch_stride},
@@ -333,21 +350,28 @@ void validate_scatter_scores(const ScatterScoresArguments& a) {
   if (!a.dst) throw_invalid(f, "dst", "null", "a device pointer");
   if (a.scores_row_stride < a.cols) throw_invalid(f, "scores_row_stride", a.scores_row_stride, ">= cols = " + std::to_string(a.cols));
   if (a.dst_row_stride < a.cols) throw_invalid(f, "dst_row_stride", a.dst_row_stride, ">= cols = " + std::to_string(a.cols));
-  if (a.heads > 1 && a.scores_head_stride < a.rows * a.scores_row_stride) {
+  if (a.heads > 1 && a.scores_head_stride < saturating_mul(a.rows, a.scores_row_stride)) {
     throw_invalid(f, "scores_head_stride", a.scores_head_stride, ">= rows * scores_row_stride");
   }
-  if (a.heads > 1 && a.dst_head_stride < a.rows * a.dst_row_stride) {
+  if (a.heads > 1 && a.dst_head_stride < saturating_mul(a.rows, a.dst_row_stride)) {
     throw_invalid(f, "dst_head_stride", a.dst_head_stride, ">= rows * dst_row_stride");
   }
-  if (a.first_query < 0 || a.first_query + a.rows > a.mask.suffix_length) {
+  if (a.first_query < 0 || range_exceeds(a.first_query, a.rows, a.mask.suffix_length)) {
     throw_invalid(f, "first_query", a.first_query,
                   "rows [first_query, first_query + rows) inside the suffix of " +
                       std::to_string(a.mask.suffix_length));
   }
-  if (a.first_key < 0 || a.first_key + a.cols > a.mask.prefix_length + a.mask.suffix_length) {
+  // The mask's position arithmetic (prefix + key, prefix + tree height, ring positions) must
+  // not overflow: at most 2^61 cache rows, far past any real sequence.
+  int64_t cache_rows = 0;
+  if (__builtin_add_overflow(a.mask.prefix_length, a.mask.suffix_length, &cache_rows) ||
+      cache_rows > (int64_t{1} << 61)) {
+    throw_invalid(f, "mask.prefix_length", a.mask.prefix_length,
+                  "prefix_length + suffix_length <= 2^61 (suffix_length = " + std::to_string(a.mask.suffix_length) + ")");
+  }
+  if (a.first_key < 0 || range_exceeds(a.first_key, a.cols, cache_rows)) {
     throw_invalid(f, "first_key", a.first_key,
-                  "columns [first_key, first_key + cols) inside the " +
-                      std::to_string(a.mask.prefix_length + a.mask.suffix_length) + " cache rows");
+                  "columns [first_key, first_key + cols) inside the " + std::to_string(cache_rows) + " cache rows");
   }
   if (!(std::isfinite(a.softcap) && a.softcap >= 0)) throw_invalid(f, "softcap", a.softcap, "a finite value >= 0");
   const bool in_place = a.dst == a.scores;
@@ -379,12 +403,16 @@ void validate_scatter_values(const ScatterValuesArguments& a) {
   if (!a.src) throw_invalid(f, "src", "null", "a device pointer");
   if (!a.out) throw_invalid(f, "out", "null", "a device pointer");
   if (a.src_row_stride < a.head_dim) throw_invalid(f, "src_row_stride", a.src_row_stride, ">= head_dim = " + std::to_string(a.head_dim));
-  if (a.heads > 1 && a.src_head_stride < a.rows * a.src_row_stride) throw_invalid(f, "src_head_stride", a.src_head_stride, ">= rows * src_row_stride");
+  if (a.heads > 1 && a.src_head_stride < saturating_mul(a.rows, a.src_row_stride)) throw_invalid(f, "src_head_stride", a.src_head_stride, ">= rows * src_row_stride");
   if (a.heads > 1 && a.out_head_stride < a.head_dim) throw_invalid(f, "out_head_stride", a.out_head_stride, ">= head_dim = " + std::to_string(a.head_dim));
   if (a.rows > 1 && a.out_token_stride < a.head_dim) throw_invalid(f, "out_token_stride", a.out_token_stride, ">= head_dim = " + std::to_string(a.head_dim));
   const Dim s_dims[] = {{a.heads, a.src_head_stride}, {a.rows, a.src_row_stride}, {a.head_dim, 1}};
   const Dim o_dims[] = {{a.rows, a.out_token_stride}, {a.heads, a.out_head_stride}, {a.head_dim, 1}};
-  require_disjoint(f, range_of("out", a.out, extent(f, "out", o_dims), dtype_size(a.dtype)),
+  const int64_t o_extent = extent(f, "out", o_dims);
+  // Rows and heads must not land on the same cells (as attention's out, validate_problem).
+  const char* const o_names[] = {"out_token_stride", "out_head_stride", "head_dim"};
+  require_no_self_overlap(f, "out", o_dims, o_names);
+  require_disjoint(f, range_of("out", a.out, o_extent, dtype_size(a.dtype)),
                    range_of("src", a.src, extent(f, "src", s_dims), sizeof(float)));
 }
 

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -132,12 +133,19 @@ void matmul(const MatmulArguments& x, MatmulScratch& scratch) {
   const bool fold = batch > 1 && x.b_batch_stride == 0;
   const bool a_stacked = x.a_batch_stride == m * lda;
   const bool d_stacked = x.d_batch_stride == m * ldd;
+  // sgemm takes int leading dimensions of at least the row length. Operands whose rows overlap
+  // (the prefill pipeline passes Q, K and V token strides, which may be shorter than head_dim)
+  // or whose leading dimension passes INT_MAX (a stride of a single-row operand may be anything)
+  // go through the dense f32 scratch instead of straight to sgemm.
+  auto sgemm_ld = [](int64_t ld, int64_t cols) {
+    return ld >= std::max<int64_t>(cols, 1) && ld <= std::numeric_limits<int>::max();
+  };
 
   // A as f32: in place when possible, else dense [batch * m, k].
   const float* a32 = nullptr;
   int64_t lda32 = lda, a32_batch = x.a_batch_stride;
   if (k > 0) {
-    if (x.a_dtype == DType::f32 && (!fold || a_stacked)) {
+    if (x.a_dtype == DType::f32 && (!fold || a_stacked) && sgemm_ld(lda, k)) {
       a32 = reinterpret_cast<const float*>(element(x.a, x.a_dtype, x.a_offset));
     } else {
       float* buf = scratch.a.as<float>(static_cast<std::size_t>(batch) * m * k);
@@ -152,7 +160,7 @@ void matmul(const MatmulArguments& x, MatmulScratch& scratch) {
   const float* b32 = nullptr;
   int64_t ldb32 = ldb, b32_batch = x.b_batch_stride;
   if (k > 0) {
-    if (x.b_dtype == DType::f32) {
+    if (x.b_dtype == DType::f32 && sgemm_ld(ldb, b_cols)) {
       b32 = reinterpret_cast<const float*>(element(x.b, x.b_dtype, x.b_offset));
     } else {
       const int32_t copies = x.b_batch_stride == 0 ? 1 : batch;
@@ -165,7 +173,7 @@ void matmul(const MatmulArguments& x, MatmulScratch& scratch) {
   }
 
   // D as f32: in place when f32 (and stackable if folding), else dense scratch.
-  const bool d_direct = x.d_dtype == DType::f32 && (!fold || d_stacked);
+  const bool d_direct = x.d_dtype == DType::f32 && (!fold || d_stacked) && sgemm_ld(ldd, n);
   float* d32;
   int64_t ldd32 = ldd, d32_batch = x.d_batch_stride;
   if (d_direct) {

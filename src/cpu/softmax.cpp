@@ -22,8 +22,9 @@ void softmax(const SoftmaxArguments& a) {
 #pragma omp for schedule(dynamic, 8)
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t block = r / per_block, in_block = r % per_block;
-      const float* in = a.input + r * a.input_row_stride;
-      void* out = static_cast<char*>(a.output) + r * a.output_row_stride * out_size;
+      // With no columns, input and output may be null (validate.cpp): no row pointers then.
+      const float* in = cols > 0 ? a.input + r * a.input_row_stride : nullptr;
+      void* out = cols > 0 ? static_cast<char*>(a.output) + r * a.output_row_stride * out_size : nullptr;
       const bool has_sink = a.sinks != nullptr;
       const float sink = has_sink ? a.sinks[block] : kNegInf;
 
