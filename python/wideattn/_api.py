@@ -33,7 +33,7 @@ _native_attention = native.attention
 class Plan:
     """What dispatch chose for one problem on one device.
 
-    kernel: "single_pass", "two_pass" or "prefill_unfused".
+    kernel: "single_pass", "two_pass", "prefill_unfused" or "prefill_fused".
     num_splits: KV splits of two_pass (1 otherwise).
     query_rows_per_chunk: prefill_unfused's suffix tokens per chunk (0 otherwise).
     workspace_bytes: scratch the kernel uses (held by wideattn's per-device Context).
@@ -102,7 +102,8 @@ def attention(
     multiple of 8 up to 512 on the CPU. causal/window/ring_length/ring_offset/tree select the
     mask (see include/wideattn/problem.h, MaskSpec); softcap > 0 applies
     softcap * tanh(logit / softcap); scale defaults to 1/sqrt(head_dim) (Gemma 4 uses 1.0).
-    kernel: "auto" (dispatch chooses), "single_pass", "two_pass" or "prefill_unfused".
+    kernel: "auto" (dispatch chooses), "single_pass", "two_pass", "prefill_unfused" or
+        "prefill_fused" (Hopper, head_dim 64/128/256, f16/bf16).
 
     PyTorch CUDA tensors run on torch.cuda.current_stream(); CuPy arrays on CuPy's current
     stream. PyTorch tensors go through the custom operators torch.ops.wideattn.attention and
