@@ -266,4 +266,14 @@ void check_attention(Context& context, std::mt19937_64& rng, const AttentionCase
   EXPECT_EQ(nonzero, 0) << "rows that see no key must be exactly zero; first: " << first;
 }
 
+void check_host_attention(Context& context, const AttentionProblem& p, Kernel kernel,
+                          const HostTensor& out, const std::vector<float>& lse) {
+  WA_ASSERT_OK(attention(context, p, kernel));
+  std::vector<double> ref_out, ref_lse, got_out, got_lse(lse.begin(), lse.end());
+  reference::attention(p, &ref_out, &ref_lse);
+  for (int64_t i = 0; i < out.size(); ++i) got_out.push_back(out.get(i));
+  EXPECT_TRUE(close_rel_l2(got_out, ref_out, relative_tolerance(p.dtype), flat_index_name()));
+  EXPECT_TRUE(close_abs(got_lse, ref_lse, lse_tolerance(p.dtype), flat_index_name()));
+}
+
 }  // namespace wideattn::test

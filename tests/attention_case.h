@@ -77,6 +77,11 @@ using AttentionRunner =
 void check_attention(Context& context, std::mt19937_64& rng, const AttentionCase& c, Kernel kernel,
                      AttentionOutcome* outcome = nullptr, const AttentionRunner& runner = {});
 
+// Runs `kernel` on a CPU `context` over a problem whose tensors are host memory (p.out is `out`,
+// p.lse is `lse`) and checks out and LSE against the oracle with the dtype's tolerances.
+void check_host_attention(Context& context, const AttentionProblem& p, Kernel kernel,
+                          const HostTensor& out, const std::vector<float>& lse);
+
 // Absolute LSE tolerance for a problem stored in `dtype`.
 double lse_tolerance(DType dtype);
 

@@ -12,26 +12,6 @@
 namespace wideattn::test {
 namespace {
 
-DeviceInfo cpu_device() {
-  DeviceInfo d;
-  d.backend = Backend::cpu;
-  d.name = "test CPU";
-  d.compute_units = 2;
-  return d;
-}
-
-DeviceInfo h100_device() {
-  DeviceInfo d;
-  d.backend = Backend::cuda;
-  d.name = "test H100";
-  d.compute_units = 132;
-  d.compute_capability = 90;
-  d.shared_memory_per_block = 227 * 1024;
-  d.l2_bytes = 50 << 20;
-  d.memory_bytes = int64_t{80} << 30;
-  return d;
-}
-
 // A problem whose tensors are host vectors: planning never reads them.
 struct PlanProblem {
   PlanProblem(std::vector<int32_t> suffixes, std::vector<int32_t> kv, int32_t q_heads = 8, int32_t kv_heads = 2,

@@ -322,4 +322,25 @@ std::string backend_param_name(const ::testing::TestParamInfo<Backend>& info) {
   return to_string(info.param);
 }
 
+DeviceInfo cpu_device() {
+  DeviceInfo d;
+  d.backend = Backend::cpu;
+  d.name = "test CPU";
+  d.compute_units = 2;
+  d.memory_bytes = int64_t{32} << 30;
+  return d;
+}
+
+DeviceInfo h100_device() {
+  DeviceInfo d;
+  d.backend = Backend::cuda;
+  d.name = "test H100";
+  d.compute_units = 132;
+  d.compute_capability = 90;
+  d.shared_memory_per_block = 227 * 1024;
+  d.l2_bytes = 50 << 20;
+  d.memory_bytes = int64_t{80} << 30;
+  return d;
+}
+
 }  // namespace wideattn::test

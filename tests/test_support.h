@@ -147,6 +147,12 @@ IndexName shape_index_name(std::vector<std::string> names, std::vector<int64_t> 
                                  << ": " << wa_status_.message();                       \
   } while (0)
 
+// ---- devices for planning tests ----------------------------------------------------------------
+// Descriptions of a 2-thread CPU and an H100 (sm_90, 132 SMs) for plan_attention, which reads
+// the device but never runs on it.
+DeviceInfo cpu_device();
+DeviceInfo h100_device();
+
 // ---- backends --------------------------------------------------------------------------------
 // What a test on one backend holds: the Context, the seed in every failure message, and the
 // test's random generator. start() skips the test ("CUDA backend unavailable: <why>") and
