@@ -26,6 +26,7 @@
 #include "core/error.h"
 #include "cuda/fused/async_copy.cuh"
 #include "cuda/fused/fused_params.h"
+#include "cuda/fused/tile_schedule.cuh"
 #include "cuda/fused/tile_config.h"
 
 namespace wideattn::fused {
@@ -81,59 +82,6 @@ struct KernelTraits {
   static constexpr uint32_t kQBytes = kBlockM * kHeadDim * sizeof(Element);
   static constexpr uint32_t kKVBytes = kBlockN * kHeadDim * sizeof(Element);
 };
-
-// One work item: a tile of query rows (tokens x packed heads) of one sequence and head group.
-struct Tile {
-  int32_t b, query_start, suffix, kv_length, prefix;
-  int32_t tile_head, token_begin, token_end;  // tokens [begin, end) of the sequence's suffix
-  int32_t key_begin, key_end;                 // key tiles [key_begin, key_end) to visit
-  int32_t free_first, free_last;  // keys every row of the tile sees: no mask inside this range
-};
-
-// Visible keys of the query at position `qpos`: [row_first_key, row_last_key] (problem.h).
-__device__ __forceinline__ int32_t row_first_key(const FusedParams& p, int32_t qpos) {
-  if (p.window <= 0) return 0;
-  const int32_t reach = p.causal ? p.window - 1 : p.window / 2;
-  return max(0, qpos - reach);
-}
-__device__ __forceinline__ int32_t row_last_key(const FusedParams& p, int32_t qpos, int32_t kv_length) {
-  int32_t last = kv_length - 1;
-  if (p.causal) {
-    last = min(last, qpos);
-  } else if (p.window > 0) {
-    last = min(last, qpos + p.window / 2);
-  }
-  return last;
-}
-
-template <int kBlockN>
-__device__ __forceinline__ Tile decode_tile(const FusedParams& p, int32_t index) {
-  int32_t lo = 0, hi = p.num_sequences - 1;
-  while (lo < hi) {  // the sequence whose tile range holds `index`
-    const int32_t mid = (lo + hi + 1) >> 1;
-    if (p.tile_start[mid] <= index) lo = mid; else hi = mid - 1;
-  }
-  Tile t;
-  t.b = p.batch_index[lo];
-  t.query_start = p.query_start[lo];
-  t.suffix = p.suffix[lo];
-  t.kv_length = p.kv_length[lo];
-  t.prefix = t.kv_length - t.suffix;
-  const int32_t local = index - p.tile_start[lo];
-  const int32_t blocks = (t.suffix + p.tokens_per_tile - 1) / p.tokens_per_tile;
-  const int32_t block = blocks - 1 - local / p.tile_heads;  // last query block first: most keys
-  t.tile_head = local % p.tile_heads;
-  t.token_begin = block * p.tokens_per_tile;
-  t.token_end = min(t.suffix, t.token_begin + p.tokens_per_tile);
-  const int32_t first_pos = t.prefix + t.token_begin, last_pos = t.prefix + t.token_end - 1;
-  const int32_t first_key = row_first_key(p, first_pos);
-  const int32_t last_key = row_last_key(p, last_pos, t.kv_length);
-  t.key_begin = first_key / kBlockN;
-  t.key_end = last_key < first_key ? t.key_begin : last_key / kBlockN + 1;
-  t.free_first = row_first_key(p, last_pos);
-  t.free_last = row_last_key(p, first_pos, t.kv_length);
-  return t;
-}
 
 // 2^x on the special-function unit (flush-to-zero: no denormal fix-up around it).
 __device__ __forceinline__ float exp2_fast(float x) {
@@ -194,7 +142,7 @@ __device__ void produce(const FusedParams& p, typename Traits::Shared& sh) {
     }
   };
 
-  for (int32_t index = blockIdx.x; index < p.total_tiles; index += gridDim.x) {
+  for (int32_t round = 0, index = tile_of_round(0); index < p.total_tiles; index = tile_of_round(++round)) {
     const Tile t = decode_tile<kBlockN>(p, index);
     const int32_t kv_head = t.tile_head * p.packed / p.group;
     int32_t n = t.key_end - 1;
@@ -296,7 +244,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
   if (kPingpong && warpgroup == 1) named_barrier_arrive(3, 256);
 
   uint32_t stage = 0, phase = 0, q_parity = 0;
-  for (int32_t index = blockIdx.x; index < p.total_tiles; index += gridDim.x) {
+  for (int32_t round = 0, index = tile_of_round(0); index < p.total_tiles; index = tile_of_round(++round)) {
     const Tile t = decode_tile<kBlockN>(p, index);
     int32_t first_key[2], last_key[2], head[2];
     bool row_valid[2];
@@ -314,28 +262,34 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
 
     // Scores of key tile n (in tSrS) -> probabilities in place, running max and sum updated;
     // returns in `factor` how much the output accumulated so far must be scaled down.
-    auto softmax_step = [&](int32_t n, float (&factor)[2]) {
+    // The soft-cap and the mask are each one whole loop behind one uniform test per tile
+    // (tested per element, they became a branch per score pair and a mask predicate on every
+    // tile: 16% of the consumer warps' stall samples in Nsight Compute).
+    const bool capped = p.softcap > 0.0f;
+    // Without a soft-cap the scores stay raw and the scale folds into exp2's argument
+    // (one FFMA per score); scale > 0, so the raw maximum is the scaled one's.
+    const float multiplier = capped ? 1.0f : p.scale_log2;
+    const float scale_natural = p.scale_log2 * kLn2;
+    const float cap_factor = capped ? 2.0f * kLog2e / p.softcap : 0.0f;
+    auto softmax_step = [&](int32_t n, float(&factor)[2]) {
       const int32_t key0 = n * kBlockN;
-      const bool masked = key0 < t.free_first || key0 + kBlockN - 1 > t.free_last;
-      // Without a soft-cap the scores stay raw and the scale folds into exp2's argument
-      // (one FFMA per score); scale > 0, so the raw maximum is the scaled one's.
-      const bool capped = p.softcap > 0.0f;
-      const float multiplier = capped ? 1.0f : p.scale_log2;
-      const float scale_natural = p.scale_log2 * kLn2;
-      const float cap_factor = capped ? 2.0f * kLog2e / p.softcap : 0.0f;
-      float tile_max[2] = {-INFINITY, -INFINITY};
-      CUTE_UNROLL
-      for (int i = 0; i < size(tSrS); ++i) {
-        float x = tSrS(i);
-        if (capped) x = soft_cap(x * scale_natural, p.softcap, cap_factor) * kLog2e;
-        if (masked) {
+      if (capped) {
+        CUTE_UNROLL
+        for (int i = 0; i < size(tSrS); ++i) {
+          tSrS(i) = soft_cap(tSrS(i) * scale_natural, p.softcap, cap_factor) * kLog2e;
+        }
+      }
+      if (key0 < t.free_first || key0 + kBlockN - 1 > t.free_last) {  // a boundary tile
+        CUTE_UNROLL
+        for (int i = 0; i < size(tSrS); ++i) {
           const int32_t key = key0 + get<1>(tScS(i));
           const int r = (i >> 1) & 1;
-          if (key < first_key[r] || key > last_key[r]) x = -INFINITY;
+          if (key < first_key[r] || key > last_key[r]) tSrS(i) = -INFINITY;
         }
-        tSrS(i) = x;
-        tile_max[(i >> 1) & 1] = fmaxf(tile_max[(i >> 1) & 1], x);
       }
+      float tile_max[2] = {-INFINITY, -INFINITY};
+      CUTE_UNROLL
+      for (int i = 0; i < size(tSrS); ++i) tile_max[(i >> 1) & 1] = fmaxf(tile_max[(i >> 1) & 1], tSrS(i));
       float use_max[2];
       CUTE_UNROLL
       for (int r = 0; r < 2; ++r) {
