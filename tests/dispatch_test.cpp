@@ -116,6 +116,28 @@ TEST(Dispatch, FusedPrefillOnHopperWithReasonsForFallbacks) {
   }
 }
 
+TEST(Dispatch, FusedPrefillSplitsKeysOnlyWhenTilesLeaveSmsIdle) {
+#if defined(WIDEATTN_WITH_CUDA)
+  // 512 new tokens on an 8K prefix, d256, 16/8 heads: 64 tiles of 64 tokens x 2 heads for 132 SMs.
+  PlanProblem chunk({512}, {8192}, 16, 8, 256);
+  const Plan split = plan_or_fail(chunk.p, h100_device());
+  EXPECT_EQ(split.kernel, Kernel::prefill_fused) << split.reason;
+  EXPECT_EQ(split.num_splits, 2) << split.reason;
+  EXPECT_GT(split.workspace_bytes, 0u);
+  EXPECT_NE(split.reason.find("2 KV splits"), std::string::npos) << split.reason;
+  // A whole 4K prefill has 512 tiles: no split, no workspace.
+  PlanProblem prefill({4096}, {4096}, 16, 8, 256);
+  const Plan whole = plan_or_fail(prefill.p, h100_device());
+  EXPECT_EQ(whole.num_splits, 1) << whole.reason;
+  EXPECT_EQ(whole.workspace_bytes, 0u);
+  // Few tiles but short keys: each part would get under two key tiles.
+  PlanProblem short_keys({64}, {100}, 16, 8, 256);
+  EXPECT_EQ(plan_or_fail(short_keys.p, h100_device()).num_splits, 1);
+#else
+  GTEST_SKIP() << "built without the CUDA backend (the fused kernel's plan)";
+#endif
+}
+
 TEST(Dispatch, SuffixUpToEightGoesToDecode) {
   for (const DeviceInfo& device : kDevices) {
     SCOPED_TRACE(device.name);

@@ -8,6 +8,7 @@
 #include <random>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "attention_case.h"
 #include "test_support.h"
@@ -106,6 +107,34 @@ TEST_P(FusedPrefillTest, SinksSoftcapScaleNoLse) {
   c.softcap = 0.0f;
   c.scale = 0.05f;
   check(c);
+}
+
+TEST_P(FusedPrefillTest, SplitKeyRangesOfFewTiles) {
+  // Few query tiles over long key ranges (a chunk on a long prefix): the plan splits each
+  // tile's keys and the merge combines the parts, applying sinks and writing LSE. Some parts
+  // are empty or fully masked for some rows (windows), and the stale slots hold NaN.
+  struct Shape {
+    std::vector<SequenceShape> sequences;
+    bool causal, sinks;
+    int32_t window;
+    float softcap;
+  };
+  const Shape shapes[] = {{{{64, 2000}}, true, true, 0, 0.0f},
+                          {{{9, 3000}, {40, 1300}}, true, false, 700, 0.0f},
+                          {{{100, 1500}}, false, true, 0, 15.0f},
+                          {{{33, 2500}}, true, false, 90, 0.0f}};
+  for (const Shape& shape : shapes) {
+    AttentionCase c = base();
+    c.sequences = shape.sequences;
+    c.causal = shape.causal;
+    c.sinks = shape.sinks;
+    c.window = shape.window;
+    c.softcap = shape.softcap;
+    AttentionOutcome outcome;
+    check_attention(context(), rng(), c, Kernel::prefill_fused, &outcome);
+    EXPECT_GT(outcome.plan.num_splits, 1) << outcome.plan.reason;
+    if (HasFailure()) return;
+  }
 }
 
 TEST_P(FusedPrefillTest, StridedLayouts) {

@@ -129,7 +129,12 @@ Status plan_attention(const AttentionProblem& p, const DeviceInfo& device, Kerne
       result.workspace_bytes = prefill_workspace_layout(p, chunk, key_capacity, psize).bytes;
       why << "; " << chunk << " query rows per chunk";
     } else if (result.kernel == Kernel::prefill_fused) {
-      result.workspace_bytes = 0;
+      result.num_splits = fused_prefill_splits(p, device);
+      // Split tiles leave partial states for the decode merge kernel, in its layout.
+      result.workspace_bytes = result.num_splits > 1 ? decode_workspace_layout(p, result.num_splits).bytes : 0;
+      if (result.num_splits > 1) {
+        why << "; " << result.num_splits << " KV splits per tile to fill " << device.compute_units << " SMs";
+      }
     } else {
       result.workspace_bytes = decode_workspace_layout(p, result.num_splits).bytes;
     }

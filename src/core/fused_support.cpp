@@ -1,5 +1,6 @@
 #include "core/fused_support.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <sstream>
 
@@ -57,6 +58,27 @@ std::string fused_prefill_unsupported(const AttentionProblem& p, const DeviceInf
   }
   return why.str();
 #endif
+}
+
+int32_t fused_prefill_splits(const AttentionProblem& p, const DeviceInfo& device) {
+  const fused::TileConfig* c = fused::tile_config(p.head_dim);
+  if (!c) return 1;
+  const int32_t packed = fused::packed_heads(*c, p.q_heads / p.kv_heads);
+  const int64_t tokens_per_tile = c->block_m / packed;
+  int64_t tiles = 0, longest_kv = 0;
+  for (int32_t b = 0; b < p.batch; ++b) {
+    const int64_t suffix = p.query_offsets[b + 1] - p.query_offsets[b];
+    if (suffix <= 0) continue;
+    tiles += (suffix + tokens_per_tile - 1) / tokens_per_tile * (p.q_heads / packed);
+    longest_kv = std::max<int64_t>(longest_kv, p.kv_lengths[b]);
+  }
+  if (tiles == 0) return 1;
+  // As many parts as keep every SM busy, each at least two key tiles of the longest sequence
+  // (a split carries a fixed cost: its Q load, its epilogue and a share of the merge).
+  const int64_t key_tiles = (longest_kv + c->block_n - 1) / c->block_n;
+  int64_t splits = device.compute_units / tiles;
+  splits = std::min<int64_t>({splits, fused::kMaxSplits, key_tiles / 2});
+  return static_cast<int32_t>(std::max<int64_t>(1, splits));
 }
 
 std::string fused_prefill_summary(const AttentionProblem& p) {

@@ -2,6 +2,7 @@
 // CUDA-free: dispatch asks it, and the CUDA launcher relies on its answer.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "wideattn/context.h"
@@ -12,6 +13,11 @@ namespace wideattn::detail {
 // Empty when the fused kernel can run `problem` on `device`; otherwise why not (for the plan's
 // reason). `problem` must already be valid.
 std::string fused_prefill_unsupported(const AttentionProblem& problem, const DeviceInfo& device);
+
+// KV splits of a fused prefill: 1, or more when its query tiles alone would leave SMs idle (a
+// chunk of a few hundred tokens: each tile's key range is then cut into that many parts, and
+// the decode merge kernel combines them). `problem` must be one the fused kernel serves.
+int32_t fused_prefill_splits(const AttentionProblem& problem, const DeviceInfo& device);
 
 // One line for the plan's reason: tile shape and GQA packing of the kernel chosen.
 std::string fused_prefill_summary(const AttentionProblem& problem);

@@ -407,13 +407,41 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
       }
     }
 
-    // Normalise: the quad's partial sums, then the sink (an extra logit with no value).
+    float row_total[2];
+    CUTE_UNROLL
+    for (int r = 0; r < 2; ++r) {  // the quad's partial sums
+      row_total[r] = row_sum[r] + __shfl_xor_sync(0xffffffff, row_sum[r], 1);
+      row_total[r] += __shfl_xor_sync(0xffffffff, row_total[r], 2);
+    }
+    if (p.splits > 1) {
+      // A part of the tile's keys: its partial state for the merge (decode_merge.cu), which
+      // applies the sinks and writes out and LSE. f32 pairs straight from the accumulators.
+      const int col0 = get<1>(tOcO(0));
+      CUTE_UNROLL
+      for (int r = 0; r < 2; ++r) {
+        if (!row_valid[r]) continue;
+        const int row = warpgroup * 64 + row0 + 8 * r;
+        const int64_t token = t.query_start + t.token_begin + row / p.packed;
+        const int64_t state = (token * p.q_heads + head[r]) * p.splits + t.split;
+        float* partial = p.partial_out + state * kHeadDim + col0;
+        CUTE_UNROLL
+        for (int i = 2 * r; i < size(tOrO); i += 4) {  // elements of row r: (i / 2) % 2 == r
+          *reinterpret_cast<float2*>(partial + 8 * (i / 4)) = make_float2(tOrO(i), tOrO(i + 1));
+        }
+        if (thread % 4 == 0) {
+          p.partial_max[state] = row_max[r] == -INFINITY ? -INFINITY : row_max[r] * kLn2;
+          p.partial_sum[state] = row_total[r];
+        }
+      }
+      release(sh.q_empty);  // Q's last reader, this warpgroup's Q K^T, has completed
+      continue;
+    }
+
+    // Normalise, with the sink (an extra logit with no value).
     float out_scale[2], lse[2];
     CUTE_UNROLL
     for (int r = 0; r < 2; ++r) {
-      float sum = row_sum[r];
-      sum += __shfl_xor_sync(0xffffffff, sum, 1);
-      sum += __shfl_xor_sync(0xffffffff, sum, 2);
+      const float sum = row_total[r];
       if (p.sinks) {
         const float sink = p.sinks[head[r]];
         const float sink2 = sink * kLog2e;

@@ -10,8 +10,11 @@
 #include <utility>
 
 #include "core/error.h"
+#include "core/workspace_layout.h"
 #include "cuda/fused/fused_params.h"
 #include "cuda/fused/tile_config.h"
+#include "cuda/kernels/decode.h"
+#include "cuda/kernels/decode_params.h"
 #include "cuda/primitives/check.h"
 
 namespace wideattn::fused {
@@ -87,7 +90,8 @@ void launch_row(int32_t head_dim, const FusedParams& params, bool bf16, int grid
 
 }  // namespace
 
-void run_fused_prefill(const AttentionProblem& p, const DeviceInfo& device, cudaStream_t stream) {
+void run_fused_prefill(const AttentionProblem& p, const Plan& plan, const DeviceInfo& device, void* workspace,
+                       cudaStream_t stream) {
   const TileConfig& config = *tile_config(p.head_dim);
   const bool bf16 = p.dtype == DType::bf16;
   const int32_t group = p.q_heads / p.kv_heads;
@@ -139,8 +143,17 @@ void run_fused_prefill(const AttentionProblem& p, const DeviceInfo& device, cuda
     total += tiles[rank[i]];
   }
   params.tile_start[count] = total;
-  params.total_tiles = total;
+  const int32_t splits = std::max(1, plan.num_splits);
+  params.splits = splits;
+  params.total_tiles = total * splits;
   if (total == 0) return;
+  const detail::DecodeWorkspace layout = detail::decode_workspace_layout(p, splits);
+  if (splits > 1) {
+    char* base = static_cast<char*>(workspace);
+    params.partial_out = reinterpret_cast<float*>(base + layout.partial_out);
+    params.partial_max = reinterpret_cast<float*>(base + layout.partial_max);
+    params.partial_sum = reinterpret_cast<float*>(base + layout.partial_sum);
+  }
 
   // Q [tokens, q_heads, d] as (d, packed heads, tokens, tile heads): a box is one tile's rows.
   const int64_t q_dims[4] = {p.head_dim, params.packed, p.total_tokens(), params.tile_heads};
@@ -155,9 +168,30 @@ void run_fused_prefill(const AttentionProblem& p, const DeviceInfo& device, cuda
   params.k_map = encode(p.kv.k, bf16, kv_dims, k_strides, kv_box, "k");
   params.v_map = encode(p.kv.v, bf16, kv_dims, v_strides, kv_box, "v");
 
-  const int grid = std::min(total, std::max(1, device.compute_units));
+  const int grid = std::min(params.total_tiles, std::max(1, device.compute_units));
   launch_row(p.head_dim, params, bf16, grid, stream, std::make_index_sequence<std::size(kTileConfigs)>{});
   WIDEATTN_CUDA_CHECK_LAUNCH("fused_prefill_kernel");
+  if (splits > 1) {
+    // The split tiles' partial states -> out and LSE (sinks applied there), by the merge of the
+    // two-pass decode, scheduled while the fused kernel drains (programmatic dependent launch).
+    cuda::decode::DecodeParams merge;
+    merge.out = p.out;
+    merge.out_token_stride = p.out_token_stride;
+    merge.out_head_stride = p.out_head_stride;
+    merge.lse = p.lse;
+    merge.lse_token_stride = p.lse_token_stride;
+    merge.lse_head_stride = p.lse_head_stride;
+    merge.sinks = p.sinks;
+    merge.q_heads = p.q_heads;
+    merge.kv_heads = p.kv_heads;
+    merge.head_dim = p.head_dim;
+    merge.batch = p.batch;
+    merge.splits = splits;
+    merge.partial_out = params.partial_out;
+    merge.partial_max = params.partial_max;
+    merge.partial_sum = params.partial_sum;
+    cuda::decode::launch_decode_merge(merge, p.dtype, p.total_tokens() * p.q_heads, /*dependent=*/true, stream);
+  }
 }
 
 }  // namespace wideattn::fused

@@ -36,8 +36,15 @@ struct FusedParams {
   int32_t causal = 1;
   int32_t window = 0;
 
+  // KV splits per query tile (> 1: each work item covers 1/splits of its tile's key tiles and
+  // leaves its partial state, [token * q_heads + head][split], for the decode merge kernel).
+  int32_t splits = 1;
+  float* partial_out = nullptr;  // [rows, splits, head_dim], unnormalised
+  float* partial_max = nullptr;  // [rows, splits], natural-log max (-inf: no key seen)
+  float* partial_sum = nullptr;  // [rows, splits], sum of exp(logit - max)
+
   int32_t num_sequences = 0;  // sequences with at least one query row
-  int32_t total_tiles = 0;
+  int32_t total_tiles = 0;    // work items: query tiles x splits
   // Per sequence in schedule order (most tiles first).
   int32_t batch_index[kMaxSequences];  // b, the KV cache slot
   int32_t query_start[kMaxSequences];  // query_offsets[b]

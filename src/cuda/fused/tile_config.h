@@ -44,6 +44,9 @@ constexpr int64_t shared_memory_bytes(const TileConfig& c) {
 // so a call needs no upload and a captured graph replays it as is).
 inline constexpr int32_t kMaxSequences = 512;
 
+// KV splits at most (fused_prefill_splits): enough to fill 132 SMs from 17 tiles.
+inline constexpr int32_t kMaxSplits = 8;
+
 // Query heads of one KV group that share a tile (GQA packing): the group when it divides
 // block_m, else 1 (each head its own tiles; K/V are then read once per query head).
 constexpr int32_t packed_heads(const TileConfig& c, int32_t group) {

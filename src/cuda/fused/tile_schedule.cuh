@@ -27,6 +27,7 @@ struct Tile {
   int32_t tile_head, token_begin, token_end;  // tokens [begin, end) of the sequence's suffix
   int32_t key_begin, key_end;                 // key tiles [key_begin, key_end) to visit
   int32_t free_first, free_last;  // keys every row of the tile sees: no mask inside this range
+  int32_t split;                  // which part of the tile's key tiles (params.splits > 1)
 };
 
 // Visible keys of the query at position `qpos`: [row_first_key, row_last_key] (problem.h).
@@ -46,7 +47,9 @@ __device__ __forceinline__ int32_t row_last_key(const FusedParams& p, int32_t qp
 }
 
 template <int kBlockN>
-__device__ __forceinline__ Tile decode_tile(const FusedParams& p, int32_t index) {
+__device__ __forceinline__ Tile decode_tile(const FusedParams& p, int32_t item) {
+  // Work item -> (query tile, split); the splits of one tile are neighbours in the order.
+  const int32_t index = p.splits > 1 ? item / p.splits : item;
   int32_t lo = 0, hi = p.num_sequences - 1;
   while (lo < hi) {  // the sequence whose tile range holds `index`
     const int32_t mid = (lo + hi + 1) >> 1;
@@ -71,6 +74,14 @@ __device__ __forceinline__ Tile decode_tile(const FusedParams& p, int32_t index)
   t.key_end = last_key < first_key ? t.key_begin : last_key / kBlockN + 1;
   t.free_first = row_first_key(p, last_pos);
   t.free_last = row_last_key(p, first_pos, t.kv_length);
+  t.split = 0;
+  if (p.splits > 1) {  // contiguous parts of near-equal length (some may be empty)
+    t.split = item - index * p.splits;
+    const int32_t count = t.key_end - t.key_begin;
+    const int32_t begin = t.key_begin + count * t.split / p.splits;
+    t.key_end = t.key_begin + count * (t.split + 1) / p.splits;
+    t.key_begin = begin;
+  }
   return t;
 }
 

@@ -208,9 +208,10 @@ class CudaBackend final : public detail::BackendImpl {
     run_decode(problem, plan, info_, scratch, stream_);
   }
 
-  void prefill_fused(const AttentionProblem& problem, const Plan&) override {
+  void prefill_fused(const AttentionProblem& problem, const Plan& plan) override {
+    void* scratch = workspace(plan.workspace_bytes);
     DeviceScope scope(device_index_);
-    fused::run_fused_prefill(problem, info_, stream_);
+    fused::run_fused_prefill(problem, plan, info_, scratch, stream_);
   }
 
  private:
