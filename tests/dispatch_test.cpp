@@ -91,13 +91,16 @@ TEST(Dispatch, FusedPrefillOnHopperWithReasonsForFallbacks) {
       {"needs a CUDA device", [](PlanProblem&, DeviceInfo& d) { d = cpu_device(); }},
       {"sm_80", [](PlanProblem&, DeviceInfo& d) { d.compute_capability = 80; }},
       {"f16 or bf16", [](PlanProblem& p, DeviceInfo&) { p.p.dtype = DType::f32; }},
-      {"head_dim 512", [](PlanProblem&, DeviceInfo&) {}},
+      {"speculative trees", [](PlanProblem& p, DeviceInfo&) {
+         static const std::vector<int32_t> tree(256, 0);  // planning reads none of it
+         p.p.mask.tree_start = p.p.mask.tree_end = p.p.mask.tree_height = tree.data();
+       }},
       {"ring", [](PlanProblem& p, DeviceInfo&) { p.p.mask.ring_length = 20; p.p.mask.ring_offset = 3; }},
       {"multiples of 8", [](PlanProblem& p, DeviceInfo&) { p.p.q_token_stride += 4; }},
   };
   for (const Fallback& f : fallbacks) {
     SCOPED_TRACE(f.fragment);
-    PlanProblem changed({100, 3}, {150, 300}, 8, 2, std::string(f.fragment) == "head_dim 512" ? 512 : 128);
+    PlanProblem changed({100, 3}, {150, 300}, 8, 2, 128);
     // Room for f32 elements and the wider strides (planning reads none of it).
     for (auto* buffer : {&changed.q, &changed.out, &changed.cache}) buffer->resize(buffer->size() * 2 + 64);
     changed.p.q = changed.q.data();

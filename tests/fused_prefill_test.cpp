@@ -196,7 +196,7 @@ std::string fused_param_name(const ::testing::TestParamInfo<std::tuple<int32_t, 
 }
 
 INSTANTIATE_TEST_SUITE_P(HeadDimsAndTypes, FusedPrefillTest,
-                         ::testing::Combine(::testing::Values(64, 128, 256),
+                         ::testing::Combine(::testing::Values(64, 128, 256, 512),
                                             ::testing::Values(DType::bf16, DType::f16)),
                          fused_param_name);
 

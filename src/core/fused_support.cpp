@@ -34,7 +34,7 @@ std::string fused_prefill_unsupported(const AttentionProblem& p, const DeviceInf
   } else if (p.dtype == DType::f32) {
     why << "needs f16 or bf16 storage (f32 given)";
   } else if (!config) {
-    why << "no fused kernel for head_dim " << p.head_dim << " (built: 64, 128, 256)";
+    why << "no fused kernel for head_dim " << p.head_dim << " (built: 64, 128, 256, 512)";
   } else if (p.mask.tree_start) {
     why << "speculative trees are not fused yet";
   } else if (p.mask.ring_length > 0) {
@@ -76,7 +76,7 @@ int32_t fused_prefill_splits(const AttentionProblem& p, const DeviceInfo& device
   // As many parts as keep every SM busy, each at least two key tiles of the longest sequence
   // (a split carries a fixed cost: its Q load, its epilogue and a share of the merge).
   const int64_t key_tiles = (longest_kv + c->block_n - 1) / c->block_n;
-  int64_t splits = device.compute_units / tiles;
+  int64_t splits = device.compute_units / c->cluster / tiles;  // a pair of CTAs per tile at 512
   splits = std::min<int64_t>({splits, fused::kMaxSplits, key_tiles / 2});
   return static_cast<int32_t>(std::max<int64_t>(1, splits));
 }
@@ -88,6 +88,7 @@ std::string fused_prefill_summary(const AttentionProblem& p) {
   std::ostringstream s;
   s << "fused Hopper kernel (TMA + wgmma), " << c->block_m << "x" << c->block_n << " tiles, "
     << c->stages << " K/V stages, " << packed << " query head(s) per tile";
+  if (c->cluster > 1) s << ", head_dim split over a " << c->cluster << "-CTA cluster";
   return s.str();
 }
 

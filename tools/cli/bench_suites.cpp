@@ -62,8 +62,8 @@ ProblemSpec sliding(const Shape& shape, int64_t tokens, int32_t window) {
   return s;
 }
 
-// The fused kernels' problems (issue 8's targets): head_dim 128/256 prefill, a chunk on a
-// prefix, and the sliding layers.
+// The fused kernels' problems: head_dim 128/256 prefill, a chunk on a prefix, the sliding
+// layers (part 1's targets), and head_dim 512 at the peers' shape and Gemma 4 31B's (part 2).
 void append_fused_problems(std::vector<ProblemSpec>& suite) {
   suite.push_back(prefill(kPeer128, 4096));
   suite.push_back(prefill(kPeer128, 16384));
@@ -72,6 +72,11 @@ void append_fused_problems(std::vector<ProblemSpec>& suite) {
   suite.push_back(chunk(kPeer256, 512, 8192));
   suite.push_back(sliding(kSliding31B, 8192, 1024));
   suite.push_back(sliding(kSliding26B, 8192, 1024));
+  suite.push_back(prefill(kPeer512, 1024));
+  suite.push_back(prefill(kPeer512, 4096));
+  suite.push_back(prefill(kPeer512, 16384));
+  suite.push_back(chunk(kPeer512, 512, 8192));
+  suite.push_back(prefill(k31B, 4096));
 }
 
 }  // namespace

@@ -2,5 +2,6 @@
 #include "cuda/fused/fused_kernel.cuh"
 
 namespace wideattn::fused {
-template void launch_fused_kernel<256>(const FusedParams&, bool, int, cudaStream_t);
+static_assert(tile_config(256) != nullptr, "a row of kTileConfigs");
+template void launch_fused_kernel<256>(const FusedParams&, bool, int32_t, int32_t, cudaStream_t);
 }  // namespace wideattn::fused

@@ -20,11 +20,13 @@
 #include <cute/tensor.hpp>
 #include <cutlass/numeric_types.h>
 
+#include <algorithm>
 #include <atomic>
 #include <string>
 
 #include "core/error.h"
 #include "cuda/fused/async_copy.cuh"
+#include "cuda/fused/cluster.cuh"
 #include "cuda/fused/fused_params.h"
 #include "cuda/fused/tile_schedule.cuh"
 #include "cuda/fused/tile_config.h"
@@ -37,8 +39,10 @@ struct KernelTraits {
   static constexpr int kBlockM = kConfig.block_m;
   static constexpr int kBlockN = kConfig.block_n;
   static constexpr int kStages = kConfig.stages;
-  static constexpr int kHeadDimension = kHeadDim;
-  static constexpr int kChunks = kHeadDim / 64;  // 128-byte swizzled column chunks (TMA boxes)
+  static constexpr int kCluster = kConfig.cluster;          // CTAs per tile, splitting head_dim
+  static constexpr int kFullHeadDim = kHeadDim;             // of the tensors
+  static constexpr int kHeadDimension = kHeadDim / kCluster;  // this CTA's columns
+  static constexpr int kChunks = kHeadDimension / 64;  // 128-byte swizzled column chunks (TMA boxes)
   static constexpr int kThreads = 384;
   static constexpr int kConsumerThreads = 256;
   static constexpr int kConsumerWarps = 8;  // arrivals that release a K/V stage or the Q buffer
@@ -50,11 +54,12 @@ struct KernelTraits {
   static constexpr uint32_t kProducerRegisters = WIDEATTN_FUSED_PRODUCER_REGISTERS;
   static constexpr uint32_t kConsumerRegisters = (65536 - 128 * kProducerRegisters) / 256 / 8 * 8;
   static_assert(kBlockM == 128, "two consumer warpgroups of 64 rows");
-  static_assert(kHeadDim % 64 == 0 && kBlockN % 16 == 0);
+  static_assert(kHeadDimension % 64 == 0 && kBlockN % 16 == 0);
+  static_assert(kCluster == 1 || (kCluster == 2 && !kConfig.overlap), "a pair exchanges scores between products");
 
   using BM = cute::Int<kBlockM>;
   using BN = cute::Int<kBlockN>;
-  using D = cute::Int<kHeadDim>;
+  using D = cute::Int<kHeadDimension>;
   using S = cute::Int<kStages>;
   using SmemAtom = cute::GMMA::Layout_K_SW128_Atom<Element>;  // 8 rows x 64 columns, 128B swizzle
   using LayoutQ = decltype(cute::tile_to_shape(SmemAtom{}, cute::Shape<BM, D>{}));
@@ -62,7 +67,7 @@ struct KernelTraits {
   // V^T as the P V product's B operand (N = head_dim contiguous: MN-major), same bytes as V.
   using LayoutVt = decltype(cute::composition(
       LayoutKV{}, cute::make_layout(cute::Shape<D, BN, S>{},
-                                    cute::Stride<BN, cute::_1, cute::Int<kBlockN * kHeadDim>>{})));
+                                    cute::Stride<BN, cute::_1, cute::Int<kBlockN * kHeadDimension>>{})));
   using MmaQK = decltype(cute::make_tiled_mma(
       cute::GMMA::ss_op_selector<Element, Element, float, cute::Shape<cute::_64, BN, D>>()));
   using MmaPV = decltype(cute::make_tiled_mma(
@@ -77,10 +82,17 @@ struct KernelTraits {
     Barrier k_full[kStages], k_empty[kStages];
     Barrier v_full[kStages], v_empty[kStages];
     Barrier v_loaded[kStages];  // the producer's own, for tiles whose tail rows it clears
+    // A pair only: the peer's partial scores for each consumer warpgroup, [warpgroup][16-byte
+    // group][thread], stored by the peer (st.async, counted on exchange_full); peer_free
+    // collects the peer's arrivals once it has read what this CTA stored into it.
+    alignas(128) float4 exchange[kCluster > 1 ? kBlockM * kBlockN / 4 : 1];
+    Barrier exchange_full[2], peer_free[2];
   };
   static constexpr int kSharedBytes = int(sizeof(Shared)) + 1024;  // + alignment slack
-  static constexpr uint32_t kQBytes = kBlockM * kHeadDim * sizeof(Element);
-  static constexpr uint32_t kKVBytes = kBlockN * kHeadDim * sizeof(Element);
+  static constexpr uint32_t kQBytes = kBlockM * kHeadDimension * sizeof(Element);
+  static constexpr uint32_t kKVBytes = kBlockN * kHeadDimension * sizeof(Element);
+  static constexpr uint32_t kExchangeBytes = 64 * kBlockN * sizeof(float);  // one warpgroup's scores
+  static_assert(kSharedBytes <= 232448, "over the 227 KB of shared memory an sm_90 block may have");
 };
 
 // 2^x on the special-function unit (flush-to-zero: no denormal fix-up around it).
@@ -99,10 +111,13 @@ __device__ __forceinline__ float soft_cap(float x, float cap, float twice_log2e_
 }
 
 // ---- producer ----------------------------------------------------------------------------------
+// Work items are numbered for `worker` of `workers` (a CTA, or a pair of CTAs splitting d).
 template <class Traits>
-__device__ void produce(const FusedParams& p, typename Traits::Shared& sh) {
+__device__ void produce(const FusedParams& p, typename Traits::Shared& sh, int32_t worker, int32_t workers) {
   constexpr int kBlockN = Traits::kBlockN, kStages = Traits::kStages, kChunks = Traits::kChunks;
   const int lane = threadIdx.x % 32;
+  // This CTA's columns of Q, K and V (a pair splits d in halves).
+  const int32_t column_base = Traits::kCluster > 1 ? int32_t(cluster_rank()) * Traits::kHeadDimension : 0;
   uint32_t stage = 0, phase = 0, q_empty_parity = 1, loaded_parity = 0;
 
   auto load_k = [&](const Tile& t, int32_t kv_head, int32_t n) {
@@ -110,8 +125,8 @@ __device__ void produce(const FusedParams& p, typename Traits::Shared& sh) {
     if (lane == 0) {
       sh.k_full[stage].arrive_expect_bytes(Traits::kKVBytes);
       for (int c = 0; c < kChunks; ++c) {
-        tma_load(sh.k + (stage * kChunks + c) * kBlockN * 64, &p.k_map, &sh.k_full[stage], c * 64,
-                 n * kBlockN, kv_head, t.b);
+        tma_load(sh.k + (stage * kChunks + c) * kBlockN * 64, &p.k_map, &sh.k_full[stage],
+                 column_base + c * 64, n * kBlockN, kv_head, t.b);
       }
     }
   };
@@ -122,8 +137,8 @@ __device__ void produce(const FusedParams& p, typename Traits::Shared& sh) {
     if (lane == 0) {
       target->arrive_expect_bytes(Traits::kKVBytes);
       for (int c = 0; c < kChunks; ++c) {
-        tma_load(sh.v + (stage * kChunks + c) * kBlockN * 64, &p.v_map, target, c * 64, n * kBlockN,
-                 kv_head, t.b);
+        tma_load(sh.v + (stage * kChunks + c) * kBlockN * 64, &p.v_map, target, column_base + c * 64,
+                 n * kBlockN, kv_head, t.b);
       }
     }
     if (valid < kBlockN) {
@@ -142,7 +157,8 @@ __device__ void produce(const FusedParams& p, typename Traits::Shared& sh) {
     }
   };
 
-  for (int32_t round = 0, index = tile_of_round(0); index < p.total_tiles; index = tile_of_round(++round)) {
+  for (int32_t round = 0, index = tile_of_round(0, worker, workers); index < p.total_tiles;
+       index = tile_of_round(++round, worker, workers)) {
     const Tile t = decode_tile<kBlockN>(p, index);
     const int32_t kv_head = t.tile_head * p.packed / p.group;
     int32_t n = t.key_end - 1;
@@ -153,7 +169,7 @@ __device__ void produce(const FusedParams& p, typename Traits::Shared& sh) {
     if (lane == 0) {
       sh.q_full.arrive_expect_bytes(Traits::kQBytes);
       for (int c = 0; c < kChunks; ++c) {
-        tma_load(sh.q + c * Traits::kBlockM * 64, &p.q_map, &sh.q_full, c * 64, 0,
+        tma_load(sh.q + c * Traits::kBlockM * 64, &p.q_map, &sh.q_full, column_base + c * 64, 0,
                  t.query_start + t.token_begin, t.tile_head);
       }
     }
@@ -199,10 +215,14 @@ __device__ __forceinline__ uint32_t pack_pair(float lo, float hi) {
 }
 
 template <class Traits>
-__device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int warpgroup) {
+__device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int warpgroup, int32_t worker,
+                        int32_t workers) {
   using namespace cute;
   using Element = typename Traits::ElementType;
   constexpr int kBlockN = Traits::kBlockN, kStages = Traits::kStages, kHeadDim = Traits::kHeadDimension;
+  constexpr int kCluster = Traits::kCluster;
+  const uint32_t rank = kCluster > 1 ? cluster_rank() : 0;
+  const int32_t column_base = int32_t(rank) * kHeadDim;  // this CTA's output columns
   constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
   const int thread = threadIdx.x % 128;
 
@@ -243,8 +263,9 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
   };
   if (kPingpong && warpgroup == 1) named_barrier_arrive(3, 256);
 
-  uint32_t stage = 0, phase = 0, q_parity = 0;
-  for (int32_t round = 0, index = tile_of_round(0); index < p.total_tiles; index = tile_of_round(++round)) {
+  uint32_t stage = 0, phase = 0, q_parity = 0, exchange_parity = 0;
+  for (int32_t round = 0, index = tile_of_round(0, worker, workers); index < p.total_tiles;
+       index = tile_of_round(++round, worker, workers)) {
     const Tile t = decode_tile<kBlockN>(p, index);
     int32_t first_key[2], last_key[2], head[2];
     bool row_valid[2];
@@ -350,6 +371,37 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
       release(sh.v_empty[v_stage]);
     };
 
+    // A pair: S = this CTA's partial Q K^T (its half of d) + the peer's. Each thread sends its
+    // scores to the same thread of the twin warpgroup and adds the twin's; S0 + S1 is
+    // commutative, so both CTAs hold bit-identical scores, probabilities, maxima and sums.
+    auto exchange_scores = [&] {
+      if constexpr (kCluster > 1) {
+        constexpr int kGroups = int(size(tSrS)) / 4;
+        const uint32_t peer = rank ^ 1;
+        float4* mine = sh.exchange + warpgroup * (64 * kBlockN / 4);
+        if (thread == 0) sh.exchange_full[warpgroup].arrive_expect_bytes(Traits::kExchangeBytes);
+        wait_for_peer(sh.peer_free[warpgroup], exchange_parity ^ 1);  // the twin read our last scores
+        const uint32_t target = peer_address(mine, peer), target_full = peer_address(&sh.exchange_full[warpgroup], peer);
+        CUTE_UNROLL
+        for (int g = 0; g < kGroups; ++g) {
+          store_to_peer(target + uint32_t(g * 128 + thread) * 16,
+                        make_float4(tSrS(4 * g), tSrS(4 * g + 1), tSrS(4 * g + 2), tSrS(4 * g + 3)), target_full);
+        }
+        sh.exchange_full[warpgroup].wait(exchange_parity);  // the twin's scores are here
+        CUTE_UNROLL
+        for (int g = 0; g < kGroups; ++g) {
+          const float4 other = mine[g * 128 + thread];
+          tSrS(4 * g) += other.x;
+          tSrS(4 * g + 1) += other.y;
+          tSrS(4 * g + 2) += other.z;
+          tSrS(4 * g + 3) += other.w;
+        }
+        __syncwarp();
+        if (threadIdx.x % 32 == 0) arrive_at_peer(peer_address(&sh.peer_free[warpgroup], peer));
+        exchange_parity ^= 1;
+      }
+    };
+
     sh.q_full.wait(q_parity);
     q_parity ^= 1;
     if constexpr (!Traits::kConfig.overlap) {
@@ -358,6 +410,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
       bool accumulate = false;
       for (int32_t n = t.key_end - 1; n >= t.key_begin; --n) {
         scores(stage, phase);
+        exchange_scores();
         float factor[2];
         softmax_step(n, factor);
         if (accumulate) rescale_output(factor);
@@ -423,12 +476,12 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
         const int row = warpgroup * 64 + row0 + 8 * r;
         const int64_t token = t.query_start + t.token_begin + row / p.packed;
         const int64_t state = (token * p.q_heads + head[r]) * p.splits + t.split;
-        float* partial = p.partial_out + state * kHeadDim + col0;
+        float* partial = p.partial_out + state * Traits::kFullHeadDim + column_base + col0;
         CUTE_UNROLL
         for (int i = 2 * r; i < size(tOrO); i += 4) {  // elements of row r: (i / 2) % 2 == r
           *reinterpret_cast<float2*>(partial + 8 * (i / 4)) = make_float2(tOrO(i), tOrO(i + 1));
         }
-        if (thread % 4 == 0) {
+        if (thread % 4 == 0 && rank == 0) {  // the twin holds the same state
           p.partial_max[state] = row_max[r] == -INFINITY ? -INFINITY : row_max[r] * kLn2;
           p.partial_sum[state] = row_total[r];
         }
@@ -455,7 +508,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
         lse[r] = sum > 0.0f ? (row_max[r] + __log2f(sum)) * kLn2 : -INFINITY;
       }
     }
-    if (p.lse && (thread % 4) == 0) {
+    if (p.lse && (thread % 4) == 0 && rank == 0) {
       for (int r = 0; r < 2; ++r) {
         if (!row_valid[r]) continue;
         const int row = warpgroup * 64 + row0 + 8 * r;
@@ -500,7 +553,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
           reinterpret_cast<const char*>(sh.q) + (piece / 8) * Traits::kBlockM * 128 + row * 128 +
           (((piece % 8) ^ (row % 8)) << 4));
       Element* destination = out + int64_t{t.query_start + token} * p.out_token_stride +
-                             int64_t{h} * p.out_head_stride + piece * 8;
+                             int64_t{h} * p.out_head_stride + column_base + piece * 8;
       if (p.out_aligned16) {
         *reinterpret_cast<uint4*>(destination) = value;
       } else {
@@ -536,48 +589,93 @@ __global__ void __launch_bounds__(384, 1) fused_prefill_kernel(const __grid_cons
       sh.v_empty[s].init(Traits::kConsumerWarps);
       sh.v_loaded[s].init(1);
     }
+    for (int w = 0; w < 2; ++w) {
+      sh.exchange_full[w].init(1);   // this CTA's expect, then the peer's stored bytes
+      sh.peer_free[w].init(4);       // one arrival per warp of the peer's twin warpgroup
+    }
     fence_barrier_init();
   }
-  __syncthreads();
+  // A pair numbers its work by cluster; its barriers must be initialised before the peer's
+  // first remote use.
+  int32_t worker = blockIdx.x, workers = gridDim.x;
+  if constexpr (Traits::kCluster > 1) {
+    cluster_sync();
+    worker = int32_t(cluster_index());
+    workers = int32_t(cluster_count());
+  } else {
+    __syncthreads();
+  }
   if (warpgroup == 0) {
     registers_decrease<Traits::kProducerRegisters>();
-    if (threadIdx.x < 32) produce<Traits>(p, sh);
+    if (threadIdx.x < 32) produce<Traits>(p, sh, worker, workers);
   } else {
     registers_increase<Traits::kConsumerRegisters>();
-    consume<Traits>(p, sh, warpgroup - 1);
+    consume<Traits>(p, sh, warpgroup - 1, worker, workers);
   }
+  // No CTA of a pair leaves while its peer may still store into or arrive on its shared memory.
+  if constexpr (Traits::kCluster > 1) cluster_sync();
 }
 
 template <int kHeadDim, class Element>
-void launch_typed(const FusedParams& params, int grid, cudaStream_t stream) {
+void launch_typed(const FusedParams& params, int32_t work_items, int32_t compute_units, cudaStream_t stream) {
   using Traits = KernelTraits<kHeadDim, Element>;
   auto kernel = fused_prefill_kernel<kHeadDim, Element>;
-  // The shared-memory opt-in is a per-device attribute: set once on each device used.
+  // The shared-memory opt-in is a per-device attribute: set once on each device used; a pair's
+  // kernel also records how many pairs fit on the device at once.
   static std::atomic<uint64_t> configured_devices{0};
+  static std::atomic<int32_t> resident_pairs[64] = {};
   int device = 0;
   cudaGetDevice(&device);
   const uint64_t bit = uint64_t{1} << (device & 63);
+  auto fail = [](const char* what, cudaError_t status) {
+    cudaGetLastError();
+    detail::throw_error(StatusCode::internal, std::string("fused prefill: ") + what + " failed: " + cudaGetErrorString(status));
+  };
+  cudaLaunchConfig_t config = {};
+  cudaLaunchAttribute cluster_attribute = {};
+  config.blockDim = dim3(Traits::kThreads);
+  config.dynamicSmemBytes = Traits::kSharedBytes;
+  config.stream = stream;
+  if constexpr (Traits::kCluster > 1) {
+    cluster_attribute.id = cudaLaunchAttributeClusterDimension;
+    cluster_attribute.val.clusterDim.x = Traits::kCluster;
+    cluster_attribute.val.clusterDim.y = 1;
+    cluster_attribute.val.clusterDim.z = 1;
+    config.attrs = &cluster_attribute;
+    config.numAttrs = 1;
+  }
   if (!(configured_devices.load(std::memory_order_acquire) & bit)) {
     const cudaError_t status =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSharedBytes);
-    if (status != cudaSuccess) {
-      cudaGetLastError();
-      detail::throw_error(StatusCode::internal,
-                          std::string("fused prefill: cudaFuncSetAttribute failed: ") + cudaGetErrorString(status));
+    if (status != cudaSuccess) fail("cudaFuncSetAttribute", status);
+    if constexpr (Traits::kCluster > 1) {
+      // Pairs must sit in one GPC: fewer than SMs / 2 of them may fit at once.
+      int pairs = 0;
+      config.gridDim = dim3(Traits::kCluster * std::max(1, compute_units / Traits::kCluster));
+      const cudaError_t occupancy = cudaOccupancyMaxActiveClusters(&pairs, kernel, &config);
+      if (occupancy != cudaSuccess) fail("cudaOccupancyMaxActiveClusters", occupancy);
+      resident_pairs[device & 63].store(std::max(1, pairs), std::memory_order_relaxed);
     }
     if (device < 64) configured_devices.fetch_or(bit, std::memory_order_acq_rel);
   }
-  kernel<<<grid, Traits::kThreads, Traits::kSharedBytes, stream>>>(params);
+  int32_t workers = std::max(1, compute_units);
+  if constexpr (Traits::kCluster > 1) workers = resident_pairs[device & 63].load(std::memory_order_relaxed);
+  workers = std::max(1, std::min(work_items, workers));
+  config.gridDim = dim3(Traits::kCluster * workers);
+  const cudaError_t status = cudaLaunchKernelEx(&config, kernel, params);
+  if (status != cudaSuccess) fail("launch", status);
 }
 
-// Launches the kernel of `kHeadDim` for bf16 or f16 on `grid` CTAs. Instantiated once per row
-// of kTileConfigs, one translation unit each (fused_d64.cu, ...), so they compile in parallel.
+// Launches the kernel of `kHeadDim` for bf16 or f16: persistent, one CTA (or pair of CTAs) per
+// SM (pair of SMs) up to `work_items`. Instantiated once per row of kTileConfigs, one
+// translation unit each (fused_d64.cu, ...), so they compile in parallel.
 template <int kHeadDim>
-void launch_fused_kernel(const FusedParams& params, bool bf16, int grid, cudaStream_t stream) {
+void launch_fused_kernel(const FusedParams& params, bool bf16, int32_t work_items, int32_t compute_units,
+                         cudaStream_t stream) {
   if (bf16) {
-    launch_typed<kHeadDim, cutlass::bfloat16_t>(params, grid, stream);
+    launch_typed<kHeadDim, cutlass::bfloat16_t>(params, work_items, compute_units, stream);
   } else {
-    launch_typed<kHeadDim, cutlass::half_t>(params, grid, stream);
+    launch_typed<kHeadDim, cutlass::half_t>(params, work_items, compute_units, stream);
   }
 }
 

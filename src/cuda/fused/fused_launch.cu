@@ -21,7 +21,8 @@ namespace wideattn::fused {
 
 // Defined in fused_kernel.cuh, instantiated in fused_d<head_dim>.cu.
 template <int kHeadDim>
-void launch_fused_kernel(const FusedParams& params, bool bf16, int grid, cudaStream_t stream);
+void launch_fused_kernel(const FusedParams& params, bool bf16, int32_t work_items, int32_t compute_units,
+                         cudaStream_t stream);
 
 namespace {
 
@@ -76,11 +77,12 @@ CUtensorMap encode(const void* base, bool bf16, const int64_t dims[4], const int
 }
 
 template <std::size_t... I>
-void launch_row(int32_t head_dim, const FusedParams& params, bool bf16, int grid, cudaStream_t stream,
-                std::index_sequence<I...>) {
+void launch_row(int32_t head_dim, const FusedParams& params, bool bf16, int32_t work_items, int32_t compute_units,
+                cudaStream_t stream, std::index_sequence<I...>) {
   bool launched = false;
   ((kTileConfigs[I].head_dim == head_dim
-        ? (launch_fused_kernel<kTileConfigs[I].head_dim>(params, bf16, grid, stream), launched = true)
+        ? (launch_fused_kernel<kTileConfigs[I].head_dim>(params, bf16, work_items, compute_units, stream),
+           launched = true)
         : false),
    ...);
   if (!launched) {
@@ -168,8 +170,8 @@ void run_fused_prefill(const AttentionProblem& p, const Plan& plan, const Device
   params.k_map = encode(p.kv.k, bf16, kv_dims, k_strides, kv_box, "k");
   params.v_map = encode(p.kv.v, bf16, kv_dims, v_strides, kv_box, "v");
 
-  const int grid = std::min(params.total_tiles, std::max(1, device.compute_units));
-  launch_row(p.head_dim, params, bf16, grid, stream, std::make_index_sequence<std::size(kTileConfigs)>{});
+  launch_row(p.head_dim, params, bf16, params.total_tiles, device.compute_units, stream,
+             std::make_index_sequence<std::size(kTileConfigs)>{});
   WIDEATTN_CUDA_CHECK_LAUNCH("fused_prefill_kernel");
   if (splits > 1) {
     // The split tiles' partial states -> out and LSE (sinks applied there), by the merge of the

@@ -16,14 +16,20 @@ struct TileConfig {
                     // (costs the next tile's score registers; at 256 the output tile takes 128)
   bool pingpong;    // the two consumer warpgroups take turns issuing their products, so one's
                     // softmax runs while the other's matrix products do
+  int32_t cluster;  // CTAs per tile, splitting head_dim: 2 runs each CTA of a pair as the
+                    // head_dim / 2 kernel, the pair exchanging partial scores (Q K^T over its
+                    // half of d) through distributed shared memory
+  constexpr int32_t cta_head_dim() const { return head_dim / cluster; }
 };
 
-// Shared memory per CTA: Q (block_m x d) plus the K and V rings (stages x block_n x d each),
-// 16-bit elements, plus barriers. The H100/H200 limit is 227 KB per block.
+// Shared memory per CTA: Q (block_m x d / cluster) plus the K and V rings (stages x block_n x
+// d / cluster each), 16-bit elements, plus, in a pair, the peer's partial scores (block_m x
+// block_n f32), plus barriers. The H100/H200 limit is 227 KB per block.
 inline constexpr TileConfig kTileConfigs[] = {
-    {64, 128, 128, 2, true, true},    // Q 16 KB + K/V 2 x 2 x 16 KB =  80 KB
-    {128, 128, 128, 2, true, true},   // Q 32 KB + K/V 2 x 2 x 32 KB = 160 KB
-    {256, 128, 64, 2, false, true},   // Q 64 KB + K/V 2 x 2 x 32 KB = 192 KB
+    {64, 128, 128, 2, true, true, 1},    // Q 16 KB + K/V 2 x 2 x 16 KB =  80 KB
+    {128, 128, 128, 2, true, true, 1},   // Q 32 KB + K/V 2 x 2 x 32 KB = 160 KB
+    {256, 128, 64, 2, false, true, 1},   // Q 64 KB + K/V 2 x 2 x 32 KB = 192 KB
+    {512, 128, 64, 2, false, true, 2},   // per CTA: the 256 row + 32 KB of partial scores = 224 KB
 };
 
 // The row of `head_dim`, or null when no fused kernel is built for it.
@@ -34,11 +40,6 @@ constexpr const TileConfig* tile_config(int32_t head_dim) {
   return nullptr;
 }
 
-constexpr int64_t shared_memory_bytes(const TileConfig& c) {
-  const int64_t element = 2;
-  return element * c.head_dim * (c.block_m + 2 * int64_t{c.stages} * c.block_n) + 1024 /* align */ +
-         256 /* barriers */;
-}
 
 // Sequences one launch carries in its parameters (the per-sequence metadata travels by value,
 // so a call needs no upload and a captured graph replays it as is).

@@ -10,15 +10,16 @@
 
 namespace wideattn::fused {
 
-// The tile a CTA works on in its `round`-th turn, or >= total_tiles when it has no more.
-// Tiles are numbered most expensive first (launch order), and the rounds alternate direction
-// (a "snake"): CTA i takes tile i of the first round of gridDim.x tiles, then the
-// (gridDim.x - 1 - i)-th of the next, so a CTA that drew one of the costliest tiles of a round
-// draws one of the cheapest of the next. Plain round-robin left the slowest SM 10-25% behind
-// the average on a causal prefill (Nsight Compute, SM active cycles).
-__device__ __forceinline__ int32_t tile_of_round(int32_t round) {
-  const int32_t base = round * int32_t(gridDim.x);
-  return (round & 1) ? base + int32_t(gridDim.x) - 1 - int32_t(blockIdx.x) : base + int32_t(blockIdx.x);
+// The work item that `worker` (a CTA, or a pair of CTAs) of `workers` takes in its `round`-th
+// turn, or >= total_tiles when it has no more. Items are numbered most expensive first (launch
+// order), and the rounds alternate direction (a "snake"): worker i takes item i of the first
+// round of `workers` items, then the (workers - 1 - i)-th of the next, so a worker that drew
+// one of the costliest items of a round draws one of the cheapest of the next. Plain
+// round-robin left the slowest SM 10-25% behind the average on a causal prefill (Nsight
+// Compute, SM active cycles).
+__device__ __forceinline__ int32_t tile_of_round(int32_t round, int32_t worker, int32_t workers) {
+  const int32_t base = round * workers;
+  return (round & 1) ? base + workers - 1 - worker : base + worker;
 }
 
 // One work item: a tile of query rows (tokens x packed heads) of one sequence and head group.
