@@ -216,6 +216,56 @@ TEST_P(MatmulTest, IntoUninitialisedScratch) {
                            shape_index_name({"batch", "row", "col"}, {batch, m, n})));
 }
 
+// The prefill pipeline's Q K^T GEMM as the CUDA pipeline issues it (few query rows, the query
+// heads of a GQA group interleaved in Q, K shared, D rows padded to 8 floats) into fresh
+// scratch, read back cell by cell with cudaMemcpy. Under compute-sanitizer initcheck, a report
+// here (a host read of D) would mean the sanitizer does not see cuBLASLt's stores for this
+// shape, as opposed to the softmax reading cells nothing wrote (docs/reliability.md).
+TEST_P(MatmulTest, PipelineShapedGemmIntoFreshScratch) {
+  const int64_t m = 9, n = 97, k = 512, ld = 104, q_heads = 8, kv_heads = 2;
+  const int32_t batch = 4;  // query heads per KV head
+  const HostTensor q = random_tensor(rng(), DType::bf16, m * q_heads * k);
+  const HostTensor keys = random_tensor(rng(), DType::bf16, n * kv_heads * k);
+  const auto q_device = to_device(context(), q.data(), q.bytes());
+  const auto k_device = to_device(context(), keys.data(), keys.bytes());
+  DeviceMemory d(context(), static_cast<std::size_t>(batch * m * ld) * sizeof(float));
+  MatmulArguments args;
+  args.a_dtype = args.b_dtype = DType::bf16;
+  args.d_dtype = DType::f32;
+  args.a_leading_dimension = q_heads * k;  // token-major Q: heads of a token are adjacent
+  args.a_batch_stride = k;
+  args.b_offset = k;  // KV head 1
+  args.b_leading_dimension = kv_heads * k;
+  args.b_transpose = true;
+  args.d_leading_dimension = ld;
+  args.d_batch_stride = m * ld;
+  args.m = m;
+  args.n = n;
+  args.k = k;
+  args.batch = batch;
+  args.ab_scale = 0.0625f;
+  MatmulArguments on_device = args;
+  on_device.a = q_device->get();
+  on_device.b = k_device->get();
+  on_device.d = d.get();
+  WA_ASSERT_OK(matmul(context(), on_device));
+  std::vector<float> row(n);
+  std::vector<double> got;
+  for (int64_t r = 0; r < batch * m; ++r) {
+    WA_ASSERT_OK(context().copy(row.data(), static_cast<float*>(d.get()) + r * ld,
+                                n * sizeof(float), CopyKind::device_to_host));
+    got.insert(got.end(), row.begin(), row.end());
+  }
+  HostTensor d_host(DType::f32, batch * m * ld);
+  MatmulArguments on_host = args;
+  on_host.a = q.data();
+  on_host.b = keys.data();
+  on_host.d = d_host.data();
+  const std::vector<double> expected = reference::matmul(on_host);  // dense [batch, m, n]
+  EXPECT_TRUE(close_rel_l2(got, expected, relative_tolerance(DType::f32),
+                           shape_index_name({"batch", "row", "col"}, {batch, m, n})));
+}
+
 TEST_P(MatmulTest, ScaleAccumulateAndBias) {
   for (MatmulC c : {MatmulC::none, MatmulC::accumulate, MatmulC::bias}) {
     MatmulCase mc;

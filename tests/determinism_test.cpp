@@ -142,6 +142,73 @@ TEST_P(DeterminismTest, EverySplitCountIsRepeatable) {
   }
 }
 
+// AttentionProblem::kv_splits fixes the split count (docs/reliability.md, batch-invariant
+// serving): the first sequence's output is the same bits alone and inside the batch, whatever
+// dispatch would have chosen for either; and each split count agrees with one split within the
+// dtype's tolerance (check_attention also checks every run against the oracle).
+TEST_P(DeterminismTest, FixedKvSplitsAreBatchInvariant) {
+  if (kernel() != Kernel::two_pass && kernel() != Kernel::single_pass) GTEST_SKIP() << "decode kernels only";
+  const std::vector<int32_t> split_counts = kernel() == Kernel::single_pass ? std::vector<int32_t>{1}
+                                                                            : std::vector<int32_t>{2, 7, 64};
+  for (int32_t splits : split_counts) {
+    SCOPED_TRACE("kv_splits " + std::to_string(splits));
+    bool same = false;
+    std::string difference;
+    const AttentionRunner runner = [&](Context& context, const AttentionProblem& p, Kernel k, Plan* plan) {
+      AttentionProblem alone = p;
+      alone.batch = 1;  // the first sequence only, the same buffers
+      alone.kv_splits = splits;
+      AttentionProblem whole = p;
+      whole.kv_splits = splits;
+      const std::size_t bytes = static_cast<std::size_t>(p.query_offsets[1]) * p.out_token_stride * dtype_size(p.dtype);
+      std::vector<unsigned char> first(bytes), second(bytes);
+      Status status = attention(context, alone, k);
+      if (status.ok()) status = context.copy(first.data(), p.out, bytes, CopyKind::device_to_host);
+      if (status.ok()) status = attention(context, whole, k, plan);
+      if (status.ok()) status = context.copy(second.data(), p.out, bytes, CopyKind::device_to_host);
+      same = first == second;
+      if (!same) difference = "the first sequence's output differs alone and in the batch";
+      return status;
+    };
+    AttentionCase c = cases(kernel())[2];  // bf16, sinks
+    c.sequences = {{3, 1500}, {1, 4000}, {8, 300}, {2, 9}};
+    AttentionOutcome outcome;
+    check_attention(*session_.context, session_.rng, c, kernel(), &outcome, runner);
+    EXPECT_EQ(outcome.plan.num_splits, splits);
+    EXPECT_TRUE(same) << difference;
+    if (HasFailure()) return;
+  }
+}
+
+TEST_P(DeterminismTest, SplitCountsAgreeWithinTolerance) {
+  if (kernel() != Kernel::two_pass) GTEST_SKIP() << "split counts are a two_pass parameter";
+  for (const AttentionCase& base : cases(Kernel::two_pass)) {
+    AttentionCase c = base;
+    c.sequences = {{1, 3000}, {4, 700}};
+    const std::mt19937_64 start = session_.rng;
+    std::vector<double> one_split;
+    for (int32_t splits : {1, 2, 5, 16, 64}) {
+      SCOPED_TRACE(c.describe() + ", kv_splits " + std::to_string(splits));
+      const AttentionRunner runner = [splits](Context& context, const AttentionProblem& p, Kernel, Plan* plan) {
+        AttentionProblem fixed = p;
+        fixed.kv_splits = splits;
+        return attention(context, fixed, Kernel::automatic, plan);
+      };
+      std::mt19937_64 rng = start;  // the same inputs for every split count
+      AttentionOutcome outcome;
+      check_attention(*session_.context, rng, c, Kernel::automatic, &outcome, runner);
+      EXPECT_EQ(outcome.plan.num_splits, splits);
+      if (splits == 1) {
+        one_split = outcome.out;
+      } else {
+        EXPECT_TRUE(close_rel_l2(outcome.out, one_split, relative_tolerance(c.dtype), flat_index_name()))
+            << "two_pass with " << splits << " splits against single_pass";
+      }
+      if (HasFailure()) return;
+    }
+  }
+}
+
 std::string param_name(const ::testing::TestParamInfo<std::tuple<Backend, Kernel>>& info) {
   return std::string(to_string(std::get<0>(info.param))) + "_" + to_string(std::get<1>(info.param));
 }

@@ -281,3 +281,46 @@ WA_INSTANTIATE_BACKENDS(DispatchOnBackend);
 
 }  // namespace
 }  // namespace wideattn::test
+
+namespace wideattn::test {
+namespace {
+
+// kv_splits fixes the decode split count whatever the device and the batch.
+TEST(KvSplits, FixedCountIsPlannedOnEveryDevice) {
+  std::vector<int32_t> offsets = {0, 1, 2}, lengths = {40000, 10};
+  AttentionProblem p;
+  p.batch = 2;
+  p.q_heads = 8;
+  p.kv_heads = 2;
+  p.head_dim = 128;
+  p.query_offsets = offsets.data();
+  p.kv_lengths = lengths.data();
+  p.kv.capacity = 40000;
+  set_dense_strides(p);
+  // Planning never dereferences tensors: distinct fake addresses.
+  p.q = reinterpret_cast<void*>(uintptr_t{1} << 40);
+  p.kv.k = reinterpret_cast<void*>(uintptr_t{2} << 40);
+  p.kv.v = reinterpret_cast<void*>(uintptr_t{3} << 40);
+  p.out = reinterpret_cast<void*>(uintptr_t{4} << 40);
+  for (const DeviceInfo& device : {cpu_device(), h100_device()}) {
+    for (int32_t splits : {1, 3, kMaxKvSplits}) {
+      p.kv_splits = splits;
+      Plan plan;
+      WA_ASSERT_OK(plan_attention(p, device, Kernel::automatic, &plan));
+      EXPECT_EQ(plan.num_splits, splits) << plan.reason;
+      EXPECT_EQ(plan.kernel, splits == 1 ? Kernel::single_pass : Kernel::two_pass);
+    }
+  }
+  Plan plan;
+  p.kv_splits = kMaxKvSplits + 1;
+  EXPECT_TRUE(has_error(plan_attention(p, cpu_device(), Kernel::automatic, &plan), StatusCode::invalid_argument, {"kv_splits"}));
+  p.kv_splits = -1;
+  EXPECT_TRUE(has_error(plan_attention(p, cpu_device(), Kernel::automatic, &plan), StatusCode::invalid_argument, {"kv_splits"}));
+  p.kv_splits = 3;
+  EXPECT_TRUE(has_error(plan_attention(p, cpu_device(), Kernel::single_pass, &plan), StatusCode::invalid_argument, {"kv_splits", "single_pass"}));
+  p.kv_splits = 1;
+  EXPECT_TRUE(has_error(plan_attention(p, cpu_device(), Kernel::two_pass, &plan), StatusCode::invalid_argument, {"kv_splits", "two_pass"}));
+}
+
+}  // namespace
+}  // namespace wideattn::test

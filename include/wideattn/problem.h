@@ -54,6 +54,8 @@ struct MaskSpec {
 
 // Sentinel for `scale`: use 1/sqrt(head_dim).
 inline constexpr float kDefaultScale = std::numeric_limits<float>::quiet_NaN();
+// Largest AttentionProblem::kv_splits (bounds the split-KV workspace).
+inline constexpr int32_t kMaxKvSplits = 256;
 
 struct AttentionProblem {
   int32_t batch = 0;     // number of sequences
@@ -82,6 +84,13 @@ struct AttentionProblem {
   float softcap = 0.0f;          // > 0: logits = softcap * tanh(logits / softcap)
   const float* sinks = nullptr;  // optional, f32 [q_heads]: one extra logit per head in the
                                  // normaliser (not scaled, contributes no value)
+
+  // KV splits of the decode kernels. 0: plan_attention chooses from the device and the whole
+  // batch (results then depend on both, within the tolerance of docs/reliability.md). 1 to
+  // kMaxKvSplits: exactly that many (1: single_pass, more: two_pass), so that a sequence's
+  // output is the same bits whatever the batch around it and the device's SM count:
+  // batch-invariant serving. Prefill kernels have no KV splits and ignore it.
+  int32_t kv_splits = 0;
 
   // query_offsets[batch]; 0 when query_offsets is null.
   int64_t total_tokens() const { return query_offsets ? query_offsets[batch] : 0; }

@@ -70,6 +70,13 @@ class BackendImpl {
   }
   virtual void scatter_scores(const ScatterScoresArguments& args) = 0;
   virtual void scatter_values(const ScatterValuesArguments& args) = 0;
+  // The prefill pipeline's P V product leaves out keys of probability exactly 0: after the
+  // GEMM `pv` (A = probabilities, B = V not transposed, D = f32 values, no C), every element of
+  // D that is not finite is recomputed from the keys whose probability is not 0. A key the mask
+  // hides has probability 0, and in a GEMM 0 x inf = 0 x NaN = NaN: inf or NaN in a hidden V row
+  // would reach the rows it is hidden from. Finite elements are left as they are (bit for bit),
+  // so a result without inf or NaN costs one read of D.
+  virtual void recompute_nonfinite_products(const MatmulArguments& pv) = 0;
 
   // single_pass (plan.num_splits == 1) and two_pass (split-KV plus merge).
   virtual void decode(const AttentionProblem& problem, const Plan& plan) = 0;

@@ -85,6 +85,11 @@ Status plan_attention(const AttentionProblem& p, const DeviceInfo& device, Kerne
           why << "prefill (matmul, mask, softmax, matmul per KV head; fused kernel: "
               << fused_missing << ")";
         }
+      } else if (p.kv_splits > 0) {
+        result.num_splits = p.kv_splits;
+        result.kernel = result.num_splits > 1 ? Kernel::two_pass : Kernel::single_pass;
+        why << "longest suffix " << e.max_suffix << " <= " << t.max_decode_suffix << ", "
+            << result.num_splits << " KV split(s): fixed by kv_splits (batch-invariant)";
       } else {
         result.num_splits = choose_splits(p, device);
         result.kernel = result.num_splits > 1 ? Kernel::two_pass : Kernel::single_pass;
@@ -94,12 +99,19 @@ Status plan_attention(const AttentionProblem& p, const DeviceInfo& device, Kerne
             << e.max_kv_length << ")";
       }
     } else if (forced == Kernel::single_pass) {
+      if (p.kv_splits > 1) {
+        throw_invalid("plan_attention", "kv_splits", p.kv_splits, "0 or 1 with forced = single_pass");
+      }
       result.kernel = forced;
       why << "forced single_pass";
     } else if (forced == Kernel::two_pass) {
+      if (p.kv_splits == 1) {
+        throw_invalid("plan_attention", "kv_splits", p.kv_splits, "0 or >= 2 with forced = two_pass");
+      }
       result.kernel = forced;
-      result.num_splits = std::max(2, choose_splits(p, device));
-      why << "forced two_pass, " << result.num_splits << " KV splits";
+      result.num_splits = p.kv_splits > 0 ? p.kv_splits : std::max(2, choose_splits(p, device));
+      why << "forced two_pass, " << result.num_splits << " KV splits"
+          << (p.kv_splits > 0 ? " (kv_splits)" : "");
     } else if (forced == Kernel::prefill_unfused) {
       result.kernel = forced;
       why << "forced prefill_unfused";

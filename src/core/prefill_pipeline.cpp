@@ -121,6 +121,8 @@ void run_prefill_pipeline(BackendImpl& backend, const AttentionProblem& p, const
           pv.ab_scale = 1.0f;
           refill(values, static_cast<std::size_t>(gqa) * rows * d * sizeof(float));
           backend.matmul(pv);
+          // Hidden keys have probability 0; inf/NaN in their V rows must not reach these rows.
+          backend.recompute_nonfinite_products(pv);
         }
 
         ScatterValuesArguments sv;

@@ -145,6 +145,10 @@ void validate_problem(const char* f, const AttentionProblem& p, Backend backend)
                   "a multiple of kv_heads = " + std::to_string(p.kv_heads));
   }
   validate_head_dim(f, p.head_dim, backend);
+  if (p.kv_splits < 0 || p.kv_splits > kMaxKvSplits) {
+    throw_invalid(f, "kv_splits", p.kv_splits,
+                  "0 (chosen by dispatch) or 1 to " + std::to_string(kMaxKvSplits));
+  }
   if (!valid_dtype(p.dtype)) throw_invalid(f, "dtype", static_cast<int>(p.dtype), "f32, f16 or bf16");
   if (!p.query_offsets) throw_invalid(f, "query_offsets", "null", "a host array of batch + 1 offsets");
   if (!p.kv_lengths) throw_invalid(f, "kv_lengths", "null", "a host array of batch lengths");

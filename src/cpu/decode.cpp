@@ -159,6 +159,28 @@ void qk_block(const void* q, int64_t q_stride, int64_t rows, const char* k_base,
   }
 }
 
+// Whether rows [0, rows) of probabilities (row stride kKeyBlock) hold an exact 0 in [0, n).
+bool has_zero_probability(const float* probs, int64_t rows, int64_t n) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < n; ++c) {
+      if (probs[r * kKeyBlock + c] == 0.0f) return true;
+    }
+  }
+  return false;
+}
+
+// One tile of RT rows; keys of probability 0 are skipped where the tile has any (hidden keys:
+// inf or NaN in their V rows must not reach the rows they are hidden from).
+template <class P, int RT>
+void pv_rows(const float* probs, const typename P::T* v, int64_t v_stride_elems, int64_t n,
+             const float* alpha, float* acc, int64_t d, int64_t ahead) {
+  if (has_zero_probability(probs, RT, n)) {
+    tiles::pv_tile<P, RT, true>(probs, kKeyBlock, v, v_stride_elems, n, alpha, acc, d, d, ahead);
+  } else {
+    tiles::pv_tile<P, RT, false>(probs, kKeyBlock, v, v_stride_elems, n, alpha, acc, d, d, ahead);
+  }
+}
+
 template <class P>
 void pv_block(const float* probs, int64_t rows, const char* v_base, int64_t v_stride_elems,
               int64_t n, const float* alpha, float* acc, int64_t d, bool prefetch) {
@@ -167,12 +189,12 @@ void pv_block(const float* probs, int64_t rows, const char* v_base, int64_t v_st
   const auto* v = reinterpret_cast<const typename P::T*>(v_base);
   int64_t r = 0;
   for (; r + 4 <= rows; r += 4)
-    tiles::pv_tile<P, 4>(probs + r * kKeyBlock, kKeyBlock, v, v_stride_elems, n, alpha + r, acc + r * d, d, d, r == 0 ? ahead : 0);
+    pv_rows<P, 4>(probs + r * kKeyBlock, v, v_stride_elems, n, alpha + r, acc + r * d, d, r == 0 ? ahead : 0);
   const float* pr = probs + r * kKeyBlock;
   switch (rows - r) {
-    case 3: tiles::pv_tile<P, 3>(pr, kKeyBlock, v, v_stride_elems, n, alpha + r, acc + r * d, d, d, r == 0 ? ahead : 0); break;
-    case 2: tiles::pv_tile<P, 2>(pr, kKeyBlock, v, v_stride_elems, n, alpha + r, acc + r * d, d, d, r == 0 ? ahead : 0); break;
-    case 1: tiles::pv_tile<P, 1>(pr, kKeyBlock, v, v_stride_elems, n, alpha + r, acc + r * d, d, d, r == 0 ? ahead : 0); break;
+    case 3: pv_rows<P, 3>(pr, v, v_stride_elems, n, alpha + r, acc + r * d, d, r == 0 ? ahead : 0); break;
+    case 2: pv_rows<P, 2>(pr, v, v_stride_elems, n, alpha + r, acc + r * d, d, r == 0 ? ahead : 0); break;
+    case 1: pv_rows<P, 1>(pr, v, v_stride_elems, n, alpha + r, acc + r * d, d, r == 0 ? ahead : 0); break;
     default: break;
   }
 }
@@ -199,6 +221,7 @@ void pv_block_scalar(const float* probs, int64_t rows, const char* v_base, int64
     convert_to_f32(v_base + c * v_stride_bytes, dtype, row, d);
     for (int64_t r = 0; r < rows; ++r) {
       const float pc = probs[r * kKeyBlock + c];
+      if (pc == 0.0f) continue;  // hidden key: inf/NaN in its V row must not reach this row
       for (int64_t i = 0; i < d; ++i) acc[r * d + i] += pc * row[i];
     }
   }

@@ -2,7 +2,8 @@
 //   qk_tile: RT query rows x KT keys of dot products (RT * KT = 16 accumulators), each K chunk
 //            loaded once and used by all RT rows; one transposing reduction per tile.
 //   pv_tile: RT rows x 64 output columns accumulated in registers over a block of keys, each
-//            V chunk loaded and converted once for all RT rows.
+//            V chunk loaded and converted once for all RT rows; keys of probability 0 can be
+//            skipped (hidden keys: inf or NaN in their V rows must not reach the row).
 // K/V come straight from the cache in their storage dtype; bf16 dot products use AVX512-BF16
 // (exact bf16 products, f32 accumulation) when the target has it.
 #pragma once
@@ -120,8 +121,10 @@ inline void qk_tile(const typename P::Q* q, int64_t q_stride, const typename P::
 }
 
 // acc[r][c..c+64) = acc * alpha[r] + sum_j p[r][j] * v_j[c..c+64) for RT rows, over all columns.
-// prefetch: byte offset to prefetch from each V chunk (0: none).
-template <class P, int RT>
+// prefetch: byte offset to prefetch from each V chunk (0: none). SkipZeros: terms with
+// p[r][j] == 0 are left out (callers set it only for tiles that hold a zero: masking every
+// FMA made the whole loop twice as slow on the development machine).
+template <class P, int RT, bool SkipZeros>
 inline void pv_tile(const float* p, int64_t p_stride, const typename P::T* v, int64_t v_stride,
                     int64_t n, const float* alpha, float* acc, int64_t acc_stride, int64_t d,
                     int64_t prefetch) {
@@ -146,8 +149,16 @@ inline void pv_tile(const float* p, int64_t p_stride, const typename P::T* v, in
       __m512 vv[4];
       for (int w = 0; w < 4; ++w) vv[w] = P::load(vj + 16 * w, m[w]);
       for (int r = 0; r < RT; ++r) {
-        const __m512 pj = _mm512_set1_ps(p[r * p_stride + j]);
-        for (int w = 0; w < 4; ++w) a[r][w] = _mm512_fmadd_ps(pj, vv[w], a[r][w]);
+        const float pr = p[r * p_stride + j];
+        const __m512 pj = _mm512_set1_ps(pr);
+        if (SkipZeros) {
+          // A key of probability exactly 0 (hidden from this row) adds nothing, even when its
+          // V row holds inf or NaN (0 x inf = NaN): the FMA is masked off, not multiplied by 0.
+          const __mmask16 live = static_cast<__mmask16>(pr != 0.0f ? 0xffff : 0);
+          for (int w = 0; w < 4; ++w) a[r][w] = _mm512_mask3_fmadd_ps(pj, vv[w], a[r][w], live);
+        } else {
+          for (int w = 0; w < 4; ++w) a[r][w] = _mm512_fmadd_ps(pj, vv[w], a[r][w]);
+        }
       }
     }
     for (int r = 0; r < RT; ++r)

@@ -74,7 +74,10 @@ __global__ void __launch_bounds__(kMergeThreads) decode_merge_kernel(const Decod
     o.w *= alpha;
 #pragma unroll
     for (int i = 0; i < kMergeBatch; ++i) {
-      const float w = expf(mx[i] - top);  // 0 for empty splits
+      // A split in which the row saw no key contributes nothing (selected out rather than
+      // multiplied by 0: its partial output may hold 0 x inf = NaN of a hidden V row).
+      if (mx[i] == neg_inf()) continue;
+      const float w = expf(mx[i] - top);
       l += sm[i] * w;
       o.x += x[i].x * w;
       o.y += x[i].y * w;

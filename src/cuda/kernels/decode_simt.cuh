@@ -94,7 +94,11 @@ __global__ void __launch_bounds__(kSimtThreads)
       const int c = sub + i * kLanes;
       float a = acc[i] * alpha;
 #pragma unroll
-      for (int kk = 0; kk < kKeys; ++kk) a += s_p[r * kKeys + kk] * s_v[kk * D + c];
+      for (int kk = 0; kk < kKeys; ++kk) {
+        // A hidden key (probability 0) adds nothing, even with inf or NaN in its V row.
+        const float pk = s_p[r * kKeys + kk];
+        a = pk != 0.0f ? fmaf(pk, s_v[kk * D + c], a) : a;
+      }
       acc[i] = a;
     }
   }

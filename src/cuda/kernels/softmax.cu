@@ -9,6 +9,11 @@
 // stores 4-element packed once the row pointer is aligned; a scalar head and tail cover the rest.
 // With a SoftmaxMask (the prefill pipeline) each element is masked and soft-capped as it is
 // read, in both passes, so the scores are read twice instead of read, rewritten and read twice.
+// Where the mask gives each query one interval of keys (no tree, no ring), a row reads only the
+// 4-element groups that overlap its interval: the hidden columns of a causal chunk's diagonal
+// block or outside a window are written as zeros without being read. Each thread still owns the
+// same groups (v = lane mod group), and a group of hidden keys adds exactly nothing to the
+// running (max, sum), so the results are bit for bit those of reading every column.
 #include "cuda/kernels/softmax.h"
 
 #include <algorithm>
@@ -83,6 +88,33 @@ __device__ __forceinline__ RowSplit split_row(const float* x, const Out* y, int6
   return RowSplit{head, (cols - head) / 4};
 }
 
+// The columns a row reads: [lo, hi) of its visible interval (interval masks), else all, and the
+// 4-element groups of `split` that overlap them, [v_lo, v_hi).
+struct ReadRange {
+  int64_t lo, hi, v_lo, v_hi;
+  __device__ __forceinline__ bool reads(int64_t c) const { return c >= lo && c < hi; }
+  __device__ __forceinline__ bool reads_group(int64_t v) const { return v >= v_lo && v < v_hi; }
+};
+
+__device__ __forceinline__ ReadRange read_range(const SoftmaxParams& p, const RowVisibility& v,
+                                                const RowSplit& split) {
+  ReadRange r{0, p.cols, 0, split.vectors};
+  if (p.masked && p.mask_intervals) {
+    r.lo = min(max(v.lo, int64_t{0}), p.cols);
+    r.hi = min(max(v.hi, r.lo), p.cols);
+    r.v_lo = r.lo <= split.head ? 0 : min(split.vectors, (r.lo - split.head) / 4);
+    r.v_hi = r.hi <= split.head ? 0 : min(split.vectors, (r.hi - split.head + 3) / 4);
+    if (r.v_hi < r.v_lo) r.v_hi = r.v_lo;
+  }
+  return r;
+}
+
+// The first group index >= from that thread `lane` of `group` threads owns (index = lane mod group).
+__device__ __forceinline__ int64_t first_owned(int64_t from, int lane, int group) {
+  const int64_t offset = (lane - from) % group;
+  return from + (offset < 0 ? offset + group : offset);
+}
+
 // One row, processed by `group` threads of which this one is `lane`. Block mode (warp_per_row
 // false) must be called by every thread of the CTA.
 template <typename Out>
@@ -97,17 +129,22 @@ __device__ __forceinline__ void softmax_row(const SoftmaxParams& p, int64_t row,
   const RowVisibility visibility =
       row_visibility(p, p.mask.first_query + (row - block * p.rows_per_block));
   auto logit = [&](int64_t c, float v) { return masked_logit(p, visibility, c, v); };
+  const ReadRange read = read_range(p, visibility, split);
 
-  // Pass 1: online max and sum.
+  // Pass 1: online max and sum over the columns read (the others add nothing).
   MaxSum state = MaxSum::empty();
-  for (int64_t i = lane; i < split.head; i += group) state.add(logit(i, x[i]));
+  for (int64_t i = lane; i < split.head; i += group) {
+    if (read.reads(i)) state.add(logit(i, x[i]));
+  }
   const float4* xv = reinterpret_cast<const float4*>(x + split.head);
-  for (int64_t v = lane; v < split.vectors; v += group) {
+  for (int64_t v = first_owned(read.v_lo, lane, group); v < read.v_hi; v += group) {
     const float4 f = xv[v];
     const int64_t c = split.head + 4 * v;
     state.add4(logit(c, f.x), logit(c + 1, f.y), logit(c + 2, f.z), logit(c + 3, f.w));
   }
-  for (int64_t i = tail + lane; i < cols; i += group) state.add(logit(i, x[i]));
+  for (int64_t i = tail + lane; i < cols; i += group) {
+    if (read.reads(i)) state.add(logit(i, x[i]));
+  }
   state = p.warp_per_row ? warp_merge(state) : block_merge(state, scratch);
 
   if (p.sinks) state.merge(MaxSum{p.sinks[block], 1.0f});
@@ -118,24 +155,27 @@ __device__ __forceinline__ void softmax_row(const SoftmaxParams& p, int64_t row,
         empty ? -INFINITY : state.max + logf(state.sum);
   }
 
-  // Pass 2: normalise. An empty row has no max to subtract: write zeros.
+  // Pass 2: normalise. An empty row has no max to subtract: write zeros. Columns not read are
+  // hidden: their probability is exactly 0 (what exp(-inf - max) * inv_sum gives).
   const float max = empty ? 0.0f : state.max;
   const float inv_sum = empty ? 0.0f : 1.0f / state.sum;
-  for (int64_t i = lane; i < split.head; i += group) {
-    y[i] = from_float<Out>(exp_f32(logit(i, x[i]) - max) * inv_sum);
-  }
+  auto probability = [&](int64_t c) {
+    return read.reads(c) ? exp_f32(logit(c, x[c]) - max) * inv_sum : 0.0f;
+  };
+  for (int64_t i = lane; i < split.head; i += group) y[i] = from_float<Out>(probability(i));
   for (int64_t v = lane; v < split.vectors; v += group) {
-    const float4 f = xv[v];
     const int64_t c = split.head + 4 * v;
-    const float e[4] = {exp_f32(logit(c, f.x) - max) * inv_sum,
-                        exp_f32(logit(c + 1, f.y) - max) * inv_sum,
-                        exp_f32(logit(c + 2, f.z) - max) * inv_sum,
-                        exp_f32(logit(c + 3, f.w) - max) * inv_sum};
+    float e[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (read.reads_group(v)) {
+      const float4 f = xv[v];
+      e[0] = exp_f32(logit(c, f.x) - max) * inv_sum;
+      e[1] = exp_f32(logit(c + 1, f.y) - max) * inv_sum;
+      e[2] = exp_f32(logit(c + 2, f.z) - max) * inv_sum;
+      e[3] = exp_f32(logit(c + 3, f.w) - max) * inv_sum;
+    }
     store_packed<4>(y + split.head + 4 * v, e);
   }
-  for (int64_t i = tail + lane; i < cols; i += group) {
-    y[i] = from_float<Out>(exp_f32(logit(i, x[i]) - max) * inv_sum);
-  }
+  for (int64_t i = tail + lane; i < cols; i += group) y[i] = from_float<Out>(probability(i));
 }
 
 template <typename Out>

@@ -15,6 +15,7 @@
 #include "cuda/fused/fused_launch.h"
 #include "cuda/kernels/decode.h"
 #include "cuda/kernels/matrix_fill.h"
+#include "cuda/kernels/nonfinite_products.h"
 #include "cuda/kernels/scatter_scores.h"
 #include "cuda/kernels/scatter_values.h"
 #include "cuda/kernels/softmax.h"
@@ -200,6 +201,11 @@ class CudaBackend final : public detail::BackendImpl {
   void scatter_values(const ScatterValuesArguments& args) override {
     DeviceScope scope(device_index_);
     launch_scatter_values(args, stream_);
+  }
+
+  void recompute_nonfinite_products(const MatmulArguments& pv) override {
+    DeviceScope scope(device_index_);
+    launch_recompute_nonfinite_products(pv, stream_);
   }
 
   void decode(const AttentionProblem& problem, const Plan& plan) override {

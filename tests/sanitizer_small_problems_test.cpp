@@ -1,0 +1,97 @@
+// Small problems that reach every CUDA attention kernel once, for compute-sanitizer
+// (scripts/gpu_check.sh runs memcheck, racecheck, initcheck and synccheck over this suite and the
+// CUDA component tests): the sanitizer makes kernels 10-100x slower, so each case is a few
+// hundred keys at most. Every case is still checked against the f64 oracle. Skips without a GPU
+// (prefill_fused without Hopper).
+//   decode, tensor cores (f16/bf16) and SIMT (f32); two_pass and its merge
+//   prefill_unfused: cuBLASLt GEMMs, the masked softmax (interval masks and tree/ring masks),
+//                    the non-finite repair of P V, scatter_values; rows that see no key
+//   prefill_fused:   head_dim 64, 128 and 256
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "attention_case.h"
+#include "test_support.h"
+
+namespace wideattn::test {
+namespace {
+
+class SanitizerSmallProblems : public ::testing::Test {
+ protected:
+  void SetUp() override { session_.start(Backend::cuda); }
+  void TearDown() override { session_.stop(); }
+  void check(const AttentionCase& c, Kernel kernel) {
+    AttentionOutcome outcome;
+    check_attention(*session_.context, session_.rng, c, kernel, &outcome);
+    EXPECT_EQ(outcome.plan.kernel, kernel) << outcome.plan.reason;
+  }
+  bool hopper() const { return session_.context->device().compute_capability == 90; }
+
+  BackendSession session_;
+};
+
+AttentionCase small(DType dtype, int32_t head_dim, std::vector<SequenceShape> sequences) {
+  AttentionCase c;
+  c.dtype = dtype;
+  c.head_dim = head_dim;
+  c.q_heads = 4;
+  c.kv_heads = 2;
+  c.sequences = std::move(sequences);
+  c.nan_past_kv_length = true;  // stale slots: never read
+  return c;
+}
+
+TEST_F(SanitizerSmallProblems, DecodeKernels) {
+  for (DType dtype : {DType::bf16, DType::f16, DType::f32}) {  // tensor cores; SIMT for f32
+    AttentionCase c = small(dtype, dtype == DType::f32 ? 128 : 64, {{1, 150}, {4, 37}, {8, 8}});
+    c.sinks = dtype == DType::bf16;
+    check(c, Kernel::single_pass);
+    c.window = 50;
+    check(c, Kernel::two_pass);  // split passes and the merge
+  }
+  AttentionCase tree = small(DType::bf16, 256, {{5, 70}, {3, 3}});
+  tree.tree = true;
+  check(tree, Kernel::two_pass);
+}
+
+TEST_F(SanitizerSmallProblems, UnfusedPrefillPipeline) {
+  AttentionCase causal = small(DType::bf16, 512, {{20, 97}, {9, 9}});  // interval mask, 16-bit P
+  causal.sinks = true;
+  check(causal, Kernel::prefill_unfused);
+  AttentionCase window = small(DType::f32, 64, {{33, 120}});  // f32: softmax in place
+  window.window = 17;
+  window.softcap = 10.0f;
+  check(window, Kernel::prefill_unfused);
+  AttentionCase tree = small(DType::f16, 128, {{12, 40}});  // per-key mask (no interval)
+  tree.tree = true;
+  check(tree, Kernel::prefill_unfused);
+  AttentionCase ring = small(DType::bf16, 64, {{10, 40}});
+  ring.ring_length = 12;
+  ring.ring_offset = 5;
+  check(ring, Kernel::prefill_unfused);
+  // Rows that see no key: no suffix key is in any subtree, the window hides the prefix.
+  AttentionCase nothing = small(DType::f32, 64, {{10, 30}});
+  nothing.tree_start = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+  nothing.tree_end = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+  nothing.tree_height = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+  nothing.window = 1;  // and the prefix outside the window of every row
+  check(nothing, Kernel::prefill_unfused);
+}
+
+TEST_F(SanitizerSmallProblems, FusedPrefill) {
+  if (!hopper()) GTEST_SKIP() << "prefill_fused needs a Hopper GPU";
+  AttentionCase d64 = small(DType::bf16, 64, {{70, 70}, {9, 40}});
+  check(d64, Kernel::prefill_fused);
+  AttentionCase d128 = small(DType::f16, 128, {{130, 200}});
+  d128.window = 64;
+  d128.sinks = true;
+  check(d128, Kernel::prefill_fused);
+  AttentionCase d256 = small(DType::bf16, 256, {{65, 65}});
+  d256.causal = false;
+  d256.q_heads = 6;
+  check(d256, Kernel::prefill_fused);
+}
+
+}  // namespace
+}  // namespace wideattn::test
