@@ -136,6 +136,13 @@ TEST(Dispatch, FusedPrefillSplitsKeysOnlyWhenTilesLeaveSmsIdle) {
   // Few tiles but short keys: each part would get under two key tiles.
   PlanProblem short_keys({64}, {100}, 16, 8, 256);
   EXPECT_EQ(plan_or_fail(short_keys.p, h100_device()).num_splits, 1);
+  // kv_splits fixes the count whatever the device (batch-invariant serving).
+  chunk.p.kv_splits = 1;
+  EXPECT_EQ(plan_or_fail(chunk.p, h100_device()).num_splits, 1);
+  prefill.p.kv_splits = 3;
+  const Plan fixed = plan_or_fail(prefill.p, h100_device());
+  EXPECT_EQ(fixed.num_splits, 3);
+  EXPECT_GT(fixed.workspace_bytes, 0u);
 #else
   GTEST_SKIP() << "built without the CUDA backend (the fused kernel's plan)";
 #endif

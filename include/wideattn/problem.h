@@ -89,7 +89,9 @@ struct AttentionProblem {
   // batch (results then depend on both, within the tolerance of docs/reliability.md). 1 to
   // kMaxKvSplits: exactly that many (1: single_pass, more: two_pass), so that a sequence's
   // output is the same bits whatever the batch around it and the device's SM count:
-  // batch-invariant serving. Prefill kernels have no KV splits and ignore it.
+  // batch-invariant serving. The fused prefill splits each query tile's keys the same way
+  // (it otherwise splits only when its tiles would leave SMs idle); the unfused prefill has no
+  // KV splits and ignores it.
   int32_t kv_splits = 0;
 
   // query_offsets[batch]; 0 when query_offsets is null.

@@ -141,7 +141,8 @@ Status plan_attention(const AttentionProblem& p, const DeviceInfo& device, Kerne
       result.workspace_bytes = prefill_workspace_layout(p, chunk, key_capacity, psize).bytes;
       why << "; " << chunk << " query rows per chunk";
     } else if (result.kernel == Kernel::prefill_fused) {
-      result.num_splits = fused_prefill_splits(p, device);
+      // kv_splits fixes the count (batch-invariant serving); else as many as fill the SMs.
+      result.num_splits = p.kv_splits > 0 ? p.kv_splits : fused_prefill_splits(p, device);
       // Split tiles leave partial states for the decode merge kernel, in its layout.
       result.workspace_bytes = result.num_splits > 1 ? decode_workspace_layout(p, result.num_splits).bytes : 0;
       if (result.num_splits > 1) {

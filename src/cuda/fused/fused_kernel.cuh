@@ -55,7 +55,7 @@ struct KernelTraits {
   static constexpr uint32_t kConsumerRegisters = (65536 - 128 * kProducerRegisters) / 256 / 8 * 8;
   static_assert(kBlockM == 128, "two consumer warpgroups of 64 rows");
   static_assert(kHeadDimension % 64 == 0 && kBlockN % 16 == 0);
-  static_assert(kCluster == 1 || (kCluster == 2 && !kConfig.overlap), "a pair exchanges scores between products");
+  static_assert(kCluster == 1 || kCluster == 2, "a CTA or a pair");
 
   using BM = cute::Int<kBlockM>;
   using BN = cute::Int<kBlockN>;
@@ -380,7 +380,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
         const uint32_t peer = rank ^ 1;
         float4* mine = sh.exchange + warpgroup * (64 * kBlockN / 4);
         if (thread == 0) sh.exchange_full[warpgroup].arrive_expect_bytes(Traits::kExchangeBytes);
-        wait_for_peer(sh.peer_free[warpgroup], exchange_parity ^ 1);  // the twin read our last scores
+        sh.peer_free[warpgroup].wait(exchange_parity ^ 1);  // the twin read our last scores
         const uint32_t target = peer_address(mine, peer), target_full = peer_address(&sh.exchange_full[warpgroup], peer);
         CUTE_UNROLL
         for (int g = 0; g < kGroups; ++g) {
@@ -426,6 +426,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
       int32_t n = t.key_end - 1;
       if (n >= t.key_begin) {
         scores(stage, phase);
+        exchange_scores();
         float factor[2];
         softmax_step(n, factor);
         convert_probabilities();
@@ -442,6 +443,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
           warpgroup_wait<1>();  // Q K^T done; P V may still run
           warpgroup_fence_operand(tSrS);
           release(sh.k_empty[stage]);
+          exchange_scores();  // a pair: the round trip to the peer runs under P V
           softmax_step(n, factor);
           warpgroup_wait<0>();
           warpgroup_fence_operand(tOrO);
