@@ -484,6 +484,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("outdir")
     parser.add_argument("--quick", action="store_true", help="a few cases, short timings")
     parser.add_argument("--cases", default="", help="comma-separated substrings of case names")
+    parser.add_argument("--skip", default="", help="comma-separated substrings of case names to leave out")
     parser.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated, of {','.join(PEERS)}")
     parser.add_argument("--budget-ms", type=float, default=None, help="timed milliseconds per measurement")
     args = parser.parse_args(argv)
@@ -507,6 +508,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.cases:
         wanted = [w.strip() for w in args.cases.split(",") if w.strip()]
         cases = [c for c in cases if any(w in c.name for w in wanted)]
+    if args.skip:
+        unwanted = [w.strip() for w in args.skip.split(",") if w.strip()]
+        cases = [c for c in cases if not any(w in c.name for w in unwanted)]
     budget = args.budget_ms or (100.0 if args.quick else 300.0)
     props = torch.cuda.get_device_properties(0)
     l2_bytes = getattr(props, "L2_cache_size", 50 << 20)
