@@ -13,6 +13,7 @@
 #include "attention_case.h"
 #include "core/backend.h"
 #include "core/error.h"
+#include "core/workspace_layout.h"
 #include "test_support.h"
 
 namespace wideattn::test {
@@ -131,6 +132,7 @@ TEST_P(DeterminismTest, EverySplitCountIsRepeatable) {
       Status status = plan_attention(p, context.device(), Kernel::two_pass, plan);
       if (!status.ok()) return status;
       plan->num_splits = splits;
+      plan->workspace_bytes = detail::decode_workspace_layout(p, splits).bytes;  // sized for this count
       return detail::guarded([&] {
         if (p.total_tokens() > 0) context.impl().decode(p, *plan);
       });

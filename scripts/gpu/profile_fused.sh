@@ -27,6 +27,7 @@ for problem in "${PROBLEMS[@]}"; do
     status=1; tail -n 20 "$work/$name.run.log"; continue; }
   "$NCU" --import "$work/$name.ncu-rep" --page details >"$work/$name.details.txt" 2>&1
   "$NCU" --import "$work/$name.ncu-rep" --page source --csv --print-source sass >"$work/$name.sass.csv" 2>&1
+  python3 "$REPO_ROOT/scripts/gpu/ncu_stalls.py" "$work/$name.sass.csv" 12 >"$work/$name.stalls.txt" 2>&1
   grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|Registers Per|Issue Slots Busy|Warp Cycles Per Issued|L2 Hit|Shared Memory" \
     "$work/$name.details.txt" | head -n 16
 done
