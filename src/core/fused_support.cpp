@@ -82,4 +82,8 @@ void BackendImpl::prefill_fused(const AttentionProblem&, const Plan&) {
   throw_error(StatusCode::unsupported, "attention: this backend has no fused prefill kernel");
 }
 
+void BackendImpl::gather_kv_rows(const GatherKvArguments&) {
+  throw_error(StatusCode::unsupported, "attention: this backend cannot gather paged KV rows");
+}
+
 }  // namespace wideattn::detail

@@ -45,6 +45,7 @@ class CpuBackend final : public BackendImpl {
   void softmax(const SoftmaxArguments& args) override { cpu::softmax(args); }
   void scatter_scores(const ScatterScoresArguments& args) override { cpu::scatter_scores(args); }
   void scatter_values(const ScatterValuesArguments& args) override { cpu::scatter_values(args); }
+  void gather_kv_rows(const GatherKvArguments& args) override { cpu::gather_kv_rows(args); }
 
   void decode(const AttentionProblem& problem, const Plan& plan) override {
     const std::size_t bytes = decode_workspace_layout(problem, std::max(1, plan.num_splits)).bytes;

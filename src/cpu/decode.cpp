@@ -18,6 +18,7 @@
 #include "cpu/convert_rows.h"
 #include "cpu/cpu_components.h"
 #include "cpu/decode_tiles.h"
+#include "cpu/kv_rows.h"
 #include "cpu/vector_math.h"
 #include "cpu/visible_interval.h"
 
@@ -116,74 +117,74 @@ struct Item {
   int32_t gqa;
   int64_t suffix;
   int64_t key_first, key_last;  // this split's keys
-  const char* k;                // K row 0 of this sequence and KV head
-  const char* v;
   Path path;
+};
+
+// Row pointers of one key block (padded to kKeyBlock with its last row) and of the block after
+// it (for prefetching; null when there is none).
+struct BlockRows {
+  const char* k[kKeyBlock];
+  const char* v[kKeyBlock];
+  const char* next_k[kKeyBlock];
+  const char* next_v[kKeyBlock];
+  bool has_next = false;
 };
 
 #if WIDEATTN_CPU_AVX512
 template <class P>
-void qk_block(const void* q, int64_t q_stride, int64_t rows, const char* k_base,
-              int64_t k_stride_bytes, int64_t n, int64_t d, float* scores, bool prefetch) {
-  // The first row tile prefetches the next block's keys.
-  const int64_t ahead = prefetch ? kKeyBlock * k_stride_bytes : 0;
+void qk_block(const void* q, int64_t q_stride, int64_t rows, const BlockRows& block, int64_t n,
+              int64_t d, float* scores) {
   using T = typename P::T;
   using Q = typename P::Q;
-  const T* kp[16];
-  auto keys = [&](int64_t c0, int count) {
-    for (int kk = 0; kk < count; ++kk) {
-      const int64_t c = std::min(c0 + kk, n - 1);  // pad the tail with the last key
-      kp[kk] = reinterpret_cast<const T*>(k_base + c * k_stride_bytes);
-    }
-  };
+  const auto* keys = reinterpret_cast<const T* const*>(block.k);  // padded: tiles past n are valid
+  // The first row tile prefetches the next block's keys.
+  const auto* next = block.has_next ? reinterpret_cast<const T* const*>(block.next_k) : nullptr;
+  auto ahead = [&](int64_t r, int64_t c) { return r == 0 && next ? next + c : nullptr; };
   const Q* qr = static_cast<const Q*>(q);
   int64_t r = 0;
   for (; r + 4 <= rows; r += 4) {
     for (int64_t c = 0; c < n; c += 4) {
-      keys(c, 4);
-      tiles::qk_tile<P, 4, 4>(qr + r * q_stride, q_stride, kp, d, scores + r * kKeyBlock + c, kKeyBlock, r == 0 ? ahead : 0);
+      tiles::qk_tile<P, 4, 4>(qr + r * q_stride, q_stride, keys + c, d, scores + r * kKeyBlock + c, kKeyBlock, ahead(r, c));
     }
   }
   if (r + 2 <= rows) {
     for (int64_t c = 0; c < n; c += 8) {
-      keys(c, 8);
-      tiles::qk_tile<P, 2, 8>(qr + r * q_stride, q_stride, kp, d, scores + r * kKeyBlock + c, kKeyBlock, r == 0 ? ahead : 0);
+      tiles::qk_tile<P, 2, 8>(qr + r * q_stride, q_stride, keys + c, d, scores + r * kKeyBlock + c, kKeyBlock, ahead(r, c));
     }
     r += 2;
   }
   if (r < rows) {
     for (int64_t c = 0; c < n; c += 16) {
-      keys(c, 16);
-      tiles::qk_tile<P, 1, 16>(qr + r * q_stride, q_stride, kp, d, scores + r * kKeyBlock + c, kKeyBlock, r == 0 ? ahead : 0);
+      tiles::qk_tile<P, 1, 16>(qr + r * q_stride, q_stride, keys + c, d, scores + r * kKeyBlock + c, kKeyBlock, ahead(r, c));
     }
   }
 }
 
 template <class P>
-void pv_block(const float* probs, int64_t rows, const char* v_base, int64_t v_stride_elems,
-              int64_t n, const float* alpha, float* acc, int64_t d, bool prefetch) {
-  const int64_t ahead =
-      prefetch ? kKeyBlock * v_stride_elems * static_cast<int64_t>(sizeof(typename P::T)) : 0;
-  const auto* v = reinterpret_cast<const typename P::T*>(v_base);
+void pv_block(const float* probs, int64_t rows, const BlockRows& block, int64_t n,
+              const float* alpha, float* acc, int64_t d) {
+  using T = typename P::T;
+  const auto* v = reinterpret_cast<const T* const*>(block.v);
+  const auto* next = block.has_next ? reinterpret_cast<const T* const*>(block.next_v) : nullptr;
   int64_t r = 0;
   for (; r + 4 <= rows; r += 4)
-    tiles::pv_tile<P, 4>(probs + r * kKeyBlock, kKeyBlock, v, v_stride_elems, n, alpha + r, acc + r * d, d, d, r == 0 ? ahead : 0);
+    tiles::pv_tile<P, 4>(probs + r * kKeyBlock, kKeyBlock, v, n, alpha + r, acc + r * d, d, d, r == 0 ? next : nullptr);
   const float* pr = probs + r * kKeyBlock;
+  const auto* pf = r == 0 ? next : nullptr;
   switch (rows - r) {
-    case 3: tiles::pv_tile<P, 3>(pr, kKeyBlock, v, v_stride_elems, n, alpha + r, acc + r * d, d, d, r == 0 ? ahead : 0); break;
-    case 2: tiles::pv_tile<P, 2>(pr, kKeyBlock, v, v_stride_elems, n, alpha + r, acc + r * d, d, d, r == 0 ? ahead : 0); break;
-    case 1: tiles::pv_tile<P, 1>(pr, kKeyBlock, v, v_stride_elems, n, alpha + r, acc + r * d, d, d, r == 0 ? ahead : 0); break;
+    case 3: tiles::pv_tile<P, 3>(pr, kKeyBlock, v, n, alpha + r, acc + r * d, d, d, pf); break;
+    case 2: tiles::pv_tile<P, 2>(pr, kKeyBlock, v, n, alpha + r, acc + r * d, d, d, pf); break;
+    case 1: tiles::pv_tile<P, 1>(pr, kKeyBlock, v, n, alpha + r, acc + r * d, d, d, pf); break;
     default: break;
   }
 }
 #endif
 
 // Portable fallback: convert each key row to f32 and use plain loops.
-void qk_block_scalar(const float* q, int64_t q_stride, int64_t rows, const char* k_base,
-                     int64_t k_stride_bytes, DType dtype, int64_t n, int64_t d, float* scores,
-                     float* row) {
+void qk_block_scalar(const float* q, int64_t q_stride, int64_t rows, const char* const* k_rows,
+                     DType dtype, int64_t n, int64_t d, float* scores, float* row) {
   for (int64_t c = 0; c < n; ++c) {
-    convert_to_f32(k_base + c * k_stride_bytes, dtype, row, d);
+    convert_to_f32(k_rows[c], dtype, row, d);
     for (int64_t r = 0; r < rows; ++r) {
       float s = 0.0f;
       for (int64_t i = 0; i < d; ++i) s += q[r * q_stride + i] * row[i];
@@ -192,11 +193,11 @@ void qk_block_scalar(const float* q, int64_t q_stride, int64_t rows, const char*
   }
 }
 
-void pv_block_scalar(const float* probs, int64_t rows, const char* v_base, int64_t v_stride_bytes,
-                     DType dtype, int64_t n, const float* alpha, float* acc, int64_t d, float* row) {
+void pv_block_scalar(const float* probs, int64_t rows, const char* const* v_rows, DType dtype,
+                     int64_t n, const float* alpha, float* acc, int64_t d, float* row) {
   for (int64_t r = 0; r < rows; ++r) scale_row(acc + r * d, d, alpha[r]);
   for (int64_t c = 0; c < n; ++c) {
-    convert_to_f32(v_base + c * v_stride_bytes, dtype, row, d);
+    convert_to_f32(v_rows[c], dtype, row, d);
     for (int64_t r = 0; r < rows; ++r) {
       const float pc = probs[r * kKeyBlock + c];
       for (int64_t i = 0; i < d; ++i) acc[r * d + i] += pc * row[i];
@@ -206,7 +207,7 @@ void pv_block_scalar(const float* probs, int64_t rows, const char* v_base, int64
 
 // Runs one item's keys; leaves per row (token t, head j: row t * gqa + j) the running max,
 // sum and unnormalised output in the scratch.
-void run_item(const Item& it, const ThreadScratch& s, const ScratchLayout& sz) {
+void run_item(const Item& it, const KvRows& kv, const ThreadScratch& s, const ScratchLayout& sz) {
   const AttentionProblem& p = *it.p;
   const int64_t d = p.head_dim;
   const int64_t rows = it.suffix * it.gqa;
@@ -242,28 +243,29 @@ void run_item(const Item& it, const ThreadScratch& s, const ScratchLayout& sz) {
     intervals = visible_interval(it.mask, t, &s.intervals[t]);
   }
 
-  const int64_t k_stride = p.kv.k_token_stride * static_cast<int64_t>(es);
-  const int64_t v_stride = p.kv.v_token_stride * static_cast<int64_t>(es);
-
+  BlockRows block;
   for (int64_t i0 = it.key_first; i0 < it.key_last; i0 += kKeyBlock) {
     const int64_t n = std::min(kKeyBlock, it.key_last - i0);
-    const char* kb = it.k + i0 * k_stride;
-    const char* vb = it.v + i0 * v_stride;
-    [[maybe_unused]] const bool more = i0 + kKeyBlock < it.key_last;  // prefetch the next block
+    kv.block(i0, n, kKeyBlock, block.k, block.v);
+    block.has_next = i0 + kKeyBlock < it.key_last;  // prefetch the next block
+    if (block.has_next) {
+      kv.block(i0 + kKeyBlock, std::min(kKeyBlock, it.key_last - i0 - kKeyBlock), kKeyBlock,
+               block.next_k, block.next_v);
+    }
 
     // 1. Scores of all rows against the block.
     switch (it.path) {
 #if WIDEATTN_CPU_AVX512
-      case Path::f32: qk_block<tiles::F32>(s.q, sz.q_stride, rows, kb, k_stride, n, d, s.scores, more); break;
-      case Path::f16: qk_block<tiles::F16>(s.q, sz.q_stride, rows, kb, k_stride, n, d, s.scores, more); break;
-      case Path::bf16: qk_block<tiles::BF16>(s.q, sz.q_stride, rows, kb, k_stride, n, d, s.scores, more); break;
+      case Path::f32: qk_block<tiles::F32>(s.q, sz.q_stride, rows, block, n, d, s.scores); break;
+      case Path::f16: qk_block<tiles::F16>(s.q, sz.q_stride, rows, block, n, d, s.scores); break;
+      case Path::bf16: qk_block<tiles::BF16>(s.q, sz.q_stride, rows, block, n, d, s.scores); break;
 #if defined(__AVX512BF16__)
-      case Path::bf16_dot: qk_block<tiles::BF16Dot>(s.q, sz.q_stride, rows, kb, k_stride, n, d, s.scores, more); break;
+      case Path::bf16_dot: qk_block<tiles::BF16Dot>(s.q, sz.q_stride, rows, block, n, d, s.scores); break;
 #endif
 #endif
       default:
-        qk_block_scalar(static_cast<const float*>(s.q), sz.q_stride, rows, kb, k_stride, p.dtype,
-                        n, d, s.scores, s.row);
+        qk_block_scalar(static_cast<const float*>(s.q), sz.q_stride, rows, block.k, p.dtype, n, d,
+                        s.scores, s.row);
         break;
     }
 
@@ -315,13 +317,13 @@ void run_item(const Item& it, const ThreadScratch& s, const ScratchLayout& sz) {
     // 4. acc = acc * alpha + P V.
     switch (it.path) {
 #if WIDEATTN_CPU_AVX512
-      case Path::f32: pv_block<tiles::F32>(s.scores, rows, vb, p.kv.v_token_stride, n, s.alpha, s.acc, d, more); break;
-      case Path::f16: pv_block<tiles::F16>(s.scores, rows, vb, p.kv.v_token_stride, n, s.alpha, s.acc, d, more); break;
+      case Path::f32: pv_block<tiles::F32>(s.scores, rows, block, n, s.alpha, s.acc, d); break;
+      case Path::f16: pv_block<tiles::F16>(s.scores, rows, block, n, s.alpha, s.acc, d); break;
       case Path::bf16:
-      case Path::bf16_dot: pv_block<tiles::BF16>(s.scores, rows, vb, p.kv.v_token_stride, n, s.alpha, s.acc, d, more); break;
+      case Path::bf16_dot: pv_block<tiles::BF16>(s.scores, rows, block, n, s.alpha, s.acc, d); break;
 #endif
       default:
-        pv_block_scalar(s.scores, rows, vb, v_stride, p.dtype, n, s.alpha, s.acc, d, s.row);
+        pv_block_scalar(s.scores, rows, block.v, p.dtype, n, s.alpha, s.acc, d, s.row);
         break;
     }
   }
@@ -355,7 +357,6 @@ void decode(const AttentionProblem& p, const Plan& plan, void* workspace, Aligne
   const int32_t splits = std::max(1, plan.num_splits);
   const int32_t gqa = p.q_heads / p.kv_heads;
   const int64_t d = p.head_dim;
-  const std::size_t es = dtype_size(p.dtype);
   const ProblemExtents e = problem_extents(p);
   const int64_t max_rows = std::max<int64_t>(1, e.max_suffix) * gqa;
   const ScratchLayout sz = scratch_layout(max_rows, d, std::max<int64_t>(1, e.max_suffix));
@@ -383,8 +384,6 @@ void decode(const AttentionProblem& p, const Plan& plan, void* workspace, Aligne
     it.group = group;
     it.gqa = gqa;
     it.path = path;
-    it.k = static_cast<const char*>(p.kv.k) + (b * p.kv.k_sequence_stride + group * p.kv.k_head_stride) * es;
-    it.v = static_cast<const char*>(p.kv.v) + (b * p.kv.v_sequence_stride + group * p.kv.v_head_stride) * es;
     // Keys no row can see are skipped; the rest is cut into equal, block-aligned splits.
     const KeyRange range = visible_key_range(it.mask, 0, it.suffix);
     const int64_t span = range.last - range.first;
@@ -393,7 +392,7 @@ void decode(const AttentionProblem& p, const Plan& plan, void* workspace, Aligne
     it.key_last = std::min(range.last, it.key_first + per_split);
 
     const ThreadScratch s = carve(scratch_base + sz.bytes * omp_get_thread_num(), sz);
-    run_item(it, s, sz);
+    run_item(it, KvRows(p, b, group), s, sz);
 
     for (int64_t t = 0; t < it.suffix; ++t) {
       for (int32_t j = 0; j < gqa; ++j) {

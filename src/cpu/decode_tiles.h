@@ -3,7 +3,8 @@
 //            loaded once and used by all RT rows; one transposing reduction per tile.
 //   pv_tile: RT rows x 64 output columns accumulated in registers over a block of keys, each
 //            V chunk loaded and converted once for all RT rows.
-// K/V come straight from the cache in their storage dtype; bf16 dot products use AVX512-BF16
+// K/V rows come straight from the cache (one pointer per row: contiguous or paged) in their
+// storage dtype; bf16 dot products use AVX512-BF16
 // (exact bf16 products, f32 accumulation) when the target has it.
 #pragma once
 
@@ -86,18 +87,18 @@ struct BF16Dot {
 };
 #endif
 
-// Software prefetch into L2 of the line `ahead` bytes past p: the next key block's rows are
-// requested while this block computes. The hardware prefetcher alone keeps too few misses in
-// flight for one core on the strided K/V rows (heads interleaved in the cache).
-inline void prefetch_ahead(const void* p, int64_t ahead) {
-  _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(p) + ahead), _MM_HINT_T1);
+// Software prefetch into L2 of the line at p: the next key block's rows are requested while
+// this block computes. The hardware prefetcher alone keeps too few misses in flight for one
+// core on the strided K/V rows (heads interleaved in the cache, or pages anywhere).
+inline void prefetch_line(const void* p) {
+  _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T1);
 }
 
 // out[r * out_stride + kk] = dot(q row r, key kk), q rows padded with zeros to a multiple of
-// 32 elements (q_stride). prefetch: byte offset to prefetch from each key chunk (0: none).
+// 32 elements (q_stride). prefetch: the rows to prefetch alongside keys[kk] (null: none).
 template <class P, int RT, int KT>
 inline void qk_tile(const typename P::Q* q, int64_t q_stride, const typename P::T* const* keys,
-                    int64_t d, float* out, int64_t out_stride, int64_t prefetch) {
+                    int64_t d, float* out, int64_t out_stride, const typename P::T* const* prefetch) {
   static_assert(RT * KT == 16, "one reduction per 16 accumulators");
   __m512 acc[16];
   for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_ps();
@@ -105,7 +106,7 @@ inline void qk_tile(const typename P::Q* q, int64_t q_stride, const typename P::
     __m512 qv[RT];
     for (int r = 0; r < RT; ++r) qv[r] = P::load_q(q + r * q_stride + c);
     for (int kk = 0; kk < KT; ++kk) {
-      if (prefetch) prefetch_ahead(keys[kk] + c, prefetch);
+      if (prefetch) prefetch_line(prefetch[kk] + c);
       const __m512 kv = P::load(keys[kk] + c, m);
       for (int r = 0; r < RT; ++r) acc[r * KT + kk] = P::madd(acc[r * KT + kk], qv[r], kv);
     }
@@ -119,12 +120,12 @@ inline void qk_tile(const typename P::Q* q, int64_t q_stride, const typename P::
     for (int kk = 0; kk < KT; ++kk) out[r * out_stride + kk] = result[r * KT + kk];
 }
 
-// acc[r][c..c+64) = acc * alpha[r] + sum_j p[r][j] * v_j[c..c+64) for RT rows, over all columns.
-// prefetch: byte offset to prefetch from each V chunk (0: none).
+// acc[r][c..c+64) = acc * alpha[r] + sum_j p[r][j] * v[j][c..c+64) for RT rows, over all
+// columns. prefetch: the rows to prefetch alongside v[j] (null: none).
 template <class P, int RT>
-inline void pv_tile(const float* p, int64_t p_stride, const typename P::T* v, int64_t v_stride,
-                    int64_t n, const float* alpha, float* acc, int64_t acc_stride, int64_t d,
-                    int64_t prefetch) {
+inline void pv_tile(const float* p, int64_t p_stride, const typename P::T* const* v, int64_t n,
+                    const float* alpha, float* acc, int64_t acc_stride, int64_t d,
+                    const typename P::T* const* prefetch) {
   for (int64_t c = 0; c < d; c += 64) {
     __mmask16 m[4];
     for (int w = 0; w < 4; ++w) m[w] = tail_mask(d - c - 16 * w > 0 ? d - c - 16 * w : 0);
@@ -137,11 +138,11 @@ inline void pv_tile(const float* p, int64_t p_stride, const typename P::T* v, in
     // Bytes of each V row this chunk covers (the cache lines to prefetch).
     constexpr int64_t es = sizeof(typename P::T);
     const int64_t chunk_bytes = (d - c < 64 ? d - c : 64) * es;
-    const typename P::T* vj = v + c;
-    for (int64_t j = 0; j < n; ++j, vj += v_stride) {
+    for (int64_t j = 0; j < n; ++j) {
+      const typename P::T* vj = v[j] + c;
       if (prefetch) {
         for (int64_t off = 0; off < chunk_bytes; off += 64)
-          prefetch_ahead(reinterpret_cast<const char*>(vj) + off, prefetch);
+          prefetch_line(reinterpret_cast<const char*>(prefetch[j] + c) + off);
       }
       __m512 vv[4];
       for (int w = 0; w < 4; ++w) vv[w] = P::load(vj + 16 * w, m[w]);
