@@ -156,6 +156,63 @@ TEST_P(PagedKvTest, WideGroupsAndLongSequences) {
   for (int32_t page : pages) check_paged(c, page);
 }
 
+// CUDA cannot check a device block table on the host: an index outside the pools must read
+// zeros (the same result as a cache whose rows there are zero), never other memory or a fault.
+TEST(PagedKvDevice, PageIndicesOutsideThePoolsReadZeros) {
+  BackendSession session;
+  if (!session.start(Backend::cuda)) return;
+  Context& context = *session.context;
+  const int32_t d = 64, page = 16, kv = 40;
+  std::vector<int32_t> offsets{0, 1}, lengths{kv};
+  // Contiguous cache [1, 48, 1, d] with rows 32..47 zero; pools of 3 pages holding rows 0..47.
+  HostTensor q = random_tensor(session.rng, DType::bf16, 2 * d);
+  HostTensor k = random_tensor(session.rng, DType::bf16, 48 * d), v = random_tensor(session.rng, DType::bf16, 48 * d);
+  for (int64_t i = 32 * d; i < 48 * d; ++i) {
+    k.set(i, 0.0);
+    v.set(i, 0.0);
+  }
+  const std::vector<int32_t> table{0, 1, 1000};  // page 2 is not a page of the pools
+  auto q_dev = to_device(context, q.data(), q.bytes());
+  auto k_dev = to_device(context, k.data(), k.bytes()), v_dev = to_device(context, v.data(), v.bytes());
+  auto table_dev = to_device(context, table.data(), table.size() * sizeof(int32_t));
+  for (Kernel kernel : {Kernel::single_pass, Kernel::two_pass, Kernel::prefill_unfused}) {
+    SCOPED_TRACE(to_string(kernel));
+    AttentionProblem p;
+    p.batch = 1;
+    p.q_heads = 2;
+    p.kv_heads = 1;
+    p.head_dim = d;
+    p.dtype = DType::bf16;
+    p.query_offsets = offsets.data();
+    p.kv_lengths = lengths.data();
+    p.kv.capacity = 48;
+    set_dense_strides(p);
+    p.q = q_dev->get();
+    p.kv.k = k_dev->get();
+    p.kv.v = v_dev->get();
+    GuardedOutput contiguous(context, DType::bf16, 2 * d), paged(context, DType::bf16, 2 * d);
+    contiguous.upload();
+    paged.upload();
+    p.out = contiguous.data();
+    WA_ASSERT_OK(attention(context, p, kernel));
+    set_paged_kv(p, k_dev->get(), v_dev->get(), 3, page, static_cast<const int32_t*>(table_dev->get()), 3);
+    p.out = paged.data();
+    WA_ASSERT_OK(attention(context, p, kernel));
+    WA_ASSERT_OK(context.synchronize());
+    contiguous.download();
+    paged.download();
+    std::vector<int64_t> all(2 * d);
+    for (int64_t i = 0; i < 2 * d; ++i) all[i] = i;
+    if (kernel == Kernel::prefill_unfused) {  // cuBLASLt may pick another algorithm for the gathered rows
+      EXPECT_TRUE(close_rel_l2(paged.gather(all), contiguous.gather(all), relative_tolerance(DType::bf16),
+                               flat_index_name()));
+    } else {
+      EXPECT_EQ(paged.gather(all), contiguous.gather(all));
+    }
+    EXPECT_TRUE(paged.untouched_except(all));
+  }
+}
+
 std::string paged_param_name(const ::testing::TestParamInfo<std::tuple<Backend, Kernel>>& info) {
   return std::string(to_string(std::get<0>(info.param))) + "_" + to_string(std::get<1>(info.param));
 }
