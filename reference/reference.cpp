@@ -30,6 +30,20 @@ int32_t sequence_of(const AttentionProblem& p, int64_t token) {
   return p.batch - 1;
 }
 
+// Element offset of cache row i, KV head g of sequence b, as problem.h's KvCache describes it.
+int64_t cache_offset(const AttentionProblem& p, bool k, int32_t b, int64_t i, int32_t g) {
+  const KvCache& kv = p.kv;
+  const int64_t token_stride = k ? kv.k_token_stride : kv.v_token_stride;
+  const int64_t head_stride = k ? kv.k_head_stride : kv.v_head_stride;
+  if (!kv.paged()) {
+    const int64_t sequence_stride = k ? kv.k_sequence_stride : kv.v_sequence_stride;
+    return b * sequence_stride + i * token_stride + g * head_stride;
+  }
+  const int64_t page = kv.block_table[b * kv.block_table_stride + i / kv.page_size];
+  const int64_t page_stride = k ? kv.k_page_stride : kv.v_page_stride;
+  return page * page_stride + (i % kv.page_size) * token_stride + g * head_stride;
+}
+
 }  // namespace
 
 double attention_row(const AttentionProblem& p, int64_t token, int32_t head, double* out_row) {
@@ -54,17 +68,14 @@ double attention_row(const AttentionProblem& p, int64_t token, int32_t head, dou
   for (int64_t x = 0; x < d; ++x) {
     q[x] = element(p.q, p.dtype, token * p.q_token_stride + head * p.q_head_stride + x);
   }
-  const int64_t k_base = b * p.kv.k_sequence_stride + kv_head * p.kv.k_head_stride;
-  const int64_t v_base = b * p.kv.v_sequence_stride + kv_head * p.kv.v_head_stride;
 
   std::vector<int64_t> keys;
   std::vector<double> logits;
   for (int64_t i = 0; i < kv_length; ++i) {
     if (!key_visible(spec, prefix, suffix, t, i)) continue;
     double dot = 0.0;
-    for (int64_t x = 0; x < d; ++x) {
-      dot += q[x] * element(p.kv.k, p.dtype, k_base + i * p.kv.k_token_stride + x);
-    }
+    const int64_t k_row = cache_offset(p, true, b, i, kv_head);
+    for (int64_t x = 0; x < d; ++x) dot += q[x] * element(p.kv.k, p.dtype, k_row + x);
     double logit = scale * dot;
     if (p.softcap > 0) logit = p.softcap * std::tanh(logit / p.softcap);
     keys.push_back(i);
@@ -83,9 +94,8 @@ double attention_row(const AttentionProblem& p, int64_t token, int32_t head, dou
   for (std::size_t n = 0; n < keys.size(); ++n) {
     const double weight = std::exp(logits[n] - maximum);
     normaliser += weight;
-    for (int64_t x = 0; x < d; ++x) {
-      out_row[x] += weight * element(p.kv.v, p.dtype, v_base + keys[n] * p.kv.v_token_stride + x);
-    }
+    const int64_t v_row = cache_offset(p, false, b, keys[n], kv_head);
+    for (int64_t x = 0; x < d; ++x) out_row[x] += weight * element(p.kv.v, p.dtype, v_row + x);
   }
   for (int64_t x = 0; x < d; ++x) out_row[x] /= normaliser;
   return maximum + std::log(normaliser);

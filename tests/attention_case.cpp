@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <sstream>
 
 #include "reference/reference.h"
@@ -37,6 +38,12 @@ std::string AttentionCase::describe() const {
   if (out_gap) s << ", out gap " << out_gap;
   if (lse_gap) s << ", lse gap " << lse_gap;
   if (nan_past_kv_length) s << ", NaN past kv_length";
+  if (shared_prefix) s << ", shared prefix " << shared_prefix;
+  if (page_size) {
+    s << ", paged " << page_size << (kv_head_major ? " head-major" : "");
+    if (page_gap) s << " gap " << page_gap;
+    if (kv_one_tensor) s << " K/V in one tensor";
+  }
   return s.str();
 }
 
@@ -61,6 +68,73 @@ void append_random_trie(std::mt19937_64& rng, int32_t nodes, std::vector<int32_t
     height->push_back(depth[j]);
   }
 }
+
+namespace {
+
+// A contiguous cache's data scattered into pages (AttentionCase::page_size).
+struct PagedCache {
+  HostTensor k, v;  // the pools (one tensor for both when kv_one_tensor: v is empty)
+  int64_t v_offset = 0;  // elements from the K pool's start to the V pool's
+  std::vector<int32_t> table;
+  int32_t max_pages = 0;
+  int64_t num_pages = 0, page_stride = 0, token_stride = 0, head_stride = 0;
+};
+
+// Sequence b's pages are a random permutation of the pool's pages (a quarter more than needed,
+// the rest NaN), except the whole pages of the shared prefix, which are sequence 0's.
+PagedCache make_paged_cache(std::mt19937_64& rng, const AttentionCase& c, const AttentionProblem& host,
+                            const HostTensor& k, const HostTensor& v) {
+  PagedCache pc;
+  const int64_t d = c.head_dim, page = c.page_size, capacity = host.kv.capacity;
+  const int32_t batch = host.batch;
+  pc.max_pages = static_cast<int32_t>((capacity + page - 1) / page);
+  const int64_t shared_rows = std::min<int64_t>(c.shared_prefix, host.kv_lengths[0]);
+  const int64_t shared_pages = std::min<int64_t>(shared_rows / page, pc.max_pages);
+  const int64_t needed = pc.max_pages + int64_t{batch - 1} * (pc.max_pages - shared_pages);
+  pc.num_pages = needed + needed / 4 + 1;
+  const int64_t page_elements = page * c.kv_heads * d;
+  pc.token_stride = c.kv_head_major ? d : c.kv_heads * d;
+  pc.head_stride = c.kv_head_major ? page * d : d;
+  const int64_t page_span = page_elements + c.page_gap;
+  pc.page_stride = c.kv_one_tensor ? 2 * page_span : page_span;
+  pc.v_offset = c.kv_one_tensor ? page_span : 0;
+
+  std::vector<int32_t> order(static_cast<std::size_t>(pc.num_pages));
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int32_t>(i);
+  std::shuffle(order.begin(), order.end(), rng);
+  pc.table.assign(static_cast<std::size_t>(batch) * pc.max_pages, -1);
+  std::size_t next = 0;
+  for (int32_t b = 0; b < batch; ++b) {
+    for (int32_t j = 0; j < pc.max_pages; ++j) {
+      pc.table[b * pc.max_pages + j] = b > 0 && j < shared_pages ? pc.table[j] : order[next++];
+    }
+  }
+
+  const int64_t pool_elements = pc.num_pages * pc.page_stride;
+  pc.k = HostTensor(c.dtype, pool_elements);
+  if (!c.kv_one_tensor) pc.v = HostTensor(c.dtype, pool_elements);
+  HostTensor& v_pool = c.kv_one_tensor ? pc.k : pc.v;
+  for (int64_t i = 0; i < pool_elements; ++i) {
+    pc.k.set(i, std::nan(""));
+    if (!c.kv_one_tensor) pc.v.set(i, std::nan(""));
+  }
+  for (int32_t b = 0; b < batch; ++b) {
+    for (int64_t slot = 0; slot < capacity; ++slot) {
+      const int64_t physical = pc.table[b * pc.max_pages + slot / page];
+      for (int64_t h = 0; h < c.kv_heads; ++h) {
+        const int64_t from = b * host.kv.k_sequence_stride + slot * host.kv.k_token_stride + h * host.kv.k_head_stride;
+        const int64_t to = physical * pc.page_stride + (slot % page) * pc.token_stride + h * pc.head_stride;
+        for (int64_t x = 0; x < d; ++x) {
+          pc.k.set(to + x, k.get(from + x));
+          v_pool.set(pc.v_offset + to + x, v.get(from + x));
+        }
+      }
+    }
+  }
+  return pc;
+}
+
+}  // namespace
 
 // Tensor-core kernels sum the probabilities after rounding them to the storage type (so that
 // the normaliser matches the P V product): each term is off by at most half an ulp, 2^-9
@@ -150,6 +224,19 @@ void check_attention(Context& context, std::mt19937_64& rng, const AttentionCase
       }
     }
   }
+  // Prefix sharing: sequence 0's first rows (never its NaN slots) in every sequence.
+  const int64_t shared_rows = std::min<int64_t>(c.shared_prefix, batch > 0 ? kv_lengths[0] : 0);
+  for (int32_t b = 1; b < batch; ++b) {
+    for (int64_t slot = 0; slot < shared_rows; ++slot) {
+      for (int64_t h = 0; h < c.kv_heads; ++h) {
+        const int64_t row = slot * host.kv.k_token_stride + h * host.kv.k_head_stride;
+        for (int64_t x = 0; x < d; ++x) {
+          k_cache.set(b * host.kv.k_sequence_stride + row + x, k_cache.get(row + x));
+          v_cache.set(b * host.kv.v_sequence_stride + row + x, v_cache.get(row + x));
+        }
+      }
+    }
+  }
   const HostTensor& k = k_cache;
   const HostTensor& v = v_cache;
   std::vector<int32_t> tree_start = c.tree_start, tree_end = c.tree_end, tree_height = c.tree_height;
@@ -184,6 +271,33 @@ void check_attention(Context& context, std::mt19937_64& rng, const AttentionCase
   device.q = q_device->get();
   device.kv.k = k_device->get();
   device.kv.v = v_device->get();
+  // Paged: the device reads the pools through a block table; the oracle keeps the original.
+  PagedCache paged;
+  std::unique_ptr<DeviceMemory> k_pool_device, v_pool_device, table_device;
+  if (c.page_size > 0) {
+    paged = make_paged_cache(rng, c, host, k, v);
+    k_pool_device = to_device(context, paged.k.data(), paged.k.bytes());
+    table_device = to_device(context, paged.table.data(), paged.table.size() * sizeof(int32_t));
+    const char* k_pool = static_cast<const char*>(k_pool_device->get());
+    const char* v_pool = k_pool + paged.v_offset * dtype_size(c.dtype);
+    if (!c.kv_one_tensor) {
+      v_pool_device = to_device(context, paged.v.data(), paged.v.bytes());
+      v_pool = static_cast<const char*>(v_pool_device->get());
+    }
+    KvCache& kv = device.kv;
+    kv.k = k_pool;
+    kv.v = v_pool;
+    kv.capacity = 0;
+    kv.k_sequence_stride = kv.v_sequence_stride = 0;
+    kv.block_table = static_cast<const int32_t*>(table_device->get());
+    kv.block_table_stride = paged.max_pages;
+    kv.max_pages = paged.max_pages;
+    kv.page_size = c.page_size;
+    kv.num_pages = paged.num_pages;
+    kv.k_page_stride = kv.v_page_stride = paged.page_stride;
+    kv.k_token_stride = kv.v_token_stride = paged.token_stride;
+    kv.k_head_stride = kv.v_head_stride = paged.head_stride;
+  }
   if (!tree_start.empty()) {
     device.mask.tree_start = static_cast<const int32_t*>(start_device->get());
     device.mask.tree_end = static_cast<const int32_t*>(end_device->get());

@@ -46,6 +46,16 @@ struct AttentionCase {
   int64_t out_gap = 0;          // unwritten elements after every out row and every token/head
   int64_t lse_gap = 0;          // unwritten elements between LSE entries
 
+  // Paged cache (page_size > 0): the same data scattered into the pages of K and V pools in
+  // shuffled order (spare pages and unused slots hold NaN), read through a block table; the
+  // oracle reads the contiguous original. kv_head_major gives head-major pages.
+  int32_t page_size = 0;
+  int64_t page_gap = 0;        // unused elements after every page (a page stride of any size)
+  bool kv_one_tensor = false;  // K and V pages interleaved in one tensor [pages, 2, ...]
+  // The first shared_prefix cache rows of every sequence equal sequence 0's (contiguous or
+  // paged); paged, the whole pages among them are the same physical pages (prefix sharing).
+  int32_t shared_prefix = 0;
+
   double input_range = 1.0;  // q, k, v uniform in [-input_range, input_range]
   // Cache slots past each sequence's kv_length hold NaN (stale cache): no kernel may let them
   // reach an output (0 x NaN is NaN, so masking the score alone is not enough).

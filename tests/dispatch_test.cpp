@@ -39,7 +39,16 @@ struct PlanProblem {
     p.kv.v = cache.data() + cache.size() / 2;
     p.out = out.data();
   }
-  std::vector<int32_t> offsets, kv_lengths;
+  // Makes the cache paged: pools of pages of `page_size` tokens in `cache`, identity table.
+  void use_pages(int32_t page_size) {
+    const int32_t max_pages = static_cast<int32_t>((p.kv.capacity + page_size - 1) / page_size);
+    table.resize(static_cast<std::size_t>(p.batch) * max_pages);
+    for (std::size_t i = 0; i < table.size(); ++i) table[i] = static_cast<int32_t>(i);
+    cache.resize(2 * table.size() * page_size * p.kv_heads * p.head_dim);
+    set_paged_kv(p, cache.data(), cache.data() + cache.size() / 2, static_cast<int64_t>(table.size()), page_size,
+                 table.data(), max_pages);
+  }
+  std::vector<int32_t> offsets, kv_lengths, table;
   std::vector<uint16_t> q, out, cache;
   AttentionProblem p;
 };
@@ -97,6 +106,7 @@ TEST(Dispatch, FusedPrefillOnHopperWithReasonsForFallbacks) {
        }},
       {"ring", [](PlanProblem& p, DeviceInfo&) { p.p.mask.ring_length = 20; p.p.mask.ring_offset = 3; }},
       {"multiples of 8", [](PlanProblem& p, DeviceInfo&) { p.p.q_token_stride += 4; }},
+      {"paged KV cache: not served by the fused kernels yet", [](PlanProblem& p, DeviceInfo&) { p.use_pages(16); }},
   };
   for (const Fallback& f : fallbacks) {
     SCOPED_TRACE(f.fragment);
@@ -146,6 +156,29 @@ TEST(Dispatch, FusedPrefillSplitsKeysOnlyWhenTilesLeaveSmsIdle) {
 #else
   GTEST_SKIP() << "built without the CUDA backend (the fused kernel's plan)";
 #endif
+}
+
+// A paged cache changes where rows are read, not the work: decode plans the same kernel and
+// splits as for the contiguous cache, prefill the unfused pipeline (with room for the gather).
+TEST(Dispatch, PagedCachesPlanLikeContiguousOnes) {
+  for (const DeviceInfo& device : kDevices) {
+    SCOPED_TRACE(device.name);
+    for (int32_t page : {1, 16, 256}) {
+      PlanProblem contiguous({1, 4}, {4096, 777}), paged({1, 4}, {4096, 777});
+      paged.use_pages(page);
+      const Plan a = plan_or_fail(contiguous.p, device), b = plan_or_fail(paged.p, device);
+      EXPECT_EQ(b.kernel, a.kernel);
+      EXPECT_EQ(b.num_splits, a.num_splits);
+      EXPECT_EQ(b.workspace_bytes, a.workspace_bytes);
+      PlanProblem prefill({300, 4}, {300, 777});
+      prefill.use_pages(page);
+      const Plan unfused = plan_or_fail(prefill.p, device);
+      EXPECT_EQ(unfused.kernel, Kernel::prefill_unfused) << unfused.reason;
+      PlanProblem same({300, 4}, {300, 777});
+      EXPECT_GT(unfused.workspace_bytes, plan_or_fail(same.p, device, Kernel::prefill_unfused).workspace_bytes)
+          << "the gathered K/V rows need workspace";
+    }
+  }
 }
 
 TEST(Dispatch, SuffixUpToEightGoesToDecode) {

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -18,7 +19,8 @@ namespace {
 // head_dim 64, f32, LSE and dense strides. Mutations make it invalid one way at a time.
 struct ValidProblem {
   explicit ValidProblem(Context& context)
-      : q(context, 4 * 4 * 64 * 4),
+      : context(context),
+        q(context, 4 * 4 * 64 * 4),
         k(context, 2 * 12 * 2 * 64 * 4),
         v(context, 2 * 12 * 2 * 64 * 4),
         out(context, DType::f32, 4 * 4 * 64),
@@ -49,10 +51,20 @@ struct ValidProblem {
   std::vector<int32_t> offsets{0, 3, 4};
   std::vector<int32_t> kv_lengths{10, 6};
   std::vector<int32_t> tree{0, 0, 0, 0};
+  Context& context;
   DeviceMemory q, k, v;
   GuardedOutput out, lse;
   AttentionProblem p;
   Kernel forced = Kernel::automatic;
+
+  // Makes the cache paged: k and v as pools of 6 pages of 4 tokens, block table [2, 3] from
+  // `pages` (uploaded to the device now: change `pages` before calling).
+  void use_pages() {
+    table = to_device(context, pages.data(), pages.size() * sizeof(int32_t));
+    set_paged_kv(p, k.get(), v.get(), 6, 4, static_cast<const int32_t*>(table->get()), 3);
+  }
+  std::vector<int32_t> pages{5, 1, 3, 0, 2, 4};
+  std::unique_ptr<DeviceMemory> table;
 };
 
 struct BadProblem {
@@ -150,6 +162,40 @@ const std::vector<BadProblem>& bad_problems() {
        words({"kv.k index arithmetic overflows int64"})},
       {"v_bytes_overflow", [](ValidProblem& v, Backend) { v.p.kv.v_sequence_stride = int64_t{1} << 62; },
        words({"kv.v bytes index arithmetic overflows int64"})},
+      // Paged caches (the block table's entries: PagedBlockTable below, the CPU reads them).
+      {"paged_capacity_set", [](ValidProblem& v, Backend) { v.use_pages(); v.p.kv.capacity = 12; },
+       words({"kv.capacity = 12", "0 for a paged cache"})},
+      {"paged_page_size_not_a_power_of_two",
+       [](ValidProblem& v, Backend) { v.use_pages(); v.p.kv.page_size = 3; },
+       words({"kv.page_size = 3", "a power of two"})},
+      {"paged_page_size_zero", [](ValidProblem& v, Backend) { v.use_pages(); v.p.kv.page_size = 0; },
+       words({"kv.page_size = 0"})},
+      {"paged_page_size_too_large",
+       [](ValidProblem& v, Backend) { v.use_pages(); v.p.kv.page_size = 8192; },
+       words({"kv.page_size = 8192", "[1, 4096]"})},
+      {"paged_block_table_too_short",
+       [](ValidProblem& v, Backend) { v.use_pages(); v.p.kv.max_pages = 2; },
+       words({"kv.max_pages = 2", ">= 3 pages for kv_lengths[0] = 10", "shorter than sequence 0 needs"})},
+      {"paged_block_table_rows_overlap",
+       [](ValidProblem& v, Backend) { v.use_pages(); v.p.kv.block_table_stride = 2; },
+       words({"kv.block_table_stride = 2", ">= kv.max_pages = 3"})},
+      {"paged_no_pages", [](ValidProblem& v, Backend) { v.use_pages(); v.p.kv.num_pages = 0; },
+       words({"kv.num_pages = 0"})},
+      {"paged_page_stride_negative",
+       [](ValidProblem& v, Backend) { v.use_pages(); v.p.kv.v_page_stride = -512; },
+       words({"kv.v_page_stride = -512"})},
+      {"paged_kv_length_negative",
+       [](ValidProblem& v, Backend) { v.use_pages(); v.kv_lengths = {10, -4}; },
+       words({"kv_lengths[1] = -4"})},
+      {"paged_out_overlaps_pool",
+       [](ValidProblem& v, Backend) {
+         v.use_pages();
+         v.p.out = static_cast<char*>(const_cast<void*>(v.p.kv.v)) + 256;
+       },
+       words({"out overlaps kv.v"})},
+      {"paged_pool_index_overflows",
+       [](ValidProblem& v, Backend) { v.use_pages(); v.p.kv.k_page_stride = kHuge; },
+       words({"kv.k index arithmetic overflows int64"})},
       {"forced_kernel_unknown", [](ValidProblem& v, Backend) { v.forced = static_cast<Kernel>(7); }, words({"forced = 7"})},
   };
   return cases;
@@ -201,6 +247,39 @@ INSTANTIATE_TEST_SUITE_P(Items, AttentionRejects,
                                             ::testing::ValuesIn(bad_problems())),
                          bad_problem_name);
 
+// Page indices are checked where the host can read the block table (the CPU backend): an entry
+// a sequence reads that is not a page of the pools is named with its row and column, and
+// nothing is written. Entries past a sequence's last page are never read, so anything goes.
+TEST(PagedBlockTable, EntriesCheckedOnTheHost) {
+  BackendSession session;
+  if (!session.start(Backend::cpu)) return;
+  Context& context = *session.context;
+  struct Item {
+    std::vector<int32_t> pages;
+    std::string fragment;
+  };
+  const Item items[] = {{{5, 1, 6, 0, 2, 4}, "kv.block_table[0][2] = 6, expected a page index in [0, kv.num_pages = 6)"},
+                        {{5, 1, 3, 0, -1, 4}, "kv.block_table[1][1] = -1"}};
+  for (const Item& item : items) {
+    SCOPED_TRACE(item.fragment);
+    ValidProblem valid(context);
+    valid.pages = item.pages;
+    valid.use_pages();
+    EXPECT_TRUE(has_error(attention(context, valid.p), StatusCode::invalid_argument, {"attention: ", item.fragment}));
+    Plan plan;
+    EXPECT_TRUE(has_error(plan_attention(valid.p, context.device(), Kernel::automatic, &plan),
+                          StatusCode::invalid_argument, {"plan_attention: ", item.fragment}));
+    valid.out.download();
+    valid.lse.download();
+    EXPECT_TRUE(valid.out.unchanged()) << "a rejected call wrote to out";
+    EXPECT_TRUE(valid.lse.unchanged()) << "a rejected call wrote to lse";
+  }
+  ValidProblem unread(context);
+  unread.pages = {5, 1, 3, 0, 2, 99};  // sequence 1 (6 tokens) reads 2 pages of 4
+  unread.use_pages();
+  WA_EXPECT_OK(attention(context, unread.p));
+}
+
 // The unmutated problem runs, so each rejection above is down to its one mutation.
 using ValidProblemTest = BackendTest;
 
@@ -210,6 +289,9 @@ TEST_P(ValidProblemTest, BaselineRuns) {
   // And edge values that are allowed: scale kDefaultScale, softcap 0, window 0, empty sequence.
   valid.offsets = {0, 4, 4};
   valid.kv_lengths = {10, 0};
+  WA_EXPECT_OK(attention(context(), valid.p));
+  // And as a paged cache.
+  valid.use_pages();
   WA_EXPECT_OK(attention(context(), valid.p));
 }
 

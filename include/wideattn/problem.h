@@ -3,7 +3,7 @@
 //
 // Conventions
 // - Strides are in elements, int64. The last (head_dim) dimension of every tensor is contiguous.
-// - Tensors (q, k, v, out, lse, sinks, tree arrays) live on the Context's device.
+// - Tensors (q, k, v, out, lse, sinks, tree arrays, the block table) live on the Context's device.
 //   Sequence metadata (query_offsets, kv_lengths) lives on the host: dispatch reads it.
 // - Sequence b owns query rows [query_offsets[b], query_offsets[b+1]) (FlashAttention varlen's
 //   cu_seqlens_q). Its suffix_length is that count, its kv_length is kv_lengths[b], and its
@@ -20,17 +20,50 @@
 
 namespace wideattn {
 
-// A token-major KV cache: sequence b, token slot i, KV head g starts at
-// k + b * k_sequence_stride + i * k_token_stride + g * k_head_stride (likewise v).
+// The KV cache, contiguous or paged.
+//
+// Contiguous (block_table == nullptr): sequence b, token slot i, KV head g starts at
+//   k + b * k_sequence_stride + i * k_token_stride + g * k_head_stride (likewise v).
+//
+// Paged (block_table != nullptr; vLLM's block_table, FlashInfer's page table): K and V are two
+// pools of num_pages pages of page_size token slots each, and token slot i of sequence b lives in
+// page P = block_table[b * block_table_stride + i / page_size], at
+//   k + P * k_page_stride + (i % page_size) * k_token_stride + g * k_head_stride (likewise v).
+// The token and head strides are those within a page, so both engine layouts are strides:
+//   token-major [num_pages, page_size, kv_heads, head_dim]: token_stride = kv_heads * head_dim,
+//                                                           head_stride = head_dim;
+//   head-major  [num_pages, kv_heads, page_size, head_dim]: token_stride = head_dim,
+//                                                           head_stride = page_size * head_dim;
+// and any page stride (K and V may be views into one [num_pages, 2, ...] tensor). Pages may be
+// shared between sequences (prefix sharing). Only the first ceil(kv_lengths[b] / page_size)
+// entries of a row are read; each must be in [0, num_pages). The block table lives on the
+// Context's device like the tensors (host memory on the CPU backend, where validation checks
+// every entry it reads; device memory on CUDA, which validation cannot read).
 struct KvCache {
-  const void* k = nullptr;  // [batch, capacity, kv_heads, head_dim] through the strides below
-  const void* v = nullptr;  // [batch, capacity, kv_heads, head_dim]
-  int64_t capacity = 0;     // token slots per sequence; every kv_length <= capacity
+  const void* k = nullptr;  // contiguous: [batch, capacity, kv_heads, head_dim]; paged: the pool
+  const void* v = nullptr;  // same shape as k, through its own strides
+  int64_t capacity = 0;     // contiguous: token slots per sequence, every kv_length <= capacity;
+                            // paged: 0 (max_pages * page_size bounds each sequence)
   int64_t k_sequence_stride = 0, k_token_stride = 0, k_head_stride = 0;
-  int64_t v_sequence_stride = 0, v_token_stride = 0, v_head_stride = 0;
-  // Paged caches (a page table of fixed-size blocks) will extend this struct; contiguous
-  // caches keep working unchanged.
+  int64_t v_sequence_stride = 0, v_token_stride = 0, v_head_stride = 0;  // sequence: contiguous only
+
+  // Paged caches; all zero / null for a contiguous cache.
+  const int32_t* block_table = nullptr;  // [batch, max_pages] int32 page indices
+  int64_t block_table_stride = 0;        // entries between consecutive sequences' rows (>= max_pages)
+  int32_t max_pages = 0;                 // entries per row: sequence b holds <= max_pages * page_size
+  int32_t page_size = 0;                 // token slots per page: a power of two in [1, kMaxPageSize]
+  int64_t num_pages = 0;                 // pages in each pool
+  int64_t k_page_stride = 0, v_page_stride = 0;  // elements between consecutive pages
+
+  bool paged() const { return block_table != nullptr; }
+  // Token slots one sequence can address.
+  int64_t sequence_capacity() const {
+    return paged() ? int64_t{max_pages} * page_size : capacity;
+  }
 };
+
+// Largest page size of a paged KV cache.
+inline constexpr int32_t kMaxPageSize = 4096;
 
 // Which keys each query sees. One predicate, shared by every kernel (src/core/mask.h):
 // - suffix key j (cache row prefix_length + j) and query t:
@@ -65,7 +98,8 @@ struct AttentionProblem {
   DType dtype = DType::bf16;  // storage of q, k, v and out
 
   const int32_t* query_offsets = nullptr;  // host, [batch + 1], non-decreasing, starts at 0
-  const int32_t* kv_lengths = nullptr;     // host, [batch], suffix_length <= kv_length <= capacity
+  const int32_t* kv_lengths = nullptr;     // host, [batch], suffix_length <= kv_length <=
+                                           // kv.sequence_capacity()
 
   const void* q = nullptr;  // [total_tokens, q_heads, head_dim]
   int64_t q_token_stride = 0, q_head_stride = 0;
@@ -102,8 +136,17 @@ struct AttentionProblem {
 };
 
 // Fills every stride of `problem` for dense token-major tensors: q/out [total_tokens, q_heads,
-// head_dim], lse [total_tokens, q_heads], and a KV cache [batch, kv.capacity, kv_heads, head_dim].
-// Shapes (batch, heads, head_dim, kv.capacity) must already be set.
+// head_dim], lse [total_tokens, q_heads], and a KV cache [batch, kv.capacity, kv_heads, head_dim]
+// (paged: pools [kv.num_pages, kv.page_size, kv_heads, head_dim]). Shapes (batch, heads,
+// head_dim, kv.capacity or kv.page_size) must already be set.
 void set_dense_strides(AttentionProblem& problem);
+
+// Makes `problem`'s cache paged: pools `k_pool` and `v_pool` of `num_pages` dense token-major
+// pages [num_pages, page_size, kv_heads, head_dim] (head_major: [num_pages, kv_heads,
+// page_size, head_dim]), and a dense block table [batch, max_pages]. Sets every KvCache field;
+// batch, kv_heads and head_dim must already be set.
+void set_paged_kv(AttentionProblem& problem, const void* k_pool, const void* v_pool,
+                  int64_t num_pages, int32_t page_size, const int32_t* block_table,
+                  int32_t max_pages, bool head_major = false);
 
 }  // namespace wideattn

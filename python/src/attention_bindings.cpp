@@ -154,11 +154,13 @@ struct AttentionArgs {
   nb::handle q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window,
       ring_length, ring_offset, tree, sinks, softcap, scale, kernel;
   bool u16_is_bf16;
+  nb::handle block_table;  // None: contiguous caches
+  nb::handle kv_layout;    // paged pools: "NHD" [pages, page_size, kv_heads, head_dim] or "HND"
 };
 
 // Everything one call holds: the imported arrays (kept alive) and the problem built from them.
 struct AttentionCall {
-  Array q, k, v, out, lse, tree_start, tree_end, tree_height, sinks;
+  Array q, k, v, out, lse, tree_start, tree_end, tree_height, sinks, block_table;
   std::vector<int32_t> query_offsets, kv_lengths;
   AttentionProblem problem;
   Kernel kernel = Kernel::automatic;
@@ -190,6 +192,22 @@ void build(const char* f, const AttentionArgs& a, bool plan_only, AttentionCall*
   c->tree_end = Array(tree_end, f, "tree_end", false, false);
   c->tree_height = Array(tree_height, f, "tree_height", false, false);
   c->sinks = Array(a.sinks, f, "sinks", false, false);
+  c->block_table = Array(a.block_table, f, "block_table", false, false);
+  const bool paged = c->block_table.present();
+  bool head_major = false;  // paged pools only
+  if (paged && !a.kv_layout.is_none()) {
+    const std::string layout = nb::cast<std::string>(nb::str(a.kv_layout));
+    if (layout != "NHD" && layout != "HND") {
+      throw_value_error(std::string(f) + ": kv_layout = '" + layout + "', expected 'NHD' or 'HND'");
+    }
+    head_major = layout == "HND";
+  }
+  // Cache dims: contiguous [batch, capacity, kv_heads, head_dim]; paged pools
+  // [num_pages, page_size, kv_heads, head_dim] (NHD) or [num_pages, kv_heads, page_size, head_dim] (HND).
+  const char* cache_layout = !paged ? "[batch, capacity, kv_heads, head_dim]"
+                             : head_major ? "[num_pages, kv_heads, page_size, head_dim] (kv_layout 'HND')"
+                                          : "[num_pages, page_size, kv_heads, head_dim] (kv_layout 'NHD')";
+  const int slot_dim = paged && head_major ? 2 : 1, head_dim_index = paged && head_major ? 1 : 2;
   if (!c->q.present()) throw_type_error(std::string(f) + ": q is required");
   if (!c->k.present()) throw_type_error(std::string(f) + ": k_cache is required");
   if (!c->v.present()) throw_type_error(std::string(f) + ": v_cache is required");
@@ -197,8 +215,8 @@ void build(const char* f, const AttentionArgs& a, bool plan_only, AttentionCall*
   const Array& q = c->q;
   q.require_ndim(3, "[total_tokens, q_heads, head_dim]");
   q.require_float();
-  c->k.require_ndim(4, "[batch, capacity, kv_heads, head_dim]");
-  c->v.require_ndim(4, "[batch, capacity, kv_heads, head_dim]");
+  c->k.require_ndim(4, cache_layout);
+  c->v.require_ndim(4, cache_layout);
   c->k.require_same_dtype(q);
   c->v.require_same_dtype(q);
   c->device = q.device();
@@ -206,12 +224,22 @@ void build(const char* f, const AttentionArgs& a, bool plan_only, AttentionCall*
   c->v.require_device(c->device, q);
 
   const int64_t tokens = q.shape(0), q_heads = q.shape(1), head_dim = q.shape(2);
-  const int64_t batch = c->k.shape(0), capacity = c->k.shape(1), kv_heads = c->k.shape(2);
+  const int64_t outer = c->k.shape(0), slots = c->k.shape(slot_dim), kv_heads = c->k.shape(head_dim_index);
   c->k.require_dim(3, head_dim, "head_dim, q.shape[2]");
-  c->v.require_dim(0, batch, "batch, k_cache.shape[0]");
-  c->v.require_dim(1, capacity, "capacity, k_cache.shape[1]");
-  c->v.require_dim(2, kv_heads, "kv_heads, k_cache.shape[2]");
+  c->v.require_dim(0, outer, paged ? "num_pages, k_cache.shape[0]" : "batch, k_cache.shape[0]");
+  c->v.require_dim(slot_dim, slots, paged ? "page_size, k_cache's" : "capacity, k_cache.shape[1]");
+  c->v.require_dim(head_dim_index, kv_heads, "kv_heads, k_cache's");
   c->v.require_dim(3, head_dim, "head_dim, q.shape[2]");
+  // Paged: block_table [batch, max_pages] int32 on the arrays' device gives the batch.
+  int64_t batch = outer;
+  if (paged) {
+    c->block_table.require_ndim(2, "[batch, max_pages]");
+    c->block_table.require_element(Element::i32, "int32");
+    c->block_table.require_device(c->device, q);
+    c->block_table.require_last_contiguous();
+    c->block_table.require_nonnegative_strides();
+    batch = c->block_table.shape(0);
+  }
   for (const Array* t : {&c->q, &c->k, &c->v}) {
     t->require_last_contiguous();
     t->require_nonnegative_strides();
@@ -257,7 +285,8 @@ void build(const char* f, const AttentionArgs& a, bool plan_only, AttentionCall*
   int32_list(f, a.kv_lengths, "kv_lengths", &c->kv_lengths);
   if (static_cast<int64_t>(c->kv_lengths.size()) != batch) {
     throw_value_error(std::string(f) + ": kv_lengths has " + std::to_string(c->kv_lengths.size()) +
-                      " entries, expected batch = k_cache.shape[0] = " + std::to_string(batch));
+                      " entries, expected batch = " +
+                      (paged ? "block_table.shape[0] = " : "k_cache.shape[0] = ") + std::to_string(batch));
   }
   if (static_cast<int64_t>(c->query_offsets.size()) != batch + 1) {
     throw_value_error(std::string(f) + ": query_offsets has " +
@@ -283,13 +312,23 @@ void build(const char* f, const AttentionArgs& a, bool plan_only, AttentionCall*
   p.q_head_stride = q.stride(1);
   p.kv.k = c->k.data();
   p.kv.v = c->v.data();
-  p.kv.capacity = capacity;
-  p.kv.k_sequence_stride = c->k.stride(0);
-  p.kv.k_token_stride = c->k.stride(1);
-  p.kv.k_head_stride = c->k.stride(2);
-  p.kv.v_sequence_stride = c->v.stride(0);
-  p.kv.v_token_stride = c->v.stride(1);
-  p.kv.v_head_stride = c->v.stride(2);
+  p.kv.k_token_stride = c->k.stride(slot_dim);
+  p.kv.k_head_stride = c->k.stride(head_dim_index);
+  p.kv.v_token_stride = c->v.stride(slot_dim);
+  p.kv.v_head_stride = c->v.stride(head_dim_index);
+  if (paged) {
+    p.kv.block_table = static_cast<const int32_t*>(c->block_table.data());
+    p.kv.block_table_stride = c->block_table.stride(0);
+    p.kv.max_pages = to_int32(f, "block_table.shape[1]", c->block_table.shape(1));
+    p.kv.page_size = to_int32(f, "page_size", slots);
+    p.kv.num_pages = outer;
+    p.kv.k_page_stride = c->k.stride(0);
+    p.kv.v_page_stride = c->v.stride(0);
+  } else {
+    p.kv.capacity = slots;
+    p.kv.k_sequence_stride = c->k.stride(0);
+    p.kv.v_sequence_stride = c->v.stride(0);
+  }
   if (c->out.present()) {
     p.out = c->out.data();
     p.out_token_stride = c->out.stride(0);
@@ -298,7 +337,8 @@ void build(const char* f, const AttentionArgs& a, bool plan_only, AttentionCall*
     // plan_attention only checks that out is set and overlaps no input: give it an address
     // past every input (never dereferenced).
     uintptr_t end = 0;
-    for (const Array* t : {&c->q, &c->k, &c->v}) {
+    for (const Array* t : {&c->q, &c->k, &c->v, &c->block_table}) {
+      if (!t->present()) continue;
       end = std::max(end, reinterpret_cast<uintptr_t>(t->data()) +
                               static_cast<uintptr_t>(extent_elements(*t)) * element_size(t->element()));
     }
@@ -339,13 +379,14 @@ void bind_attention(nb::module_& m) {
          nb::handle query_offsets, nb::handle kv_lengths, nb::handle causal, nb::handle window,
          nb::handle ring_length, nb::handle ring_offset, nb::handle tree, nb::handle sinks,
          nb::handle softcap, nb::handle scale, nb::handle kernel, uintptr_t stream,
-         bool u16_is_bf16, bool return_plan) -> nb::object {
+         bool u16_is_bf16, bool return_plan, nb::handle block_table,
+         nb::handle kv_layout) -> nb::object {
         const char* f = "attention";
         AttentionCall call;
         build(f,
               AttentionArgs{q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal,
                             window, ring_length, ring_offset, tree, sinks, softcap, scale, kernel,
-                            u16_is_bf16},
+                            u16_is_bf16, block_table, kv_layout},
               false, &call);
         Plan plan;
         if (call.problem.total_tokens() != 0) {
@@ -361,8 +402,10 @@ void bind_attention(nb::module_& m) {
       nb::arg("ring_offset").none(), nb::arg("tree").none(), nb::arg("sinks").none(),
       nb::arg("softcap").none(), nb::arg("scale").none(), nb::arg("kernel").none(),
       nb::arg("stream"), nb::arg("u16_is_bf16"), nb::arg("return_plan"),
+      nb::arg("block_table").none() = nb::none(), nb::arg("kv_layout").none() = nb::none(),
       "Low-level attention (use wideattn.attention): arrays (DLPack producers or capsules) and "
-      "Python scalars as wideattn.attention takes them, tree as None or a 3-tuple, out given. "
+      "Python scalars as wideattn.attention takes them, tree as None or a 3-tuple, out given; "
+      "block_table (None: contiguous caches) and kv_layout ('NHD' or 'HND') for paged pools. "
       "Checks and converts every argument once. Returns None, or with return_plan the plan used "
       "as (kernel, num_splits, query_rows_per_chunk, workspace_bytes, reason).");
 
@@ -371,13 +414,14 @@ void bind_attention(nb::module_& m) {
       [](nb::handle q, nb::handle k_cache, nb::handle v_cache, nb::handle out, nb::handle lse,
          nb::handle query_offsets, nb::handle kv_lengths, nb::handle causal, nb::handle window,
          nb::handle ring_length, nb::handle ring_offset, nb::handle tree, nb::handle sinks,
-         nb::handle softcap, nb::handle scale, nb::handle kernel, bool u16_is_bf16) {
+         nb::handle softcap, nb::handle scale, nb::handle kernel, bool u16_is_bf16,
+         nb::handle block_table, nb::handle kv_layout) {
         const char* f = "plan_attention";
         AttentionCall call;
         build(f,
               AttentionArgs{q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal,
                             window, ring_length, ring_offset, tree, sinks, softcap, scale, kernel,
-                            u16_is_bf16},
+                            u16_is_bf16, block_table, kv_layout},
               true, &call);
         const DeviceInfo& device = context_for(call.device).device();
         Plan plan;
@@ -390,7 +434,8 @@ void bind_attention(nb::module_& m) {
       nb::arg("causal").none(), nb::arg("window").none(), nb::arg("ring_length").none(),
       nb::arg("ring_offset").none(), nb::arg("tree").none(), nb::arg("sinks").none(),
       nb::arg("softcap").none(), nb::arg("scale").none(), nb::arg("kernel").none(),
-      nb::arg("u16_is_bf16"),
+      nb::arg("u16_is_bf16"), nb::arg("block_table").none() = nb::none(),
+      nb::arg("kv_layout").none() = nb::none(),
       "Low-level plan_attention (use wideattn.plan); the arguments of attention without stream.");
 }
 

@@ -47,6 +47,13 @@ class Plan:
     reason: str
 
 
+def _seqused_k(kv_lengths: Any, seqused_k: Any) -> Any:
+    """seqused_k is kv_lengths under the engines' name: one of the two, not both."""
+    if kv_lengths is not None:
+        raise TypeError("attention: give kv_lengths or seqused_k (the same argument), not both")
+    return seqused_k
+
+
 def _check_device(call: fw.Call) -> None:
     if call.device_type not in ("cpu", "cuda"):
         raise ValueError(
@@ -69,7 +76,7 @@ def attention(
     v_cache: ArrayLike,
     *,
     query_offsets: IntSequence,
-    kv_lengths: IntSequence,
+    kv_lengths: Optional[IntSequence] = None,
     out: Optional[ArrayLike] = None,
     lse: Optional[ArrayLike] = None,
     return_lse: bool = False,
@@ -82,8 +89,12 @@ def attention(
     softcap: float = 0.0,
     scale: Optional[float] = None,
     kernel: str = "auto",
+    block_table: Optional[ArrayLike] = None,
+    kv_layout: str = "NHD",
+    seqused_k: Optional[IntSequence] = None,
 ) -> Any:
-    """Attention of new tokens over a contiguous KV cache, on the arrays' own device, without copies.
+    """Attention of new tokens over a contiguous or paged KV cache, on the arrays' own device,
+    without copies.
 
     Shapes (strided views are accepted; the last dimension must be contiguous):
       q        [total_tokens, q_heads, head_dim]       float32, float16 or bfloat16
@@ -96,7 +107,18 @@ def attention(
     query_offsets: host ints [batch + 1], from 0 to total_tokens: sequence b owns q rows
       query_offsets[b]:query_offsets[b+1] (its suffix, the new tokens).
     kv_lengths: host ints [batch]: sequence b's cache rows, suffix included (its new keys and
-      values are already written at rows kv_lengths[b] - suffix_length ...).
+      values are already written at rows kv_lengths[b] - suffix_length ...). seqused_k is the
+      same argument under FlashAttention's / vLLM's name (give one of the two).
+
+    Paged caches (vLLM's block_table): k_cache and v_cache are page pools, two separate strided
+    views (e.g. kv_cache.unbind(0) or kv_cache[:, 0] / kv_cache[:, 1]) of
+      kv_layout "NHD": [num_pages, page_size, kv_heads, head_dim], or
+      kv_layout "HND": [num_pages, kv_heads, page_size, head_dim],
+    and block_table [batch, max_pages] int32 (on the arrays' device) lists each sequence's pages:
+    cache row i of sequence b is row i % page_size of page block_table[b, i // page_size]. The
+    page size (a power of two up to 4096) comes from the pools' shape; entries past a sequence's
+    last page are never read. On the CPU every entry read is checked; on CUDA an index outside
+    the pools reads zeros. Paged prefill runs the unfused pipeline (not prefill_fused).
 
     q_heads must be a multiple of kv_heads (GQA). head_dim: 64, 128, 256 or 512 on CUDA; a
     multiple of 8 up to 512 on the CPU. causal/window/ring_length/ring_offset/tree select the
@@ -117,6 +139,10 @@ def attention(
     ValueError for invalid problems, NotImplementedError for unsupported ones, MemoryError,
     RuntimeError for backend failures.
     """
+    if seqused_k is not None:
+        kv_lengths = _seqused_k(kv_lengths, seqused_k)
+    if block_table is None:
+        kv_layout = None
     if type(q) is _ndarray and q.dtype.kind == "f":  # NumPy float16/32 (bfloat16 is kind "V")
         if out is None:
             out = _empty(q.shape, q.dtype)
@@ -124,12 +150,12 @@ def attention(
             lse = _empty(q.shape[:2], _float32)
         _native_attention(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal,
                           window, ring_length, ring_offset, tree, sinks, softcap, scale, kernel, 0,
-                          False, False)
+                          False, False, block_table, kv_layout)
         return out if lse is None else (out, lse)
     if type(q).__module__.startswith("torch"):
         return torch_ops.call(q, k_cache, v_cache, out, lse, return_lse, query_offsets,
                               kv_lengths, causal, window, ring_length, ring_offset, tree, sinks,
-                              softcap, scale, kernel)
+                              softcap, scale, kernel, block_table, kv_layout)
     want_lse = return_lse or lse is not None
     call = fw.Call(q, "q")
     _check_device(call)
@@ -145,7 +171,7 @@ def attention(
         *inputs, call.export(out, "out"), call.export(lse, "lse"), query_offsets, kv_lengths,
         causal, window, ring_length, ring_offset, _export_tree(call, tree),
         call.export(sinks, "sinks"), softcap, scale, kernel, call.stream(), call.u16_is_bf16,
-        False)
+        False, call.export(block_table, "block_table"), kv_layout)
     if call.needs_sync():
         native.synchronize("cuda", call.device_index, 0)
     out = call.finish(out)
@@ -160,7 +186,7 @@ def plan(
     v_cache: ArrayLike,
     *,
     query_offsets: IntSequence,
-    kv_lengths: IntSequence,
+    kv_lengths: Optional[IntSequence] = None,
     out: Optional[ArrayLike] = None,
     lse: Optional[ArrayLike] = None,
     causal: bool = True,
@@ -172,17 +198,24 @@ def plan(
     softcap: float = 0.0,
     scale: Optional[float] = None,
     kernel: str = "auto",
+    block_table: Optional[ArrayLike] = None,
+    kv_layout: str = "NHD",
+    seqused_k: Optional[IntSequence] = None,
 ) -> Plan:
     """The kernel, KV splits, workspace bytes and reason that `attention` would use for these
-    arguments (same shapes as `attention`) on their device. Pure: reads no array data and
-    allocates nothing (`out` may be omitted)."""
+    arguments (same shapes as `attention`) on their device. Pure: reads no array data (a CPU
+    block table's entries excepted: they are checked) and allocates nothing (`out` may be
+    omitted)."""
+    if seqused_k is not None:
+        kv_lengths = _seqused_k(kv_lengths, seqused_k)
     call = fw.Call(q, "q")
     _check_device(call)
     result = native.plan(
         call.export(q, "q"), call.export(k_cache, "k_cache"), call.export(v_cache, "v_cache"),
         call.export(out, "out"), call.export(lse, "lse"), query_offsets, kv_lengths, causal,
         window, ring_length, ring_offset, _export_tree(call, tree), call.export(sinks, "sinks"),
-        softcap, scale, kernel, call.u16_is_bf16)
+        softcap, scale, kernel, call.u16_is_bf16, call.export(block_table, "block_table"),
+        None if block_table is None else kv_layout)
     return Plan(*result)
 
 

@@ -94,7 +94,8 @@ def _capsule(x: Any) -> Any:
 
 
 def _run(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window, ring_length,
-         ring_offset, tree_start, tree_end, tree_height, sinks, softcap, scale, kernel) -> None:
+         ring_offset, tree_start, tree_end, tree_height, sinks, softcap, scale, kernel,
+         block_table, kv_layout) -> None:
     """The operators' real implementation: the extension call (scale NaN: the default)."""
     tree = None if tree_start is None else (
         _capsule(tree_start), _capsule(tree_end), _capsule(tree_height))
@@ -103,7 +104,7 @@ def _run(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, windo
         _to_dlpack(q), _to_dlpack(k_cache), _to_dlpack(v_cache), _to_dlpack(out), _capsule(lse),
         query_offsets, kv_lengths, causal, window, ring_length, ring_offset, tree,
         _capsule(sinks), softcap, None if math.isnan(scale) else scale, kernel, stream, False,
-        False)
+        False, _capsule(block_table), None if block_table is None else kv_layout)
 
 
 def _register() -> None:
@@ -116,20 +117,20 @@ def _register() -> None:
         ring_length: int, ring_offset: int, tree_start: Optional[torch.Tensor],
         tree_end: Optional[torch.Tensor], tree_height: Optional[torch.Tensor],
         sinks: Optional[torch.Tensor], softcap: float, scale: float, kernel: str,
-        return_lse: bool,
+        return_lse: bool, block_table: Optional[torch.Tensor] = None, kv_layout: str = "NHD",
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         lse_shape = (q.shape[0], q.shape[1]) if return_lse else (0,)
         lse = torch.empty(lse_shape, dtype=torch.float32, device=q.device)
         _run(q, k_cache, v_cache, out, lse if return_lse else None, query_offsets, kv_lengths,
              causal, window, ring_length, ring_offset, tree_start, tree_end, tree_height, sinks,
-             softcap, scale, kernel)
+             softcap, scale, kernel, block_table, kv_layout)
         return out, lse
 
     @attention_op.register_fake
     def _(q, k_cache, v_cache, query_offsets, kv_lengths, causal, window, ring_length,
           ring_offset, tree_start, tree_end, tree_height, sinks, softcap, scale, kernel,
-          return_lse):
+          return_lse, block_table=None, kv_layout="NHD"):
         out = q.new_empty(q.shape)
         lse_shape = (q.shape[0], q.shape[1]) if return_lse else (0,)
         return out, q.new_empty(lse_shape, dtype=torch.float32)
@@ -142,19 +143,22 @@ def _register() -> None:
         causal: bool, window: int, ring_length: int, ring_offset: int,
         tree_start: Optional[torch.Tensor], tree_end: Optional[torch.Tensor],
         tree_height: Optional[torch.Tensor], sinks: Optional[torch.Tensor], softcap: float,
-        scale: float, kernel: str,
+        scale: float, kernel: str, block_table: Optional[torch.Tensor] = None,
+        kv_layout: str = "NHD",
     ) -> None:
         _run(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window,
              ring_length, ring_offset, tree_start, tree_end, tree_height, sinks, softcap, scale,
-             kernel)
+             kernel, block_table, kv_layout)
 
     @attention_out_op.register_fake
     def _(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window, ring_length,
-          ring_offset, tree_start, tree_end, tree_height, sinks, softcap, scale, kernel):
+          ring_offset, tree_start, tree_end, tree_height, sinks, softcap, scale, kernel,
+          block_table=None, kv_layout="NHD"):
         return None
 
 
-def _eager(q: Any, k_cache: Any, v_cache: Any, out: Any, lse: Any, tree: Any, sinks: Any) -> bool:
+def _eager(q: Any, k_cache: Any, v_cache: Any, out: Any, lse: Any, tree: Any, sinks: Any,
+           block_table: Any = None) -> bool:
     """Whether this call may skip the operators (see the module's docstring)."""
     if _is_compiling():
         return False
@@ -170,6 +174,8 @@ def _eager(q: Any, k_cache: Any, v_cache: Any, out: Any, lse: Any, tree: Any, si
     if lse is not None and type(lse) is not T:
         return False
     if sinks is not None and type(sinks) is not T:
+        return False
+    if block_table is not None and type(block_table) is not T:
         return False
     if tree is not None:
         if not isinstance(tree, (tuple, list)) or len(tree) != 3:
@@ -195,7 +201,7 @@ def uses_fast_path(q: Any, k_cache: Any, v_cache: Any, out: Any = None, lse: Any
 
 
 def _fast(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window, ring_length,
-          ring_offset, tree, sinks, softcap, scale, kernel) -> None:
+          ring_offset, tree, sinks, softcap, scale, kernel, block_table, kv_layout) -> None:
     if tree is not None:
         tree = (_to_dlpack(tree[0]), _to_dlpack(tree[1]), _to_dlpack(tree[2]))
     stream = _raw_stream(q.get_device()) if q.is_cuda else 0
@@ -203,27 +209,34 @@ def _fast(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, wind
         _to_dlpack(q), _to_dlpack(k_cache), _to_dlpack(v_cache), _to_dlpack(out),
         None if lse is None else _to_dlpack(lse), query_offsets, kv_lengths, causal, window,
         ring_length, ring_offset, tree, None if sinks is None else _to_dlpack(sinks), softcap,
-        scale, kernel, stream, False, False)
+        scale, kernel, stream, False, False,
+        None if block_table is None else _to_dlpack(block_table), kv_layout)
 
 
 def call(q, k_cache, v_cache, out, lse, return_lse, query_offsets, kv_lengths, causal, window,
-         ring_length, ring_offset, tree, sinks, softcap, scale, kernel) -> Any:
+         ring_length, ring_offset, tree, sinks, softcap, scale, kernel, block_table=None,
+         kv_layout=None) -> Any:
     """wideattn.attention for a PyTorch q (every argument positional, as wideattn.attention
     takes them): the eager fast path, else the operators. Returns out or (out, lse)."""
     if _registered is None:
         available()
-    if _eager(q, k_cache, v_cache, out, lse, tree, sinks):
+    if block_table is None:
+        kv_layout = None
+    elif kv_layout is None:
+        kv_layout = "NHD"
+    if _eager(q, k_cache, v_cache, out, lse, tree, sinks, block_table):
         if out is None:
             out = _empty_like(q, memory_format=_contiguous)
         if lse is None and return_lse:
             lse = _empty((q.shape[0], q.shape[1]), dtype=_float32, device=q.device)
         _fast(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window,
-              ring_length, ring_offset, tree, sinks, softcap, scale, kernel)
+              ring_length, ring_offset, tree, sinks, softcap, scale, kernel, block_table, kv_layout)
         return out if lse is None else (out, lse)
     want_lse = return_lse or lse is not None
     if out is None and lse is None:
         return _op_attention(q, k_cache, v_cache, want_lse, query_offsets, kv_lengths, causal,
-                             window, ring_length, ring_offset, tree, sinks, softcap, scale, kernel)
+                             window, ring_length, ring_offset, tree, sinks, softcap, scale, kernel,
+                             block_table, kv_layout)
     import torch
 
     if out is None:
@@ -231,7 +244,8 @@ def call(q, k_cache, v_cache, out, lse, return_lse, query_offsets, kv_lengths, c
     if want_lse and lse is None:
         lse = torch.empty(q.shape[:2], dtype=torch.float32, device=q.device)
     _op_attention_out(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window,
-                      ring_length, ring_offset, tree, sinks, softcap, scale, kernel)
+                      ring_length, ring_offset, tree, sinks, softcap, scale, kernel, block_table,
+                      kv_layout)
     return (out, lse) if want_lse else out
 
 
@@ -256,26 +270,28 @@ def _op_arguments(query_offsets: Any, kv_lengths: Any, tree: Any, scale: Optiona
 
 
 def _op_attention(q, k_cache, v_cache, return_lse, query_offsets, kv_lengths, causal, window,
-                  ring_length, ring_offset, tree, sinks, softcap, scale, kernel) -> Any:
+                  ring_length, ring_offset, tree, sinks, softcap, scale, kernel, block_table,
+                  kv_layout) -> Any:
     import torch
 
     offsets, lengths, (ts, te, th), scale_value = _op_arguments(query_offsets, kv_lengths, tree, scale)
     out, lse = torch.ops.wideattn.attention(
         q, k_cache, v_cache, offsets, lengths, bool(causal), int(window), int(ring_length),
         int(ring_offset), ts, te, th, sinks, float(softcap), scale_value, str(kernel),
-        bool(return_lse))
+        bool(return_lse), block_table, str(kv_layout or "NHD"))
     return (out, lse) if return_lse else out
 
 
 def _op_attention_out(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window,
-                      ring_length, ring_offset, tree, sinks, softcap, scale, kernel) -> None:
+                      ring_length, ring_offset, tree, sinks, softcap, scale, kernel, block_table,
+                      kv_layout) -> None:
     import torch
 
     offsets, lengths, (ts, te, th), scale_value = _op_arguments(query_offsets, kv_lengths, tree, scale)
     torch.ops.wideattn.attention_out(
         q, k_cache, v_cache, out, lse, offsets, lengths, bool(causal), int(window),
         int(ring_length), int(ring_offset), ts, te, th, sinks, float(softcap), scale_value,
-        str(kernel))
+        str(kernel), block_table, str(kv_layout or "NHD"))
 
 
 def attention(
@@ -295,6 +311,8 @@ def attention(
     softcap: float = 0.0,
     scale: Optional[float] = None,
     kernel: str = "auto",
+    block_table: Optional[Any] = None,
+    kv_layout: str = "NHD",
 ) -> Any:
     """wideattn.attention for PyTorch tensors (same arguments and shapes): the eager fast path
     when it applies, else torch.ops.wideattn.attention; returns out, or (out, lse) with
@@ -302,7 +320,8 @@ def attention(
     if not available():
         raise ImportError("wideattn.torch_ops needs PyTorch")
     return call(q, k_cache, v_cache, None, None, return_lse, query_offsets, kv_lengths, causal,
-                window, ring_length, ring_offset, tree, sinks, softcap, scale, kernel)
+                window, ring_length, ring_offset, tree, sinks, softcap, scale, kernel, block_table,
+                kv_layout)
 
 
 def attention_out(
@@ -323,6 +342,8 @@ def attention_out(
     softcap: float = 0.0,
     scale: Optional[float] = None,
     kernel: str = "auto",
+    block_table: Optional[Any] = None,
+    kv_layout: str = "NHD",
 ) -> None:
     """Writes attention into `out` [total_tokens, q_heads, head_dim] (and `lse`
     [total_tokens, q_heads] float32 when given): the eager fast path when it applies, else
@@ -332,4 +353,4 @@ def attention_out(
     if out is None:
         raise TypeError("attention_out: out is required")
     call(q, k_cache, v_cache, out, lse, False, query_offsets, kv_lengths, causal, window,
-         ring_length, ring_offset, tree, sinks, softcap, scale, kernel)
+         ring_length, ring_offset, tree, sinks, softcap, scale, kernel, block_table, kv_layout)

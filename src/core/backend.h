@@ -22,6 +22,17 @@ struct MaskedSoftmaxArguments {
   float softcap = 0.0f;
 };
 
+// The prefill pipeline's read of a paged cache: rows [first_row, first_row + rows) of sequence
+// `sequence`, KV head `head` of K and V, read through the block table into dense
+// [rows, head_dim] buffers of the problem's dtype.
+struct GatherKvArguments {
+  const AttentionProblem* problem = nullptr;
+  int32_t sequence = 0, head = 0;
+  int64_t first_row = 0, rows = 0;
+  void* k = nullptr;
+  void* v = nullptr;
+};
+
 class BackendImpl {
  public:
   virtual ~BackendImpl() = default;
@@ -77,6 +88,9 @@ class BackendImpl {
   // would reach the rows it is hidden from. Finite elements are left as they are (bit for bit),
   // so a result without inf or NaN costs one read of D.
   virtual void recompute_nonfinite_products(const MatmulArguments& pv) = 0;
+
+  // Default: unsupported (a backend without it cannot run the prefill pipeline on pages).
+  virtual void gather_kv_rows(const GatherKvArguments& args);
 
   // single_pass (plan.num_splits == 1) and two_pass (split-KV plus merge).
   virtual void decode(const AttentionProblem& problem, const Plan& plan) = 0;

@@ -31,6 +31,8 @@ std::string fused_prefill_unsupported(const AttentionProblem& p, const DeviceInf
     why << "needs a CUDA device";
   } else if (device.compute_capability != 90) {
     why << "built for sm_90a (Hopper); the device is sm_" << device.compute_capability;
+  } else if (p.kv.paged()) {
+    why << "paged KV cache: not served by the fused kernels yet";
   } else if (p.dtype == DType::f32) {
     why << "needs f16 or bf16 storage (f32 given)";
   } else if (!config) {
@@ -101,6 +103,10 @@ namespace wideattn::detail {
 
 void BackendImpl::prefill_fused(const AttentionProblem&, const Plan&) {
   throw_error(StatusCode::unsupported, "attention: this backend has no fused prefill kernel");
+}
+
+void BackendImpl::gather_kv_rows(const GatherKvArguments&) {
+  throw_error(StatusCode::unsupported, "attention: this backend cannot gather paged KV rows");
 }
 
 }  // namespace wideattn::detail

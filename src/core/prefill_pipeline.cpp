@@ -10,6 +10,17 @@
 
 namespace wideattn::detail {
 
+namespace {
+
+// A matmul operand's view of one KV head's rows: row i at base + offset + i * row_stride.
+struct KvOperand {
+  const void* base;
+  int64_t offset;
+  int64_t row_stride;
+};
+
+}  // namespace
+
 void run_prefill_pipeline(BackendImpl& backend, const AttentionProblem& p, const Plan& plan) {
   const ProblemExtents e = problem_extents(p);
   const DType pdtype = probability_dtype(backend.device().backend, p.dtype);
@@ -34,17 +45,37 @@ void run_prefill_pipeline(BackendImpl& backend, const AttentionProblem& p, const
   for (int32_t b = 0; b < p.batch; ++b) {
     const SequenceMask mask = sequence_mask(p, b);
     const int64_t suffix = mask.suffix_length;
+    if (suffix == 0) continue;
     const int64_t first_row = p.query_offsets[b];
-    const char* k_seq = static_cast<const char*>(p.kv.k) + b * p.kv.k_sequence_stride * es;
-    const char* v_seq = static_cast<const char*>(p.kv.v) + b * p.kv.v_sequence_stride * es;
-    for (int64_t t0 = 0; t0 < suffix; t0 += ws.chunk_rows) {
-      const int64_t rows = std::min(ws.chunk_rows, suffix - t0);
-      const KeyRange keys = visible_key_range(mask, t0, t0 + rows);
-      const int64_t cols = keys.last - keys.first;
-      // Rows that see no key at all (e.g. a window past every key) still need zeros and LSE.
-      const int64_t ld = prefill_row_stride(cols);
-      for (int32_t g = 0; g < p.kv_heads; ++g) {
-        const int32_t first_head = g * gqa;
+    for (int32_t g = 0; g < p.kv_heads; ++g) {
+      const int32_t first_head = g * gqa;
+      // Where the matmuls read K and V rows: in place (contiguous), or, for a paged cache, the
+      // keys any of the sequence's queries sees gathered once per KV head into dense rows, so
+      // the GEMMs keep one leading dimension (the gather is one more read and write of those
+      // rows; the GEMMs read them once per chunk).
+      KvOperand k_rows{p.kv.k, g * p.kv.k_head_stride + b * p.kv.k_sequence_stride, p.kv.k_token_stride};
+      KvOperand v_rows{p.kv.v, g * p.kv.v_head_stride + b * p.kv.v_sequence_stride, p.kv.v_token_stride};
+      if (p.kv.paged()) {
+        const KeyRange all = visible_key_range(mask, 0, suffix);
+        GatherKvArguments gather;
+        gather.problem = &p;
+        gather.sequence = b;
+        gather.head = g;
+        gather.first_row = all.first;
+        gather.rows = all.last - all.first;
+        gather.k = base + ws.k_rows;
+        gather.v = base + ws.v_rows;
+        if (gather.rows > 0) backend.gather_kv_rows(gather);
+        // Row i of the sequence is gathered row i - all.first.
+        k_rows = KvOperand{gather.k, -all.first * d, d};
+        v_rows = KvOperand{gather.v, -all.first * d, d};
+      }
+      for (int64_t t0 = 0; t0 < suffix; t0 += ws.chunk_rows) {
+        const int64_t rows = std::min(ws.chunk_rows, suffix - t0);
+        const KeyRange keys = visible_key_range(mask, t0, t0 + rows);
+        const int64_t cols = keys.last - keys.first;
+        // Rows that see no key at all (e.g. a window past every key) still need zeros and LSE.
+        const int64_t ld = prefill_row_stride(cols);
         if (cols > 0) {
           MatmulArguments qk;
           qk.a_dtype = p.dtype;
@@ -54,9 +85,9 @@ void run_prefill_pipeline(BackendImpl& backend, const AttentionProblem& p, const
           qk.a_offset = (first_row + t0) * p.q_token_stride + first_head * p.q_head_stride;
           qk.a_leading_dimension = p.q_token_stride;
           qk.a_batch_stride = p.q_head_stride;
-          qk.b = k_seq;
-          qk.b_offset = keys.first * p.kv.k_token_stride + g * p.kv.k_head_stride;
-          qk.b_leading_dimension = p.kv.k_token_stride;
+          qk.b = k_rows.base;
+          qk.b_offset = k_rows.offset + keys.first * k_rows.row_stride;
+          qk.b_leading_dimension = k_rows.row_stride;
           qk.b_transpose = true;
           qk.b_batch_stride = 0;
           qk.d = scores;
@@ -106,9 +137,9 @@ void run_prefill_pipeline(BackendImpl& backend, const AttentionProblem& p, const
           pv.a = probabilities;
           pv.a_leading_dimension = ld;
           pv.a_batch_stride = rows * ld;
-          pv.b = v_seq;
-          pv.b_offset = keys.first * p.kv.v_token_stride + g * p.kv.v_head_stride;
-          pv.b_leading_dimension = p.kv.v_token_stride;
+          pv.b = v_rows.base;
+          pv.b_offset = v_rows.offset + keys.first * v_rows.row_stride;
+          pv.b_leading_dimension = v_rows.row_stride;
           pv.b_transpose = false;
           pv.b_batch_stride = 0;
           pv.d = values;

@@ -134,6 +134,53 @@ void validate_head_dim(const char* function, int32_t head_dim, Backend backend) 
   }
 }
 
+// The paged cache's own fields, and each sequence's block-table row: long enough for its
+// kv_length and, where the host can read the table (the CPU backend), every entry it will read
+// is a page of the pools.
+void validate_paged_kv(const char* f, const AttentionProblem& p, Backend backend) {
+  const KvCache& kv = p.kv;
+  if (kv.capacity != 0) {
+    throw_invalid(f, "kv.capacity", kv.capacity,
+                  "0 for a paged cache (kv.max_pages * kv.page_size bounds each sequence)");
+  }
+  if (kv.page_size < 1 || kv.page_size > kMaxPageSize || (kv.page_size & (kv.page_size - 1)) != 0) {
+    throw_invalid(f, "kv.page_size", kv.page_size,
+                  "a power of two in [1, " + std::to_string(kMaxPageSize) +
+                      "] (e.g. 1, 16, 32, 64, 128, 256)");
+  }
+  if (kv.max_pages < 1) throw_invalid(f, "kv.max_pages", kv.max_pages, ">= 1");
+  if (kv.num_pages < 1) throw_invalid(f, "kv.num_pages", kv.num_pages, ">= 1");
+  if (p.batch > 1 && kv.block_table_stride < kv.max_pages) {
+    throw_invalid(f, "kv.block_table_stride", kv.block_table_stride,
+                  ">= kv.max_pages = " + std::to_string(kv.max_pages) +
+                      " (one row of page indices per sequence)");
+  }
+  checked_mul_add(f, "kv.block_table", p.batch - 1, kv.block_table_stride, kv.max_pages);
+  require_positive_stride(f, "kv.k_page_stride", kv.k_page_stride, kv.num_pages > 1 ? 1 : 0);
+  require_positive_stride(f, "kv.v_page_stride", kv.v_page_stride, kv.num_pages > 1 ? 1 : 0);
+  const bool table_on_host = backend == Backend::cpu;
+  for (int32_t b = 0; b < p.batch; ++b) {
+    const int64_t length = p.kv_lengths[b];
+    const int64_t needed = (length + kv.page_size - 1) / kv.page_size;
+    if (needed > kv.max_pages) {
+      throw_invalid(f, "kv.max_pages", kv.max_pages,
+                    ">= " + std::to_string(needed) + " pages for kv_lengths[" + std::to_string(b) +
+                        "] = " + std::to_string(length) + " at kv.page_size = " +
+                        std::to_string(kv.page_size) + " (the block table is shorter than sequence " +
+                        std::to_string(b) + " needs)");
+    }
+    if (!table_on_host) continue;
+    for (int64_t j = 0; j < needed; ++j) {
+      const int32_t page = kv.block_table[b * kv.block_table_stride + j];
+      if (page < 0 || page >= kv.num_pages) {
+        throw_invalid(f, "kv.block_table[" + std::to_string(b) + "][" + std::to_string(j) + "]", page,
+                      "a page index in [0, kv.num_pages = " + std::to_string(kv.num_pages) +
+                          ") (sequence " + std::to_string(b) + " reads it)");
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void validate_problem(const char* f, const AttentionProblem& p, Backend backend) {
@@ -157,7 +204,7 @@ void validate_problem(const char* f, const AttentionProblem& p, Backend backend)
   if (!p.kv.v) throw_invalid(f, "kv.v", "null", "a device pointer");
   if (!p.out) throw_invalid(f, "out", "null", "a device pointer");
   if (p.query_offsets[0] != 0) throw_invalid(f, "query_offsets[0]", p.query_offsets[0], "0");
-  if (p.kv.capacity < 1) throw_invalid(f, "kv.capacity", p.kv.capacity, ">= 1");
+  if (!p.kv.paged() && p.kv.capacity < 1) throw_invalid(f, "kv.capacity", p.kv.capacity, ">= 1");
 
   int64_t max_suffix = 0;
   for (int32_t b = 0; b < p.batch; ++b) {
@@ -174,7 +221,7 @@ void validate_problem(const char* f, const AttentionProblem& p, Backend backend)
                     ">= the sequence's suffix length " + std::to_string(suffix) +
                         " (the suffix's keys are in the cache)");
     }
-    if (p.kv_lengths[b] > p.kv.capacity) {
+    if (!p.kv.paged() && p.kv_lengths[b] > p.kv.capacity) {
       throw_invalid(f, "kv_lengths" + idx, p.kv_lengths[b],
                     "<= kv.capacity = " + std::to_string(p.kv.capacity));
     }
@@ -188,6 +235,7 @@ void validate_problem(const char* f, const AttentionProblem& p, Backend backend)
     }
     if (suffix > max_suffix) max_suffix = suffix;
   }
+  if (p.kv.paged()) validate_paged_kv(f, p, backend);
   const int64_t tokens = p.total_tokens();
   validate_mask_spec(f, "mask.", p.mask);
   if (!(std::isnan(p.scale) || (std::isfinite(p.scale) && p.scale > 0))) {
@@ -202,12 +250,20 @@ void validate_problem(const char* f, const AttentionProblem& p, Backend backend)
   require_positive_stride(f, "q_token_stride", p.q_token_stride, tokens > 1 ? 1 : 0);
   require_positive_stride(f, "out_head_stride", p.out_head_stride, p.q_heads > 1 ? d : 0);
   require_positive_stride(f, "out_token_stride", p.out_token_stride, tokens > 1 ? d : 0);
-  require_positive_stride(f, "kv.k_token_stride", p.kv.k_token_stride, p.kv.capacity > 1 ? 1 : 0);
-  require_positive_stride(f, "kv.v_token_stride", p.kv.v_token_stride, p.kv.capacity > 1 ? 1 : 0);
+  // Paged: the pools' dims are (page, slot in page); contiguous: (sequence, slot).
+  const bool paged = p.kv.paged();
+  const int64_t slots = paged ? p.kv.page_size : p.kv.capacity;
+  const int64_t outer = paged ? p.kv.num_pages : p.batch;
+  const int64_t k_outer_stride = paged ? p.kv.k_page_stride : p.kv.k_sequence_stride;
+  const int64_t v_outer_stride = paged ? p.kv.v_page_stride : p.kv.v_sequence_stride;
+  require_positive_stride(f, "kv.k_token_stride", p.kv.k_token_stride, slots > 1 ? 1 : 0);
+  require_positive_stride(f, "kv.v_token_stride", p.kv.v_token_stride, slots > 1 ? 1 : 0);
   require_positive_stride(f, "kv.k_head_stride", p.kv.k_head_stride, p.kv_heads > 1 ? 1 : 0);
   require_positive_stride(f, "kv.v_head_stride", p.kv.v_head_stride, p.kv_heads > 1 ? 1 : 0);
-  require_positive_stride(f, "kv.k_sequence_stride", p.kv.k_sequence_stride, p.batch > 1 ? 1 : 0);
-  require_positive_stride(f, "kv.v_sequence_stride", p.kv.v_sequence_stride, p.batch > 1 ? 1 : 0);
+  if (!paged) {
+    require_positive_stride(f, "kv.k_sequence_stride", p.kv.k_sequence_stride, p.batch > 1 ? 1 : 0);
+    require_positive_stride(f, "kv.v_sequence_stride", p.kv.v_sequence_stride, p.batch > 1 ? 1 : 0);
+  }
   if (p.lse) {
     require_positive_stride(f, "lse_head_stride", p.lse_head_stride, p.q_heads > 1 ? 1 : 0);
     require_positive_stride(f, "lse_token_stride", p.lse_token_stride, tokens > 1 ? 1 : 0);
@@ -215,9 +271,9 @@ void validate_problem(const char* f, const AttentionProblem& p, Backend backend)
 
   const Dim q_dims[] = {{tokens, p.q_token_stride}, {p.q_heads, p.q_head_stride}, {d, 1}};
   const Dim o_dims[] = {{tokens, p.out_token_stride}, {p.q_heads, p.out_head_stride}, {d, 1}};
-  const Dim k_dims[] = {{p.batch, p.kv.k_sequence_stride}, {p.kv.capacity, p.kv.k_token_stride},
+  const Dim k_dims[] = {{outer, k_outer_stride}, {slots, p.kv.k_token_stride},
                         {p.kv_heads, p.kv.k_head_stride}, {d, 1}};
-  const Dim v_dims[] = {{p.batch, p.kv.v_sequence_stride}, {p.kv.capacity, p.kv.v_token_stride},
+  const Dim v_dims[] = {{outer, v_outer_stride}, {slots, p.kv.v_token_stride},
                         {p.kv_heads, p.kv.v_head_stride}, {d, 1}};
   const std::size_t es = dtype_size(p.dtype);
   const int64_t q_extent = extent(f, "q", q_dims);
@@ -234,6 +290,10 @@ void validate_problem(const char* f, const AttentionProblem& p, Backend backend)
   require_disjoint(f, out, range_of("q", p.q, q_extent, es));
   require_disjoint(f, out, range_of("kv.k", p.kv.k, k_extent, es));
   require_disjoint(f, out, range_of("kv.v", p.kv.v, v_extent, es));
+  const int64_t table_extent =
+      paged ? checked_mul_add(f, "kv.block_table", p.batch - 1, p.kv.block_table_stride, p.kv.max_pages) : 0;
+  const ByteRange table = range_of("kv.block_table", p.kv.block_table, table_extent, sizeof(int32_t));
+  require_disjoint(f, out, table);
   if (p.lse) {
     const Dim l_dims[] = {{tokens, p.lse_token_stride}, {p.q_heads, p.lse_head_stride}};
     const char* const l_names[] = {"lse_token_stride", "lse_head_stride"};
@@ -242,6 +302,7 @@ void validate_problem(const char* f, const AttentionProblem& p, Backend backend)
     require_disjoint(f, lse, range_of("q", p.q, q_extent, es));
     require_disjoint(f, lse, range_of("kv.k", p.kv.k, k_extent, es));
     require_disjoint(f, lse, range_of("kv.v", p.kv.v, v_extent, es));
+    require_disjoint(f, lse, table);
     require_disjoint(f, lse, out);
   }
   (void)max_suffix;

@@ -53,9 +53,11 @@ inline int64_t prefill_row_stride(int64_t cols) {
 //   probabilities [gqa, chunk_rows, key_capacity] of the backend's probability dtype, or none
 //                 when that is f32 (softmax runs in place)
 //   values        [gqa, chunk_rows, head_dim] f32, the P V result before scatter_values
+//   k_rows,       paged caches only: one sequence's visible K and V rows of one KV head,
+//   v_rows        gathered from the pages, [key_capacity, head_dim] each in the model dtype
 struct PrefillWorkspace {
   int64_t chunk_rows = 0, key_capacity = 0;
-  std::size_t scores = 0, probabilities = 0, values = 0, bytes = 0;
+  std::size_t scores = 0, probabilities = 0, values = 0, k_rows = 0, v_rows = 0, bytes = 0;
   bool separate_probabilities = false;
 };
 
@@ -75,6 +77,13 @@ inline PrefillWorkspace prefill_workspace_layout(const AttentionProblem& p, int6
   if (w.separate_probabilities) at += align_up(cells * probability_size);
   w.values = at;
   at += align_up(gqa * chunk_rows * p.head_dim * sizeof(float));
+  if (p.kv.paged()) {
+    const std::size_t rows_bytes = static_cast<std::size_t>(key_capacity) * p.head_dim * dtype_size(p.dtype);
+    w.k_rows = at;
+    at += align_up(rows_bytes);
+    w.v_rows = at;
+    at += align_up(rows_bytes);
+  }
   w.bytes = at;
   return w;
 }

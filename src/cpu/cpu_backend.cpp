@@ -48,6 +48,7 @@ class CpuBackend final : public BackendImpl {
   void recompute_nonfinite_products(const MatmulArguments& pv) override {
     cpu::recompute_nonfinite_products(pv);
   }
+  void gather_kv_rows(const GatherKvArguments& args) override { cpu::gather_kv_rows(args); }
 
   void decode(const AttentionProblem& problem, const Plan& plan) override {
     const std::size_t bytes = decode_workspace_layout(problem, std::max(1, plan.num_splits)).bytes;

@@ -17,6 +17,7 @@ void softmax(const SoftmaxArguments& args);                           // softmax
 void scatter_scores(const ScatterScoresArguments& args);              // scatter.cpp
 void scatter_values(const ScatterValuesArguments& args);              // scatter.cpp
 void recompute_nonfinite_products(const MatmulArguments& pv);         // nonfinite_products.cpp
+void gather_kv_rows(const GatherKvArguments& args);                   // gather_kv.cpp
 
 // single_pass / two_pass decode (decode.cpp). `workspace` holds decode_workspace_layout bytes.
 void decode(const AttentionProblem& problem, const Plan& plan, void* workspace,

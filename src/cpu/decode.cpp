@@ -18,6 +18,7 @@
 #include "cpu/convert_rows.h"
 #include "cpu/cpu_components.h"
 #include "cpu/decode_tiles.h"
+#include "cpu/kv_rows.h"
 #include "cpu/vector_math.h"
 #include "cpu/visible_interval.h"
 
@@ -116,45 +117,55 @@ struct Item {
   int32_t gqa;
   int64_t suffix;
   int64_t key_first, key_last;  // this split's keys
-  const char* k;                // K row 0 of this sequence and KV head
-  const char* v;
   Path path;
 };
 
+// The K and V rows of one key block. Strided: rows one stride apart, the next block kKeyBlock
+// rows on (every block of a contiguous cache; a paged block that, with the next, stays in one
+// page). Listed: a pointer per row, padded to kKeyBlock with the last row, and the next block's.
+struct StridedBlock {
+  const char* k;
+  const char* v;
+  int64_t k_stride, v_stride;  // bytes
+  bool prefetch;               // a next block follows
+};
+struct ListedBlock {
+  const char* k[kKeyBlock];
+  const char* v[kKeyBlock];
+  const char* next_k[kKeyBlock];
+  const char* next_v[kKeyBlock];
+  bool prefetch;
+};
+
 #if WIDEATTN_CPU_AVX512
-template <class P>
-void qk_block(const void* q, int64_t q_stride, int64_t rows, const char* k_base,
-              int64_t k_stride_bytes, int64_t n, int64_t d, float* scores, bool prefetch) {
-  // The first row tile prefetches the next block's keys.
-  const int64_t ahead = prefetch ? kKeyBlock * k_stride_bytes : 0;
+// The tile loops of one block, for either row layout: `keys(c0, count, kp)` fills the tile's key
+// pointers and `ahead(c0)` says what the first row tile prefetches (`none` for the others).
+template <class P, class Keys, class AheadOf, class Ahead>
+[[gnu::always_inline]] inline void qk_rows(const void* q, int64_t q_stride, int64_t rows, int64_t n,
+                                           int64_t d, float* scores, const Keys& keys,
+                                           const AheadOf& ahead, const Ahead& none) {
   using T = typename P::T;
   using Q = typename P::Q;
   const T* kp[16];
-  auto keys = [&](int64_t c0, int count) {
-    for (int kk = 0; kk < count; ++kk) {
-      const int64_t c = std::min(c0 + kk, n - 1);  // pad the tail with the last key
-      kp[kk] = reinterpret_cast<const T*>(k_base + c * k_stride_bytes);
-    }
-  };
   const Q* qr = static_cast<const Q*>(q);
   int64_t r = 0;
   for (; r + 4 <= rows; r += 4) {
     for (int64_t c = 0; c < n; c += 4) {
-      keys(c, 4);
-      tiles::qk_tile<P, 4, 4>(qr + r * q_stride, q_stride, kp, d, scores + r * kKeyBlock + c, kKeyBlock, r == 0 ? ahead : 0);
+      keys(c, 4, kp);
+      tiles::qk_tile<P, 4, 4>(qr + r * q_stride, q_stride, kp, d, scores + r * kKeyBlock + c, kKeyBlock, r == 0 ? ahead(c) : none);
     }
   }
   if (r + 2 <= rows) {
     for (int64_t c = 0; c < n; c += 8) {
-      keys(c, 8);
-      tiles::qk_tile<P, 2, 8>(qr + r * q_stride, q_stride, kp, d, scores + r * kKeyBlock + c, kKeyBlock, r == 0 ? ahead : 0);
+      keys(c, 8, kp);
+      tiles::qk_tile<P, 2, 8>(qr + r * q_stride, q_stride, kp, d, scores + r * kKeyBlock + c, kKeyBlock, r == 0 ? ahead(c) : none);
     }
     r += 2;
   }
   if (r < rows) {
     for (int64_t c = 0; c < n; c += 16) {
-      keys(c, 16);
-      tiles::qk_tile<P, 1, 16>(qr + r * q_stride, q_stride, kp, d, scores + r * kKeyBlock + c, kKeyBlock, r == 0 ? ahead : 0);
+      keys(c, 16, kp);
+      tiles::qk_tile<P, 1, 16>(qr + r * q_stride, q_stride, kp, d, scores + r * kKeyBlock + c, kKeyBlock, r == 0 ? ahead(c) : none);
     }
   }
 }
@@ -171,41 +182,101 @@ bool has_zero_probability(const float* probs, int64_t rows, int64_t n) {
 
 // One tile of RT rows; keys of probability 0 are skipped where the tile has any (hidden keys:
 // inf or NaN in their V rows must not reach the rows they are hidden from).
-template <class P, int RT>
-void pv_rows(const float* probs, const typename P::T* v, int64_t v_stride_elems, int64_t n,
-             const float* alpha, float* acc, int64_t d, int64_t ahead) {
+template <class P, int RT, class Rows>
+[[gnu::always_inline]] inline void pv_tile_skipping_zeros(const float* probs, int64_t p_stride, const Rows& v,
+                                                          int64_t n, const float* alpha, float* acc,
+                                                          int64_t acc_stride, int64_t d) {
   if (has_zero_probability(probs, RT, n)) {
-    tiles::pv_tile<P, RT, true>(probs, kKeyBlock, v, v_stride_elems, n, alpha, acc, d, d, ahead);
+    tiles::pv_tile<P, RT, true>(probs, p_stride, v, n, alpha, acc, acc_stride, d);
   } else {
-    tiles::pv_tile<P, RT, false>(probs, kKeyBlock, v, v_stride_elems, n, alpha, acc, d, d, ahead);
+    tiles::pv_tile<P, RT, false>(probs, p_stride, v, n, alpha, acc, acc_stride, d);
   }
 }
 
 template <class P>
-void pv_block(const float* probs, int64_t rows, const char* v_base, int64_t v_stride_elems,
-              int64_t n, const float* alpha, float* acc, int64_t d, bool prefetch) {
-  const int64_t ahead =
-      prefetch ? kKeyBlock * v_stride_elems * static_cast<int64_t>(sizeof(typename P::T)) : 0;
-  const auto* v = reinterpret_cast<const typename P::T*>(v_base);
+void qk_block(const void* q, int64_t q_stride, int64_t rows, const StridedBlock& b, int64_t n,
+              int64_t d, float* scores) {
+  using T = typename P::T;
+  const tiles::AheadBy ahead{b.prefetch ? kKeyBlock * b.k_stride : 0}, none{0};
+  auto keys = [&](int64_t c0, int count, const T** kp) {
+    for (int kk = 0; kk < count; ++kk) {
+      const int64_t c = std::min(c0 + kk, n - 1);  // pad the tail with the last key
+      kp[kk] = reinterpret_cast<const T*>(b.k + c * b.k_stride);
+    }
+  };
+  qk_rows<P>(q, q_stride, rows, n, d, scores, keys, [&](int64_t) { return ahead; }, none);
+}
+
+// Out of line: blocks that cross pages keep the strided blocks' code as it was.
+template <class P>
+[[gnu::noinline]] void qk_block(const void* q, int64_t q_stride, int64_t rows, const ListedBlock& b,
+                                int64_t n, int64_t d, float* scores) {
+  using T = typename P::T;
+  const auto* rows_k = reinterpret_cast<const T* const*>(b.k);
+  const auto* next_k = reinterpret_cast<const T* const*>(b.next_k);
+  auto keys = [&](int64_t c0, int count, const T** kp) {
+    for (int kk = 0; kk < count; ++kk) kp[kk] = rows_k[c0 + kk];  // padded past n
+  };
+  auto ahead = [&](int64_t c0) { return tiles::AheadList<T>{b.prefetch ? next_k + c0 : nullptr}; };
+  qk_rows<P>(q, q_stride, rows, n, d, scores, keys, ahead, tiles::AheadList<T>{nullptr});
+}
+
+template <class P, class Rows>
+[[gnu::always_inline]] inline void pv_rows(const float* probs, int64_t rows, const Rows& v,
+                                           const Rows& v_no_prefetch, int64_t n,
+                                           const float* alpha, float* acc, int64_t d) {
   int64_t r = 0;
   for (; r + 4 <= rows; r += 4)
-    pv_rows<P, 4>(probs + r * kKeyBlock, v, v_stride_elems, n, alpha + r, acc + r * d, d, r == 0 ? ahead : 0);
+    pv_tile_skipping_zeros<P, 4>(probs + r * kKeyBlock, kKeyBlock, r == 0 ? v : v_no_prefetch, n, alpha + r, acc + r * d, d, d);
   const float* pr = probs + r * kKeyBlock;
+  const Rows& vr = r == 0 ? v : v_no_prefetch;
   switch (rows - r) {
-    case 3: pv_rows<P, 3>(pr, v, v_stride_elems, n, alpha + r, acc + r * d, d, r == 0 ? ahead : 0); break;
-    case 2: pv_rows<P, 2>(pr, v, v_stride_elems, n, alpha + r, acc + r * d, d, r == 0 ? ahead : 0); break;
-    case 1: pv_rows<P, 1>(pr, v, v_stride_elems, n, alpha + r, acc + r * d, d, r == 0 ? ahead : 0); break;
+    case 3: pv_tile_skipping_zeros<P, 3>(pr, kKeyBlock, vr, n, alpha + r, acc + r * d, d, d); break;
+    case 2: pv_tile_skipping_zeros<P, 2>(pr, kKeyBlock, vr, n, alpha + r, acc + r * d, d, d); break;
+    case 1: pv_tile_skipping_zeros<P, 1>(pr, kKeyBlock, vr, n, alpha + r, acc + r * d, d, d); break;
     default: break;
   }
 }
+
+template <class P>
+void pv_block(const float* probs, int64_t rows, const StridedBlock& b, int64_t n,
+              const float* alpha, float* acc, int64_t d) {
+  using T = typename P::T;
+  const auto* v = reinterpret_cast<const T*>(b.v);
+  const int64_t stride = b.v_stride / static_cast<int64_t>(sizeof(T));
+  const tiles::StridedRows<T> ahead{v, stride, {b.prefetch ? kKeyBlock * b.v_stride : 0}};
+  const tiles::StridedRows<T> none{v, stride, {0}};
+  pv_rows<P>(probs, rows, ahead, none, n, alpha, acc, d);
+}
+
+template <class P>
+[[gnu::noinline]] void pv_block(const float* probs, int64_t rows, const ListedBlock& b, int64_t n,
+                                const float* alpha, float* acc, int64_t d) {
+  using T = typename P::T;
+  const auto* v = reinterpret_cast<const T* const*>(b.v);
+  const auto* next = reinterpret_cast<const T* const*>(b.next_v);
+  const tiles::ListedRows<T> ahead{v, {b.prefetch ? next : nullptr}}, none{v, {nullptr}};
+  pv_rows<P>(probs, rows, ahead, none, n, alpha, acc, d);
+}
 #endif
 
+// Row c of a block's K and V, for the portable loops.
+inline auto block_key_row(const StridedBlock& b) {
+  return [&b](int64_t c) { return b.k + c * b.k_stride; };
+}
+inline auto block_value_row(const StridedBlock& b) {
+  return [&b](int64_t c) { return b.v + c * b.v_stride; };
+}
+inline auto block_key_row(const ListedBlock& b) { return [&b](int64_t c) { return b.k[c]; }; }
+inline auto block_value_row(const ListedBlock& b) { return [&b](int64_t c) { return b.v[c]; }; }
+
 // Portable fallback: convert each key row to f32 and use plain loops.
-void qk_block_scalar(const float* q, int64_t q_stride, int64_t rows, const char* k_base,
-                     int64_t k_stride_bytes, DType dtype, int64_t n, int64_t d, float* scores,
-                     float* row) {
+// (key_row(c), value_row(c): the address of the block's row c.)
+template <class KeyRow>
+void qk_block_scalar(const float* q, int64_t q_stride, int64_t rows, const KeyRow& key_row,
+                     DType dtype, int64_t n, int64_t d, float* scores, float* row) {
   for (int64_t c = 0; c < n; ++c) {
-    convert_to_f32(k_base + c * k_stride_bytes, dtype, row, d);
+    convert_to_f32(key_row(c), dtype, row, d);
     for (int64_t r = 0; r < rows; ++r) {
       float s = 0.0f;
       for (int64_t i = 0; i < d; ++i) s += q[r * q_stride + i] * row[i];
@@ -214,11 +285,12 @@ void qk_block_scalar(const float* q, int64_t q_stride, int64_t rows, const char*
   }
 }
 
-void pv_block_scalar(const float* probs, int64_t rows, const char* v_base, int64_t v_stride_bytes,
-                     DType dtype, int64_t n, const float* alpha, float* acc, int64_t d, float* row) {
+template <class ValueRow>
+void pv_block_scalar(const float* probs, int64_t rows, const ValueRow& value_row, DType dtype,
+                     int64_t n, const float* alpha, float* acc, int64_t d, float* row) {
   for (int64_t r = 0; r < rows; ++r) scale_row(acc + r * d, d, alpha[r]);
   for (int64_t c = 0; c < n; ++c) {
-    convert_to_f32(v_base + c * v_stride_bytes, dtype, row, d);
+    convert_to_f32(value_row(c), dtype, row, d);
     for (int64_t r = 0; r < rows; ++r) {
       const float pc = probs[r * kKeyBlock + c];
       if (pc == 0.0f) continue;  // hidden key: inf/NaN in its V row must not reach this row
@@ -229,7 +301,7 @@ void pv_block_scalar(const float* probs, int64_t rows, const char* v_base, int64
 
 // Runs one item's keys; leaves per row (token t, head j: row t * gqa + j) the running max,
 // sum and unnormalised output in the scratch.
-void run_item(const Item& it, const ThreadScratch& s, const ScratchLayout& sz) {
+void run_item(const Item& it, const KvRows& kv, const ThreadScratch& s, const ScratchLayout& sz) {
   const AttentionProblem& p = *it.p;
   const int64_t d = p.head_dim;
   const int64_t rows = it.suffix * it.gqa;
@@ -265,29 +337,57 @@ void run_item(const Item& it, const ThreadScratch& s, const ScratchLayout& sz) {
     intervals = visible_interval(it.mask, t, &s.intervals[t]);
   }
 
-  const int64_t k_stride = p.kv.k_token_stride * static_cast<int64_t>(es);
-  const int64_t v_stride = p.kv.v_token_stride * static_cast<int64_t>(es);
-
-  for (int64_t i0 = it.key_first; i0 < it.key_last; i0 += kKeyBlock) {
-    const int64_t n = std::min(kKeyBlock, it.key_last - i0);
-    const char* kb = it.k + i0 * k_stride;
-    const char* vb = it.v + i0 * v_stride;
-    [[maybe_unused]] const bool more = i0 + kKeyBlock < it.key_last;  // prefetch the next block
-
-    // 1. Scores of all rows against the block.
+  // Steps 1 and 4 read the block as a StridedBlock or a ListedBlock.
+  auto score_block = [&](const auto& block, int64_t n) {
     switch (it.path) {
 #if WIDEATTN_CPU_AVX512
-      case Path::f32: qk_block<tiles::F32>(s.q, sz.q_stride, rows, kb, k_stride, n, d, s.scores, more); break;
-      case Path::f16: qk_block<tiles::F16>(s.q, sz.q_stride, rows, kb, k_stride, n, d, s.scores, more); break;
-      case Path::bf16: qk_block<tiles::BF16>(s.q, sz.q_stride, rows, kb, k_stride, n, d, s.scores, more); break;
+      case Path::f32: qk_block<tiles::F32>(s.q, sz.q_stride, rows, block, n, d, s.scores); break;
+      case Path::f16: qk_block<tiles::F16>(s.q, sz.q_stride, rows, block, n, d, s.scores); break;
+      case Path::bf16: qk_block<tiles::BF16>(s.q, sz.q_stride, rows, block, n, d, s.scores); break;
 #if defined(__AVX512BF16__)
-      case Path::bf16_dot: qk_block<tiles::BF16Dot>(s.q, sz.q_stride, rows, kb, k_stride, n, d, s.scores, more); break;
+      case Path::bf16_dot: qk_block<tiles::BF16Dot>(s.q, sz.q_stride, rows, block, n, d, s.scores); break;
 #endif
 #endif
       default:
-        qk_block_scalar(static_cast<const float*>(s.q), sz.q_stride, rows, kb, k_stride, p.dtype,
-                        n, d, s.scores, s.row);
+        qk_block_scalar(static_cast<const float*>(s.q), sz.q_stride, rows, block_key_row(block),
+                        p.dtype, n, d, s.scores, s.row);
         break;
+    }
+  };
+  auto accumulate_block = [&](const auto& block, int64_t n) {
+    switch (it.path) {
+#if WIDEATTN_CPU_AVX512
+      case Path::f32: pv_block<tiles::F32>(s.scores, rows, block, n, s.alpha, s.acc, d); break;
+      case Path::f16: pv_block<tiles::F16>(s.scores, rows, block, n, s.alpha, s.acc, d); break;
+      case Path::bf16:
+      case Path::bf16_dot: pv_block<tiles::BF16>(s.scores, rows, block, n, s.alpha, s.acc, d); break;
+#endif
+      default:
+        pv_block_scalar(s.scores, rows, block_value_row(block), p.dtype, n, s.alpha, s.acc, d, s.row);
+        break;
+    }
+  };
+
+  ListedBlock listed;
+  for (int64_t i0 = it.key_first; i0 < it.key_last; i0 += kKeyBlock) {
+    const int64_t n = std::min(kKeyBlock, it.key_last - i0);
+    const int64_t n_next = std::min(kKeyBlock, it.key_last - i0 - n);  // 0: nothing to prefetch
+    // Every block of a contiguous cache, and a paged block that stays (with the next) in one
+    // page, is strided; the others list their rows.
+    const bool strided = kv.one_page(i0, n + n_next);
+    const StridedBlock block{kv.k_row(i0), kv.v_row(i0), kv.k_stride_bytes(), kv.v_stride_bytes(),
+                             n_next > 0};
+    if (!strided) {
+      kv.block(i0, n, kKeyBlock, listed.k, listed.v);
+      if (n_next > 0) kv.block(i0 + n, n_next, kKeyBlock, listed.next_k, listed.next_v);
+      listed.prefetch = n_next > 0;
+    }
+
+    // 1. Scores of all rows against the block.
+    if (strided) {
+      score_block(block, n);
+    } else {
+      score_block(listed, n);
     }
 
     // 2. Scale, soft-cap, mask.
@@ -336,16 +436,10 @@ void run_item(const Item& it, const ThreadScratch& s, const ScratchLayout& sz) {
     }
 
     // 4. acc = acc * alpha + P V.
-    switch (it.path) {
-#if WIDEATTN_CPU_AVX512
-      case Path::f32: pv_block<tiles::F32>(s.scores, rows, vb, p.kv.v_token_stride, n, s.alpha, s.acc, d, more); break;
-      case Path::f16: pv_block<tiles::F16>(s.scores, rows, vb, p.kv.v_token_stride, n, s.alpha, s.acc, d, more); break;
-      case Path::bf16:
-      case Path::bf16_dot: pv_block<tiles::BF16>(s.scores, rows, vb, p.kv.v_token_stride, n, s.alpha, s.acc, d, more); break;
-#endif
-      default:
-        pv_block_scalar(s.scores, rows, vb, v_stride, p.dtype, n, s.alpha, s.acc, d, s.row);
-        break;
+    if (strided) {
+      accumulate_block(block, n);
+    } else {
+      accumulate_block(listed, n);
     }
   }
 }
@@ -378,7 +472,6 @@ void decode(const AttentionProblem& p, const Plan& plan, void* workspace, Aligne
   const int32_t splits = std::max(1, plan.num_splits);
   const int32_t gqa = p.q_heads / p.kv_heads;
   const int64_t d = p.head_dim;
-  const std::size_t es = dtype_size(p.dtype);
   const ProblemExtents e = problem_extents(p);
   const int64_t max_rows = std::max<int64_t>(1, e.max_suffix) * gqa;
   const ScratchLayout sz = scratch_layout(max_rows, d, std::max<int64_t>(1, e.max_suffix));
@@ -406,8 +499,6 @@ void decode(const AttentionProblem& p, const Plan& plan, void* workspace, Aligne
     it.group = group;
     it.gqa = gqa;
     it.path = path;
-    it.k = static_cast<const char*>(p.kv.k) + (b * p.kv.k_sequence_stride + group * p.kv.k_head_stride) * es;
-    it.v = static_cast<const char*>(p.kv.v) + (b * p.kv.v_sequence_stride + group * p.kv.v_head_stride) * es;
     // Keys no row can see are skipped; the rest is cut into equal, block-aligned splits.
     const KeyRange range = visible_key_range(it.mask, 0, it.suffix);
     const int64_t span = range.last - range.first;
@@ -416,7 +507,7 @@ void decode(const AttentionProblem& p, const Plan& plan, void* workspace, Aligne
     it.key_last = std::min(range.last, it.key_first + per_split);
 
     const ThreadScratch s = carve(scratch_base + sz.bytes * omp_get_thread_num(), sz);
-    run_item(it, s, sz);
+    run_item(it, KvRows(p, b, group), s, sz);
 
     for (int64_t t = 0; t < it.suffix; ++t) {
       for (int32_t j = 0; j < gqa; ++j) {

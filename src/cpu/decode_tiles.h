@@ -5,7 +5,10 @@
 //            V chunk loaded and converted once for all RT rows; keys of probability 0 can be
 //            skipped (hidden keys: inf or NaN in their V rows must not reach the row).
 // K/V come straight from the cache in their storage dtype; bf16 dot products use AVX512-BF16
-// (exact bf16 products, f32 accumulation) when the target has it.
+// (exact bf16 products, f32 accumulation) when the target has it. Rows come one stride apart
+// (contiguous caches, blocks inside one page: the code is that of an unpaged cache) or listed
+// (blocks that cross pages); what to prefetch is the next block's same row, a fixed distance on
+// (AheadBy) or listed (AheadList).
 #pragma once
 
 #include <cstdint>
@@ -87,18 +90,48 @@ struct BF16Dot {
 };
 #endif
 
-// Software prefetch into L2 of the line `ahead` bytes past p: the next key block's rows are
-// requested while this block computes. The hardware prefetcher alone keeps too few misses in
-// flight for one core on the strided K/V rows (heads interleaved in the cache).
-inline void prefetch_ahead(const void* p, int64_t ahead) {
-  _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(p) + ahead), _MM_HINT_T1);
-}
+// Software prefetch into L2 of the line at p: the next key block's rows are requested while
+// this block computes. The hardware prefetcher alone keeps too few misses in flight for one
+// core on the strided K/V rows (heads interleaved in the cache, or pages anywhere).
+inline void prefetch_line(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T1); }
+
+// The next block's row i, at the place `here` (column c) of this block's row i: `bytes` further
+// on (0: no prefetch), or listed.
+struct AheadBy {
+  int64_t bytes;
+  bool on() const { return bytes != 0; }
+  template <class T>
+  const void* at(int64_t, const T* here, int64_t) const {
+    return reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(here) + bytes);
+  }
+};
+template <class T>
+struct AheadList {
+  const T* const* next;  // null: no prefetch
+  bool on() const { return next != nullptr; }
+  const void* at(int64_t i, const T*, int64_t c) const { return next[i] + c; }
+};
+
+// The V rows of a block: one stride apart, or listed.
+template <class T>
+struct StridedRows {
+  const T* base;
+  int64_t stride;  // elements
+  AheadBy ahead;
+  const T* row(int64_t j) const { return base + j * stride; }
+};
+template <class T>
+struct ListedRows {
+  const T* const* rows;
+  AheadList<T> ahead;
+  const T* row(int64_t j) const { return rows[j]; }
+};
 
 // out[r * out_stride + kk] = dot(q row r, key kk), q rows padded with zeros to a multiple of
-// 32 elements (q_stride). prefetch: byte offset to prefetch from each key chunk (0: none).
-template <class P, int RT, int KT>
+// 32 elements (q_stride). ahead: what to prefetch for key kk (AheadBy / AheadList).
+template <class P, int RT, int KT, class Ahead>
 inline void qk_tile(const typename P::Q* q, int64_t q_stride, const typename P::T* const* keys,
-                    int64_t d, float* out, int64_t out_stride, int64_t prefetch) {
+                    int64_t d, float* out, int64_t out_stride, const Ahead& ahead) {
   static_assert(RT * KT == 16, "one reduction per 16 accumulators");
   __m512 acc[16];
   for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_ps();
@@ -106,7 +139,7 @@ inline void qk_tile(const typename P::Q* q, int64_t q_stride, const typename P::
     __m512 qv[RT];
     for (int r = 0; r < RT; ++r) qv[r] = P::load_q(q + r * q_stride + c);
     for (int kk = 0; kk < KT; ++kk) {
-      if (prefetch) prefetch_ahead(keys[kk] + c, prefetch);
+      if (ahead.on()) prefetch_line(ahead.at(kk, keys[kk] + c, c));
       const __m512 kv = P::load(keys[kk] + c, m);
       for (int r = 0; r < RT; ++r) acc[r * KT + kk] = P::madd(acc[r * KT + kk], qv[r], kv);
     }
@@ -120,14 +153,13 @@ inline void qk_tile(const typename P::Q* q, int64_t q_stride, const typename P::
     for (int kk = 0; kk < KT; ++kk) out[r * out_stride + kk] = result[r * KT + kk];
 }
 
-// acc[r][c..c+64) = acc * alpha[r] + sum_j p[r][j] * v_j[c..c+64) for RT rows, over all columns.
-// prefetch: byte offset to prefetch from each V chunk (0: none). SkipZeros: terms with
-// p[r][j] == 0 are left out (callers set it only for tiles that hold a zero: masking every
-// FMA made the whole loop twice as slow on the development machine).
-template <class P, int RT, bool SkipZeros>
-inline void pv_tile(const float* p, int64_t p_stride, const typename P::T* v, int64_t v_stride,
-                    int64_t n, const float* alpha, float* acc, int64_t acc_stride, int64_t d,
-                    int64_t prefetch) {
+// acc[r][c..c+64) = acc * alpha[r] + sum_j p[r][j] * v_j[c..c+64) for RT rows, over all columns,
+// v_j = v.row(j) (StridedRows / ListedRows, whose `ahead` says what to prefetch). SkipZeros:
+// terms with p[r][j] == 0 are left out (callers set it only for tiles that hold a zero: masking
+// every FMA made the whole loop twice as slow on the development machine).
+template <class P, int RT, bool SkipZeros, class Rows>
+inline void pv_tile(const float* p, int64_t p_stride, const Rows& v, int64_t n, const float* alpha,
+                    float* acc, int64_t acc_stride, int64_t d) {
   for (int64_t c = 0; c < d; c += 64) {
     __mmask16 m[4];
     for (int w = 0; w < 4; ++w) m[w] = tail_mask(d - c - 16 * w > 0 ? d - c - 16 * w : 0);
@@ -140,11 +172,11 @@ inline void pv_tile(const float* p, int64_t p_stride, const typename P::T* v, in
     // Bytes of each V row this chunk covers (the cache lines to prefetch).
     constexpr int64_t es = sizeof(typename P::T);
     const int64_t chunk_bytes = (d - c < 64 ? d - c : 64) * es;
-    const typename P::T* vj = v + c;
-    for (int64_t j = 0; j < n; ++j, vj += v_stride) {
-      if (prefetch) {
-        for (int64_t off = 0; off < chunk_bytes; off += 64)
-          prefetch_ahead(reinterpret_cast<const char*>(vj) + off, prefetch);
+    for (int64_t j = 0; j < n; ++j) {
+      const typename P::T* vj = v.row(j) + c;
+      if (v.ahead.on()) {
+        const char* next = static_cast<const char*>(v.ahead.at(j, vj, c));
+        for (int64_t off = 0; off < chunk_bytes; off += 64) prefetch_line(next + off);
       }
       __m512 vv[4];
       for (int w = 0; w < 4; ++w) vv[w] = P::load(vj + 16 * w, m[w]);

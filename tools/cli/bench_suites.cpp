@@ -50,6 +50,14 @@ ProblemSpec decode(const Shape& shape, int32_t batch, int32_t new_tokens, int64_
   return make(shape, what, batch, kv - new_tokens, new_tokens);
 }
 
+// The same decode problem with a paged cache, pages shuffled (issue 10's target: >= 95% of the
+// contiguous rate from 16-token pages up).
+ProblemSpec paged(ProblemSpec contiguous, int32_t page_size) {
+  contiguous.name += " paged " + std::to_string(page_size);
+  contiguous.page_size = page_size;
+  return contiguous;
+}
+
 ProblemSpec chunk(const Shape& shape, int64_t new_tokens, int64_t kv) {
   return make(shape, "chunk " + std::to_string(new_tokens) + " on " + std::to_string(kv / 1024) + "K", 1,
               kv - new_tokens, new_tokens);
@@ -109,6 +117,11 @@ std::vector<ProblemSpec> bench_suite(const std::string& name) {
     suite.push_back(decode(kPeer512, 32, 1, 4096));
     suite.push_back(decode(kPeer512, 1, 1, 32768));
     suite.push_back(decode(kPeer512, 8, 4, 8192));
+    // Paged decode next to the contiguous figures above (31B, shuffled block tables).
+    for (int32_t page : {16, 64}) {
+      suite.push_back(paged(decode(k31B, 32, 1, 4096), page));
+      suite.push_back(paged(decode(k31B, 1, 1, 32768), page));
+    }
     append_fused_problems(suite);
     return suite;
   }

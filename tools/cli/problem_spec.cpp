@@ -4,6 +4,8 @@
 #include <limits>
 #include <sstream>
 
+#include "wideattn/problem.h"
+
 namespace wideattn::cli {
 
 std::vector<FlagSpec> problem_flags() {
@@ -27,6 +29,7 @@ std::vector<FlagSpec> problem_flags() {
       {"tree", "KIND", "token tree over the suffix: none (default), chain or tree (random, --seed)"},
       {"sinks", nullptr, "one sink logit per query head (random)"},
       {"lse", nullptr, "also write and check the log-sum-exp"},
+      {"page-size", "N", "paged KV cache with pages of N tokens in shuffled order (default 0: contiguous)"},
   };
 }
 
@@ -139,6 +142,7 @@ void apply_problem_flags(const Args& args, ProblemSpec* spec) {
   }
   if (args.get_switch("sinks")) spec->sinks = true;
   if (args.get_switch("lse")) spec->lse = true;
+  spec->page_size = static_cast<int32_t>(args.get_int("page-size", spec->page_size, 0, kMaxPageSize));
 }
 
 std::string describe(const ProblemSpec& s) {
@@ -154,6 +158,7 @@ std::string describe(const ProblemSpec& s) {
   if (s.tree != TreeKind::none) o << ", tree " << to_string(s.tree);
   if (s.sinks) o << ", sinks";
   if (s.lse) o << ", lse";
+  if (s.page_size > 0) o << ", paged " << s.page_size << " (shuffled)";
   return o.str();
 }
 

@@ -32,6 +32,7 @@ struct ProblemSpec {
   TreeKind tree = TreeKind::none;  // generated token tree over the suffix
   bool sinks = false;
   bool lse = false;
+  int32_t page_size = 0;  // > 0: a paged cache, pages in shuffled order (0: contiguous)
 
   int64_t kv_length() const { return prefix + suffix; }
 };

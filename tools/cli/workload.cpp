@@ -60,6 +60,7 @@ Workload::Workload(Context& context, const ProblemSpec& spec, const WorkloadOpti
   const DeviceInfo& device = context.device();
   const std::size_t es = dtype_size(spec.dtype);
   capacity_ = std::max<int64_t>(1, spec.kv_length() + options.decode_steps);
+  if (spec.page_size > 0) capacity_ = (capacity_ + spec.page_size - 1) / spec.page_size * spec.page_size;
   const std::size_t kv_elements =
       static_cast<std::size_t>(spec.batch) * capacity_ * spec.kv_heads * spec.head_dim;
   const std::size_t kv_bytes = 2 * kv_elements * es;  // K and V
@@ -97,12 +98,40 @@ Workload::Workload(Context& context, const ProblemSpec& spec, const WorkloadOpti
     fill_random(host_k_.data(), spec.dtype, kv_elements, qk_std, options.seed * 16 + 1);
     fill_random(host_v_.data(), spec.dtype, kv_elements, 1.0, options.seed * 16 + 2);
   }
+  // Paged: page j of sequence b (a run of page_size rows of the host cache) goes to a random
+  // page of the pools, the same for every copy.
+  const std::vector<unsigned char>* device_k = &host_k_;
+  const std::vector<unsigned char>* device_v = &host_v_;
+  std::vector<unsigned char> pool_k, pool_v;
+  if (spec.page_size > 0) {
+    const int64_t pages_per_sequence = capacity_ / spec.page_size;
+    const int64_t pages = pages_per_sequence * spec.batch;
+    host_table_.resize(static_cast<std::size_t>(pages));
+    for (int64_t i = 0; i < pages; ++i) host_table_[i] = static_cast<int32_t>(i);
+    Random random(options.seed * 16 + 6);
+    for (int64_t i = pages - 1; i > 0; --i) {  // Fisher-Yates
+      std::swap(host_table_[i], host_table_[static_cast<int64_t>(random.uniform() * (i + 1))]);
+    }
+    if (options.fill) {
+      const std::size_t page_bytes = static_cast<std::size_t>(spec.page_size) * spec.kv_heads * spec.head_dim * es;
+      pool_k.resize(host_k_.size());
+      pool_v.resize(host_v_.size());
+      for (int64_t i = 0; i < pages; ++i) {  // logical page i (sequence i / pages_per_sequence)
+        std::copy_n(host_k_.data() + i * page_bytes, page_bytes, pool_k.data() + host_table_[i] * page_bytes);
+        std::copy_n(host_v_.data() + i * page_bytes, page_bytes, pool_v.data() + host_table_[i] * page_bytes);
+      }
+      device_k = &pool_k;
+      device_v = &pool_v;
+    }
+    table_ = DeviceBuffer(context, host_table_.size() * sizeof(int32_t));
+    table_.upload(host_table_.data(), host_table_.size() * sizeof(int32_t));
+  }
   for (int32_t c = 0; c < copies; ++c) {
     k_copies_.emplace_back(context, kv_elements * es);
     v_copies_.emplace_back(context, kv_elements * es);
     if (options.fill) {
-      k_copies_.back().upload(host_k_.data(), host_k_.size());
-      v_copies_.back().upload(host_v_.data(), host_v_.size());
+      k_copies_.back().upload(device_k->data(), device_k->size());
+      v_copies_.back().upload(device_v->data(), device_v->size());
     }
   }
   if (spec.sinks) {
@@ -187,6 +216,11 @@ void Workload::build_phase(const std::string& label, const ProblemSpec& spec, ui
     d.lse = spec.lse ? static_cast<float*>(p.lse.get()) : nullptr;
     d.kv.k = k_copies_[c].get();
     d.kv.v = v_copies_[c].get();
+    if (spec.page_size > 0) {
+      const int32_t pages_per_sequence = static_cast<int32_t>(capacity_ / spec.page_size);
+      set_paged_kv(d, d.kv.k, d.kv.v, int64_t{pages_per_sequence} * spec.batch, spec.page_size,
+                   static_cast<const int32_t*>(table_.get()), pages_per_sequence);
+    }
     d.sinks = spec.sinks ? static_cast<const float*>(sinks_.get()) : nullptr;
     if (!p.tree_start.empty()) {
       const int32_t* t = static_cast<const int32_t*>(p.tree.get());

@@ -1,7 +1,8 @@
 // Random data for a ProblemSpec on a Context: a KV cache (in several copies, so that timing
 // can rotate through more bytes than the last-level cache holds), and one or more calls
 // ("phases") on it: the first call of the spec, then optional decode steps that each add one
-// token. Every phase keeps host copies of its inputs for the f64 oracle.
+// token. Every phase keeps host copies of its inputs for the f64 oracle (a contiguous cache
+// even when the device reads a paged one).
 #pragma once
 
 #include <cstdint>
@@ -56,6 +57,10 @@ class Workload {
   WorkloadOptions options_;
   int64_t capacity_ = 0;
   std::vector<unsigned char> host_k_, host_v_;  // [batch, capacity, kv_heads, head_dim]
+  // Paged (spec.page_size > 0): the device copies are pools of batch * capacity / page_size
+  // pages holding the host cache's pages in shuffled order, read through `table_`.
+  std::vector<int32_t> host_table_;  // [batch, capacity / page_size]
+  DeviceBuffer table_;
   std::vector<float> host_sinks_;
   std::vector<DeviceBuffer> k_copies_, v_copies_;
   DeviceBuffer sinks_;

@@ -47,8 +47,11 @@ struct MmaShape {
   std::size_t exchange_bytes;  // one row block's row maxima (4 warps x 16 f32) and P (16 x 32)
   std::size_t stage_bytes;     // one K tile and one V tile: 2 x 32 x head_dim
 
-  constexpr std::size_t bytes(int groups, int stages) const {
-    return groups * (q_bytes + exchange_bytes) + stages * stage_bytes;
+  // `paged`: plus the block-table entries of the tiles in flight, one int per key of a tile per
+  // stage (the most a tile of 1-token pages touches).
+  constexpr std::size_t bytes(int groups, int stages, bool paged = false) const {
+    return groups * (q_bytes + exchange_bytes) + stages * stage_bytes +
+           (paged ? std::size_t(stages) * kKeysPerTile * 4 : 0);
   }
   // Shared memory one CTA may use so that the tuning table's CTAs per SM stay resident.
   constexpr std::size_t budget() const {
@@ -57,9 +60,9 @@ struct MmaShape {
     return per_cta < kSharedPerBlockMax ? per_cta : kSharedPerBlockMax;
   }
   // The deepest pipeline that fits the budget (0 if not even kMinStages fits).
-  constexpr int stages(int groups) const {
+  constexpr int stages(int groups, bool paged = false) const {
     for (int s = kMaxStages; s >= kMinStages; --s) {
-      if (bytes(groups, s) <= budget()) return s;
+      if (bytes(groups, s, paged) <= budget()) return s;
     }
     return 0;
   }
@@ -72,9 +75,11 @@ constexpr MmaShape mma_shape(int head_dim) {
                   std::size_t(2) * kKeysPerTile * head_dim * 2};
 }
 
-// Shared memory of the SIMT kernel: Q, K (rows padded by one word), V, P, all f32.
+// Shared memory of the SIMT kernel: the tile's K and V row offsets (int64), then Q, K (rows
+// padded by one word), V, P, all f32.
 constexpr std::size_t simt_bytes(int head_dim) {
-  return (std::size_t(kRowsPerBlock) * head_dim + std::size_t(kSimtKeysPerTile) * (head_dim + 1) +
+  return std::size_t(2) * kSimtKeysPerTile * 8 +
+         (std::size_t(kRowsPerBlock) * head_dim + std::size_t(kSimtKeysPerTile) * (head_dim + 1) +
           std::size_t(kSimtKeysPerTile) * head_dim +
           std::size_t(kRowsPerBlock) * kSimtKeysPerTile) *
          4;
@@ -95,5 +100,9 @@ WIDEATTN_DECODE_CHECK_HEAD_DIM(512);
 static_assert(mma_shape(512).stages(1) == 3 && mma_shape(512).stages(2) == 3);
 static_assert(mma_shape(256).stages(1) == 3 && mma_shape(256).stages(2) == 2);
 static_assert(mma_shape(128).stages(1) == 4 && mma_shape(128).stages(2) == 4);
+// Paged caches keep the same pipelines.
+static_assert(mma_shape(512).stages(1, true) == 3 && mma_shape(512).stages(2, true) == 3);
+static_assert(mma_shape(256).stages(1, true) == 3 && mma_shape(256).stages(2, true) == 2);
+static_assert(mma_shape(128).stages(1, true) == 4 && mma_shape(128).stages(2, true) == 4);
 
 }  // namespace wideattn::cuda::decode

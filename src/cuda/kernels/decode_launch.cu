@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/kv_layout.h"
 #include "core/tuning.h"
 #include "core/workspace_layout.h"
 #include "cuda/kernels/decode.h"
@@ -31,13 +32,17 @@ bool rows_aligned_16(const AttentionProblem& p) {
   auto ok_pointer = [](const void* x) { return reinterpret_cast<std::uintptr_t>(x) % 16 == 0; };
   auto ok_stride = [&](int64_t stride, int64_t count) { return count <= 1 || stride % per16 == 0; };
   const int64_t tokens = p.total_tokens();
-  return ok_pointer(p.q) && ok_pointer(p.kv.k) && ok_pointer(p.kv.v) && ok_pointer(p.out) &&
-         ok_stride(p.q_token_stride, tokens) && ok_stride(p.q_head_stride, p.q_heads) &&
-         ok_stride(p.out_token_stride, tokens) && ok_stride(p.out_head_stride, p.q_heads) &&
-         ok_stride(p.kv.k_sequence_stride, p.batch) &&
-         ok_stride(p.kv.k_token_stride, p.kv.capacity) &&
-         ok_stride(p.kv.k_head_stride, p.kv_heads) && ok_stride(p.kv.v_sequence_stride, p.batch) &&
-         ok_stride(p.kv.v_token_stride, p.kv.capacity) && ok_stride(p.kv.v_head_stride, p.kv_heads);
+  // Pools: (sequence, slot) dims when contiguous, (page, slot in page) when paged.
+  const int64_t outer = p.kv.paged() ? p.kv.num_pages : p.batch;
+  const int64_t slots = p.kv.paged() ? p.kv.page_size : p.kv.capacity;
+  auto ok_pool = [&](const detail::KvPool& pool) {
+    return ok_pointer(pool.base) && ok_stride(pool.page_stride, outer) &&
+           ok_stride(pool.token_stride, slots) && ok_stride(pool.head_stride, p.kv_heads);
+  };
+  return ok_pointer(p.q) && ok_pointer(p.out) && ok_stride(p.q_token_stride, tokens) &&
+         ok_stride(p.q_head_stride, p.q_heads) && ok_stride(p.out_token_stride, tokens) &&
+         ok_stride(p.out_head_stride, p.q_heads) && ok_pool(detail::k_pool(p.kv)) &&
+         ok_pool(detail::v_pool(p.kv));
 }
 
 void launch_split_pass(const DecodeParams& params, DType dtype, bool tensor_cores, dim3 grid,
@@ -100,9 +105,10 @@ void run_decode(const AttentionProblem& problem, const Plan& plan, const DeviceI
     const std::size_t limit = device.shared_memory_per_block > 0
                                   ? static_cast<std::size_t>(device.shared_memory_per_block)
                                   : decode::kSharedPerBlockMax;
+    const bool paged = p.kv.paged();
     for (; groups >= 1; --groups) {
-      for (stages = shape.stages(groups); stages >= decode::kMinStages; --stages) {
-        if (shape.bytes(groups, stages) <= limit) break;
+      for (stages = shape.stages(groups, paged); stages >= decode::kMinStages; --stages) {
+        if (shape.bytes(groups, stages, paged) <= limit) break;
       }
       if (stages >= decode::kMinStages) break;
     }
@@ -111,7 +117,7 @@ void run_decode(const AttentionProblem& problem, const Plan& plan, const DeviceI
       groups = 1;
       stages = decode::kMinStages;
     } else {
-      smem = shape.bytes(groups, stages);
+      smem = shape.bytes(groups, stages, paged);
     }
   }
 
@@ -119,14 +125,10 @@ void run_decode(const AttentionProblem& problem, const Plan& plan, const DeviceI
   d.q = p.q;
   d.q_token_stride = p.q_token_stride;
   d.q_head_stride = p.q_head_stride;
-  d.k = p.kv.k;
-  d.k_sequence_stride = p.kv.k_sequence_stride;
-  d.k_token_stride = p.kv.k_token_stride;
-  d.k_head_stride = p.kv.k_head_stride;
-  d.v = p.kv.v;
-  d.v_sequence_stride = p.kv.v_sequence_stride;
-  d.v_token_stride = p.kv.v_token_stride;
-  d.v_head_stride = p.kv.v_head_stride;
+  d.k = detail::k_pool(p.kv);
+  d.v = detail::v_pool(p.kv);
+  d.pages = detail::kv_pages(p.kv);
+  d.num_pages = p.kv.paged() ? p.kv.num_pages : p.batch;
   d.out = p.out;
   d.out_token_stride = p.out_token_stride;
   d.out_head_stride = p.out_head_stride;

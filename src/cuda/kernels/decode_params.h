@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "core/kv_layout.h"
 #include "wideattn/problem.h"
 #include "wideattn/types.h"
 
@@ -16,10 +17,11 @@ struct DecodeParams {
   // Tensors (element strides; the last dimension is contiguous).
   const void* q = nullptr;  // [total_tokens, q_heads, head_dim]
   int64_t q_token_stride = 0, q_head_stride = 0;
-  const void* k = nullptr;  // [batch, capacity, kv_heads, head_dim]
-  int64_t k_sequence_stride = 0, k_token_stride = 0, k_head_stride = 0;
-  const void* v = nullptr;  // [batch, capacity, kv_heads, head_dim]
-  int64_t v_sequence_stride = 0, v_token_stride = 0, v_head_stride = 0;
+  // The cache (core/kv_layout.h): contiguous, page_stride is the sequence stride and the page
+  // of sequence b is b; paged, pages come from the block table [batch, max_pages].
+  wideattn::detail::KvPool k, v;
+  wideattn::detail::KvPages pages;
+  int64_t num_pages = 0;  // pages in each pool (contiguous: batch); other indices read zeros
   void* out = nullptr;  // [total_tokens, q_heads, head_dim]
   int64_t out_token_stride = 0, out_head_stride = 0;
   float* lse = nullptr;  // [total_tokens, q_heads], may be null

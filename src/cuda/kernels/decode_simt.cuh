@@ -21,7 +21,10 @@ __global__ void __launch_bounds__(kSimtThreads)
   static_assert(kKeys == 2 * kLanes, "decode_simt_kernel: two keys per lane");
 
   extern __shared__ float smem_f32[];
-  float* s_q = smem_f32;                 // [16][D]
+  // Element offsets of the tile's K and V rows in their pools (-1: not read), one page lookup
+  // per key per tile, then used by every thread that copies the row.
+  auto* s_rows = reinterpret_cast<int64_t*>(smem_f32);  // [2][16]
+  float* s_q = smem_f32 + 2 * kKeys * 2;  // [16][D]
   float* s_k = s_q + kRowsPerBlock * D;  // [16 keys][D + 1]
   float* s_v = s_k + kKeys * kKStride;   // [16 keys][D]
   float* s_p = s_v + kKeys * D;          // [16 rows][16 keys]
@@ -42,10 +45,8 @@ __global__ void __launch_bounds__(kSimtThreads)
     }
     s_q[idx] = x;
   }
-  const T* k_head =
-      static_cast<const T*>(p.k) + w.seq * p.k_sequence_stride + w.kv_head * p.k_head_stride;
-  const T* v_head =
-      static_cast<const T*>(p.v) + w.seq * p.v_sequence_stride + w.kv_head * p.v_head_stride;
+  const T* k_pool = static_cast<const T*>(p.k.base);
+  const T* v_pool = static_cast<const T*>(p.v.base);
 
   const float inv_softcap = p.softcap > 0.0f ? 1.0f / p.softcap : 0.0f;
   float acc[kCols];
@@ -55,12 +56,25 @@ __global__ void __launch_bounds__(kSimtThreads)
 
   for (int64_t key0 = w.key_begin; key0 < w.key_end; key0 += kKeys) {
     __syncthreads();  // the previous tile is consumed (and Q is stored, the first time)
+    if (tid < kKeys) {
+      const int64_t key = key0 + tid;
+      int64_t k_row = -1, v_row = -1;
+      if (key < w.key_end) {
+        const int64_t page = wideattn::detail::page_of(p.pages, w.seq, key);
+        if (page >= 0 && page < p.num_pages) {  // else zeros, not a fault
+          k_row = wideattn::detail::row_offset(p.k, p.pages, page, key, w.kv_head);
+          v_row = wideattn::detail::row_offset(p.v, p.pages, page, key, w.kv_head);
+        }
+      }
+      s_rows[tid] = k_row;
+      s_rows[kKeys + tid] = v_row;
+    }
+    __syncthreads();
     for (int idx = tid; idx < kKeys * D; idx += kSimtThreads) {
       const int kk = idx / D, c = idx % D;
-      const int64_t key = key0 + kk;
-      const bool valid = key < w.key_end;
-      s_k[kk * kKStride + c] = valid ? S::load(k_head + key * p.k_token_stride + c) : 0.0f;
-      s_v[idx] = valid ? S::load(v_head + key * p.v_token_stride + c) : 0.0f;
+      const int64_t k_row = s_rows[kk], v_row = s_rows[kKeys + kk];
+      s_k[kk * kKStride + c] = k_row >= 0 ? S::load(k_pool + k_row + c) : 0.0f;
+      s_v[idx] = v_row >= 0 ? S::load(v_pool + v_row + c) : 0.0f;
     }
     __syncthreads();
 

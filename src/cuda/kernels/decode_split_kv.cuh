@@ -80,21 +80,70 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
   }
 
   // ---- K/V tiles: each thread copies one 16-byte column chunk of every row_step-th key ----
-  const T* k_head =
-      static_cast<const T*>(p.k) + w.seq * p.k_sequence_stride + w.kv_head * p.k_head_stride;
-  const T* v_head =
-      static_cast<const T*>(p.v) + w.seq * p.v_sequence_stride + w.kv_head * p.v_head_stride;
   const int copy_chunk = tid % kChunks;
   const int copy_row0 = tid / kChunks;
   const int copy_row_step = threads / kChunks;
+  const int num_tiles =
+      static_cast<int>((w.key_end - w.key_begin + kKeysPerTile - 1) / kKeysPerTile);
+  // Paged caches: the block-table entries of tile t (entry i: the i-th page the tile touches)
+  // sit in ring slot t % stages of shared memory. One thread per page loads each entry, with
+  // cp.async in the commit group of the tile loaded stages - 1 tiles before t, so it is
+  // complete (that group was waited for) when tile t's copies are issued: one 4-byte load per
+  // page per CTA, off the copies' critical path, and no register held across the loop. A slot
+  // is rewritten (for tile t + 2 stages - 2, at iteration t) only after the barrier that ends
+  // its last reads (tile t + stages - 2's copies, iteration t - 1).
+  const bool paged = p.pages.block_table != nullptr;
+  int32_t* s_pages = reinterpret_cast<int32_t*>(s_kv + p.stages * kShape.stage_bytes +
+                                                p.groups * kShape.exchange_bytes);  // [stages][32]
+  // Entries of `tile` into its slot: cp.async (uncommitted), or `now` with plain loads.
+  auto fetch_pages = [&](int tile, bool now) {
+    if (tile >= num_tiles || tid >= kKeysPerTile) return;
+    const int64_t key0 = w.key_begin + int64_t{tile} * kKeysPerTile;
+    const int64_t last_page = (min(w.key_end, key0 + kKeysPerTile) - 1) >> p.pages.page_shift;
+    const int64_t entry = (key0 >> p.pages.page_shift) + tid;
+    if (entry > last_page) return;
+    const int32_t* src = p.pages.block_table + w.seq * p.pages.table_stride + entry;
+    int32_t* dst = s_pages + (tile % p.stages) * kKeysPerTile + tid;
+    if (now) {
+      *dst = __ldg(src);
+    } else {
+      asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(smem_address(dst)), "l"(src));
+    }
+  };
   auto load_tile = [&](int tile, int stage) {
     const int64_t key0 = w.key_begin + int64_t{tile} * kKeysPerTile;
     const uint32_t k_dst = kv_base + stage * kShape.stage_bytes;
     const uint32_t v_dst = k_dst + kKeysPerTile * kRowBytes;
-    const T* k_src = k_head + (key0 + copy_row0) * p.k_token_stride + copy_chunk * 8;
-    const T* v_src = v_head + (key0 + copy_row0) * p.v_token_stride + copy_chunk * 8;
-    const int64_t k_step = copy_row_step * p.k_token_stride;
-    const int64_t v_step = copy_row_step * p.v_token_stride;
+    if (paged) {
+      // Base pointers from the parameters here, not held across the loop (registers are
+      // scarce at head_dim 64 and 256).
+      const T* k_pool = static_cast<const T*>(p.k.base) + w.kv_head * p.k.head_stride;
+      const T* v_pool = static_cast<const T*>(p.v.base) + w.kv_head * p.v.head_stride;
+      const int32_t* pages = s_pages + (tile % p.stages) * kKeysPerTile;
+      const int64_t first_page = key0 >> p.pages.page_shift;
+      for (int r = copy_row0; r < kKeysPerTile; r += copy_row_step) {
+        const int64_t key = key0 + r;
+        const bool in_range = key < w.key_end;
+        const int64_t page = in_range ? pages[(key >> p.pages.page_shift) - first_page] : 0;
+        // A page index outside the pools reads zeros instead of faulting (the host cannot check
+        // a device block table).
+        const bool valid = in_range && page >= 0 && page < p.num_pages;
+        const int64_t slot = key & p.pages.page_mask;
+        const uint32_t offset = r * kRowBytes + ((copy_chunk ^ (r & 7)) * 16);
+        const T* k_src = k_pool + page * p.k.page_stride + slot * p.k.token_stride + copy_chunk * 8;
+        const T* v_src = v_pool + page * p.v.page_stride + slot * p.v.token_stride + copy_chunk * 8;
+        cp_async_16(k_dst + offset, valid ? k_src : k_pool, valid);
+        cp_async_16(v_dst + offset, valid ? v_src : v_pool, valid);
+      }
+      return;
+    }
+    // Contiguous: the sequence's rows of this KV head, one stride apart.
+    const T* k_head = static_cast<const T*>(p.k.base) + w.seq * p.k.page_stride + w.kv_head * p.k.head_stride;
+    const T* v_head = static_cast<const T*>(p.v.base) + w.seq * p.v.page_stride + w.kv_head * p.v.head_stride;
+    const T* k_src = k_head + (key0 + copy_row0) * p.k.token_stride + copy_chunk * 8;
+    const T* v_src = v_head + (key0 + copy_row0) * p.v.token_stride + copy_chunk * 8;
+    const int64_t k_step = copy_row_step * p.k.token_stride;
+    const int64_t v_step = copy_row_step * p.v.token_stride;
     for (int r = copy_row0; r < kKeysPerTile; r += copy_row_step) {
       const bool valid = key0 + r < w.key_end;
       const uint32_t offset = r * kRowBytes + ((copy_chunk ^ (r & 7)) * 16);
@@ -105,10 +154,16 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
     }
   };
 
-  const int num_tiles =
-      static_cast<int>((w.key_end - w.key_begin + kKeysPerTile - 1) / kKeysPerTile);
+  if (paged) {  // the prologue's tiles' entries, before their copies (Q stays in flight)
+    for (int s = 0; s < p.stages - 1; ++s) fetch_pages(s, true);
+    __syncthreads();
+  }
   for (int s = 0; s < p.stages - 1; ++s) {
     if (s < num_tiles) load_tile(s, s);
+    if (paged) {
+      __syncthreads();  // slot (s - 1) % stages is read by all before it is rewritten below
+      fetch_pages(s + p.stages - 1, false);
+    }
     cp_async_commit();
   }
 
@@ -137,6 +192,7 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
     {
       const int next = tile + p.stages - 1;
       if (next < num_tiles) load_tile(next, stage == 0 ? p.stages - 1 : stage - 1);
+      if (paged) fetch_pages(next + p.stages - 1, false);
       cp_async_commit();
     }
     const uint32_t k_tile = kv_base + stage * kShape.stage_bytes;

@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "cuda/fused/fused_launch.h"
 #include "cuda/kernels/decode.h"
+#include "cuda/kernels/gather_kv.h"
 #include "cuda/kernels/matrix_fill.h"
 #include "cuda/kernels/nonfinite_products.h"
 #include "cuda/kernels/scatter_scores.h"
@@ -206,6 +207,11 @@ class CudaBackend final : public detail::BackendImpl {
   void recompute_nonfinite_products(const MatmulArguments& pv) override {
     DeviceScope scope(device_index_);
     launch_recompute_nonfinite_products(pv, stream_);
+  }
+
+  void gather_kv_rows(const detail::GatherKvArguments& args) override {
+    DeviceScope scope(device_index_);
+    launch_gather_kv_rows(args, stream_);
   }
 
   void decode(const AttentionProblem& problem, const Plan& plan) override {
