@@ -188,6 +188,7 @@ else
     case "$tool" in
       memcheck) extra=(--leak-check full) ;;
       racecheck) extra=(--racecheck-report all) ;;  # hazards of every severity count
+      initcheck) extra=(--print-limit 100000) ;;     # every finding, to attribute them by kernel
     esac
     step "compute-sanitizer $tool" "sanitizer-$tool.log" timeout "${SANITIZER_TIMEOUT:-300}" "$SANITIZER" --tool "$tool" \
       "${extra[@]}" --error-exitcode 99 "$TESTS" --gtest_filter="$FILTER" --gtest_brief=1
@@ -195,7 +196,12 @@ else
     findings="$(sanitizer_findings "$OUT_DIR/sanitizer-$tool.log")"
     skipped="$(grep -c '^\[  SKIPPED \]' "$OUT_DIR/sanitizer-$tool.log" || true)"
     SANITIZER_COUNTS+=("$tool: $findings finding(s), $skipped skipped test(s)")
-    if [ "$findings" != 0 ]; then SUMMARY+=("FAIL  compute-sanitizer $tool: $findings finding(s)"); FAILED=1; fi
+    if [ "$findings" != 0 ]; then
+      SUMMARY+=("FAIL  compute-sanitizer $tool: $findings finding(s)"); FAILED=1
+      # Where they are: one line per kernel and source line, most findings first.
+      grep -E '^=========     at ' "$OUT_DIR/sanitizer-$tool.log" | sed -E 's/\+0x[0-9a-f]+//; s/^=+ +at //' |
+        sort | uniq -c | sort -rn >"$OUT_DIR/sanitizer-$tool-by-kernel.txt" || true
+    fi
   done
 fi
 
