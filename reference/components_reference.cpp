@@ -129,4 +129,40 @@ std::vector<double> scatter_values(const ScatterValuesArguments& a) {
   return out;
 }
 
+MergeStatesResult merge_states(const MergeStatesArguments& a) {
+  MergeStatesResult r;
+  r.out.assign(static_cast<std::size_t>(a.tokens) * a.heads * a.head_dim, 0.0);
+  r.lse.assign(static_cast<std::size_t>(a.tokens) * a.heads, kMinusInfinity);
+  for (int64_t t = 0; t < a.tokens; ++t) {
+    for (int64_t h = 0; h < a.heads; ++h) {
+      const std::size_t row = static_cast<std::size_t>(t * a.heads + h);
+      double top = kMinusInfinity;
+      for (int32_t s = 0; s < a.num_states; ++s) {
+        const AttentionState& st = a.states[s];
+        top = std::fmax(top, st.lse[t * st.lse_token_stride + h * st.lse_head_stride]);
+      }
+      if (top == kMinusInfinity) continue;
+      double total = 0.0;
+      for (int32_t s = 0; s < a.num_states; ++s) {
+        const AttentionState& st = a.states[s];
+        const double lse = st.lse[t * st.lse_token_stride + h * st.lse_head_stride];
+        if (lse != kMinusInfinity) total += std::exp(lse - top);
+      }
+      const double merged = top + std::log(total);
+      r.lse[row] = merged;
+      for (int32_t s = 0; s < a.num_states; ++s) {
+        const AttentionState& st = a.states[s];
+        const double lse = st.lse[t * st.lse_token_stride + h * st.lse_head_stride];
+        if (lse == kMinusInfinity) continue;
+        const double w = std::exp(lse - merged);
+        for (int64_t x = 0; x < a.head_dim; ++x) {
+          r.out[row * a.head_dim + x] +=
+              w * element(st.out, st.dtype, t * st.out_token_stride + h * st.out_head_stride + x);
+        }
+      }
+    }
+  }
+  return r;
+}
+
 }  // namespace wideattn::reference

@@ -33,4 +33,12 @@ std::vector<double> scatter_scores(const ScatterScoresArguments& args);
 // The values written to out, dense [rows, heads, head_dim] (exact f64 of src).
 std::vector<double> scatter_values(const ScatterValuesArguments& args);
 
+struct MergeStatesResult {
+  std::vector<double> out;  // dense [tokens, heads, head_dim]
+  std::vector<double> lse;  // dense [tokens, heads]
+};
+// Straight from MergeStatesArguments' comment: live states (lse_s > -inf) weighted by
+// exp(lse_s - lse); no live state gives zeros and -inf.
+MergeStatesResult merge_states(const MergeStatesArguments& args);
+
 }  // namespace wideattn::reference

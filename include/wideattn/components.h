@@ -1,6 +1,7 @@
 // The reference design's building blocks, each public and tested on its own:
 // matmul, softmax, scatter_scores and scatter_values. The unfused prefill pipeline is made of
-// these calls (src/core/prefill_pipeline.cpp).
+// these calls (src/core/prefill_pipeline.cpp). merge_states combines partial attention results
+// (cascade attention, context parallelism): the split-KV merge, public.
 #pragma once
 
 #include <cstdint>
@@ -104,9 +105,41 @@ struct ScatterValuesArguments {
   int32_t head_dim = 0;
 };
 
+// One partial attention result: out [tokens, heads, head_dim] of `dtype` with its lse
+// [tokens, heads] (f32, natural log of the softmax normaliser over the keys it saw).
+struct AttentionState {
+  const void* out = nullptr;
+  DType dtype = DType::f32;
+  int64_t out_token_stride = 0, out_head_stride = 0;
+  const float* lse = nullptr;
+  int64_t lse_token_stride = 0, lse_head_stride = 0;
+};
+
+// Most states one merge_states call combines (the CUDA kernel takes them as launch parameters).
+inline constexpr int32_t kMaxMergeStates = 32;
+
+// Per (token, head), over the states s = 0 .. num_states - 1 (f32 math):
+//   lse = log(sum_s exp(lse_s)),  out = sum_s exp(lse_s - lse) * out_s.
+// A state with lse_s = -inf saw no key and contributes nothing, whatever its out_s holds
+// (NaN included); a row whose states are all -inf becomes zeros with lse -inf. Every lse_s is
+// finite or -inf (a partial result's). The outputs must not overlap any state.
+struct MergeStatesArguments {
+  const AttentionState* states = nullptr;  // host array of num_states; tensors on the device
+  int32_t num_states = 0;                  // 1 to kMaxMergeStates
+  int64_t tokens = 0;
+  int32_t heads = 0;
+  int32_t head_dim = 0;
+  void* out = nullptr;  // [tokens, heads, head_dim] of out_dtype
+  DType out_dtype = DType::f32;
+  int64_t out_token_stride = 0, out_head_stride = 0;
+  float* lse = nullptr;  // optional [tokens, heads]
+  int64_t lse_token_stride = 0, lse_head_stride = 0;
+};
+
 Status matmul(Context& context, const MatmulArguments& args);
 Status softmax(Context& context, const SoftmaxArguments& args);
 Status scatter_scores(Context& context, const ScatterScoresArguments& args);
 Status scatter_values(Context& context, const ScatterValuesArguments& args);
+Status merge_states(Context& context, const MergeStatesArguments& args);
 
 }  // namespace wideattn

@@ -8,3 +8,4 @@
 #include "wideattn/problem.h"
 #include "wideattn/status.h"
 #include "wideattn/types.h"
+#include "wideattn/write_kv.h"

@@ -8,6 +8,7 @@
 #include "wideattn/attention.h"
 #include "wideattn/components.h"
 #include "wideattn/context.h"
+#include "wideattn/write_kv.h"
 
 namespace wideattn::detail {
 
@@ -91,6 +92,10 @@ class BackendImpl {
 
   // Default: unsupported (a backend without it cannot run the prefill pipeline on pages).
   virtual void gather_kv_rows(const GatherKvArguments& args);
+
+  // The serving operations (components.h, write_kv.h).
+  virtual void merge_states(const MergeStatesArguments& args) = 0;
+  virtual void write_kv(const WriteKvArguments& args) = 0;
 
   // single_pass (plan.num_splits == 1) and two_pass (split-KV plus merge).
   virtual void decode(const AttentionProblem& problem, const Plan& plan) = 0;

@@ -40,4 +40,12 @@ Status scatter_values(Context& context, const ScatterValuesArguments& args) {
   });
 }
 
+Status merge_states(Context& context, const MergeStatesArguments& args) {
+  return detail::guarded([&] {
+    detail::validate_merge_states(args);
+    if (args.tokens == 0 || args.heads == 0) return;
+    context.impl().merge_states(args);
+  });
+}
+
 }  // namespace wideattn

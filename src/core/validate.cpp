@@ -481,4 +481,148 @@ void validate_scatter_values(const ScatterValuesArguments& a) {
                    range_of("src", a.src, extent(f, "src", s_dims), sizeof(float)));
 }
 
+
+void validate_merge_states(const MergeStatesArguments& a) {
+  const char* f = "merge_states";
+  if (a.num_states < 1 || a.num_states > kMaxMergeStates) {
+    throw_invalid(f, "num_states", a.num_states, "in [1, " + std::to_string(kMaxMergeStates) + "]");
+  }
+  if (!a.states) throw_invalid(f, "states", "null", "a host array of num_states states");
+  if (a.tokens < 0) throw_invalid(f, "tokens", a.tokens, ">= 0");
+  if (a.heads < 0) throw_invalid(f, "heads", a.heads, ">= 0");
+  if (a.head_dim < 1) throw_invalid(f, "head_dim", a.head_dim, ">= 1");
+  if (!valid_dtype(a.out_dtype)) {
+    throw_invalid(f, "out_dtype", static_cast<int>(a.out_dtype), "f32, f16 or bf16");
+  }
+  for (int32_t s = 0; s < a.num_states; ++s) {
+    if (!valid_dtype(a.states[s].dtype)) {
+      throw_invalid(f, "states[" + std::to_string(s) + "].dtype", static_cast<int>(a.states[s].dtype),
+                    "f32, f16 or bf16");
+    }
+  }
+  if (a.tokens == 0 || a.heads == 0) return;
+  if (!a.out) throw_invalid(f, "out", "null", "a device pointer");
+  require_positive_stride(f, "out_head_stride", a.out_head_stride, a.heads > 1 ? a.head_dim : 0);
+  require_positive_stride(f, "out_token_stride", a.out_token_stride, a.tokens > 1 ? a.head_dim : 0);
+  const Dim o_dims[] = {{a.tokens, a.out_token_stride}, {a.heads, a.out_head_stride}, {a.head_dim, 1}};
+  const char* const o_names[] = {"out_token_stride", "out_head_stride", "head_dim"};
+  require_no_self_overlap(f, "out", o_dims, o_names);
+  const ByteRange out = range_of("out", a.out, extent(f, "out", o_dims), dtype_size(a.out_dtype));
+  ByteRange lse{"lse", 0, 0};
+  if (a.lse) {
+    require_positive_stride(f, "lse_head_stride", a.lse_head_stride, a.heads > 1 ? 1 : 0);
+    require_positive_stride(f, "lse_token_stride", a.lse_token_stride, a.tokens > 1 ? 1 : 0);
+    const Dim l_dims[] = {{a.tokens, a.lse_token_stride}, {a.heads, a.lse_head_stride}};
+    const char* const l_names[] = {"lse_token_stride", "lse_head_stride"};
+    require_no_self_overlap(f, "lse", l_dims, l_names);
+    lse = range_of("lse", a.lse, extent(f, "lse", l_dims), sizeof(float));
+    require_disjoint(f, lse, out);
+  }
+  for (int32_t s = 0; s < a.num_states; ++s) {
+    const AttentionState& st = a.states[s];
+    const std::string name = "states[" + std::to_string(s) + "].";
+    // Inputs may repeat elements (stride 0 broadcasts), but never step backwards.
+    if (!st.out) throw_invalid(f, name + "out", "null", "a device pointer");
+    if (!st.lse) throw_invalid(f, name + "lse", "null", "a device pointer (f32 [tokens, heads])");
+    require_positive_stride(f, (name + "out_token_stride").c_str(), st.out_token_stride, 0);
+    require_positive_stride(f, (name + "out_head_stride").c_str(), st.out_head_stride, 0);
+    require_positive_stride(f, (name + "lse_token_stride").c_str(), st.lse_token_stride, 0);
+    require_positive_stride(f, (name + "lse_head_stride").c_str(), st.lse_head_stride, 0);
+    const Dim so_dims[] = {{a.tokens, st.out_token_stride}, {a.heads, st.out_head_stride}, {a.head_dim, 1}};
+    const Dim sl_dims[] = {{a.tokens, st.lse_token_stride}, {a.heads, st.lse_head_stride}};
+    const std::string so_name = name + "out", sl_name = name + "lse";
+    const ByteRange state_out = range_of(so_name.c_str(), st.out, extent(f, so_name.c_str(), so_dims),
+                                         dtype_size(st.dtype));
+    const ByteRange state_lse = range_of(sl_name.c_str(), st.lse, extent(f, sl_name.c_str(), sl_dims),
+                                         sizeof(float));
+    require_disjoint(f, out, state_out);
+    require_disjoint(f, out, state_lse);
+    if (a.lse) {
+      require_disjoint(f, lse, state_out);
+      require_disjoint(f, lse, state_lse);
+    }
+  }
+}
+
+void validate_write_kv(const WriteKvArguments& a, Backend backend) {
+  const char* f = "write_kv";
+  const KvCache& kv = a.kv;
+  if (!valid_dtype(a.dtype)) throw_invalid(f, "dtype", static_cast<int>(a.dtype), "f32, f16 or bf16");
+  if (a.tokens < 0) throw_invalid(f, "tokens", a.tokens, ">= 0");
+  if (a.kv_heads < 1) throw_invalid(f, "kv_heads", a.kv_heads, ">= 1");
+  if (a.head_dim < 1) throw_invalid(f, "head_dim", a.head_dim, ">= 1");
+  const bool paged = kv.paged();
+  if (paged) {
+    if (kv.capacity != 0) {
+      throw_invalid(f, "kv.capacity", kv.capacity, "0 for a paged cache (slots are page * page_size + offset)");
+    }
+    if (kv.page_size < 1 || kv.page_size > kMaxPageSize || (kv.page_size & (kv.page_size - 1)) != 0) {
+      throw_invalid(f, "kv.page_size", kv.page_size,
+                    "a power of two in [1, " + std::to_string(kMaxPageSize) + "]");
+    }
+    if (kv.num_pages < 1) throw_invalid(f, "kv.num_pages", kv.num_pages, ">= 1");
+  } else {
+    if (kv.capacity < 1) throw_invalid(f, "kv.capacity", kv.capacity, ">= 1");
+    if (a.sequences < 1) throw_invalid(f, "sequences", a.sequences, ">= 1");
+  }
+  if (a.tokens == 0) return;
+  if (!a.k_new) throw_invalid(f, "k_new", "null", "a device pointer");
+  if (!a.v_new) throw_invalid(f, "v_new", "null", "a device pointer");
+  if (!a.slot_mapping) throw_invalid(f, "slot_mapping", "null", "a device array of tokens int32 slots");
+  if (!kv.k) throw_invalid(f, "kv.k", "null", "a device pointer");
+  if (!kv.v) throw_invalid(f, "kv.v", "null", "a device pointer");
+
+  const int64_t d = a.head_dim;
+  require_positive_stride(f, "k_new_token_stride", a.k_new_token_stride, a.tokens > 1 ? 1 : 0);
+  require_positive_stride(f, "k_new_head_stride", a.k_new_head_stride, a.kv_heads > 1 ? 1 : 0);
+  require_positive_stride(f, "v_new_token_stride", a.v_new_token_stride, a.tokens > 1 ? 1 : 0);
+  require_positive_stride(f, "v_new_head_stride", a.v_new_head_stride, a.kv_heads > 1 ? 1 : 0);
+  // The pools' dims as validate_problem sees them: (page, slot) or (sequence, row).
+  const int64_t slots = paged ? kv.page_size : kv.capacity;
+  const int64_t outer = paged ? kv.num_pages : a.sequences;
+  const int64_t k_outer_stride = paged ? kv.k_page_stride : kv.k_sequence_stride;
+  const int64_t v_outer_stride = paged ? kv.v_page_stride : kv.v_sequence_stride;
+  require_positive_stride(f, paged ? "kv.k_page_stride" : "kv.k_sequence_stride", k_outer_stride,
+                          outer > 1 ? 1 : 0);
+  require_positive_stride(f, paged ? "kv.v_page_stride" : "kv.v_sequence_stride", v_outer_stride,
+                          outer > 1 ? 1 : 0);
+  require_positive_stride(f, "kv.k_token_stride", kv.k_token_stride, slots > 1 ? 1 : 0);
+  require_positive_stride(f, "kv.v_token_stride", kv.v_token_stride, slots > 1 ? 1 : 0);
+  require_positive_stride(f, "kv.k_head_stride", kv.k_head_stride, a.kv_heads > 1 ? 1 : 0);
+  require_positive_stride(f, "kv.v_head_stride", kv.v_head_stride, a.kv_heads > 1 ? 1 : 0);
+  const Dim k_dims[] = {{outer, k_outer_stride}, {slots, kv.k_token_stride}, {a.kv_heads, kv.k_head_stride}, {d, 1}};
+  const Dim v_dims[] = {{outer, v_outer_stride}, {slots, kv.v_token_stride}, {a.kv_heads, kv.v_head_stride}, {d, 1}};
+  const char* const k_names[] = {paged ? "kv.k_page_stride" : "kv.k_sequence_stride", "kv.k_token_stride",
+                                 "kv.k_head_stride", "head_dim"};
+  const char* const v_names[] = {paged ? "kv.v_page_stride" : "kv.v_sequence_stride", "kv.v_token_stride",
+                                 "kv.v_head_stride", "head_dim"};
+  // Two slots must not share cells, or one token's write would land on another's.
+  require_no_self_overlap(f, "kv.k", k_dims, k_names);
+  require_no_self_overlap(f, "kv.v", v_dims, v_names);
+  const std::size_t es = dtype_size(a.dtype);
+  const int64_t k_extent = extent(f, "kv.k", k_dims), v_extent = extent(f, "kv.v", v_dims);
+  checked_mul_add(f, "kv.k bytes", k_extent, static_cast<int64_t>(es), 0);
+  checked_mul_add(f, "kv.v bytes", v_extent, static_cast<int64_t>(es), 0);
+  const Dim kn_dims[] = {{a.tokens, a.k_new_token_stride}, {a.kv_heads, a.k_new_head_stride}, {d, 1}};
+  const Dim vn_dims[] = {{a.tokens, a.v_new_token_stride}, {a.kv_heads, a.v_new_head_stride}, {d, 1}};
+  const ByteRange inputs[] = {range_of("k_new", a.k_new, extent(f, "k_new", kn_dims), es),
+                              range_of("v_new", a.v_new, extent(f, "v_new", vn_dims), es),
+                              range_of("slot_mapping", a.slot_mapping, a.tokens, sizeof(int32_t))};
+  for (const ByteRange& input : inputs) {
+    require_disjoint(f, range_of("kv.k", kv.k, k_extent, es), input);
+    require_disjoint(f, range_of("kv.v", kv.v, v_extent, es), input);
+  }
+
+  if (backend != Backend::cpu) return;  // device memory: the kernel skips bad slots
+  const int64_t total_slots = checked_mul_add(f, "slots", outer, slots, 0);
+  for (int64_t t = 0; t < a.tokens; ++t) {
+    const int32_t s = a.slot_mapping[t];
+    if (s < -1 || s >= total_slots) {
+      throw_invalid(f, "slot_mapping[" + std::to_string(t) + "]", s,
+                    "-1 (skip) or a slot in [0, " + std::to_string(total_slots) + ") (" +
+                        (paged ? "kv.num_pages * kv.page_size" : "sequences * kv.capacity") + ")");
+    }
+  }
+}
+
 }  // namespace wideattn::detail

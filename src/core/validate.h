@@ -4,6 +4,7 @@
 
 #include "wideattn/attention.h"
 #include "wideattn/components.h"
+#include "wideattn/write_kv.h"
 
 namespace wideattn::detail {
 
@@ -13,5 +14,8 @@ void validate_matmul(const MatmulArguments& args);
 void validate_softmax(const SoftmaxArguments& args);
 void validate_scatter_scores(const ScatterScoresArguments& args);
 void validate_scatter_values(const ScatterValuesArguments& args);
+void validate_merge_states(const MergeStatesArguments& args);
+// `backend` decides whether the slot mapping is host memory that validation reads (the CPU).
+void validate_write_kv(const WriteKvArguments& args, Backend backend);
 
 }  // namespace wideattn::detail

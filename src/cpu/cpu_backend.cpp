@@ -49,6 +49,8 @@ class CpuBackend final : public BackendImpl {
     cpu::recompute_nonfinite_products(pv);
   }
   void gather_kv_rows(const GatherKvArguments& args) override { cpu::gather_kv_rows(args); }
+  void merge_states(const MergeStatesArguments& args) override { cpu::merge_states(args); }
+  void write_kv(const WriteKvArguments& args) override { cpu::write_kv(args); }
 
   void decode(const AttentionProblem& problem, const Plan& plan) override {
     const std::size_t bytes = decode_workspace_layout(problem, std::max(1, plan.num_splits)).bytes;

@@ -18,6 +18,8 @@ void scatter_scores(const ScatterScoresArguments& args);              // scatter
 void scatter_values(const ScatterValuesArguments& args);              // scatter.cpp
 void recompute_nonfinite_products(const MatmulArguments& pv);         // nonfinite_products.cpp
 void gather_kv_rows(const GatherKvArguments& args);                   // gather_kv.cpp
+void merge_states(const MergeStatesArguments& args);                  // merge_states.cpp
+void write_kv(const WriteKvArguments& args);                          // write_kv.cpp
 
 // single_pass / two_pass decode (decode.cpp). `workspace` holds decode_workspace_layout bytes.
 void decode(const AttentionProblem& problem, const Plan& plan, void* workspace,

@@ -16,10 +16,12 @@
 #include "cuda/kernels/decode.h"
 #include "cuda/kernels/gather_kv.h"
 #include "cuda/kernels/matrix_fill.h"
+#include "cuda/kernels/merge_states.h"
 #include "cuda/kernels/nonfinite_products.h"
 #include "cuda/kernels/scatter_scores.h"
 #include "cuda/kernels/scatter_values.h"
 #include "cuda/kernels/softmax.h"
+#include "cuda/kernels/write_kv.h"
 #include "cuda/launch/cublaslt_matmul.h"
 #include "cuda/primitives/check.h"
 
@@ -212,6 +214,16 @@ class CudaBackend final : public detail::BackendImpl {
   void gather_kv_rows(const detail::GatherKvArguments& args) override {
     DeviceScope scope(device_index_);
     launch_gather_kv_rows(args, stream_);
+  }
+
+  void merge_states(const MergeStatesArguments& args) override {
+    DeviceScope scope(device_index_);
+    launch_merge_states(args, stream_);
+  }
+
+  void write_kv(const WriteKvArguments& args) override {
+    DeviceScope scope(device_index_);
+    launch_write_kv(args, stream_);
   }
 
   void decode(const AttentionProblem& problem, const Plan& plan) override {
