@@ -75,7 +75,7 @@ struct KernelTraits {
                                  cute::GMMA::Major::K, cute::GMMA::Major::MN>()));
 
   struct Shared {
-    alignas(1024) Element q[cute::cosize_v<LayoutQ>];
+    alignas(1024) Element q[cute::cosize_v<LayoutQ>];  // also the output's staging area
     alignas(1024) Element k[cute::cosize_v<LayoutKV>];
     alignas(1024) Element v[cute::cosize_v<LayoutKV>];
     Barrier q_full, q_empty;
@@ -461,10 +461,6 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
         zero_output();  // no key tile at all
       }
     }
-    // Q's last reader, this warpgroup's last Q K^T, has completed: the producer may load the
-    // next work item's Q while this one's normalisation and stores run (the epilogue writes
-    // from registers, so nothing else lives in the Q buffer).
-    release(sh.q_empty);
 
     float row_total[2];
     CUTE_UNROLL
@@ -492,6 +488,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
           p.partial_sum[state] = row_total[r];
         }
       }
+      release(sh.q_empty);  // Q's last reader, this warpgroup's Q K^T, has completed
       continue;
     }
 
@@ -522,32 +519,55 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
       }
     }
 
-    // Epilogue: O straight from the accumulators to global memory, two columns per store.
-    // Element i of the O fragment: row row0 + 8 * ((i / 2) % 2), column 8 * (i / 4) + col0 + i % 2;
-    // a quad writes 16 contiguous bytes of a row. (Staging through shared memory for 16-byte
-    // stores kept the Q buffer busy until the stores were done, delaying the next item's Q.)
-    const int col0 = get<1>(tOcO(0));
-    Element* out = static_cast<Element*>(p.out);
-    CUTE_UNROLL
-    for (int r = 0; r < 2; ++r) {
-      if (!row_valid[r]) continue;
-      const int row = warpgroup * 64 + row0 + 8 * r;
-      const int64_t token = t.query_start + t.token_begin + row / p.packed;
-      Element* destination = out + token * p.out_token_stride + int64_t{head[r]} * p.out_head_stride +
-                             column_base + col0;
+    // Epilogue: O -> this warpgroup's rows of the Q buffer (its last reader was our own Q K^T),
+    // then 16-byte pieces to global memory. The buffer is TMA's 128B-swizzled layout: 64-column
+    // chunks of kBlockM rows x 128 bytes, 16-byte unit u of row r stored at unit u ^ (r % 8).
+    // Element i of the O fragment: row row0 + 8 * ((i / 2) % 2), column 8 * (i / 4) + col0 + i % 2.
+    {
+      const int col0 = get<1>(tOcO(0));
+      char* q_bytes = reinterpret_cast<char*>(sh.q);
+      char* row_base[2];
       CUTE_UNROLL
-      for (int i = 2 * r; i < size(tOrO); i += 4) {  // elements of row r: (i / 2) % 2 == r
+      for (int r = 0; r < 2; ++r) {
+        const int row = warpgroup * 64 + row0 + 8 * r;
+        row_base[r] = q_bytes + row * 128 + col0 * 2;
+      }
+      const int swizzle = row0 % 8;  // same for both rows (8 apart)
+      CUTE_UNROLL
+      for (int i = 0; i < size(tOrO); i += 2) {
+        const int r = (i >> 1) & 1, group = i / 4;  // 8-column group
+        const int chunk = group / 8, unit = group % 8;
         const Element lo = static_cast<Element>(tOrO(i) * out_scale[r]);
         const Element hi = static_cast<Element>(tOrO(i + 1) * out_scale[r]);
-        Element* pair = destination + 8 * (i / 4);
-        if (p.out_pairs_aligned) {
-          *reinterpret_cast<uint32_t*>(pair) = uint32_t{lo.raw()} | (uint32_t{hi.raw()} << 16);
-        } else {
-          pair[0] = lo;
-          pair[1] = hi;
+        *reinterpret_cast<uint32_t*>(row_base[r] + chunk * Traits::kBlockM * 128 + ((unit ^ swizzle) << 4)) =
+            uint32_t{lo.raw()} | (uint32_t{hi.raw()} << 16);
+      }
+    }
+    named_barrier_sync(1 + warpgroup, 128);
+    constexpr int kPieces = kHeadDim / 8;  // 16-byte pieces per row
+    Element* out = static_cast<Element*>(p.out);
+    for (int i = thread; i < 64 * kPieces; i += 128) {
+      const int row = warpgroup * 64 + i / kPieces, piece = i % kPieces;
+      const int32_t token = t.token_begin + row / p.packed;
+      if (token >= t.token_end) continue;
+      const int32_t h = t.tile_head * p.packed + row % p.packed;
+      const uint4 value = *reinterpret_cast<const uint4*>(
+          reinterpret_cast<const char*>(sh.q) + (piece / 8) * Traits::kBlockM * 128 + row * 128 +
+          (((piece % 8) ^ (row % 8)) << 4));
+      Element* destination = out + int64_t{t.query_start + token} * p.out_token_stride +
+                             int64_t{h} * p.out_head_stride + column_base + piece * 8;
+      if (p.out_aligned16) {
+        *reinterpret_cast<uint4*>(destination) = value;
+      } else {
+        const uint32_t words[4] = {value.x, value.y, value.z, value.w};
+        CUTE_UNROLL
+        for (int e = 0; e < 8; ++e) {
+          destination[e] = Element::bitcast(static_cast<uint16_t>(words[e / 2] >> (16 * (e % 2))));
         }
       }
     }
+    fence_async_shared();  // our reads of the Q buffer before the producer's next TMA write
+    release(sh.q_empty);
   }
 }
 

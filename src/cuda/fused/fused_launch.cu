@@ -113,8 +113,8 @@ void run_fused_prefill(const AttentionProblem& p, const Plan& plan, const Device
   params.out = p.out;
   params.out_token_stride = p.out_token_stride;
   params.out_head_stride = p.out_head_stride;
-  params.out_pairs_aligned = reinterpret_cast<std::uintptr_t>(p.out) % 4 == 0 && p.out_token_stride % 2 == 0 &&
-                             p.out_head_stride % 2 == 0;
+  params.out_aligned16 = reinterpret_cast<std::uintptr_t>(p.out) % 16 == 0 && p.out_token_stride % 8 == 0 &&
+                         p.out_head_stride % 8 == 0;
   params.lse = p.lse;
   params.lse_token_stride = p.lse_token_stride;
   params.lse_head_stride = p.lse_head_stride;

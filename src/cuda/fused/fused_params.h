@@ -23,7 +23,7 @@ struct FusedParams {
   float* lse = nullptr;  // null: not written
   int64_t lse_token_stride = 0, lse_head_stride = 0;
   const float* sinks = nullptr;  // [q_heads] or null
-  int32_t out_pairs_aligned = 0;  // two adjacent out elements can be stored as one 32-bit word
+  int32_t out_aligned16 = 0;     // out rows can be stored 16 bytes at a time
 
   int32_t q_heads = 0, kv_heads = 0;
   int32_t group = 0;         // q_heads / kv_heads
