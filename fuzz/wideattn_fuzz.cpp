@@ -841,8 +841,10 @@ void fuzz_matmul(Input& in) {
   const int64_t ea = with_offset(extent_of({{a.batch, a.a_batch_stride}, {a.m, lda2}, {a.k, 1}}), a.a_offset);
   const int64_t eb = with_offset(extent_of({{a.batch, a.b_batch_stride}, {b_rows2, ldb2}, {b_cols2, 1}}), a.b_offset);
   const int64_t ed = with_offset(extent_of({{a.batch, a.d_batch_stride}, {a.m, ldd2}, {a.n, 1}}), a.d_offset);
-  const bool runnable = ea >= 0 && eb >= 0 && ed >= 0 && valid_dtype(a.a_dtype) && valid_dtype(a.b_dtype) &&
-                        valid_dtype(a.d_dtype) && small_work({a.batch, a.m, a.n, a.k});
+  // The bias row has n elements even when m = 0 leaves D empty (n is then bounded by nothing else).
+  const int64_t ec = a.c == MatmulC::bias ? extent_of({{a.n, 1}}) : 0;
+  const bool runnable = ea >= 0 && eb >= 0 && ed >= 0 && ec >= 0 && valid_dtype(a.a_dtype) &&
+                        valid_dtype(a.b_dtype) && valid_dtype(a.d_dtype) && small_work({a.batch, a.m, a.n, a.k});
   const std::size_t sa = size_of(a.a_dtype), sb = size_of(a.b_dtype), sd = size_of(a.d_dtype);
 
   if (!runnable) {
@@ -859,7 +861,7 @@ void fuzz_matmul(Input& in) {
     }
     return;
   }
-  Buffer A(ea * sa), B(eb * sb), D(ed * sd), C(a.c == MatmulC::bias ? a.n * sd : 0);
+  Buffer A(ea * sa), B(eb * sb), D(ed * sd), C(ec * sd);
   filler.fill(A.data(), a.a_dtype, ea);
   filler.fill(B.data(), a.b_dtype, eb);
   filler.fill(D.data(), a.d_dtype, ed);
