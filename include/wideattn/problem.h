@@ -87,8 +87,9 @@ struct MaskSpec {
 
 // Sentinel for `scale`: use 1/sqrt(head_dim).
 inline constexpr float kDefaultScale = std::numeric_limits<float>::quiet_NaN();
-// Largest AttentionProblem::kv_splits (bounds the split-KV workspace).
-inline constexpr int32_t kMaxKvSplits = 256;
+// Largest AttentionProblem::kv_splits (bounds the split-KV workspace; the merge kernel combines
+// at most this many parts per row).
+inline constexpr int32_t kMaxKvSplits = 128;
 
 struct AttentionProblem {
   int32_t batch = 0;     // number of sequences

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <numeric>
 #include <string>
@@ -146,6 +147,10 @@ void run_fused_prefill(const AttentionProblem& p, const Plan& plan, const Device
   }
   params.tile_start[count] = total;
   const int32_t splits = std::max(1, plan.num_splits);
+  if (int64_t{total} * splits > std::numeric_limits<int32_t>::max()) {
+    detail::throw_invalid("attention", "kv_splits", splits,
+                          "fewer KV splits: " + std::to_string(total) + " query tiles x splits must stay below 2^31");
+  }
   params.splits = splits;
   params.total_tiles = total * splits;
   if (total == 0) return;

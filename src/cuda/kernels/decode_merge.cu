@@ -22,7 +22,7 @@ namespace wideattn::cuda::decode {
 namespace {
 
 constexpr int kMergeThreads = 512;
-constexpr int kMergeMaxSplits = 128;
+constexpr int kMergeMaxSplits = kMaxKvSplits;  // what validation lets kv_splits ask for
 constexpr int kMergeMinVectors = 64 / 4;  // float4 columns at the smallest head_dim
 constexpr int kMergeMaxGroups = kMergeThreads / kMergeMinVectors;
 constexpr int kMergeBatch = 8;  // splits per thread whose loads are in flight together
