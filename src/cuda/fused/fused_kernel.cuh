@@ -41,7 +41,7 @@ struct KernelTraits {
   static constexpr int kStages = kConfig.stages;
   static constexpr int kCluster = kConfig.cluster;          // CTAs per tile, splitting head_dim
   static constexpr int kFullHeadDim = kHeadDim;             // of the tensors
-  static constexpr int kHeadDimension = kHeadDim / kCluster;  // this CTA's columns
+  static constexpr int kHeadDimension = kConfig.cta_head_dim();  // this CTA's columns
   static constexpr int kChunks = kHeadDimension / 64;  // 128-byte swizzled column chunks (TMA boxes)
   static constexpr int kThreads = 384;
   static constexpr int kConsumerThreads = 256;
@@ -111,13 +111,19 @@ __device__ __forceinline__ float soft_cap(float x, float cap, float twice_log2e_
 }
 
 // ---- producer ----------------------------------------------------------------------------------
+// The first of this CTA's columns of Q, K, V and O (a pair splits head_dim in halves).
+template <class Traits>
+__device__ __forceinline__ int32_t cta_first_column() {
+  if constexpr (Traits::kCluster > 1) return int32_t(cluster_rank()) * Traits::kHeadDimension;
+  return 0;
+}
+
 // Work items are numbered for `worker` of `workers` (a CTA, or a pair of CTAs splitting d).
 template <class Traits>
 __device__ void produce(const FusedParams& p, typename Traits::Shared& sh, int32_t worker, int32_t workers) {
   constexpr int kBlockN = Traits::kBlockN, kStages = Traits::kStages, kChunks = Traits::kChunks;
   const int lane = threadIdx.x % 32;
-  // This CTA's columns of Q, K and V (a pair splits d in halves).
-  const int32_t column_base = Traits::kCluster > 1 ? int32_t(cluster_rank()) * Traits::kHeadDimension : 0;
+  const int32_t column_base = cta_first_column<Traits>();
   uint32_t stage = 0, phase = 0, q_empty_parity = 1, loaded_parity = 0;
 
   auto load_k = [&](const Tile& t, int32_t kv_head, int32_t n) {
@@ -222,7 +228,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
   constexpr int kBlockN = Traits::kBlockN, kStages = Traits::kStages, kHeadDim = Traits::kHeadDimension;
   constexpr int kCluster = Traits::kCluster;
   const uint32_t rank = kCluster > 1 ? cluster_rank() : 0;
-  const int32_t column_base = int32_t(rank) * kHeadDim;  // this CTA's output columns
+  const int32_t column_base = cta_first_column<Traits>();
   constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
   const int thread = threadIdx.x % 128;
 
