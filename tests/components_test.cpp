@@ -124,6 +124,35 @@ void check_matmul(Context& context, std::mt19937_64& rng, const MatmulCase& mc) 
 
 using MatmulTest = BackendTest;
 
+// Runs `args` (f32 D, rows `d_leading_dimension` apart) on the device into `d`, reads every
+// written cell back row by row (never the padding past n), and compares with the oracle run on
+// the host copies of A and B.
+void check_fresh_scratch_gemm(Context& context, const MatmulArguments& args, const void* a_host,
+                              const void* b_host, const void* a_device, const void* b_device,
+                              DeviceMemory& d) {
+  const int64_t m = args.m, n = args.n, ld = args.d_leading_dimension, batch = args.batch;
+  MatmulArguments on_device = args;
+  on_device.a = a_device;
+  on_device.b = b_device;
+  on_device.d = d.get();
+  WA_ASSERT_OK(matmul(context, on_device));
+  std::vector<float> row(n);
+  std::vector<double> got;
+  for (int64_t r = 0; r < batch * m; ++r) {
+    WA_ASSERT_OK(context.copy(row.data(), static_cast<float*>(d.get()) + r * ld, n * sizeof(float),
+                              CopyKind::device_to_host));
+    got.insert(got.end(), row.begin(), row.end());
+  }
+  HostTensor d_host(DType::f32, batch * m * ld);
+  MatmulArguments on_host = args;
+  on_host.a = a_host;
+  on_host.b = b_host;
+  on_host.d = d_host.data();
+  const std::vector<double> expected = reference::matmul(on_host);  // dense [batch, m, n]
+  EXPECT_TRUE(close_rel_l2(got, expected, relative_tolerance(DType::f32),
+                           shape_index_name({"batch", "row", "col"}, {batch, m, n})));
+}
+
 TEST_P(MatmulTest, DenseMatchesOracle) {
   MatmulCase mc;
   mc.m = 17;
@@ -194,26 +223,7 @@ TEST_P(MatmulTest, IntoUninitialisedScratch) {
   args.k = k;
   args.batch = batch;
   args.ab_scale = 0.0625f;
-  MatmulArguments on_device = args;
-  on_device.a = a_device->get();
-  on_device.b = b_device->get();
-  on_device.d = d.get();
-  WA_ASSERT_OK(matmul(context(), on_device));
-  std::vector<float> row(n);
-  std::vector<double> got;
-  for (int64_t r = 0; r < batch * m; ++r) {
-    WA_ASSERT_OK(context().copy(row.data(), static_cast<float*>(d.get()) + r * ld,
-                                n * sizeof(float), CopyKind::device_to_host));
-    got.insert(got.end(), row.begin(), row.end());
-  }
-  HostTensor d_host(DType::f32, batch * m * ld);
-  MatmulArguments on_host = args;
-  on_host.a = a.data();
-  on_host.b = b.data();
-  on_host.d = d_host.data();
-  const std::vector<double> expected = reference::matmul(on_host);  // dense [batch, m, n]
-  EXPECT_TRUE(close_rel_l2(got, expected, relative_tolerance(DType::f32),
-                           shape_index_name({"batch", "row", "col"}, {batch, m, n})));
+  check_fresh_scratch_gemm(context(), args, a.data(), b.data(), a_device->get(), b_device->get(), d);
 }
 
 // The prefill pipeline's Q K^T GEMM as the CUDA pipeline issues it (few query rows, the query
@@ -244,26 +254,7 @@ TEST_P(MatmulTest, PipelineShapedGemmIntoFreshScratch) {
   args.k = k;
   args.batch = batch;
   args.ab_scale = 0.0625f;
-  MatmulArguments on_device = args;
-  on_device.a = q_device->get();
-  on_device.b = k_device->get();
-  on_device.d = d.get();
-  WA_ASSERT_OK(matmul(context(), on_device));
-  std::vector<float> row(n);
-  std::vector<double> got;
-  for (int64_t r = 0; r < batch * m; ++r) {
-    WA_ASSERT_OK(context().copy(row.data(), static_cast<float*>(d.get()) + r * ld,
-                                n * sizeof(float), CopyKind::device_to_host));
-    got.insert(got.end(), row.begin(), row.end());
-  }
-  HostTensor d_host(DType::f32, batch * m * ld);
-  MatmulArguments on_host = args;
-  on_host.a = q.data();
-  on_host.b = keys.data();
-  on_host.d = d_host.data();
-  const std::vector<double> expected = reference::matmul(on_host);  // dense [batch, m, n]
-  EXPECT_TRUE(close_rel_l2(got, expected, relative_tolerance(DType::f32),
-                           shape_index_name({"batch", "row", "col"}, {batch, m, n})));
+  check_fresh_scratch_gemm(context(), args, q.data(), keys.data(), q_device->get(), k_device->get(), d);
 }
 
 TEST_P(MatmulTest, ScaleAccumulateAndBias) {
