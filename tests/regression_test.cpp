@@ -2,6 +2,7 @@
 // each, so that the main suite (and its ASan+UBSan run) keeps them fixed without the fuzzer.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <memory>
@@ -178,6 +179,45 @@ TEST(FuzzRegressions, OverlappingInputRowsRunOnEveryKernel) {
       p.out = out.data();
       p.lse = lse.data();
       check_host_attention(*context, p, kernel, out, lse);
+    }
+  }
+}
+
+// 5. (CI, seed 12216284209956807454.) A -inf query against keys of one sign gives a +inf logit;
+// AVX-512's max keeps or drops a NaN by lane, so the row maximum could skip the +inf behind a
+// NaN and come out finite: the sum was then +inf, the row NaN and the LSE +inf, a mix the NaN
+// policy forbids (docs/reliability.md). Each row here puts +inf (and NaN) in another lane order.
+TEST(FuzzRegressions, SoftmaxOfAnInfiniteLogitIsNaNWithLseNaN) {
+  auto context = cpu();
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+  constexpr int kRows = 4, kCols = 48;  // three AVX-512 vectors per row
+  std::vector<float> in(kRows * kCols, 0.25f), out(kRows * kCols, 7.0f), lse(kRows, 7.0f);
+  std::vector<float> sinks{0.5f};
+  in[0 * kCols + 5] = kInf;                                                 // +inf alone
+  in[1 * kCols + 3] = kInf, in[1 * kCols + 19] = kNaN, in[1 * kCols + 35] = 1.0f;  // inf, NaN, finite
+  in[2 * kCols + 3] = kNaN, in[2 * kCols + 19] = kInf;                     // NaN, then inf
+  in[3 * kCols + 47] = kInf;                                                // in the last lane
+  SoftmaxArguments a;
+  a.input = in.data();
+  a.input_row_stride = kCols;
+  a.output = out.data();
+  a.output_row_stride = kCols;
+  a.output_dtype = DType::f32;
+  a.rows = kRows;
+  a.cols = kCols;
+  a.lse = lse.data();
+  a.lse_row_stride = 1;
+  for (const float* s : {static_cast<const float*>(nullptr), static_cast<const float*>(sinks.data())}) {
+    a.sinks = s;
+    a.rows_per_block = s ? kRows : 0;
+    a.lse_block_stride = s ? kRows : 0;
+    WA_ASSERT_OK(softmax(*context, a));
+    for (int r = 0; r < kRows; ++r) {
+      EXPECT_TRUE(std::isnan(lse[r])) << "row " << r << (s ? " with a sink" : "") << ": LSE " << lse[r];
+      for (int c = 0; c < kCols; ++c) {
+        EXPECT_TRUE(std::isnan(out[r * kCols + c])) << "row " << r << " column " << c << ": " << out[r * kCols + c];
+      }
     }
   }
 }

@@ -1,5 +1,7 @@
 // Row-wise softmax with per-block sinks and LSE, f32 math, parallel over rows.
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "cpu/convert_rows.h"
@@ -43,16 +45,24 @@ void softmax(const SoftmaxArguments& a) {
         lse = kNegInf;
       } else {
         float* e = f32_out ? static_cast<float*>(out) : row_buffer.data();
-        float sum = cols > 0 ? exp_shift_sum(in, e, cols, max) : 0.0f;
+        // A +inf logit (from a non-finite query or key) makes the sum +inf or NaN, and so does a
+        // NaN that row_max skipped while it hid a larger value: the softmax is undefined then, so
+        // the row is NaN throughout and so is its LSE (docs/reliability.md), never a finite or
+        // infinite LSE over a NaN row. A finite max bounds every term by 1, so a finite row
+        // always has a finite sum.
+        float sum = max == kPosInf ? kPosInf : cols > 0 ? exp_shift_sum(in, e, cols, max) : 0.0f;
         if (has_sink) sum += std::exp(sink - max);
+        const bool undefined = !(sum <= std::numeric_limits<float>::max());
+        if (undefined && cols > 0) std::fill_n(e, cols, std::numeric_limits<float>::quiet_NaN());
         if (cols > 0) {
+          const float inverse = undefined ? 1.0f : 1.0f / sum;
           if (f32_out) {
-            scale_row(e, cols, 1.0f / sum);
+            scale_row(e, cols, inverse);
           } else {
-            convert_from_f32(e, out, a.output_dtype, cols, 1.0f / sum);
+            convert_from_f32(e, out, a.output_dtype, cols, inverse);
           }
         }
-        lse = max + std::log(sum);
+        lse = undefined ? std::numeric_limits<float>::quiet_NaN() : max + std::log(sum);
       }
       if (a.lse) a.lse[block * a.lse_block_stride + in_block * a.lse_row_stride] = lse;
     }

@@ -18,6 +18,7 @@
 namespace wideattn::detail::cpu {
 
 inline constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+inline constexpr float kPosInf = std::numeric_limits<float>::infinity();
 
 #if WIDEATTN_CPU_AVX512
 // e^x, about 1 ulp on the range softmax uses. Inputs below -110 (including -inf) give exactly 0.
