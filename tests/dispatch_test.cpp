@@ -3,6 +3,7 @@
 // plan_attention is pure, so most of this runs against described devices, with no GPU needed.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <functional>
 #include <string>
 #include <vector>
@@ -81,7 +82,7 @@ TEST(Dispatch, SuffixAboveEightGoesToPrefill) {
 // Hopper, 16-bit, head_dim 64/128/256: the fused kernel; anything it does not serve falls back
 // to the unfused pipeline and the plan says why.
 TEST(Dispatch, FusedPrefillOnHopperWithReasonsForFallbacks) {
-  PlanProblem problem({100, 3}, {100, 300});
+  PlanProblem problem({100, 30}, {100, 300});
   Plan plan = plan_or_fail(problem.p, h100_device());
 #if defined(WIDEATTN_WITH_CUDA)
   EXPECT_EQ(plan.kernel, Kernel::prefill_fused) << plan.reason;
@@ -170,11 +171,11 @@ TEST(Dispatch, PagedCachesPlanLikeContiguousOnes) {
       EXPECT_EQ(b.kernel, a.kernel);
       EXPECT_EQ(b.num_splits, a.num_splits);
       EXPECT_EQ(b.workspace_bytes, a.workspace_bytes);
-      PlanProblem prefill({300, 4}, {300, 777});
+      PlanProblem prefill({300, 40}, {300, 777});
       prefill.use_pages(page);
       const Plan unfused = plan_or_fail(prefill.p, device);
       EXPECT_EQ(unfused.kernel, Kernel::prefill_unfused) << unfused.reason;
-      PlanProblem same({300, 4}, {300, 777});
+      PlanProblem same({300, 40}, {300, 777});
       EXPECT_GT(unfused.workspace_bytes, plan_or_fail(same.p, device, Kernel::prefill_unfused).workspace_bytes)
           << "the gathered K/V rows need workspace";
     }
@@ -218,9 +219,67 @@ TEST(Dispatch, ManyShortSequencesStayInOnePass) {
   }
 }
 
-TEST(Dispatch, LongestSuffixOfTheBatchDecides) {
-  PlanProblem problem({1, 1, 9, 1}, {50, 60, 70, 80});
-  EXPECT_EQ(plan_or_fail(problem.p, cpu_device()).kernel, Kernel::prefill_unfused);
+// A batch of decode steps and prefill chunks: each run of consecutive sequences of one kind gets
+// its own kernel (empty sequences join the run they sit in); `kernel` names the prefill part's.
+TEST(Dispatch, MixedBatchesSplitIntoRunsOfOneKind) {
+  for (const DeviceInfo& device : kDevices) {
+    SCOPED_TRACE(device.name);
+    PlanProblem problem({1, 1, 9, 1}, {5000, 60, 70, 80});
+    const Plan plan = plan_or_fail(problem.p, device);
+    ASSERT_EQ(plan.parts.size(), 3u) << plan.reason;
+    EXPECT_TRUE(plan.kernel == Kernel::prefill_unfused || plan.kernel == Kernel::prefill_fused);
+    EXPECT_EQ(plan.reason.rfind("mixed batch, 3 runs", 0), 0u) << plan.reason;
+    const int32_t first[] = {0, 2, 3}, count[] = {2, 1, 1};
+    std::size_t most = 0;
+    for (std::size_t i = 0; i < 3; ++i) {
+      const PlanPart& part = plan.parts[i];
+      EXPECT_EQ(part.first_sequence, first[i]);
+      EXPECT_EQ(part.sequences, count[i]);
+      const bool decode = part.kernel == Kernel::single_pass || part.kernel == Kernel::two_pass;
+      EXPECT_EQ(decode, i != 1) << to_string(part.kernel);
+      most = std::max(most, part.workspace_bytes);
+    }
+    EXPECT_EQ(plan.parts[1].kernel, plan.kernel);
+    EXPECT_EQ(plan.workspace_bytes, most);
+    // Each part is planned as the same sequences would be on their own.
+    PlanProblem alone({1, 1}, {5000, 60});
+    const Plan decode = plan_or_fail(alone.p, device);
+    EXPECT_EQ(plan.parts[0].kernel, decode.kernel);
+    EXPECT_EQ(plan.parts[0].num_splits, decode.num_splits);
+    EXPECT_EQ(plan.parts[0].workspace_bytes, decode.workspace_bytes);
+    // A forced kernel serves the whole batch.
+    EXPECT_TRUE(plan_or_fail(problem.p, device, Kernel::prefill_unfused).parts.empty());
+  }
+}
+
+TEST(Dispatch, EmptySequencesJoinTheirNeighboursRun) {
+  PlanProblem problem({0, 9, 0, 1, 0}, {10, 70, 3, 80, 0});
+  const Plan plan = plan_or_fail(problem.p, cpu_device());
+  ASSERT_EQ(plan.parts.size(), 2u) << plan.reason;
+  EXPECT_EQ(plan.parts[0].first_sequence, 0);
+  EXPECT_EQ(plan.parts[0].sequences, 3);
+  EXPECT_EQ(plan.parts[0].kernel, Kernel::prefill_unfused);
+  EXPECT_EQ(plan.parts[1].first_sequence, 3);
+  EXPECT_EQ(plan.parts[1].sequences, 2);
+  EXPECT_NE(plan.parts[1].kernel, Kernel::prefill_unfused);
+  // Only one kind of work (the empty sequences do none): one kernel.
+  PlanProblem decode_only({0, 1, 0}, {10, 70, 3});
+  EXPECT_TRUE(plan_or_fail(decode_only.p, cpu_device()).parts.empty());
+}
+
+// Decode and prefill sequences interleaved past the run limit: a launch per run would cost more
+// than the decode kernels save, so the prefill kernel takes the whole batch, as before.
+TEST(Dispatch, InterleavedBatchesStayOnOneKernel) {
+  std::vector<int32_t> suffixes, lengths;
+  for (int i = 0; i < 9; ++i) {
+    suffixes.push_back(i % 2 ? 1 : 12);
+    lengths.push_back(100);
+  }
+  PlanProblem problem(suffixes, lengths);
+  const Plan plan = plan_or_fail(problem.p, cpu_device());
+  EXPECT_TRUE(plan.parts.empty()) << plan.reason;
+  EXPECT_EQ(plan.kernel, Kernel::prefill_unfused);
+  EXPECT_NE(plan.reason.find("12 > 8"), std::string::npos) << plan.reason;
 }
 
 TEST(Dispatch, ForcedKernelsArePlanned) {

@@ -6,6 +6,7 @@
 #include "core/dispatch.h"
 #include "core/error.h"
 #include "core/fused_support.h"
+#include "core/mixed_batch.h"
 #include "core/tuning.h"
 #include "core/validate.h"
 #include "core/workspace_layout.h"
@@ -61,6 +62,124 @@ int32_t choose_splits(const AttentionProblem& p, const DeviceInfo& device) {
   return static_cast<int32_t>(best);
 }
 
+// One kernel for the whole of `p` (validated).
+Plan plan_one(const AttentionProblem& p, const DeviceInfo& device, Kernel forced) {
+  const Tuning t = tuning_for(device);
+  const ProblemExtents e = problem_extents(p);
+  Plan result;
+  std::ostringstream why;
+  if (forced == Kernel::automatic) {
+    if (e.max_suffix > t.max_decode_suffix) {
+      const std::string fused_missing = fused_prefill_unsupported(p, device);
+      why << "longest suffix " << e.max_suffix << " > " << t.max_decode_suffix << ": ";
+      if (fused_missing.empty()) {
+        result.kernel = Kernel::prefill_fused;
+        why << fused_prefill_summary(p);
+      } else {
+        result.kernel = Kernel::prefill_unfused;
+        why << "prefill (matmul, mask, softmax, matmul per KV head; fused kernel: "
+            << fused_missing << ")";
+      }
+    } else if (p.kv_splits > 0) {
+      result.num_splits = p.kv_splits;
+      result.kernel = result.num_splits > 1 ? Kernel::two_pass : Kernel::single_pass;
+      why << "longest suffix " << e.max_suffix << " <= " << t.max_decode_suffix << ", "
+          << result.num_splits << " KV split(s): fixed by kv_splits (batch-invariant)";
+    } else {
+      result.num_splits = choose_splits(p, device);
+      result.kernel = result.num_splits > 1 ? Kernel::two_pass : Kernel::single_pass;
+      why << "longest suffix " << e.max_suffix << " <= " << t.max_decode_suffix << ", "
+          << result.num_splits << " KV split(s) to fill " << device.compute_units << " "
+          << (device.backend == Backend::cuda ? "SMs" : "threads") << " (longest KV "
+          << e.max_kv_length << ")";
+    }
+  } else if (forced == Kernel::single_pass) {
+    if (p.kv_splits > 1) {
+      throw_invalid("plan_attention", "kv_splits", p.kv_splits, "0 or 1 with forced = single_pass");
+    }
+    result.kernel = forced;
+    why << "forced single_pass";
+  } else if (forced == Kernel::two_pass) {
+    if (p.kv_splits == 1) {
+      throw_invalid("plan_attention", "kv_splits", p.kv_splits, "0 or >= 2 with forced = two_pass");
+    }
+    result.kernel = forced;
+    result.num_splits = p.kv_splits > 0 ? p.kv_splits : std::max(2, choose_splits(p, device));
+    why << "forced two_pass, " << result.num_splits << " KV splits"
+        << (p.kv_splits > 0 ? " (kv_splits)" : "");
+  } else if (forced == Kernel::prefill_unfused) {
+    result.kernel = forced;
+    why << "forced prefill_unfused";
+  } else if (forced == Kernel::prefill_fused) {
+    const std::string fused_missing = fused_prefill_unsupported(p, device);
+    if (!fused_missing.empty()) {
+      throw_error(StatusCode::unsupported,
+                  "plan_attention: forced = prefill_fused cannot run this problem: " + fused_missing);
+    }
+    result.kernel = forced;
+    why << "forced prefill_fused: " << fused_prefill_summary(p);
+  } else {
+    throw_invalid("plan_attention", "forced", static_cast<int>(forced),
+                  "automatic, single_pass, two_pass, prefill_unfused or prefill_fused");
+  }
+  if (result.kernel == Kernel::prefill_unfused) {
+    const int64_t gqa = p.q_heads / p.kv_heads;
+    const int64_t key_capacity = prefill_row_stride(e.max_kv_length);
+    const std::size_t psize = dtype_size(probability_dtype(device.backend, p.dtype));
+    const int64_t per_row = gqa * key_capacity *
+                            static_cast<int64_t>(sizeof(float) + (psize == 4 ? 0 : psize));
+    int64_t chunk = std::max<int64_t>(1, t.prefill_scratch_bytes / per_row);
+    if (t.prefill_max_chunk_rows > 0) chunk = std::min(chunk, t.prefill_max_chunk_rows);
+    if (chunk >= t.prefill_chunk_granularity) chunk -= chunk % t.prefill_chunk_granularity;
+    chunk = std::min<int64_t>(chunk, std::max<int64_t>(1, e.max_suffix));
+    result.query_rows_per_chunk = chunk;
+    result.workspace_bytes = prefill_workspace_layout(p, chunk, key_capacity, psize).bytes;
+    why << "; " << chunk << " query rows per chunk";
+  } else if (result.kernel == Kernel::prefill_fused) {
+    // kv_splits fixes the count (batch-invariant serving); else as many as fill the SMs.
+    result.num_splits = p.kv_splits > 0 ? p.kv_splits : fused_prefill_splits(p, device);
+    // Split tiles leave partial states for the decode merge kernel, in its layout.
+    result.workspace_bytes = result.num_splits > 1 ? decode_workspace_layout(p, result.num_splits).bytes : 0;
+    if (result.num_splits > 1) {
+      why << "; " << result.num_splits << " KV splits per tile to fill " << device.compute_units << " SMs";
+    }
+  } else {
+    result.workspace_bytes = decode_workspace_layout(p, result.num_splits).bytes;
+  }
+  result.reason = why.str();
+  return result;
+}
+
+// Automatic dispatch of a batch that mixes decode steps with prefill chunks: one plan per run
+// of consecutive sequences of one kind. Empty when the batch is not mixed, or so interleaved
+// that the launches would cost more than the decode kernels save.
+Plan plan_mixed(const AttentionProblem& p, const DeviceInfo& device) {
+  const std::vector<SequenceRun> runs = sequence_runs(p, tuning_for(device).max_decode_suffix);
+  Plan result;
+  if (runs.size() < 2 || runs.size() > static_cast<std::size_t>(kMaxMixedRuns)) return result;
+  std::ostringstream why;
+  why << "mixed batch, " << runs.size() << " runs";
+  std::vector<int32_t> offsets;
+  bool have_prefill = false;
+  for (const SequenceRun& run : runs) {
+    const Plan part = plan_one(sequence_range(p, run.first_sequence, run.sequences, offsets), device,
+                               Kernel::automatic);
+    result.parts.push_back({run.first_sequence, run.sequences, part.kernel, part.num_splits,
+                            part.query_rows_per_chunk, part.workspace_bytes});
+    result.workspace_bytes = std::max(result.workspace_bytes, part.workspace_bytes);
+    if (!run.decode && !have_prefill) {
+      have_prefill = true;
+      result.kernel = part.kernel;
+      result.num_splits = part.num_splits;
+      result.query_rows_per_chunk = part.query_rows_per_chunk;
+    }
+    why << "; sequences " << run.first_sequence << "-" << run.first_sequence + run.sequences - 1
+        << ": " << to_string(part.kernel) << " (" << part.reason << ")";
+  }
+  result.reason = why.str();
+  return result;
+}
+
 }  // namespace detail
 
 Status plan_attention(const AttentionProblem& p, const DeviceInfo& device, Kernel forced,
@@ -69,90 +188,10 @@ Status plan_attention(const AttentionProblem& p, const DeviceInfo& device, Kerne
     using namespace detail;
     if (!plan) throw_invalid("plan_attention", "plan", "null", "a Plan to fill");
     validate_problem("plan_attention", p, device.backend);
-    const Tuning t = tuning_for(device);
-    const ProblemExtents e = problem_extents(p);
     Plan result;
-    std::ostringstream why;
-    if (forced == Kernel::automatic) {
-      if (e.max_suffix > t.max_decode_suffix) {
-        const std::string fused_missing = fused_prefill_unsupported(p, device);
-        why << "longest suffix " << e.max_suffix << " > " << t.max_decode_suffix << ": ";
-        if (fused_missing.empty()) {
-          result.kernel = Kernel::prefill_fused;
-          why << fused_prefill_summary(p);
-        } else {
-          result.kernel = Kernel::prefill_unfused;
-          why << "prefill (matmul, mask, softmax, matmul per KV head; fused kernel: "
-              << fused_missing << ")";
-        }
-      } else if (p.kv_splits > 0) {
-        result.num_splits = p.kv_splits;
-        result.kernel = result.num_splits > 1 ? Kernel::two_pass : Kernel::single_pass;
-        why << "longest suffix " << e.max_suffix << " <= " << t.max_decode_suffix << ", "
-            << result.num_splits << " KV split(s): fixed by kv_splits (batch-invariant)";
-      } else {
-        result.num_splits = choose_splits(p, device);
-        result.kernel = result.num_splits > 1 ? Kernel::two_pass : Kernel::single_pass;
-        why << "longest suffix " << e.max_suffix << " <= " << t.max_decode_suffix << ", "
-            << result.num_splits << " KV split(s) to fill " << device.compute_units << " "
-            << (device.backend == Backend::cuda ? "SMs" : "threads") << " (longest KV "
-            << e.max_kv_length << ")";
-      }
-    } else if (forced == Kernel::single_pass) {
-      if (p.kv_splits > 1) {
-        throw_invalid("plan_attention", "kv_splits", p.kv_splits, "0 or 1 with forced = single_pass");
-      }
-      result.kernel = forced;
-      why << "forced single_pass";
-    } else if (forced == Kernel::two_pass) {
-      if (p.kv_splits == 1) {
-        throw_invalid("plan_attention", "kv_splits", p.kv_splits, "0 or >= 2 with forced = two_pass");
-      }
-      result.kernel = forced;
-      result.num_splits = p.kv_splits > 0 ? p.kv_splits : std::max(2, choose_splits(p, device));
-      why << "forced two_pass, " << result.num_splits << " KV splits"
-          << (p.kv_splits > 0 ? " (kv_splits)" : "");
-    } else if (forced == Kernel::prefill_unfused) {
-      result.kernel = forced;
-      why << "forced prefill_unfused";
-    } else if (forced == Kernel::prefill_fused) {
-      const std::string fused_missing = fused_prefill_unsupported(p, device);
-      if (!fused_missing.empty()) {
-        throw_error(StatusCode::unsupported,
-                    "plan_attention: forced = prefill_fused cannot run this problem: " + fused_missing);
-      }
-      result.kernel = forced;
-      why << "forced prefill_fused: " << fused_prefill_summary(p);
-    } else {
-      throw_invalid("plan_attention", "forced", static_cast<int>(forced),
-                    "automatic, single_pass, two_pass, prefill_unfused or prefill_fused");
-    }
-    if (result.kernel == Kernel::prefill_unfused) {
-      const int64_t gqa = p.q_heads / p.kv_heads;
-      const int64_t key_capacity = prefill_row_stride(e.max_kv_length);
-      const std::size_t psize = dtype_size(probability_dtype(device.backend, p.dtype));
-      const int64_t per_row = gqa * key_capacity *
-                              static_cast<int64_t>(sizeof(float) + (psize == 4 ? 0 : psize));
-      int64_t chunk = std::max<int64_t>(1, t.prefill_scratch_bytes / per_row);
-      if (t.prefill_max_chunk_rows > 0) chunk = std::min(chunk, t.prefill_max_chunk_rows);
-      if (chunk >= t.prefill_chunk_granularity) chunk -= chunk % t.prefill_chunk_granularity;
-      chunk = std::min<int64_t>(chunk, std::max<int64_t>(1, e.max_suffix));
-      result.query_rows_per_chunk = chunk;
-      result.workspace_bytes = prefill_workspace_layout(p, chunk, key_capacity, psize).bytes;
-      why << "; " << chunk << " query rows per chunk";
-    } else if (result.kernel == Kernel::prefill_fused) {
-      // kv_splits fixes the count (batch-invariant serving); else as many as fill the SMs.
-      result.num_splits = p.kv_splits > 0 ? p.kv_splits : fused_prefill_splits(p, device);
-      // Split tiles leave partial states for the decode merge kernel, in its layout.
-      result.workspace_bytes = result.num_splits > 1 ? decode_workspace_layout(p, result.num_splits).bytes : 0;
-      if (result.num_splits > 1) {
-        why << "; " << result.num_splits << " KV splits per tile to fill " << device.compute_units << " SMs";
-      }
-    } else {
-      result.workspace_bytes = decode_workspace_layout(p, result.num_splits).bytes;
-    }
-    result.reason = why.str();
-    *plan = result;
+    if (forced == Kernel::automatic) result = plan_mixed(p, device);
+    if (result.parts.empty()) result = plan_one(p, device, forced);
+    *plan = std::move(result);
   });
 }
 
