@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/bounded_plan.h"
 #include "core/error.h"
 #include "core/mixed_batch.h"
 #include "core/prefill_pipeline.h"
@@ -55,6 +56,17 @@ Status attention(Context& context, const AttentionProblem& problem, Kernel force
       run_kernel(backend, detail::sequence_range(problem, part.first_sequence, part.sequences, offsets),
                  one);
     }
+  });
+}
+
+Status attention_planned(Context& context, const AttentionProblem& problem, const Plan& plan) {
+  return detail::guarded([&] {
+    const Backend backend = context.device().backend;
+    detail::check_planned_run(problem, plan, backend);
+    if (backend == Backend::cpu && problem.total_tokens() == 0) return;  // every slot padded
+    // CUDA reads the metadata on the device only (run_decode sees plan.device_metadata); the CPU
+    // backend's "device" memory is the host's, so its decode reads it as always.
+    context.impl().decode(problem, plan);
   });
 }
 

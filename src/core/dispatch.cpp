@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <sstream>
 
+#include "core/bounded_plan.h"
 #include "core/dispatch.h"
 #include "core/error.h"
 #include "core/fused_support.h"
@@ -192,6 +193,14 @@ Status plan_attention(const AttentionProblem& p, const DeviceInfo& device, Kerne
     if (forced == Kernel::automatic) result = plan_mixed(p, device);
     if (result.parts.empty()) result = plan_one(p, device, forced);
     *plan = std::move(result);
+  });
+}
+
+Status plan_attention(const AttentionProblem& p, const ProblemBounds& bounds, const DeviceInfo& device,
+                      Kernel forced, Plan* plan) {
+  return detail::guarded([&] {
+    if (!plan) detail::throw_invalid("plan_attention", "plan", "null", "a Plan to fill");
+    *plan = detail::plan_from_bounds(p, bounds, device, forced);
   });
 }
 

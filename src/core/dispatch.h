@@ -18,6 +18,9 @@ ProblemExtents problem_extents(const AttentionProblem& problem);
 // multiplies in f32 (OpenBLAS sgemm); tensor cores take the model dtype.
 DType probability_dtype(Backend backend, DType model_dtype);
 
+// One kernel for the whole of `problem` (validated): automatic dispatch or `forced`'s checks.
+Plan plan_one(const AttentionProblem& problem, const DeviceInfo& device, Kernel forced);
+
 // KV splits that fill `device` for a decode problem (1: single_pass).
 int32_t choose_splits(const AttentionProblem& problem, const DeviceInfo& device);
 

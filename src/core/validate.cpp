@@ -137,7 +137,7 @@ void validate_head_dim(const char* function, int32_t head_dim, Backend backend) 
 // The paged cache's own fields, and each sequence's block-table row: long enough for its
 // kv_length and, where the host can read the table (the CPU backend), every entry it will read
 // is a page of the pools.
-void validate_paged_kv(const char* f, const AttentionProblem& p, Backend backend) {
+void validate_paged_kv(const char* f, const AttentionProblem& p, Backend backend, bool check_block_table) {
   const KvCache& kv = p.kv;
   if (kv.capacity != 0) {
     throw_invalid(f, "kv.capacity", kv.capacity,
@@ -158,7 +158,7 @@ void validate_paged_kv(const char* f, const AttentionProblem& p, Backend backend
   checked_mul_add(f, "kv.block_table", p.batch - 1, kv.block_table_stride, kv.max_pages);
   require_positive_stride(f, "kv.k_page_stride", kv.k_page_stride, kv.num_pages > 1 ? 1 : 0);
   require_positive_stride(f, "kv.v_page_stride", kv.v_page_stride, kv.num_pages > 1 ? 1 : 0);
-  const bool table_on_host = backend == Backend::cpu;
+  const bool table_on_host = backend == Backend::cpu && check_block_table;
   for (int32_t b = 0; b < p.batch; ++b) {
     const int64_t length = p.kv_lengths[b];
     const int64_t needed = (length + kv.page_size - 1) / kv.page_size;
@@ -183,7 +183,8 @@ void validate_paged_kv(const char* f, const AttentionProblem& p, Backend backend
 
 }  // namespace
 
-void validate_problem(const char* f, const AttentionProblem& p, Backend backend) {
+void validate_problem(const char* f, const AttentionProblem& p, Backend backend,
+                      bool check_block_table) {
   if (p.batch < 1) throw_invalid(f, "batch", p.batch, ">= 1");
   if (p.q_heads < 1) throw_invalid(f, "q_heads", p.q_heads, ">= 1");
   if (p.kv_heads < 1) throw_invalid(f, "kv_heads", p.kv_heads, ">= 1");
@@ -235,7 +236,7 @@ void validate_problem(const char* f, const AttentionProblem& p, Backend backend)
     }
     if (suffix > max_suffix) max_suffix = suffix;
   }
-  if (p.kv.paged()) validate_paged_kv(f, p, backend);
+  if (p.kv.paged()) validate_paged_kv(f, p, backend, check_block_table);
   const int64_t tokens = p.total_tokens();
   validate_mask_spec(f, "mask.", p.mask);
   if (!(std::isnan(p.scale) || (std::isfinite(p.scale) && p.scale > 0))) {

@@ -9,7 +9,10 @@
 namespace wideattn::detail {
 
 // `backend` decides which head dims are allowed (the CPU takes any multiple of 8 up to 512).
-void validate_problem(const char* function, const AttentionProblem& problem, Backend backend);
+// `check_block_table`: read the (host) block table's entries on the CPU backend; off when the
+// lengths are bounds rather than the call's own (entries past a real length may be anything).
+void validate_problem(const char* function, const AttentionProblem& problem, Backend backend,
+                      bool check_block_table = true);
 void validate_matmul(const MatmulArguments& args);
 void validate_softmax(const SoftmaxArguments& args);
 void validate_scatter_scores(const ScatterScoresArguments& args);

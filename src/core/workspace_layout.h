@@ -23,9 +23,12 @@ struct DecodeWorkspace {
   std::size_t partial_out = 0, partial_max = 0, partial_sum = 0, metadata = 0, bytes = 0;
 };
 
-inline DecodeWorkspace decode_workspace_layout(const AttentionProblem& p, int32_t splits) {
+// For `tokens` query rows; p's metadata is not read (a plan from bounds passes its bound, and its
+// query_offsets may be device memory).
+inline DecodeWorkspace decode_workspace_layout(int64_t tokens, const AttentionProblem& p,
+                                               int32_t splits) {
   DecodeWorkspace w;
-  const std::size_t rows = static_cast<std::size_t>(p.total_tokens()) * p.q_heads;
+  const std::size_t rows = static_cast<std::size_t>(tokens) * p.q_heads;
   std::size_t at = 0;
   if (splits > 1) {
     w.partial_out = at;
@@ -39,6 +42,10 @@ inline DecodeWorkspace decode_workspace_layout(const AttentionProblem& p, int32_
   at += align_up((2 * static_cast<std::size_t>(p.batch) + 1) * sizeof(int32_t));
   w.bytes = at;
   return w;
+}
+
+inline DecodeWorkspace decode_workspace_layout(const AttentionProblem& p, int32_t splits) {
+  return decode_workspace_layout(p.total_tokens(), p, splits);
 }
 
 // Row stride of a prefill score row of `cols` keys: a multiple of 8 elements so every row of

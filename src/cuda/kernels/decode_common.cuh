@@ -10,6 +10,7 @@
 #include "core/mask.h"
 #include "cuda/kernels/decode_config.h"
 #include "cuda/kernels/decode_params.h"
+#include "wideattn/attention.h"
 
 namespace wideattn::cuda::decode {
 
@@ -146,6 +147,21 @@ struct CtaWork {
   SequenceMask mask;
 };
 
+// Whether one sequence's device metadata breaks the plan's bounds; `report`: OR the reasons into
+// p.errors. Out of line: the check runs once per CTA and must not cost the streaming loop
+// registers.
+static __device__ __noinline__ bool metadata_outside_bounds(const DecodeParams& p, int32_t seq, bool report) {
+  const int32_t first = p.query_offsets[seq], next = p.query_offsets[seq + 1];
+  const int32_t kv_length = p.kv_lengths[seq];
+  const int64_t suffix = int64_t{next} - first;
+  int32_t bad = 0;
+  if (first < 0 || next < first || next > p.max_total_tokens) bad |= kMetadataQueryOffsets;
+  if (suffix > p.max_suffix) bad |= kMetadataSuffix;
+  if (kv_length < suffix || kv_length > p.max_kv_length) bad |= kMetadataKvLength;
+  if (bad && report && p.errors && threadIdx.x == 0) atomicOr(p.errors, bad);
+  return bad != 0;
+}
+
 // False when the CTA has no query rows (its sequence is shorter than the grid). `p` is the
 // kernel's __grid_constant__ parameter block (inline metadata is read in place).
 __device__ __forceinline__ bool cta_work(const DecodeParams& p, int rows_per_cta, CtaWork& w) {
@@ -156,9 +172,16 @@ __device__ __forceinline__ bool cta_work(const DecodeParams& p, int rows_per_cta
   x /= p.splits;
   w.kv_head = x % p.kv_heads;
   w.seq = x / p.kv_heads;
-  auto metadata = [&](int32_t i) { return p.metadata ? p.metadata[i] : p.inline_metadata[i]; };
-  const int32_t first = metadata(w.seq);
-  const int32_t suffix = metadata(w.seq + 1) - first;
+  // The caller's device metadata, checked against the plan's bounds before any address is
+  // formed from it: a sequence outside them is skipped (and reported once, by its first CTA).
+  if (p.check_metadata &&
+      metadata_outside_bounds(p, w.seq, row_item == 0 && w.split == 0 && w.kv_head == 0)) {
+    return false;
+  }
+  const bool inline_metadata = p.query_offsets == nullptr;
+  auto offset = [&](int32_t i) { return inline_metadata ? p.inline_metadata[i] : p.query_offsets[i]; };
+  const int32_t first = offset(w.seq);
+  const int32_t suffix = offset(w.seq + 1) - first;
   w.first_token = first;
   w.rows = suffix * p.gqa;
   w.row0 = row_item * rows_per_cta;
@@ -166,7 +189,8 @@ __device__ __forceinline__ bool cta_work(const DecodeParams& p, int rows_per_cta
 
   w.mask.spec = p.mask;
   w.mask.suffix_length = suffix;
-  w.mask.prefix_length = metadata(p.batch + 1 + w.seq) - suffix;
+  w.mask.prefix_length =
+      (inline_metadata ? p.inline_metadata[p.batch + 1 + w.seq] : p.kv_lengths[w.seq]) - suffix;
   if (p.mask.tree_start) {
     w.mask.spec.tree_start += first;
     w.mask.spec.tree_end += first;

@@ -26,12 +26,12 @@ using decode::DecodeParams;
 unsigned long long* g_trace = nullptr;  // decode::set_trace_buffer
 #endif
 
-// Whether every row the tensor-core kernel copies with 16-byte vectors is 16-byte aligned.
-bool rows_aligned_16(const AttentionProblem& p) {
+// Whether every row the tensor-core kernel copies with 16-byte vectors is 16-byte aligned, for
+// `tokens` query rows.
+bool rows_aligned_16(const AttentionProblem& p, int64_t tokens) {
   const int64_t per16 = static_cast<int64_t>(16 / dtype_size(p.dtype));
   auto ok_pointer = [](const void* x) { return reinterpret_cast<std::uintptr_t>(x) % 16 == 0; };
   auto ok_stride = [&](int64_t stride, int64_t count) { return count <= 1 || stride % per16 == 0; };
-  const int64_t tokens = p.total_tokens();
   // Pools: (sequence, slot) dims when contiguous, (page, slot in page) when paged.
   const int64_t outer = p.kv.paged() ? p.kv.num_pages : p.batch;
   const int64_t slots = p.kv.paged() ? p.kv.page_size : p.kv.capacity;
@@ -74,18 +74,21 @@ void run_decode(const AttentionProblem& problem, const Plan& plan, const DeviceI
   const AttentionProblem& p = problem;
   const int32_t splits = plan.num_splits;
   if (splits < 1) detail::throw_invalid(f, "plan.num_splits", splits, ">= 1");
-  const detail::DecodeWorkspace ws = detail::decode_workspace_layout(p, splits);
+  // A plan from bounds: the metadata is device memory the host must not read; the grid, the
+  // workspace and the merge cover the bounds and the kernels read the call's own lengths.
+  const bool bounded = plan.device_metadata;
+  const int64_t tokens = bounded ? plan.bounds.max_total_tokens : p.total_tokens();
+  const detail::DecodeWorkspace ws = detail::decode_workspace_layout(tokens, p, splits);
   if (plan.workspace_bytes < ws.bytes) {
     detail::throw_invalid(f, "plan.workspace_bytes", plan.workspace_bytes,
                           ">= " + std::to_string(ws.bytes) + " (decode_workspace_layout for " +
                               std::to_string(splits) + " splits)");
   }
   if (!workspace) detail::throw_invalid(f, "workspace", "null", "plan.workspace_bytes of scratch");
-  const int64_t tokens = p.total_tokens();
   if (tokens == 0) return;
 
-  int64_t max_suffix = 0;
-  for (int32_t b = 0; b < p.batch; ++b) {
+  int64_t max_suffix = bounded ? plan.bounds.max_suffix : 0;
+  for (int32_t b = 0; b < p.batch && !bounded; ++b) {
     max_suffix = std::max<int64_t>(max_suffix, p.query_offsets[b + 1] - p.query_offsets[b]);
   }
   const int32_t gqa = p.q_heads / p.kv_heads;
@@ -94,7 +97,7 @@ void run_decode(const AttentionProblem& problem, const Plan& plan, const DeviceI
   // occupancy allows (decode_config.h) and the device's per-block shared memory (an A100's 163 KB
   // takes 2 stages at head_dim 512).
   bool tensor_cores =
-      p.dtype != DType::f32 && device.compute_capability >= 80 && rows_aligned_16(p);
+      p.dtype != DType::f32 && device.compute_capability >= 80 && rows_aligned_16(p, tokens);
   const detail::Tuning tuning = detail::tuning_for(device);
   int32_t groups =
       tensor_cores ? detail::decode_row_blocks_per_item(tuning, p.dtype, row_blocks) : 1;
@@ -153,13 +156,22 @@ void run_decode(const AttentionProblem& problem, const Plan& plan, const DeviceI
   d.trace = g_trace;
 #endif
 
-  // Sequence metadata: inline in the parameters when it fits, else one copy into the workspace
-  // from a staging vector (pageable memory: the driver has consumed it when cudaMemcpyAsync
-  // returns, so the caller may reuse its arrays at once).
-  const std::size_t entries = 2 * static_cast<std::size_t>(p.batch) + 1;
+  // Sequence metadata: the caller's device arrays for a plan from bounds; else inline in the
+  // parameters when it fits, or one copy into the workspace from a staging vector (pageable
+  // memory: the driver has consumed it when cudaMemcpyAsync returns, so the caller may reuse its
+  // arrays at once).
+  const std::size_t entries = bounded ? 0 : 2 * static_cast<std::size_t>(p.batch) + 1;
   int32_t* staged = d.inline_metadata;
   std::vector<int32_t> upload;
-  if (entries > static_cast<std::size_t>(DecodeParams::kInlineMetadata)) {
+  if (bounded) {
+    d.query_offsets = p.query_offsets;
+    d.kv_lengths = p.kv_lengths;
+    d.check_metadata = true;
+    d.max_total_tokens = plan.bounds.max_total_tokens;
+    d.max_suffix = plan.bounds.max_suffix;
+    d.max_kv_length = plan.bounds.max_kv_length;
+    d.errors = plan.bounds.errors;
+  } else if (entries > static_cast<std::size_t>(DecodeParams::kInlineMetadata)) {
     if (stream_is_capturing(stream)) {
       detail::throw_error(StatusCode::unsupported,
                           "attention: batch = " + std::to_string(p.batch) +
@@ -171,14 +183,17 @@ void run_decode(const AttentionProblem& problem, const Plan& plan, const DeviceI
     upload.resize(entries);
     staged = upload.data();
   }
-  std::copy(p.query_offsets, p.query_offsets + p.batch + 1, staged);
-  std::copy(p.kv_lengths, p.kv_lengths + p.batch, staged + p.batch + 1);
+  if (!bounded) {
+    std::copy(p.query_offsets, p.query_offsets + p.batch + 1, staged);
+    std::copy(p.kv_lengths, p.kv_lengths + p.batch, staged + p.batch + 1);
+  }
   char* base = static_cast<char*>(workspace);
   if (!upload.empty()) {
     int32_t* metadata = reinterpret_cast<int32_t*>(base + ws.metadata);
     WIDEATTN_CUDA_CHECK(cudaMemcpyAsync(metadata, upload.data(), entries * sizeof(int32_t),
                                         cudaMemcpyHostToDevice, stream));
-    d.metadata = metadata;
+    d.query_offsets = metadata;
+    d.kv_lengths = metadata + p.batch + 1;
   }
   if (splits > 1) {
     d.partial_out = reinterpret_cast<float*>(base + ws.partial_out);

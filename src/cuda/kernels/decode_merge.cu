@@ -39,6 +39,9 @@ __global__ void __launch_bounds__(kMergeThreads) decode_merge_kernel(const Decod
   WIDEATTN_TRACE(p, kTraceMergeBase + 4 * int64_t{blockIdx.x} + 1);
   const int64_t row = blockIdx.x;  // token * q_heads + head
   const int64_t token = row / p.q_heads;
+  // A plan from bounds launches a row per token of its bound: rows past the call's own tokens
+  // belong to no sequence and stay untouched (the whole CTA leaves together).
+  if (p.check_metadata && token >= min(int64_t{p.query_offsets[p.batch]}, p.max_total_tokens)) return;
   const int32_t head = static_cast<int32_t>(row % p.q_heads);
   const int vectors = p.head_dim / 4;
   const int groups = blockDim.x / vectors;

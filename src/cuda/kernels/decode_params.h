@@ -28,11 +28,21 @@ struct DecodeParams {
   int64_t lse_token_stride = 0, lse_head_stride = 0;
   const float* sinks = nullptr;  // [q_heads], may be null
 
-  // Sequence metadata, query_offsets [batch + 1] then kv_lengths [batch]: in this parameter
-  // block when it fits (nothing to copy on the stream), else uploaded into the workspace.
+  // Sequence metadata, query_offsets [batch + 1] and kv_lengths [batch]: device arrays (the
+  // caller's, for a plan from bounds; else a copy uploaded into the workspace), or, when both
+  // are null, inline_metadata (offsets then lengths) in this parameter block.
   static constexpr int kInlineMetadata = 255;  // int32 entries: batch <= 127
-  const int32_t* metadata = nullptr;           // device copy; null: inline_metadata
+  const int32_t* query_offsets = nullptr;
+  const int32_t* kv_lengths = nullptr;
   int32_t inline_metadata[kInlineMetadata] = {};
+  // A plan from bounds: the metadata is the caller's and unchecked, so each CTA checks its
+  // sequence against the bounds (skipping it, and ORing kMetadata* bits into `errors` when set),
+  // and the merge leaves the rows past query_offsets[batch] alone.
+  bool check_metadata = false;
+  int64_t max_total_tokens = 0;
+  int32_t max_suffix = 0;
+  int64_t max_kv_length = 0;
+  int32_t* errors = nullptr;
 
   MaskSpec mask;             // tree arrays indexed by the global query row (offset per sequence)
   bool simple_mask = false;  // no tree, ring or window: only causality and lengths hide keys
