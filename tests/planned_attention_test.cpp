@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <memory>
+#include <utility>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -200,6 +202,200 @@ TEST(PlannedAttention, MetadataOutsideTheBoundsIsRejectedWithNothingWritten) {
   EXPECT_TRUE(has_error(attention_planned(*context, more_heads.p, split), StatusCode::invalid_argument,
                         {"attention_planned", "plan.workspace_bytes"}));
 }
+
+// ---- CUDA: one captured graph, replayed over decode steps ----------------------------------------
+#ifdef WIDEATTN_WITH_CUDA
+
+class PlannedGraphTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!session_.start(Backend::cuda)) return;
+    ASSERT_EQ(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), cudaSuccess);
+    session_.context->set_stream(stream_);  // the legacy default stream cannot be captured
+  }
+  void TearDown() override {
+    session_.stop();
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+  Context& context() { return *session_.context; }
+  std::mt19937_64& rng() { return session_.rng; }
+  cudaStream_t stream() const { return stream_; }
+
+ private:
+  BackendSession session_;
+  cudaStream_t stream_ = nullptr;
+};
+
+// One decode step's host metadata over the slots.
+struct Step {
+  std::vector<int32_t> offsets, lengths, table;
+};
+
+std::vector<double> download(const void* device, DType dtype, int64_t elements) {
+  HostTensor host(dtype, elements);
+  EXPECT_EQ(cudaMemcpy(host.data(), device, host.bytes(), cudaMemcpyDeviceToHost), cudaSuccess);
+  std::vector<double> values(static_cast<std::size_t>(elements));
+  for (int64_t i = 0; i < elements; ++i) values[i] = host.get(i);
+  return values;
+}
+
+// A paged 31B-style decode (bf16, head_dim 512, 32/4 heads, sinks) over 5 slots: the graph is
+// captured once from a plan made from bounds; between replays the offsets, lengths and block
+// table are rewritten in place (lengths grow, slots go idle and come back, pages move). Every
+// replay matches the eager call with host metadata and the same split count; the rows past the
+// step's tokens keep what they held; a length past the bounds is reported in the error word and
+// leaves the other sequences right.
+TEST_F(PlannedGraphTest, OneCapturedDecodeServesEveryStep) {
+  constexpr int32_t kSlots = 5, kPageSize = 16, kPagesPerSlot = 40, kMaxSuffix = 2;
+  constexpr int64_t kMaxTokens = kSlots * kMaxSuffix, kMaxKv = kPageSize * kPagesPerSlot;
+  AttentionProblem p;
+  p.batch = kSlots;
+  p.q_heads = 32;
+  p.kv_heads = 4;
+  p.head_dim = 512;
+  p.dtype = DType::bf16;
+  const int64_t num_pages = int64_t{kSlots} * kPagesPerSlot + 17;  // spare pages
+  const std::size_t es = dtype_size(p.dtype);
+  const int64_t q_elements = kMaxTokens * p.q_heads * p.head_dim;
+  const int64_t pool_elements = num_pages * kPageSize * p.kv_heads * p.head_dim;
+  auto q = to_device(context(), random_tensor(rng(), p.dtype, q_elements).data(), q_elements * es);
+  auto k = to_device(context(), random_tensor(rng(), p.dtype, pool_elements).data(), pool_elements * es);
+  auto v = to_device(context(), random_tensor(rng(), p.dtype, pool_elements).data(), pool_elements * es);
+  DeviceMemory out(context(), q_elements * es), eager_out(context(), q_elements * es);
+  DeviceMemory lse(context(), kMaxTokens * p.q_heads * sizeof(float));
+  DeviceMemory eager_lse(context(), kMaxTokens * p.q_heads * sizeof(float));
+  DeviceMemory offsets(context(), (kSlots + 1) * sizeof(int32_t)), lengths(context(), kSlots * sizeof(int32_t));
+  DeviceMemory table(context(), int64_t{kSlots} * kPagesPerSlot * sizeof(int32_t));
+  DeviceMemory errors(context(), sizeof(int32_t));
+  ASSERT_EQ(cudaMemset(errors.get(), 0, sizeof(int32_t)), cudaSuccess);
+  const std::vector<float> sink_values{0.5f, -1.0f, 2.0f, 0.0f, 1.0f, -0.5f, 0.25f, 3.0f,
+                                       0.5f, -1.0f, 2.0f, 0.0f, 1.0f, -0.5f, 0.25f, 3.0f,
+                                       0.5f, -1.0f, 2.0f, 0.0f, 1.0f, -0.5f, 0.25f, 3.0f,
+                                       0.5f, -1.0f, 2.0f, 0.0f, 1.0f, -0.5f, 0.25f, 3.0f};
+  auto sinks = to_device(context(), sink_values.data(), sink_values.size() * sizeof(float));
+  set_paged_kv(p, k->get(), v->get(), num_pages, kPageSize, static_cast<const int32_t*>(table.get()),
+               kPagesPerSlot);
+  p.out_token_stride = p.q_heads * p.head_dim;
+  p.out_head_stride = p.head_dim;
+  p.q_token_stride = p.q_heads * p.head_dim;
+  p.q_head_stride = p.head_dim;
+  p.lse_token_stride = p.q_heads;
+  p.lse_head_stride = 1;
+  p.q = q->get();
+  p.sinks = static_cast<const float*>(sinks->get());
+  p.scale = 1.0f;
+  AttentionProblem planned = p;
+  planned.query_offsets = static_cast<const int32_t*>(offsets.get());
+  planned.kv_lengths = static_cast<const int32_t*>(lengths.get());
+  planned.out = out.get();
+  planned.lse = static_cast<float*>(lse.get());
+
+  ProblemBounds bounds;
+  bounds.max_total_tokens = kMaxTokens;
+  bounds.max_suffix = kMaxSuffix;
+  bounds.max_kv_length = kMaxKv;
+  bounds.errors = static_cast<int32_t*>(errors.get());
+  Plan plan;
+  WA_ASSERT_OK(plan_attention(planned, bounds, context().device(), Kernel::automatic, &plan));
+
+  // The steps: lengths grow by each slot's suffix; slot 3 idles in step 2; pages are a fresh
+  // permutation of the pool every step (the cache contents are whatever those pages hold).
+  std::vector<int32_t> kv = {1, 300, 77, 500, 0};
+  std::vector<Step> steps;
+  const std::vector<std::vector<int32_t>> suffixes = {{1, 1, 1, 1, 0}, {2, 1, 1, 2, 1}, {1, 2, 2, 0, 1}, {1, 1, 1, 1, 1}};
+  for (const auto& suffix : suffixes) {
+    Step st;
+    st.offsets.push_back(0);
+    for (int32_t s = 0; s < kSlots; ++s) {
+      kv[s] += suffix[s];
+      st.offsets.push_back(st.offsets.back() + suffix[s]);
+      st.lengths.push_back(kv[s]);
+    }
+    std::vector<int32_t> pages(static_cast<std::size_t>(num_pages));
+    for (int64_t i = 0; i < num_pages; ++i) pages[i] = static_cast<int32_t>(i);
+    std::shuffle(pages.begin(), pages.end(), rng());
+    st.table.assign(pages.begin(), pages.begin() + int64_t{kSlots} * kPagesPerSlot);
+    steps.push_back(st);
+  }
+  auto write_step = [&](const Step& st) {
+    ASSERT_EQ(cudaMemcpyAsync(offsets.get(), st.offsets.data(), st.offsets.size() * sizeof(int32_t),
+                              cudaMemcpyHostToDevice, stream()), cudaSuccess);
+    ASSERT_EQ(cudaMemcpyAsync(lengths.get(), st.lengths.data(), st.lengths.size() * sizeof(int32_t),
+                              cudaMemcpyHostToDevice, stream()), cudaSuccess);
+    ASSERT_EQ(cudaMemcpyAsync(table.get(), st.table.data(), st.table.size() * sizeof(int32_t),
+                              cudaMemcpyHostToDevice, stream()), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(stream()), cudaSuccess);  // the host vectors may go
+  };
+
+  // Warm call (sizes the workspace), then one capture.
+  write_step(steps[0]);
+  WA_ASSERT_OK(attention_planned(context(), planned, plan));
+  WA_ASSERT_OK(context().synchronize());
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamBeginCapture(stream(), cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  const Status captured = attention_planned(context(), planned, plan);
+  ASSERT_EQ(cudaStreamEndCapture(stream(), &graph), cudaSuccess);
+  WA_ASSERT_OK(captured);
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+
+  const int64_t row = int64_t{p.q_heads} * p.head_dim;
+  for (std::size_t i = 0; i <= steps.size(); ++i) {
+    const bool bad = i == steps.size();  // the last replay: slot 1's length past the bounds
+    Step st = bad ? steps.back() : steps[i];
+    if (bad) st.lengths[1] = static_cast<int32_t>(kMaxKv + 5);
+    SCOPED_TRACE("step " + std::to_string(i) + (bad ? " (slot 1 past max_kv_length)" : ""));
+    write_step(st);
+    ASSERT_EQ(cudaMemset(out.get(), 0x7f, q_elements * es), cudaSuccess);  // bf16 0x7f7f
+    ASSERT_EQ(cudaGraphLaunch(exec, stream()), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(stream()), cudaSuccess);
+    const int64_t tokens = st.offsets.back();
+    const std::vector<double> got = download(out.get(), p.dtype, q_elements);
+    const std::vector<double> got_lse = download(lse.get(), DType::f32, tokens * p.q_heads);
+    int32_t reported = 0;
+    ASSERT_EQ(cudaMemcpy(&reported, errors.get(), sizeof(int32_t), cudaMemcpyDeviceToHost), cudaSuccess);
+    EXPECT_EQ(reported, bad ? kMetadataKvLength : 0);
+
+    // Eager reference: host metadata, the same split count (the same kernel), slot 1 valid.
+    Step ref = st;
+    if (bad) ref.lengths[1] = steps.back().lengths[1];
+    AttentionProblem eager = p;
+    eager.query_offsets = ref.offsets.data();
+    eager.kv_lengths = ref.lengths.data();
+    eager.out = eager_out.get();
+    eager.lse = static_cast<float*>(eager_lse.get());
+    eager.kv_splits = plan.num_splits;
+    WA_ASSERT_OK(attention(context(), eager, Kernel::automatic));
+    WA_ASSERT_OK(context().synchronize());
+    const std::vector<double> want = download(eager_out.get(), p.dtype, q_elements);
+    const std::vector<double> want_lse = download(eager_lse.get(), DType::f32, tokens * p.q_heads);
+    const int64_t bad_first = ref.offsets[1], bad_end = ref.offsets[2];
+    std::vector<double> a, b, la, lb;
+    for (int64_t t = 0; t < tokens; ++t) {
+      if (bad && t >= bad_first && t < bad_end) continue;  // slot 1's rows are unspecified
+      a.insert(a.end(), got.begin() + t * row, got.begin() + (t + 1) * row);
+      b.insert(b.end(), want.begin() + t * row, want.begin() + (t + 1) * row);
+      la.insert(la.end(), got_lse.begin() + t * p.q_heads, got_lse.begin() + (t + 1) * p.q_heads);
+      lb.insert(lb.end(), want_lse.begin() + t * p.q_heads, want_lse.begin() + (t + 1) * p.q_heads);
+    }
+    EXPECT_TRUE(close_rel_l2(a, b, relative_tolerance(p.dtype), flat_index_name()));
+    EXPECT_TRUE(close_abs(la, lb, lse_tolerance(p.dtype), flat_index_name()));
+    // Rows past the step's tokens were not written.
+    const double untouched = got[q_elements - 1];
+    EXPECT_GT(untouched, 1e38);
+    for (int64_t x = tokens * row; x < q_elements; ++x) {
+      if (got[x] != untouched) {
+        ADD_FAILURE() << "out element " << x << " past the step's " << tokens << " tokens was written: " << got[x];
+        break;
+      }
+    }
+    if (bad) ASSERT_EQ(cudaMemset(errors.get(), 0, sizeof(int32_t)), cudaSuccess);
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+}
+
+#endif  // WIDEATTN_WITH_CUDA
 
 }  // namespace
 }  // namespace wideattn::test
