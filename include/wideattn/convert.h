@@ -1,10 +1,12 @@
-// Host-side conversions between f32 and the 16-bit storage types (round to nearest even).
+// Host-side conversions between f32 and the 16- and 8-bit storage types (round to nearest even).
 // For callers that fill or read f16/bf16 tensors on the host (tests, the CLI, bindings).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "wideattn/types.h"
 
@@ -74,12 +76,47 @@ inline uint16_t float_to_f16(float f) {
   return sign | static_cast<uint16_t>(((rounded >> 13) - ((127 - 15) << 10)) & 0x7fffu);
 }
 
+// fp8 e4m3 (OCP "E4M3FN": bias 7, no infinities, S.1111.111 is NaN, largest finite 448), the
+// storage of an fp8 KV cache.
+inline float fp8_e4m3_to_float(uint8_t bits) {
+  const int exponent = (bits >> 3) & 0xf, mantissa = bits & 0x7;
+  const float sign = (bits & 0x80) ? -1.0f : 1.0f;
+  if (exponent == 0xf && mantissa == 0x7) return std::numeric_limits<float>::quiet_NaN();
+  if (exponent == 0) return sign * std::ldexp(static_cast<float>(mantissa), -9);  // subnormal
+  return sign * std::ldexp(static_cast<float>(8 + mantissa), exponent - 10);
+}
+
+// Rounds to nearest even. Finite values past 448 saturate to +-448 (as engines quantise their
+// caches); NaN and +-inf become NaN (the format has no infinity, and a non-finite value must
+// stay non-finite).
+inline uint8_t float_to_fp8_e4m3(float f) {
+  const uint8_t sign = std::signbit(f) ? 0x80 : 0x00;
+  if (!std::isfinite(f)) return sign | 0x7f;
+  const float a = std::fabs(f);
+  if (a >= 448.0f) return sign | 0x7e;
+  int e = 0;
+  std::frexp(a, &e);  // a = m * 2^e, m in [0.5, 1)
+  const int exponent = e - 1;
+  if (exponent < -6) {  // subnormal grid 2^-9; 8 steps rounds up into the smallest normal (code 8)
+    return sign | static_cast<uint8_t>(std::nearbyint(std::ldexp(a, 9)));
+  }
+  int steps = static_cast<int>(std::nearbyint(std::ldexp(a, 3 - exponent)));  // 8..16
+  int biased = exponent + 7;
+  if (steps == 16) {
+    steps = 8;
+    ++biased;
+  }
+  if (biased > 15 || (biased == 15 && steps - 8 == 7)) return sign | 0x7e;  // rounded past 448
+  return sign | static_cast<uint8_t>((biased << 3) | (steps - 8));
+}
+
 // Element i of a tensor of `dtype` as f32.
 inline float load_as_float(const void* data, DType dtype, std::size_t i) {
   switch (dtype) {
     case DType::f32: return static_cast<const float*>(data)[i];
     case DType::f16: return f16_to_float(static_cast<const uint16_t*>(data)[i]);
     case DType::bf16: return bf16_to_float(static_cast<const uint16_t*>(data)[i]);
+    case DType::fp8_e4m3: return fp8_e4m3_to_float(static_cast<const uint8_t*>(data)[i]);
   }
   return 0.0f;
 }
@@ -90,6 +127,7 @@ inline void store_from_float(void* data, DType dtype, std::size_t i, float value
     case DType::f32: static_cast<float*>(data)[i] = value; break;
     case DType::f16: static_cast<uint16_t*>(data)[i] = float_to_f16(value); break;
     case DType::bf16: static_cast<uint16_t*>(data)[i] = float_to_bf16(value); break;
+    case DType::fp8_e4m3: static_cast<uint8_t*>(data)[i] = float_to_fp8_e4m3(value); break;
   }
 }
 

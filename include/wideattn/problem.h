@@ -55,6 +55,15 @@ struct KvCache {
   int64_t num_pages = 0;                 // pages in each pool
   int64_t k_page_stride = 0, v_page_stride = 0;  // elements between consecutive pages
 
+  // fp8 cache: K and V hold e4m3 bytes (DType::fp8_e4m3; strides still count elements) and a
+  // stored value x stands for x * scale. The scales are f32 on the Context's device: one per
+  // pool, or one per KV head (scales_per_head); a null scale is 1. Halves a 16-bit cache's
+  // bytes. Served by the CPU backend so far; CUDA plans refuse it (unsupported, with the reason).
+  bool fp8 = false;
+  const float* k_scale = nullptr;
+  const float* v_scale = nullptr;
+  bool scales_per_head = false;
+
   bool paged() const { return block_table != nullptr; }
   // Token slots one sequence can address.
   int64_t sequence_capacity() const {

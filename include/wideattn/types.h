@@ -7,7 +7,9 @@
 namespace wideattn {
 
 // Storage type of a tensor. Arithmetic is always f32 (f64 in the test oracle).
-enum class DType : int32_t { f32 = 0, f16 = 1, bf16 = 2 };
+// fp8_e4m3 is a storage type of KV caches only (KvCache::fp8, write_kv's cache): q, out and the
+// components take f32, f16 or bf16.
+enum class DType : int32_t { f32 = 0, f16 = 1, bf16 = 2, fp8_e4m3 = 3 };
 
 // Where a Context runs its work. Pointers handed to a Context live on its device.
 enum class Backend : int32_t { cpu = 0, cuda = 1 };

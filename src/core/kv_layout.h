@@ -74,4 +74,15 @@ WIDEATTN_HOST_DEVICE int64_t row_offset(const KvPool& pool, const KvPages& pages
   return row_offset(pool, pages, page_of(pages, sequence, row), row, head);
 }
 
+// Storage of the cache's elements: e4m3 for an fp8 cache, else the problem's dtype.
+inline DType kv_dtype(const KvCache& kv, DType problem_dtype) {
+  return kv.fp8 ? DType::fp8_e4m3 : problem_dtype;
+}
+
+// Dequantisation scale of KV head `head` for `scale` (KvCache::k_scale or v_scale): 1 when
+// null. Reads the scale, so host memory only (the CPU backend).
+inline float kv_head_scale(const KvCache& kv, const float* scale, int32_t head) {
+  return scale ? scale[kv.scales_per_head ? head : 0] : 1.0f;
+}
+
 }  // namespace wideattn::detail

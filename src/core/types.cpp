@@ -8,6 +8,7 @@ const char* to_string(DType dtype) {
     case DType::f32: return "f32";
     case DType::f16: return "f16";
     case DType::bf16: return "bf16";
+    case DType::fp8_e4m3: return "fp8_e4m3";
   }
   return "unknown dtype";
 }
@@ -43,6 +44,12 @@ const char* to_string(StatusCode code) {
   return "unknown status";
 }
 
-std::size_t dtype_size(DType dtype) { return dtype == DType::f32 ? 4 : 2; }
+std::size_t dtype_size(DType dtype) {
+  switch (dtype) {
+    case DType::f32: return 4;
+    case DType::fp8_e4m3: return 1;
+    default: return 2;
+  }
+}
 
 }  // namespace wideattn

@@ -1,5 +1,6 @@
 #include "cpu/convert_rows.h"
 
+#include <array>
 #include <cstring>
 
 #include "cpu/vector_math.h"
@@ -22,11 +23,27 @@ inline __m256i bf16_from_ps(__m512 x) {
 }
 #endif
 
+// Every e4m3 code as f32 (256 entries: a lookup beats the bit arithmetic).
+const std::array<float, 256>& fp8_e4m3_table() {
+  static const std::array<float, 256> table = [] {
+    std::array<float, 256> t{};
+    for (int i = 0; i < 256; ++i) t[i] = fp8_e4m3_to_float(static_cast<uint8_t>(i));
+    return t;
+  }();
+  return table;
+}
+
 }  // namespace
 
 void convert_to_f32(const void* src, DType dtype, float* dst, int64_t n) {
   if (dtype == DType::f32) {
     std::memcpy(dst, src, static_cast<std::size_t>(n) * sizeof(float));
+    return;
+  }
+  if (dtype == DType::fp8_e4m3) {
+    const auto* s = static_cast<const uint8_t*>(src);
+    const std::array<float, 256>& table = fp8_e4m3_table();
+    for (int64_t i = 0; i < n; ++i) dst[i] = table[s[i]];
     return;
   }
   const auto* s = static_cast<const uint16_t*>(src);
@@ -59,6 +76,11 @@ void convert_from_f32(const float* src, void* dst, DType dtype, int64_t n, float
     } else {
       for (int64_t i = 0; i < n; ++i) d[i] = src[i] * scale;
     }
+    return;
+  }
+  if (dtype == DType::fp8_e4m3) {  // quantising writes (write_kv): rare, scalar
+    auto* d = static_cast<uint8_t*>(dst);
+    for (int64_t i = 0; i < n; ++i) d[i] = float_to_fp8_e4m3(src[i] * scale);
     return;
   }
   auto* d = static_cast<uint16_t*>(dst);

@@ -102,6 +102,8 @@ Path choose_path(DType dtype) {
 #else
       return Path::bf16;
 #endif
+    default:
+      break;
   }
 #endif
   (void)dtype;
@@ -272,11 +274,13 @@ inline auto block_value_row(const ListedBlock& b) { return [&b](int64_t c) { ret
 
 // Portable fallback: convert each key row to f32 and use plain loops.
 // (key_row(c), value_row(c): the address of the block's row c.)
+// `scale`: the fp8 cache's dequantisation scale (1 otherwise).
 template <class KeyRow>
 void qk_block_scalar(const float* q, int64_t q_stride, int64_t rows, const KeyRow& key_row,
-                     DType dtype, int64_t n, int64_t d, float* scores, float* row) {
+                     DType dtype, float scale, int64_t n, int64_t d, float* scores, float* row) {
   for (int64_t c = 0; c < n; ++c) {
     convert_to_f32(key_row(c), dtype, row, d);
+    if (scale != 1.0f) scale_row(row, d, scale);
     for (int64_t r = 0; r < rows; ++r) {
       float s = 0.0f;
       for (int64_t i = 0; i < d; ++i) s += q[r * q_stride + i] * row[i];
@@ -287,10 +291,11 @@ void qk_block_scalar(const float* q, int64_t q_stride, int64_t rows, const KeyRo
 
 template <class ValueRow>
 void pv_block_scalar(const float* probs, int64_t rows, const ValueRow& value_row, DType dtype,
-                     int64_t n, const float* alpha, float* acc, int64_t d, float* row) {
+                     float scale, int64_t n, const float* alpha, float* acc, int64_t d, float* row) {
   for (int64_t r = 0; r < rows; ++r) scale_row(acc + r * d, d, alpha[r]);
   for (int64_t c = 0; c < n; ++c) {
     convert_to_f32(value_row(c), dtype, row, d);
+    if (scale != 1.0f) scale_row(row, d, scale);
     for (int64_t r = 0; r < rows; ++r) {
       const float pc = probs[r * kKeyBlock + c];
       if (pc == 0.0f) continue;  // hidden key: inf/NaN in its V row must not reach this row
@@ -337,6 +342,11 @@ void run_item(const Item& it, const KvRows& kv, const ThreadScratch& s, const Sc
     intervals = visible_interval(it.mask, t, &s.intervals[t]);
   }
 
+  // An fp8 cache runs the portable loops (Path::scalar), which dequantise each row.
+  const DType cache_dtype = kv_dtype(p.kv, p.dtype);
+  const float k_scale = kv_head_scale(p.kv, p.kv.k_scale, it.group);
+  const float v_scale = kv_head_scale(p.kv, p.kv.v_scale, it.group);
+
   // Steps 1 and 4 read the block as a StridedBlock or a ListedBlock.
   auto score_block = [&](const auto& block, int64_t n) {
     switch (it.path) {
@@ -350,7 +360,7 @@ void run_item(const Item& it, const KvRows& kv, const ThreadScratch& s, const Sc
 #endif
       default:
         qk_block_scalar(static_cast<const float*>(s.q), sz.q_stride, rows, block_key_row(block),
-                        p.dtype, n, d, s.scores, s.row);
+                        cache_dtype, k_scale, n, d, s.scores, s.row);
         break;
     }
   };
@@ -363,7 +373,8 @@ void run_item(const Item& it, const KvRows& kv, const ThreadScratch& s, const Sc
       case Path::bf16_dot: pv_block<tiles::BF16>(s.scores, rows, block, n, s.alpha, s.acc, d); break;
 #endif
       default:
-        pv_block_scalar(s.scores, rows, block_value_row(block), p.dtype, n, s.alpha, s.acc, d, s.row);
+        pv_block_scalar(s.scores, rows, block_value_row(block), cache_dtype, v_scale, n, s.alpha,
+                        s.acc, d, s.row);
         break;
     }
   };
@@ -482,7 +493,7 @@ void decode(const AttentionProblem& p, const Plan& plan, void* workspace, Aligne
   auto* partial_out = reinterpret_cast<float*>(ws + layout.partial_out);
   auto* partial_max = reinterpret_cast<float*>(ws + layout.partial_max);
   auto* partial_sum = reinterpret_cast<float*>(ws + layout.partial_sum);
-  const Path path = choose_path(p.dtype);
+  const Path path = p.kv.fp8 ? Path::scalar : choose_path(p.dtype);
 
   const int64_t items = int64_t{p.batch} * p.kv_heads * splits;
 #pragma omp parallel for schedule(dynamic, 1)

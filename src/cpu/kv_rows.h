@@ -20,7 +20,7 @@ class KvRows {
         pages_(kv_pages(p.kv)),
         sequence_(sequence),
         head_(head),
-        element_size_(static_cast<int64_t>(dtype_size(p.dtype))) {}
+        element_size_(static_cast<int64_t>(dtype_size(kv_dtype(p.kv, p.dtype)))) {}
 
   const char* k_row(int64_t row) const { return address(k_, row); }
   const char* v_row(int64_t row) const { return address(v_, row); }

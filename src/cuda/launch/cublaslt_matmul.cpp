@@ -40,6 +40,8 @@ cudaDataType_t cuda_type(DType dtype) {
       return CUDA_R_16F;
     case DType::bf16:
       return CUDA_R_16BF;
+    default:
+      break;
   }
   detail::throw_invalid("matmul", "dtype", static_cast<int>(dtype), "f32, f16 or bf16");
 }
