@@ -467,6 +467,89 @@ def test_torch_cpu_write_kv_and_merge_states(rng):
                  *MERGE_TOLERANCE["float32"], "stacked out")
 
 
+def torch_step_case(torch, page_size=4, num_pages=5, kv_heads=2, q_heads=4, head_dim=16):
+    g = torch.Generator().manual_seed(3)
+    k_pool = torch.randn(num_pages, page_size, kv_heads, head_dim, generator=g)
+    v_pool = torch.randn(num_pages, page_size, kv_heads, head_dim, generator=g)
+    qkv = torch.randn(3, (q_heads + 2 * kv_heads) * head_dim, generator=g)
+    heads = qkv.view(3, q_heads + 2 * kv_heads, head_dim)
+    slots = torch.tensor([6, -1, 17], dtype=torch.int32)
+    table = torch.tensor([[1, 4]], dtype=torch.int32)
+    return k_pool, v_pool, heads, slots, table
+
+
+def test_torch_operators_opcheck_and_same_bits_as_the_fast_path():
+    torch = pytest.importorskip("torch")
+    from wideattn import torch_ops
+
+    assert torch_ops.available()
+    k_pool, v_pool, heads, slots, table = torch_step_case(torch)
+    k_new, v_new = heads[:, 4:6], heads[:, 6:]
+    torch.library.opcheck(torch.ops.wideattn.write_kv.default,
+                          (k_new, v_new, k_pool.clone(), v_pool.clone(), slots, table, "NHD"))
+    k_fast, v_fast = k_pool.clone(), v_pool.clone()
+    wideattn.write_kv(k_new, v_new, k_fast, v_fast, slots, block_table=table)
+    k_op, v_op = k_pool.clone(), v_pool.clone()
+    torch.ops.wideattn.write_kv(k_new, v_new, k_op, v_op, slots, table, "NHD")
+    assert torch.equal(k_fast, k_op) and torch.equal(v_fast, v_op)
+    assert not torch.equal(k_fast, k_pool)
+
+    outs = [torch.randn(5, 3, 16), torch.randn(5, 3, 16).half()]
+    lses = [torch.randn(5, 3), torch.randn(5, 3).T.contiguous().T]
+    out, lse = torch.empty(5, 3, 16, dtype=torch.bfloat16), torch.empty(5, 3)
+    torch.library.opcheck(torch.ops.wideattn.merge_states_out.default, (outs, lses, out, lse))
+    fast_out, fast_lse = wideattn.merge_states(outs, lses, dtype=torch.bfloat16)
+    torch.ops.wideattn.merge_states_out(outs, lses, out, lse)
+    assert torch.equal(fast_out, out) and torch.equal(fast_lse, lse)
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_torch_compile_fullgraph_step(backend):
+    # An engine's step under torch.compile(fullgraph=True): write the new K/V, attend over the
+    # paged cache in two parts (pages of the shared prefix, then the rest), merge.
+    torch = pytest.importorskip("torch")
+    k_pool, v_pool, heads, slots, table = torch_step_case(torch)
+
+    def step(heads, k_pool, v_pool):
+        q, k_new, v_new = heads[:, :4] * 1.0, heads[:, 4:6], heads[:, 6:]
+        wideattn.write_kv(k_new, v_new, k_pool, v_pool, slots, block_table=table)
+        first = wideattn.attention(q, k_pool, v_pool, query_offsets=[0, 3], kv_lengths=[4],
+                                   block_table=table[:, :1], causal=False, return_lse=True)
+        rest = wideattn.attention(q, k_pool, v_pool, query_offsets=[0, 3], kv_lengths=[4],
+                                  block_table=table[:, 1:], causal=False, return_lse=True)
+        out, lse = wideattn.merge_states([first[0], rest[0]], [first[1], rest[1]])
+        return out * 2.0, lse
+
+    k_eager, v_eager = k_pool.clone(), v_pool.clone()
+    expected_out, expected_lse = step(heads, k_eager, v_eager)
+    compiled = torch.compile(step, fullgraph=True, backend=backend)
+    k_compiled, v_compiled = k_pool.clone(), v_pool.clone()
+    out, lse = compiled(heads, k_compiled, v_compiled)
+    assert torch.equal(k_compiled, k_eager) and torch.equal(v_compiled, v_eager)
+    assert not torch.equal(k_compiled, k_pool), "the compiled step wrote nothing"
+    assert_close(out, expected_out.numpy(), 1e-5, 1e-5, "compiled out")
+    assert_close(lse, expected_lse.numpy(), 1e-5, 1e-5, "compiled lse")
+    # The merge of the two page ranges is attention over all 8 rows.
+    k_dense = torch.cat([k_eager[1], k_eager[4]])[None]
+    v_dense = torch.cat([v_eager[1], v_eager[4]])[None]
+    whole = reference_attention(heads[:, :4], k_dense, v_dense, [0, 3], [8], causal=False)
+    assert_close(expected_out, 2.0 * whole[0], 2e-5, 1e-4, "merged out")
+    assert_close(expected_lse, whole[1], 2e-5, 1e-5, "merged lse")
+
+
+def test_torch_meta_tensors_propagate_shapes():
+    torch = pytest.importorskip("torch")
+    meta = dict(device="meta")
+    k_pool = torch.empty(4, 16, 2, 64, **meta)
+    wideattn.write_kv(torch.empty(3, 2, 64, **meta), torch.empty(3, 2, 64, **meta), k_pool, k_pool.clone(),
+                      torch.empty(3, dtype=torch.int32, **meta),
+                      block_table=torch.empty(1, 4, dtype=torch.int32, **meta))
+    out, lse = wideattn.merge_states(torch.empty(3, 5, 2, 64, dtype=torch.float16, **meta),
+                                     torch.empty(3, 5, 2, **meta))
+    assert out.device.type == "meta" and out.shape == (5, 2, 64) and out.dtype == torch.float16
+    assert lse.shape == (5, 2) and lse.dtype == torch.float32
+
+
 # ---- CUDA -----------------------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence, Tuple, Union
 
 from . import _frameworks as fw
+from . import torch_ops
 from ._native import native
 
 ArrayLike = Any  # a PyTorch tensor, NumPy/CuPy/JAX array, or any DLPack producer
@@ -51,13 +52,22 @@ def write_kv(
     Raises TypeError/ValueError naming the argument for wrong dtypes, shapes, devices or strides
     (and for caches that overlap the inputs).
     """
+    kv_layout = _layout(kv_layout)
+    arrays = (k_new, v_new, k_cache, v_cache, slot_mapping)
+    if _all_torch(arrays + ((block_table,) if block_table is not None else ())) and torch_ops.available():
+        torch_ops.write_kv_call(k_new, v_new, k_cache, v_cache, slot_mapping, block_table, kv_layout)
+        return
     call = fw.Call(k_cache, "k_cache")
     native.write_kv(call.export(k_new, "k_new"), call.export(v_new, "v_new"),
                     call.export(k_cache, "k_cache"), call.export(v_cache, "v_cache"),
                     call.export(slot_mapping, "slot_mapping"), call.export(block_table, "block_table"),
-                    _layout(kv_layout), call.stream(), call.u16_is_bf16)
+                    kv_layout, call.stream(), call.u16_is_bf16)
     if call.needs_sync():
         native.synchronize("cuda", call.device_index, 0)
+
+
+def _all_torch(arrays: Sequence[Any]) -> bool:
+    return all(type(x).__module__.startswith("torch") for x in arrays)
 
 
 def _layout(kv_layout: Any) -> str:
@@ -99,9 +109,14 @@ def merge_states(
     """
     stacked = not isinstance(outs, (list, tuple))
     first = outs if stacked else (outs[0] if len(outs) else None)
-    call = fw.Call(first, "outs")
     want_lse = return_lse or lse is not None
     shape = _state_shape(outs, first, stacked)
+    states = [outs] if stacked else list(outs)
+    states += list(lses) if isinstance(lses, (list, tuple)) else [lses]
+    outputs = [x for x in (out, lse) if x is not None]
+    if shape is not None and _all_torch(states + outputs) and torch_ops.available():
+        return torch_ops.merge_states_call(outs, lses, out, lse, want_lse, dtype, shape)
+    call = fw.Call(first, "outs")
     if shape is not None:  # else the extension names what is wrong with outs
         if out is None:
             out = call.empty(shape, dtype if dtype is not None else first.dtype, "out")
