@@ -230,8 +230,11 @@ void merge_states_binding(nb::handle outs_obj, nb::handle lses_obj, nb::handle o
   const Array& first = outs.at(0);
   const Device device = first.device();
   const int64_t tokens = outs.shape(0, 0), heads = outs.shape(0, 1), head_dim = outs.shape(0, 2);
-  const std::string shape_of_first =
-      outs.stacked ? "outs.shape[1:]" : std::string("outs[0].shape");
+  // What each dimension is checked against, for the messages: "tokens, outs[0].shape[0]".
+  auto from_first = [&](const char* what, int i) {
+    return std::string(what) + ", " +
+           (outs.stacked ? "outs.shape[" + std::to_string(i + 1) : "outs[0].shape[" + std::to_string(i)) + "]";
+  };
   for (const StateArrays* side : {&outs, &lses}) {
     const int64_t arrays = static_cast<int64_t>(side->arrays.size());
     for (int64_t i = 0; i < arrays; ++i) {
@@ -239,10 +242,10 @@ void merge_states_binding(nb::handle outs_obj, nb::handle lses_obj, nb::handle o
       const int64_t first_dim = side->stacked ? 1 : 0;
       if (side == &outs) a.require_float(); else a.require_element(Element::f32, "float32");
       a.require_device(device, first);
-      a.require_dim(first_dim, tokens, "tokens, " + shape_of_first + "[0]");
-      a.require_dim(first_dim + 1, heads, "heads, " + shape_of_first + "[1]");
+      a.require_dim(first_dim, tokens, from_first("tokens", 0));
+      a.require_dim(first_dim + 1, heads, from_first("heads", 1));
       if (side == &outs) {
-        a.require_dim(first_dim + 2, head_dim, "head_dim, " + shape_of_first + "[2]");
+        a.require_dim(first_dim + 2, head_dim, from_first("head_dim", 2));
         a.require_last_contiguous();
       }
       a.require_nonnegative_strides();
@@ -251,16 +254,16 @@ void merge_states_binding(nb::handle outs_obj, nb::handle lses_obj, nb::handle o
   out.require_ndim(3, "[tokens, heads, head_dim]");
   out.require_float();
   out.require_device(device, first);
-  out.require_dim(0, tokens, "tokens, " + shape_of_first + "[0]");
-  out.require_dim(1, heads, "heads, " + shape_of_first + "[1]");
-  out.require_dim(2, head_dim, "head_dim, " + shape_of_first + "[2]");
+  out.require_dim(0, tokens, from_first("tokens", 0));
+  out.require_dim(1, heads, from_first("heads", 1));
+  out.require_dim(2, head_dim, from_first("head_dim", 2));
   require_strided(out);
   if (lse.present()) {
     lse.require_ndim(2, "[tokens, heads]");
     lse.require_element(Element::f32, "float32");
     lse.require_device(device, first);
-    lse.require_dim(0, tokens, "tokens, " + shape_of_first + "[0]");
-    lse.require_dim(1, heads, "heads, " + shape_of_first + "[1]");
+    lse.require_dim(0, tokens, from_first("tokens", 0));
+    lse.require_dim(1, heads, from_first("heads", 1));
     lse.require_nonnegative_strides();
   }
 

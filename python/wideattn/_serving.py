@@ -48,7 +48,9 @@ def write_kv(
     On the CPU every slot is checked before anything is written: a slot below -1 or past the
     cache raises ValueError naming the token and slot, and the caches are left untouched. On
     CUDA the mapping is device memory the host does not read: a slot outside the cache is
-    skipped (nothing written, nothing reported). PyTorch CUDA tensors run on the current stream.
+    skipped (nothing written, nothing reported). The caches must be writable arrays (PyTorch,
+    NumPy, CuPy; JAX arrays are immutable). PyTorch CUDA tensors run on the current stream; under
+    torch.compile and with fake tensors the call goes through torch.ops.wideattn.write_kv.
     Raises TypeError/ValueError naming the argument for wrong dtypes, shapes, devices or strides
     (and for caches that overlap the inputs).
     """
@@ -103,6 +105,8 @@ def merge_states(
     A state whose lse is -inf saw no key and contributes nothing, whatever its out holds (NaN
     included); a row whose states are all -inf becomes zeros with lse -inf. Every lse must be
     finite or -inf. More than 32 states: merge groups, then merge the merged results (exact).
+    PyTorch tensors go through torch.ops.wideattn.merge_states_out where PyTorch needs it
+    (torch.compile, fake tensors), as `attention` does.
     Returns (out, lse), or out alone when return_lse is False and lse is not given.
     Raises TypeError/ValueError naming the argument for wrong dtypes, shapes, devices, strides
     or counts.
