@@ -71,4 +71,5 @@ NB_MODULE(_wideattn, m) {
   wideattn::python::bind_attention(m);
   wideattn::python::bind_components(m);
   wideattn::python::bind_devices(m);
+  wideattn::python::bind_serving(m);
 }

@@ -113,6 +113,42 @@ def softmax(x, rows_per_block: int = 0, sinks=None) -> Tuple[np.ndarray, np.ndar
     return p, lse
 
 
+def write_kv(k_cache, v_cache, k_new, v_new, slot_mapping, *, paged: bool,
+             kv_layout: str = "NHD") -> Tuple[np.ndarray, np.ndarray]:
+    """The caches (float64 copies) after write_kv, per include/wideattn/write_kv.h: token t's
+    rows go to slot s = slot_mapping[t] (paged: page s // page_size, row s % page_size; contiguous:
+    sequence s // capacity, row s % capacity); s = -1 skips the token."""
+    k_out, v_out = to_f64(k_cache).copy(), to_f64(v_cache).copy()
+    k_new, v_new = to_f64(k_new), to_f64(v_new)
+    head_major = paged and kv_layout == "HND"
+    rows = k_out.shape[2] if head_major else k_out.shape[1]
+    for t, s in enumerate(np.asarray(slot_mapping).tolist()):
+        if s == -1:
+            continue
+        outer, row = divmod(s, rows)
+        for h in range(k_new.shape[1]):
+            where = (outer, h, row) if head_major else (outer, row, h)
+            k_out[where] = k_new[t, h]
+            v_out[where] = v_new[t, h]
+    return k_out, v_out
+
+
+def merge_states(outs, lses) -> Tuple[np.ndarray, np.ndarray]:
+    """out [tokens, heads, head_dim] and lse [tokens, heads], float64, per components.h: a state
+    with lse -inf contributes nothing (whatever its out holds); all dead: zeros and -inf."""
+    lses = np.stack([to_f64(x) for x in lses])  # [S, tokens, heads]
+    outs = np.stack([to_f64(x) for x in outs])  # [S, tokens, heads, head_dim]
+    live = lses > -np.inf
+    maximum = np.max(lses, axis=0)
+    safe = np.where(live.any(axis=0), maximum, 0.0)
+    weights = np.where(live, np.exp(lses - safe), 0.0)
+    total = weights.sum(axis=0)
+    lse = np.where(total > 0, safe + np.log(np.where(total > 0, total, 1.0)), -np.inf)
+    scaled = np.where(live[..., None], weights[..., None] * np.where(live[..., None], outs, 0.0), 0.0)
+    out = scaled.sum(axis=0) / np.where(total > 0, total, 1.0)[..., None]
+    return out, lse
+
+
 def assert_close(actual, expected, atol: float, rtol: float, what: str) -> None:
     """Equal inf/NaN positions, then |a - e| <= atol + rtol |e|; reports the worst element."""
     a, e = to_f64(actual), np.asarray(expected, dtype=np.float64)

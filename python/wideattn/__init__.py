@@ -8,6 +8,8 @@ CUDA, called with PyTorch tensors, NumPy, CuPy or JAX arrays without copies (DLP
 q [total_tokens, q_heads, head_dim]; k_cache, v_cache [batch, capacity, kv_heads, head_dim];
 query_offsets [batch + 1] and kv_lengths [batch] are host ints. The work runs on the arrays'
 device (PyTorch's current CUDA stream for torch tensors). See help(wideattn.attention).
+wideattn.write_kv puts a step's new keys and values into the cache (vLLM's slot mapping);
+wideattn.merge_states combines partial results through their log-sum-exp.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, Dict, Tuple
 
 from ._api import KERNELS, Plan, attention, plan
 from ._components import matmul, scatter_scores, scatter_values, softmax
+from ._serving import merge_states, write_kv
 from ._native import native as _native
 
 __version__ = "0.1.0"
@@ -28,12 +31,14 @@ __all__ = [
     "cuda_built",
     "device_info",
     "matmul",
+    "merge_states",
     "plan",
     "register_transformers",
     "scatter_scores",
     "scatter_values",
     "softmax",
     "synchronize",
+    "write_kv",
 ]
 
 #: Whether this build of the extension contains the CUDA backend.

@@ -171,6 +171,8 @@ def dtype_name(dtype: Any) -> str:
     """"float32", "float16", "bfloat16" or "int32" for a dtype of any framework, or its name."""
     if isinstance(dtype, str):
         return dtype
+    if isinstance(dtype, type) and issubclass(dtype, np.generic):  # np.float16, ml_dtypes.bfloat16
+        return np.dtype(dtype).name
     name = getattr(dtype, "name", None) or str(dtype)
     name = name.replace("torch.", "")
     return name

@@ -1,7 +1,9 @@
 """PyTorch: custom operators torch.ops.wideattn.attention (functional: allocates out and lse) and
 torch.ops.wideattn.attention_out (writes given out/lse), with fake implementations for shape
 propagation, so calls work under torch.compile(fullgraph=True), with fake and meta tensors and
-in CUDA graph capture; and an eager fast path.
+in CUDA graph capture; and an eager fast path. The same for the serving calls:
+torch.ops.wideattn.write_kv (writes k_cache/v_cache) and torch.ops.wideattn.merge_states_out
+(writes out/lse), which wideattn.write_kv and wideattn.merge_states use for torch tensors.
 
 The eager fast path: a custom operator's Python dispatch costs tens of microseconds per call.
 When nothing needs the operator (not compiling or exporting; no dispatch or function mode,
@@ -37,6 +39,8 @@ _functorch_active: Any = None
 _jit_tracing: Any = None
 _raw_stream: Any = None
 _native_attention = native.attention
+_native_write_kv = native.write_kv
+_native_merge_states = native.merge_states
 
 
 def available() -> bool:
@@ -107,8 +111,52 @@ def _run(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, windo
         False, _capsule(block_table), None if block_table is None else kv_layout)
 
 
+def _stream_of(t: Any) -> int:
+    return _raw_stream(t.get_device()) if t.is_cuda else 0
+
+
+def _run_write_kv(k_new, v_new, k_cache, v_cache, slot_mapping, block_table, kv_layout) -> None:
+    """torch.ops.wideattn.write_kv's implementation (and the eager path's): the extension call."""
+    _native_write_kv(_to_dlpack(k_new), _to_dlpack(v_new), _to_dlpack(k_cache), _to_dlpack(v_cache),
+                     _to_dlpack(slot_mapping), _capsule(block_table), kv_layout,
+                     _stream_of(k_cache), False)
+
+
+def _run_merge_states(outs, lses, out, lse) -> None:
+    """torch.ops.wideattn.merge_states_out's implementation: outs/lses are lists of tensors or
+    (eager path only) one stacked tensor each."""
+    outs = _capsule(outs) if isinstance(outs, _Tensor) else [_to_dlpack(x) for x in outs]
+    lses = _capsule(lses) if isinstance(lses, _Tensor) else [_to_dlpack(x) for x in lses]
+    _native_merge_states(outs, lses, _to_dlpack(out), _capsule(lse), _stream_of(out), False)
+
+
 def _register() -> None:
     import torch
+
+    @torch.library.custom_op("wideattn::write_kv", mutates_args=("k_cache", "v_cache"),
+                             device_types=("cpu", "cuda"))
+    def write_kv_op(
+        k_new: torch.Tensor, v_new: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+        slot_mapping: torch.Tensor, block_table: Optional[torch.Tensor] = None,
+        kv_layout: str = "NHD",
+    ) -> None:
+        _run_write_kv(k_new, v_new, k_cache, v_cache, slot_mapping, block_table, kv_layout)
+
+    @write_kv_op.register_fake
+    def _(k_new, v_new, k_cache, v_cache, slot_mapping, block_table=None, kv_layout="NHD"):
+        return None
+
+    @torch.library.custom_op("wideattn::merge_states_out", mutates_args=("out", "lse"),
+                             device_types=("cpu", "cuda"))
+    def merge_states_out_op(
+        outs: List[torch.Tensor], lses: List[torch.Tensor], out: torch.Tensor,
+        lse: Optional[torch.Tensor] = None,
+    ) -> None:
+        _run_merge_states(outs, lses, out, lse)
+
+    @merge_states_out_op.register_fake
+    def _(outs, lses, out, lse=None):
+        return None
 
     @torch.library.custom_op("wideattn::attention", mutates_args=(), device_types=("cpu", "cuda"))
     def attention_op(
@@ -189,6 +237,64 @@ def _eager(q: Any, k_cache: Any, v_cache: Any, out: Any, lse: Any, tree: Any, si
             or (out is not None and out.requires_grad)):
         return False  # the operators record the (unimplemented) backward
     return True
+
+
+def _eager_tensors(tensors: Sequence[Any]) -> bool:
+    """Whether a serving call on these tensors (None: absent) may skip the operators: the
+    conditions of _eager, for any number of tensors."""
+    if _is_compiling():
+        return False
+    T = _Tensor
+    present = [t for t in tensors if t is not None]
+    for t in present:
+        if type(t) is not T:
+            return False  # FakeTensor, FunctionalTensor, Parameter, other subclasses
+        if not (t.is_cpu or t.is_cuda):
+            return False
+    if _dispatch_modes() or _function_modes() or _functorch_active() or _jit_tracing():
+        return False
+    if _grad_enabled() and any(t.requires_grad for t in present):
+        return False
+    return True
+
+
+def write_kv_call(k_new, v_new, k_cache, v_cache, slot_mapping, block_table, kv_layout) -> None:
+    """wideattn.write_kv for PyTorch tensors: the eager fast path, else torch.ops.wideattn.write_kv."""
+    if _registered is None:
+        available()
+    if _eager_tensors((k_new, v_new, k_cache, v_cache, slot_mapping, block_table)):
+        _run_write_kv(k_new, v_new, k_cache, v_cache, slot_mapping, block_table, kv_layout)
+        return
+    import torch
+
+    torch.ops.wideattn.write_kv(k_new, v_new, k_cache, v_cache, slot_mapping, block_table, kv_layout)
+
+
+def merge_states_call(outs, lses, out, lse, want_lse, dtype, shape) -> Any:
+    """wideattn.merge_states for PyTorch tensors (outs/lses: lists of tensors or one stacked
+    tensor each; shape: one state's (tokens, heads, head_dim)): the eager fast path, else
+    torch.ops.wideattn.merge_states_out. Returns (out, lse), or out without want_lse."""
+    if _registered is None:
+        available()
+    import torch
+
+    first = outs if isinstance(outs, _Tensor) else outs[0]
+    if out is None:
+        out = torch.empty(shape, dtype=fw._torch_dtype(dtype if dtype is not None else first.dtype),
+                          device=first.device)
+    if want_lse and lse is None:
+        lse = torch.empty(shape[:2], dtype=torch.float32, device=first.device)
+    if _eager_tensors([*_states(outs), *_states(lses), out, lse]):
+        _run_merge_states(outs, lses, out, lse)
+    else:
+        # The operator's schema takes lists: a stacked tensor goes in as its views.
+        unstacked = lambda x: list(x.unbind(0)) if isinstance(x, _Tensor) else list(x)  # noqa: E731
+        torch.ops.wideattn.merge_states_out(unstacked(outs), unstacked(lses), out, lse)
+    return (out, lse) if want_lse else out
+
+
+def _states(x: Any) -> List[Any]:
+    return [x] if isinstance(x, _Tensor) else list(x)
 
 
 def uses_fast_path(q: Any, k_cache: Any, v_cache: Any, out: Any = None, lse: Any = None,
