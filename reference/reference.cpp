@@ -69,13 +69,20 @@ double attention_row(const AttentionProblem& p, int64_t token, int32_t head, dou
     q[x] = element(p.q, p.dtype, token * p.q_token_stride + head * p.q_head_stride + x);
   }
 
+  // An fp8 cache: stored e4m3 values times the head's scale, exactly (in f64).
+  const DType cache_dtype = p.kv.fp8 ? DType::fp8_e4m3 : p.dtype;
+  auto head_scale = [&](const float* s) {
+    return s ? static_cast<double>(s[p.kv.scales_per_head ? kv_head : 0]) : 1.0;
+  };
+  const double k_scale = head_scale(p.kv.k_scale), v_scale = head_scale(p.kv.v_scale);
+
   std::vector<int64_t> keys;
   std::vector<double> logits;
   for (int64_t i = 0; i < kv_length; ++i) {
     if (!key_visible(spec, prefix, suffix, t, i)) continue;
     double dot = 0.0;
     const int64_t k_row = cache_offset(p, true, b, i, kv_head);
-    for (int64_t x = 0; x < d; ++x) dot += q[x] * element(p.kv.k, p.dtype, k_row + x);
+    for (int64_t x = 0; x < d; ++x) dot += q[x] * (k_scale * element(p.kv.k, cache_dtype, k_row + x));
     double logit = scale * dot;
     if (p.softcap > 0) logit = p.softcap * std::tanh(logit / p.softcap);
     keys.push_back(i);
@@ -95,7 +102,7 @@ double attention_row(const AttentionProblem& p, int64_t token, int32_t head, dou
     const double weight = std::exp(logits[n] - maximum);
     normaliser += weight;
     const int64_t v_row = cache_offset(p, false, b, keys[n], kv_head);
-    for (int64_t x = 0; x < d; ++x) out_row[x] += weight * element(p.kv.v, p.dtype, v_row + x);
+    for (int64_t x = 0; x < d; ++x) out_row[x] += weight * (v_scale * element(p.kv.v, cache_dtype, v_row + x));
   }
   for (int64_t x = 0; x < d; ++x) out_row[x] /= normaliser;
   return maximum + std::log(normaliser);

@@ -38,6 +38,7 @@ std::string AttentionCase::describe() const {
   if (out_gap) s << ", out gap " << out_gap;
   if (lse_gap) s << ", lse gap " << lse_gap;
   if (nan_past_kv_length) s << ", NaN past kv_length";
+  if (fp8_kv) s << ", fp8 KV" << (kv_scales_per_head ? " (scale per head)" : "");
   if (shared_prefix) s << ", shared prefix " << shared_prefix;
   if (page_size) {
     s << ", paged " << page_size << (kv_head_major ? " head-major" : "");
@@ -111,8 +112,8 @@ PagedCache make_paged_cache(std::mt19937_64& rng, const AttentionCase& c, const 
   }
 
   const int64_t pool_elements = pc.num_pages * pc.page_stride;
-  pc.k = HostTensor(c.dtype, pool_elements);
-  if (!c.kv_one_tensor) pc.v = HostTensor(c.dtype, pool_elements);
+  pc.k = HostTensor(k.dtype(), pool_elements);
+  if (!c.kv_one_tensor) pc.v = HostTensor(k.dtype(), pool_elements);
   HostTensor& v_pool = c.kv_one_tensor ? pc.k : pc.v;
   for (int64_t i = 0; i < pool_elements; ++i) {
     pc.k.set(i, std::nan(""));
@@ -209,8 +210,9 @@ void check_attention(Context& context, std::mt19937_64& rng, const AttentionCase
   // Inputs on the host.
   const HostTensor q = random_tensor(rng, c.dtype, tokens * c.q_heads * d, -c.input_range, c.input_range);
   const int64_t cache_elements = int64_t{batch} * capacity * c.kv_heads * d;
-  HostTensor k_cache = random_tensor(rng, c.dtype, cache_elements, -c.input_range, c.input_range);
-  HostTensor v_cache = random_tensor(rng, c.dtype, cache_elements, -c.input_range, c.input_range);
+  const DType cache_dtype = c.fp8_kv ? DType::fp8_e4m3 : c.dtype;
+  HostTensor k_cache = random_tensor(rng, cache_dtype, cache_elements, -c.input_range, c.input_range);
+  HostTensor v_cache = random_tensor(rng, cache_dtype, cache_elements, -c.input_range, c.input_range);
   if (c.nan_past_kv_length) {
     for (int32_t b = 0; b < batch; ++b) {
       for (int64_t slot = kv_lengths[b]; slot < capacity; ++slot) {
@@ -257,6 +259,18 @@ void check_attention(Context& context, std::mt19937_64& rng, const AttentionCase
     host.mask.tree_height = tree_height.data();
   }
   host.sinks = c.sinks ? sinks.data() : nullptr;
+  std::vector<float> k_scales, v_scales;
+  if (c.fp8_kv) {
+    std::uniform_real_distribution<float> log2_scale(-2.0f, 2.0f);
+    for (int32_t g = 0; g < (c.kv_scales_per_head ? c.kv_heads : 1); ++g) {
+      k_scales.push_back(std::exp2(log2_scale(rng)));
+      v_scales.push_back(std::exp2(log2_scale(rng)));
+    }
+    host.kv.fp8 = true;
+    host.kv.scales_per_head = c.kv_scales_per_head;
+    host.kv.k_scale = k_scales.data();
+    host.kv.v_scale = v_scales.data();
+  }
 
   // The same problem on the device.
   AttentionProblem device = host;
@@ -279,7 +293,7 @@ void check_attention(Context& context, std::mt19937_64& rng, const AttentionCase
     k_pool_device = to_device(context, paged.k.data(), paged.k.bytes());
     table_device = to_device(context, paged.table.data(), paged.table.size() * sizeof(int32_t));
     const char* k_pool = static_cast<const char*>(k_pool_device->get());
-    const char* v_pool = k_pool + paged.v_offset * dtype_size(c.dtype);
+    const char* v_pool = k_pool + paged.v_offset * dtype_size(k.dtype());
     if (!c.kv_one_tensor) {
       v_pool_device = to_device(context, paged.v.data(), paged.v.bytes());
       v_pool = static_cast<const char*>(v_pool_device->get());
@@ -304,6 +318,12 @@ void check_attention(Context& context, std::mt19937_64& rng, const AttentionCase
     device.mask.tree_height = static_cast<const int32_t*>(height_device->get());
   }
   device.sinks = c.sinks ? static_cast<const float*>(sinks_device->get()) : nullptr;
+  const auto k_scales_device = to_device(context, k_scales.data(), k_scales.size() * sizeof(float));
+  const auto v_scales_device = to_device(context, v_scales.data(), v_scales.size() * sizeof(float));
+  if (c.fp8_kv) {
+    device.kv.k_scale = static_cast<const float*>(k_scales_device->get());
+    device.kv.v_scale = static_cast<const float*>(v_scales_device->get());
+  }
 
   // Outputs: poisoned, with guards; offsets of every element the call must write.
   std::vector<int64_t> out_offsets, lse_offsets;

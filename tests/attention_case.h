@@ -56,6 +56,10 @@ struct AttentionCase {
   // paged); paged, the whole pages among them are the same physical pages (prefix sharing).
   int32_t shared_prefix = 0;
 
+  // fp8 cache (KvCache::fp8): K and V stored as e4m3 with random scales in [0.25, 4], one per
+  // pool or one per KV head; the oracle reads the stored values times the scales.
+  bool fp8_kv = false;
+  bool kv_scales_per_head = false;
   double input_range = 1.0;  // q, k, v uniform in [-input_range, input_range]
   // Cache slots past each sequence's kv_length hold NaN (stale cache): no kernel may let them
   // reach an output (0 x NaN is NaN, so masking the score alone is not enough).

@@ -93,6 +93,7 @@ inline uint8_t float_to_fp8_e4m3(float f) {
   const uint8_t sign = std::signbit(f) ? 0x80 : 0x00;
   if (!std::isfinite(f)) return sign | 0x7f;
   const float a = std::fabs(f);
+  if (a == 0.0f) return sign;
   if (a >= 448.0f) return sign | 0x7e;
   int e = 0;
   std::frexp(a, &e);  // a = m * 2^e, m in [0.5, 1)

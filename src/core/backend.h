@@ -23,9 +23,10 @@ struct MaskedSoftmaxArguments {
   float softcap = 0.0f;
 };
 
-// The prefill pipeline's read of a paged cache: rows [first_row, first_row + rows) of sequence
-// `sequence`, KV head `head` of K and V, read through the block table into dense
-// [rows, head_dim] buffers of the problem's dtype.
+// The prefill pipeline's read of a paged or fp8 cache: rows [first_row, first_row + rows) of
+// sequence `sequence`, KV head `head` of K and V, read through the block table (when paged)
+// into dense [rows, head_dim] buffers of gathered_kv_dtype (the problem's dtype; f32 rows
+// dequantised from an fp8 cache).
 struct GatherKvArguments {
   const AttentionProblem* problem = nullptr;
   int32_t sequence = 0, head = 0;

@@ -65,6 +65,11 @@ int32_t choose_splits(const AttentionProblem& p, const DeviceInfo& device) {
 
 // One kernel for the whole of `p` (validated).
 Plan plan_one(const AttentionProblem& p, const DeviceInfo& device, Kernel forced) {
+  if (p.kv.fp8 && device.backend != Backend::cpu) {
+    throw_error(StatusCode::unsupported,
+                "plan_attention: kv.fp8 = true on " + std::string(to_string(device.backend)) +
+                    ", expected the CPU backend (the fp8 KV cache's GPU kernels are not written yet)");
+  }
   const Tuning t = tuning_for(device);
   const ProblemExtents e = problem_extents(p);
   Plan result;

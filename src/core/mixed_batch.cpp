@@ -1,5 +1,6 @@
 #include "core/mixed_batch.h"
 
+#include "core/kv_layout.h"
 #include "wideattn/types.h"
 
 namespace wideattn::detail {
@@ -54,8 +55,9 @@ AttentionProblem sequence_range(const AttentionProblem& p, int32_t first, int32_
   if (p.kv.paged()) {
     r.kv.block_table = p.kv.block_table + first * p.kv.block_table_stride;
   } else {
-    r.kv.k = advance(p.kv.k, first * p.kv.k_sequence_stride, p.dtype);
-    r.kv.v = advance(p.kv.v, first * p.kv.v_sequence_stride, p.dtype);
+    const DType cache = kv_dtype(p.kv, p.dtype);  // e4m3 bytes for an fp8 cache
+    r.kv.k = advance(p.kv.k, first * p.kv.k_sequence_stride, cache);
+    r.kv.v = advance(p.kv.v, first * p.kv.v_sequence_stride, cache);
   }
   return r;
 }

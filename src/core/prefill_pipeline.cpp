@@ -17,6 +17,7 @@ struct KvOperand {
   const void* base;
   int64_t offset;
   int64_t row_stride;
+  DType dtype;
 };
 
 }  // namespace
@@ -49,13 +50,13 @@ void run_prefill_pipeline(BackendImpl& backend, const AttentionProblem& p, const
     const int64_t first_row = p.query_offsets[b];
     for (int32_t g = 0; g < p.kv_heads; ++g) {
       const int32_t first_head = g * gqa;
-      // Where the matmuls read K and V rows: in place (contiguous), or, for a paged cache, the
-      // keys any of the sequence's queries sees gathered once per KV head into dense rows, so
-      // the GEMMs keep one leading dimension (the gather is one more read and write of those
-      // rows; the GEMMs read them once per chunk).
-      KvOperand k_rows{p.kv.k, g * p.kv.k_head_stride + b * p.kv.k_sequence_stride, p.kv.k_token_stride};
-      KvOperand v_rows{p.kv.v, g * p.kv.v_head_stride + b * p.kv.v_sequence_stride, p.kv.v_token_stride};
-      if (p.kv.paged()) {
+      // Where the matmuls read K and V rows: in place (contiguous), or, for a paged or fp8 cache,
+      // the keys any of the sequence's queries sees gathered (and dequantised) once per KV head
+      // into dense rows, so the GEMMs keep one leading dimension and 16/32-bit operands (the
+      // gather is one more read and write of those rows; the GEMMs read them once per chunk).
+      KvOperand k_rows{p.kv.k, g * p.kv.k_head_stride + b * p.kv.k_sequence_stride, p.kv.k_token_stride, p.dtype};
+      KvOperand v_rows{p.kv.v, g * p.kv.v_head_stride + b * p.kv.v_sequence_stride, p.kv.v_token_stride, p.dtype};
+      if (prefill_gathers_kv(p)) {
         const KeyRange all = visible_key_range(mask, 0, suffix);
         GatherKvArguments gather;
         gather.problem = &p;
@@ -67,8 +68,8 @@ void run_prefill_pipeline(BackendImpl& backend, const AttentionProblem& p, const
         gather.v = base + ws.v_rows;
         if (gather.rows > 0) backend.gather_kv_rows(gather);
         // Row i of the sequence is gathered row i - all.first.
-        k_rows = KvOperand{gather.k, -all.first * d, d};
-        v_rows = KvOperand{gather.v, -all.first * d, d};
+        k_rows = KvOperand{gather.k, -all.first * d, d, gathered_kv_dtype(p)};
+        v_rows = KvOperand{gather.v, -all.first * d, d, gathered_kv_dtype(p)};
       }
       for (int64_t t0 = 0; t0 < suffix; t0 += ws.chunk_rows) {
         const int64_t rows = std::min(ws.chunk_rows, suffix - t0);
@@ -79,7 +80,7 @@ void run_prefill_pipeline(BackendImpl& backend, const AttentionProblem& p, const
         if (cols > 0) {
           MatmulArguments qk;
           qk.a_dtype = p.dtype;
-          qk.b_dtype = p.dtype;
+          qk.b_dtype = k_rows.dtype;
           qk.d_dtype = DType::f32;
           qk.a = p.q;
           qk.a_offset = (first_row + t0) * p.q_token_stride + first_head * p.q_head_stride;
@@ -132,7 +133,7 @@ void run_prefill_pipeline(BackendImpl& backend, const AttentionProblem& p, const
         if (cols > 0) {
           MatmulArguments pv;
           pv.a_dtype = pdtype;
-          pv.b_dtype = p.dtype;
+          pv.b_dtype = v_rows.dtype;
           pv.d_dtype = DType::f32;
           pv.a = probabilities;
           pv.a_leading_dimension = ld;

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "core/kv_layout.h"
 
 namespace wideattn::detail {
 namespace {
@@ -206,6 +207,10 @@ void validate_problem(const char* f, const AttentionProblem& p, Backend backend,
   if (!p.out) throw_invalid(f, "out", "null", "a device pointer");
   if (p.query_offsets[0] != 0) throw_invalid(f, "query_offsets[0]", p.query_offsets[0], "0");
   if (!p.kv.paged() && p.kv.capacity < 1) throw_invalid(f, "kv.capacity", p.kv.capacity, ">= 1");
+  if (!p.kv.fp8 && (p.kv.k_scale || p.kv.v_scale || p.kv.scales_per_head)) {
+    throw_invalid(f, "kv.k_scale/kv.v_scale/kv.scales_per_head", "set on a cache with kv.fp8 = false",
+                  "scales only for an fp8 cache (a 16/32-bit cache holds its values as they are)");
+  }
 
   int64_t max_suffix = 0;
   for (int32_t b = 0; b < p.batch; ++b) {
@@ -277,20 +282,21 @@ void validate_problem(const char* f, const AttentionProblem& p, Backend backend,
   const Dim v_dims[] = {{outer, v_outer_stride}, {slots, p.kv.v_token_stride},
                         {p.kv_heads, p.kv.v_head_stride}, {d, 1}};
   const std::size_t es = dtype_size(p.dtype);
+  const std::size_t kv_es = dtype_size(kv_dtype(p.kv, p.dtype));  // 1 for an fp8 cache
   const int64_t q_extent = extent(f, "q", q_dims);
   const int64_t o_extent = extent(f, "out", o_dims);
   const int64_t k_extent = extent(f, "kv.k", k_dims);
   const int64_t v_extent = extent(f, "kv.v", v_dims);
   // Byte sizes must fit too.
-  checked_mul_add(f, "kv.k bytes", k_extent, static_cast<int64_t>(es), 0);
-  checked_mul_add(f, "kv.v bytes", v_extent, static_cast<int64_t>(es), 0);
+  checked_mul_add(f, "kv.k bytes", k_extent, static_cast<int64_t>(kv_es), 0);
+  checked_mul_add(f, "kv.v bytes", v_extent, static_cast<int64_t>(kv_es), 0);
 
   const char* const o_names[] = {"out_token_stride", "out_head_stride", "head_dim"};
   require_no_self_overlap(f, "out", o_dims, o_names);
   const ByteRange out = range_of("out", p.out, o_extent, es);
   require_disjoint(f, out, range_of("q", p.q, q_extent, es));
-  require_disjoint(f, out, range_of("kv.k", p.kv.k, k_extent, es));
-  require_disjoint(f, out, range_of("kv.v", p.kv.v, v_extent, es));
+  require_disjoint(f, out, range_of("kv.k", p.kv.k, k_extent, kv_es));
+  require_disjoint(f, out, range_of("kv.v", p.kv.v, v_extent, kv_es));
   const int64_t table_extent =
       paged ? checked_mul_add(f, "kv.block_table", p.batch - 1, p.kv.block_table_stride, p.kv.max_pages) : 0;
   const ByteRange table = range_of("kv.block_table", p.kv.block_table, table_extent, sizeof(int32_t));
@@ -301,8 +307,8 @@ void validate_problem(const char* f, const AttentionProblem& p, Backend backend,
     require_no_self_overlap(f, "lse", l_dims, l_names);
     const ByteRange lse = range_of("lse", p.lse, extent(f, "lse", l_dims), sizeof(float));
     require_disjoint(f, lse, range_of("q", p.q, q_extent, es));
-    require_disjoint(f, lse, range_of("kv.k", p.kv.k, k_extent, es));
-    require_disjoint(f, lse, range_of("kv.v", p.kv.v, v_extent, es));
+    require_disjoint(f, lse, range_of("kv.k", p.kv.k, k_extent, kv_es));
+    require_disjoint(f, lse, range_of("kv.v", p.kv.v, v_extent, kv_es));
     require_disjoint(f, lse, table);
     require_disjoint(f, lse, out);
   }
@@ -566,6 +572,10 @@ void validate_write_kv(const WriteKvArguments& a, Backend backend) {
     if (kv.capacity < 1) throw_invalid(f, "kv.capacity", kv.capacity, ">= 1");
     if (a.sequences < 1) throw_invalid(f, "sequences", a.sequences, ">= 1");
   }
+  if (!kv.fp8 && (kv.k_scale || kv.v_scale || kv.scales_per_head)) {
+    throw_invalid(f, "kv.k_scale/kv.v_scale/kv.scales_per_head", "set on a cache with kv.fp8 = false",
+                  "scales only for an fp8 cache");
+  }
   if (a.tokens == 0) return;
   if (!a.k_new) throw_invalid(f, "k_new", "null", "a device pointer");
   if (!a.v_new) throw_invalid(f, "v_new", "null", "a device pointer");
@@ -601,17 +611,18 @@ void validate_write_kv(const WriteKvArguments& a, Backend backend) {
   require_no_self_overlap(f, "kv.k", k_dims, k_names);
   require_no_self_overlap(f, "kv.v", v_dims, v_names);
   const std::size_t es = dtype_size(a.dtype);
+  const std::size_t kv_es = dtype_size(kv_dtype(kv, a.dtype));  // 1 for an fp8 cache
   const int64_t k_extent = extent(f, "kv.k", k_dims), v_extent = extent(f, "kv.v", v_dims);
-  checked_mul_add(f, "kv.k bytes", k_extent, static_cast<int64_t>(es), 0);
-  checked_mul_add(f, "kv.v bytes", v_extent, static_cast<int64_t>(es), 0);
+  checked_mul_add(f, "kv.k bytes", k_extent, static_cast<int64_t>(kv_es), 0);
+  checked_mul_add(f, "kv.v bytes", v_extent, static_cast<int64_t>(kv_es), 0);
   const Dim kn_dims[] = {{a.tokens, a.k_new_token_stride}, {a.kv_heads, a.k_new_head_stride}, {d, 1}};
   const Dim vn_dims[] = {{a.tokens, a.v_new_token_stride}, {a.kv_heads, a.v_new_head_stride}, {d, 1}};
   const ByteRange inputs[] = {range_of("k_new", a.k_new, extent(f, "k_new", kn_dims), es),
                               range_of("v_new", a.v_new, extent(f, "v_new", vn_dims), es),
                               range_of("slot_mapping", a.slot_mapping, a.tokens, sizeof(int32_t))};
   for (const ByteRange& input : inputs) {
-    require_disjoint(f, range_of("kv.k", kv.k, k_extent, es), input);
-    require_disjoint(f, range_of("kv.v", kv.v, v_extent, es), input);
+    require_disjoint(f, range_of("kv.k", kv.k, k_extent, kv_es), input);
+    require_disjoint(f, range_of("kv.v", kv.v, v_extent, kv_es), input);
   }
 
   if (backend != Backend::cpu) return;  // device memory: the kernel skips bad slots

@@ -55,13 +55,22 @@ inline int64_t prefill_row_stride(int64_t cols) {
   return (at_least_one + 7) / 8 * 8;
 }
 
+// Whether the prefill pipeline copies K/V rows into dense model-dtype rows before its GEMMs:
+// for a paged cache (one leading dimension) and an fp8 one (the GEMMs take 16/32-bit operands).
+inline bool prefill_gathers_kv(const AttentionProblem& p) { return p.kv.paged() || p.kv.fp8; }
+
+// The dtype of the gathered rows: the model's, or f32 for an fp8 cache (e4m3 x scale is exact in
+// f32, and the CPU matmul, the only one that serves fp8 so far, multiplies in f32 anyway).
+inline DType gathered_kv_dtype(const AttentionProblem& p) { return p.kv.fp8 ? DType::f32 : p.dtype; }
+
 // Prefill: one chunk of `chunk_rows` suffix tokens of one KV group at a time.
 //   scores        [gqa, chunk_rows, key_capacity] f32 (masked in place, softmax may write back)
 //   probabilities [gqa, chunk_rows, key_capacity] of the backend's probability dtype, or none
 //                 when that is f32 (softmax runs in place)
 //   values        [gqa, chunk_rows, head_dim] f32, the P V result before scatter_values
-//   k_rows,       paged caches only: one sequence's visible K and V rows of one KV head,
-//   v_rows        gathered from the pages, [key_capacity, head_dim] each in the model dtype
+//   k_rows,       paged and fp8 caches only: one sequence's visible K and V rows of one KV
+//   v_rows        head, gathered (and dequantised), [key_capacity, head_dim] each in
+//                 gathered_kv_dtype
 struct PrefillWorkspace {
   int64_t chunk_rows = 0, key_capacity = 0;
   std::size_t scores = 0, probabilities = 0, values = 0, k_rows = 0, v_rows = 0, bytes = 0;
@@ -84,8 +93,9 @@ inline PrefillWorkspace prefill_workspace_layout(const AttentionProblem& p, int6
   if (w.separate_probabilities) at += align_up(cells * probability_size);
   w.values = at;
   at += align_up(gqa * chunk_rows * p.head_dim * sizeof(float));
-  if (p.kv.paged()) {
-    const std::size_t rows_bytes = static_cast<std::size_t>(key_capacity) * p.head_dim * dtype_size(p.dtype);
+  if (prefill_gathers_kv(p)) {
+    const std::size_t rows_bytes =
+        static_cast<std::size_t>(key_capacity) * p.head_dim * dtype_size(gathered_kv_dtype(p));
     w.k_rows = at;
     at += align_up(rows_bytes);
     w.v_rows = at;

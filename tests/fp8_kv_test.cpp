@@ -1,0 +1,210 @@
+// The fp8 (e4m3) KV cache: the host conversions, attention over an fp8 cache against the f64
+// oracle (which reads the stored values times the scales), quantising writes, and the CUDA
+// backend's refusal until its kernels exist.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include "attention_case.h"
+#include "test_support.h"
+#include "wideattn/convert.h"
+
+namespace wideattn::test {
+namespace {
+
+TEST(Fp8E4m3, EveryCodeRoundTrips) {
+  for (int code = 0; code < 256; ++code) {
+    const float value = fp8_e4m3_to_float(static_cast<uint8_t>(code));
+    if ((code & 0x7f) == 0x7f) {
+      EXPECT_TRUE(std::isnan(value)) << "code " << code;
+      continue;
+    }
+    EXPECT_TRUE(std::isfinite(value)) << "code " << code;
+    EXPECT_EQ(float_to_fp8_e4m3(value), code) << "code " << code << " = " << value;
+  }
+}
+
+TEST(Fp8E4m3, RoundsToNearestEvenAndSaturates) {
+  struct Case {
+    float in;
+    uint8_t out;
+  };
+  const Case cases[] = {
+      {1.0f, 0x38},          {448.0f, 0x7e},       {-448.0f, 0xfe},  {500.0f, 0x7e},
+      {1e30f, 0x7e},         {0.0f, 0x00},         {-0.0f, 0x80},    {0x1p-9f, 0x01},
+      {0x1p-10f, 0x00},      {0x3p-10f, 0x02},     {0x1.2p0f, 0x39}, {1.0625f, 0x38},
+      {1.1875f, 0x3a},       {0x1.ep-7f, 0x08},    {240.0f, 0x77},   {464.0f, 0x7e},
+      {0.015625f, 0x08},     {-3.0f, 0xc4},
+  };
+  for (const Case& c : cases) {
+    EXPECT_EQ(float_to_fp8_e4m3(c.in), c.out) << c.in;
+  }
+  EXPECT_EQ(float_to_fp8_e4m3(std::numeric_limits<float>::infinity()) & 0x7f, 0x7f);
+  EXPECT_EQ(float_to_fp8_e4m3(std::numeric_limits<float>::quiet_NaN()) & 0x7f, 0x7f);
+  EXPECT_EQ(fp8_e4m3_to_float(0x7e), 448.0f);
+  EXPECT_EQ(fp8_e4m3_to_float(0x01), 0x1p-9f);
+  EXPECT_EQ(fp8_e4m3_to_float(0x08), 0x1p-6f);
+  EXPECT_EQ(dtype_size(DType::fp8_e4m3), 1u);
+}
+
+using Fp8KvTest = BackendTest;
+
+AttentionCase fp8_case(int32_t head_dim) {
+  AttentionCase c;
+  c.head_dim = head_dim;
+  c.dtype = DType::bf16;
+  c.q_heads = 8;
+  c.kv_heads = 2;
+  c.fp8_kv = true;
+  return c;
+}
+
+TEST_P(Fp8KvTest, AttentionMatchesTheOracle) {
+  if (backend() == Backend::cuda) GTEST_SKIP() << "fp8 KV caches run on the CPU backend only (Fp8Kv.CudaRefusesIt)";
+  struct Variant {
+    Kernel kernel;
+    std::vector<SequenceShape> sequences;
+    int32_t page_size;
+    bool per_head, sinks;
+    int32_t window;
+  };
+  const Variant variants[] = {
+      {Kernel::single_pass, {{1, 300}, {4, 77}}, 0, false, false, 0},
+      {Kernel::two_pass, {{1, 700}, {2, 3}}, 16, true, true, 0},
+      {Kernel::prefill_unfused, {{40, 90}, {13, 13}}, 0, true, false, 0},
+      {Kernel::prefill_unfused, {{33, 200}, {7, 60}}, 32, false, true, 48},
+      {Kernel::automatic, {{1, 64}, {20, 120}, {1, 5}}, 0, false, false, 0},
+  };
+  for (const int32_t head_dim : {64, 512}) {
+    for (const Variant& v : variants) {
+      AttentionCase c = fp8_case(head_dim);
+      c.sequences = v.sequences;
+      c.page_size = v.page_size;
+      c.kv_scales_per_head = v.per_head;
+      c.sinks = v.sinks;
+      c.window = v.window;
+      c.nan_past_kv_length = true;
+      SCOPED_TRACE(c.describe() + ", " + to_string(v.kernel));
+      check_attention(context(), rng(), c, v.kernel);
+    }
+  }
+  // f32 queries over an fp8 cache: dequantised exactly, so f32's tolerance holds.
+  AttentionCase f32 = fp8_case(128);
+  f32.dtype = DType::f32;
+  f32.sequences = {{1, 100}, {30, 100}};
+  check_attention(context(), rng(), f32, Kernel::automatic);
+}
+
+WA_INSTANTIATE_BACKENDS(Fp8KvTest);
+
+// A small host-memory problem and write over an fp8 cache (planning and validation read no
+// tensor data).
+struct Fp8Setup {
+  Fp8Setup() {
+    p.batch = 1;
+    p.q_heads = 4;
+    p.kv_heads = 2;
+    p.head_dim = 64;
+    p.dtype = DType::bf16;
+    p.kv.capacity = 16;
+    set_dense_strides(p);
+    p.query_offsets = offsets;
+    p.kv_lengths = lengths;
+    p.q = q.data();
+    p.out = out.data();
+    p.kv.k = cache.data();
+    p.kv.v = cache.data() + cache.size() / 2;
+    p.kv.fp8 = true;
+    p.kv.k_scale = &scale;
+    p.kv.v_scale = &scale;
+  }
+  int32_t offsets[2] = {0, 1}, lengths[1] = {10};
+  float scale = 0.5f;
+  std::vector<uint16_t> q = std::vector<uint16_t>(4 * 64), out = std::vector<uint16_t>(4 * 64);
+  std::vector<uint8_t> cache = std::vector<uint8_t>(2 * 16 * 2 * 64);
+  AttentionProblem p;
+};
+
+TEST(Fp8Kv, CudaRefusesItAndScalesNeedIt) {
+  Fp8Setup s;
+  Plan plan;
+  EXPECT_TRUE(has_error(plan_attention(s.p, h100_device(), Kernel::automatic, &plan), StatusCode::unsupported,
+                        {"plan_attention", "kv.fp8 = true on cuda", "CPU backend"}));
+  WA_EXPECT_OK(plan_attention(s.p, cpu_device(), Kernel::automatic, &plan));
+  // The fp8 cache's extent is one byte per element: a 16-bit cache of the same strides would
+  // overlap out placed right after the pools' bytes; an fp8 one does not.
+  s.p.kv.fp8 = false;
+  EXPECT_TRUE(has_error(plan_attention(s.p, cpu_device(), Kernel::automatic, &plan), StatusCode::invalid_argument,
+                        {"kv.k_scale/kv.v_scale/kv.scales_per_head", "kv.fp8 = false"}));
+}
+
+using Fp8WriteKvTest = BackendTest;
+
+// write_kv into an fp8 cache stores round(x / scale) per head; every other byte is unchanged.
+TEST_P(Fp8WriteKvTest, QuantisesIntoTheCache) {
+  constexpr int32_t kHeads = 2, kDim = 64, kTokens = 5, kCapacity = 8;
+  const HostTensor k_new = random_tensor(rng(), DType::bf16, kTokens * kHeads * kDim, -300.0, 300.0);
+  const HostTensor v_new = random_tensor(rng(), DType::bf16, kTokens * kHeads * kDim, -3.0, 3.0);
+  const std::vector<int32_t> slots = {3, -1, 0, 7, 5};
+  const std::vector<float> k_scales = {0.5f, 2.0f}, v_scales = {0.125f, 1.0f};
+  std::vector<uint8_t> initial(static_cast<std::size_t>(2) * kCapacity * kHeads * kDim, 0x11);
+  auto k_device = to_device(context(), k_new.data(), k_new.bytes());
+  auto v_device = to_device(context(), v_new.data(), v_new.bytes());
+  auto slots_device = to_device(context(), slots.data(), slots.size() * sizeof(int32_t));
+  auto cache_device = to_device(context(), initial.data(), initial.size());
+  auto k_scale_device = to_device(context(), k_scales.data(), k_scales.size() * sizeof(float));
+  auto v_scale_device = to_device(context(), v_scales.data(), v_scales.size() * sizeof(float));
+  WriteKvArguments a;
+  a.dtype = DType::bf16;
+  a.tokens = kTokens;
+  a.kv_heads = kHeads;
+  a.head_dim = kDim;
+  a.k_new = k_device->get();
+  a.k_new_token_stride = kHeads * kDim;
+  a.k_new_head_stride = kDim;
+  a.v_new = v_device->get();
+  a.v_new_token_stride = kHeads * kDim;
+  a.v_new_head_stride = kDim;
+  a.slot_mapping = static_cast<const int32_t*>(slots_device->get());
+  a.kv.k = cache_device->get();
+  a.kv.v = static_cast<const uint8_t*>(cache_device->get()) + initial.size() / 2;
+  a.kv.capacity = kCapacity;
+  a.kv.k_sequence_stride = a.kv.v_sequence_stride = kCapacity * kHeads * kDim;
+  a.kv.k_token_stride = a.kv.v_token_stride = kHeads * kDim;
+  a.kv.k_head_stride = a.kv.v_head_stride = kDim;
+  a.kv.fp8 = true;
+  a.kv.scales_per_head = true;
+  a.kv.k_scale = static_cast<const float*>(k_scale_device->get());
+  a.kv.v_scale = static_cast<const float*>(v_scale_device->get());
+  const Status status = write_kv(context(), a);
+  if (backend() == Backend::cuda) {
+    EXPECT_TRUE(has_error(status, StatusCode::unsupported, {"write_kv", "kv.fp8 = true"}));
+    return;
+  }
+  WA_ASSERT_OK(status);
+  std::vector<uint8_t> cache(initial.size());
+  WA_ASSERT_OK(context().copy(cache.data(), cache_device->get(), cache.size(), CopyKind::device_to_host));
+  std::vector<uint8_t> expected = initial;
+  for (int32_t t = 0; t < kTokens; ++t) {
+    if (slots[t] < 0) continue;
+    for (int32_t g = 0; g < kHeads; ++g) {
+      for (int32_t x = 0; x < kDim; ++x) {
+        const int64_t at = (int64_t{slots[t]} * kHeads + g) * kDim + x, from = (int64_t{t} * kHeads + g) * kDim + x;
+        expected[at] = float_to_fp8_e4m3(static_cast<float>(k_new.get(from)) / k_scales[g]);
+        expected[initial.size() / 2 + at] = float_to_fp8_e4m3(static_cast<float>(v_new.get(from)) / v_scales[g]);
+      }
+    }
+  }
+  int64_t wrong = 0;
+  for (std::size_t i = 0; i < cache.size(); ++i) wrong += cache[i] != expected[i];
+  EXPECT_EQ(wrong, 0) << "of " << cache.size() << " cache bytes";
+}
+
+WA_INSTANTIATE_BACKENDS(Fp8WriteKvTest);
+
+}  // namespace
+}  // namespace wideattn::test
