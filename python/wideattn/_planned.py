@@ -23,8 +23,8 @@ class PlannedDecode:
 
       q        [max_total_tokens, q_heads, head_dim]  (more rows are fine: the rest are unused)
       k_cache, v_cache, block_table, kv_layout, sinks, tree: as in `wideattn.attention`
-      out      [rows of q, q_heads, head_dim], same dtype as q; allocated when None
-      lse      [rows of q, q_heads] float32; allocated when None and return_lse is set
+      out      [rows of q, q_heads, head_dim], same dtype as q; allocated (zeroed) when None
+      lse      [rows of q, q_heads] float32; allocated (zeroed) when None and return_lse is set
       query_offsets  int32 [slots + 1] on the arrays' device (FlashAttention's cu_seqlens_q)
       kv_lengths     int32 [slots] on the arrays' device (seqused_k: the same argument)
       errors   optional int32 [1] on the arrays' device, zeroed by the caller
@@ -118,10 +118,13 @@ class PlannedDecode:
         if shape is None or len(shape) != 3:
             raise ValueError(f"PlannedDecode: q must have 3 dimensions [max_total_tokens, q_heads, "
                              f"head_dim], got shape {shape}")
+        # Allocated once, zeroed: rows no step writes (idle slots, padding) read as zeros.
         if out is None:
             out = call.empty(shape, q.dtype, "out")
+            out[...] = 0
         if lse is None and return_lse:
             lse = call.empty((shape[0], shape[1]), "float32", "lse")
+            lse[...] = 0
         self._native = native.PlannedDecode(
             call.export(q, "q"), call.export(k_cache, "k_cache"), call.export(v_cache, "v_cache"),
             call.export(out, "out"), call.export(lse, "lse"), call.export(query_offsets, "query_offsets"),
