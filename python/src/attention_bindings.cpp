@@ -1,13 +1,15 @@
-// attention() and plan_attention() from Python. One call takes the arrays (DLPack producers or
-// capsules) and the Python scalars as wideattn.attention received them, converts and checks each
-// exactly once here (every error names the argument), and passes the arrays' strides straight
-// into an AttentionProblem. The Python side only routes and allocates outputs (issue 11: the
-// per-call host cost).
+// attention() and plan_attention() from Python, and PlannedDecode (plan_attention from bounds +
+// attention_planned). One call takes the arrays (DLPack producers or capsules) and the Python
+// scalars as wideattn.attention received them, converts and checks each exactly once here (every
+// error names the argument), and passes the arrays' strides straight into an AttentionProblem.
+// The Python side only routes and allocates outputs (issue 11: the per-call host cost).
 #include <nanobind/stl/string.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -158,17 +160,43 @@ struct AttentionArgs {
   nb::handle kv_layout;    // paged pools: "NHD" [pages, page_size, kv_heads, head_dim] or "HND"
 };
 
+// Where query_offsets and kv_lengths come from.
+enum class Metadata {
+  host,    // host ints (lists, host arrays), read here: attention and plan
+  device,  // int32 arrays on the arrays' device, never read here (PlannedDecode: rewritten in
+           // place between runs); q holds at least max_total_tokens rows, not query_offsets[-1]
+};
+
 // Everything one call holds: the imported arrays (kept alive) and the problem built from them.
 struct AttentionCall {
   Array q, k, v, out, lse, tree_start, tree_end, tree_height, sinks, block_table;
-  std::vector<int32_t> query_offsets, kv_lengths;
+  std::vector<int32_t> query_offsets, kv_lengths;  // Metadata::host
+  Array query_offsets_array, kv_lengths_array;     // Metadata::device
   AttentionProblem problem;
   Kernel kernel = Kernel::automatic;
   Device device;
 };
 
+// Metadata::device: query_offsets [batch + 1] or kv_lengths [batch], int32 contiguous on `q`'s
+// device. A list is refused with the reason (it would be a copy the caller cannot rewrite).
+Array device_int32(const char* f, nb::handle h, const char* name, const char* shape, int64_t entries,
+                   const std::string& what, const AttentionCall& c) {
+  if (h.is_none() || PyList_Check(h.ptr()) || PyTuple_Check(h.ptr())) {
+    throw_type_error(std::string(f) + ": " + name + " must be an int32 array " + shape +
+                     " on the arrays' device, got " + (h.is_none() ? "None" : py_type_name(h)) +
+                     ": the runs read it there, and the caller rewrites it in place between runs");
+  }
+  Array a(h, f, name, false, false);
+  a.require_contiguous_1d();
+  a.require_element(Element::i32, "int32");
+  a.require_device(c.device, c.q);
+  a.require_dim(0, entries, what);
+  return a;
+}
+
 // Converts and checks every argument. `plan_only`: out may be None (plan_attention reads no data).
-void build(const char* f, const AttentionArgs& a, bool plan_only, AttentionCall* c) {
+void build(const char* f, const AttentionArgs& a, bool plan_only, AttentionCall* c,
+           Metadata metadata = Metadata::host) {
   c->kernel = kernel_arg(f, a.kernel);
   nb::handle tree_start, tree_end, tree_height;
   if (!a.tree.is_none()) {
@@ -281,22 +309,31 @@ void build(const char* f, const AttentionArgs& a, bool plan_only, AttentionCall*
     c->sinks.require_dim(0, q_heads, "q_heads, q.shape[1]");
   }
 
-  int32_list(f, a.query_offsets, "query_offsets", &c->query_offsets);
-  int32_list(f, a.kv_lengths, "kv_lengths", &c->kv_lengths);
-  if (static_cast<int64_t>(c->kv_lengths.size()) != batch) {
-    throw_value_error(std::string(f) + ": kv_lengths has " + std::to_string(c->kv_lengths.size()) +
-                      " entries, expected batch = " +
-                      (paged ? "block_table.shape[0] = " : "k_cache.shape[0] = ") + std::to_string(batch));
-  }
-  if (static_cast<int64_t>(c->query_offsets.size()) != batch + 1) {
-    throw_value_error(std::string(f) + ": query_offsets has " +
-                      std::to_string(c->query_offsets.size()) + " entries, expected batch + 1 = " +
-                      std::to_string(batch + 1));
-  }
-  if (c->query_offsets.back() != tokens) {
-    throw_value_error(std::string(f) + ": query_offsets[-1] = " +
-                      std::to_string(c->query_offsets.back()) +
-                      ", expected total_tokens = q.shape[0] = " + std::to_string(tokens));
+  if (metadata == Metadata::device) {
+    // Read by the kernels only (the plan's bounds, checked against q's rows, cover every call).
+    const std::string source = paged ? "block_table.shape[0] = " : "k_cache.shape[0] = ";
+    c->query_offsets_array = device_int32(f, a.query_offsets, "query_offsets", "[batch + 1]", batch + 1,
+                                          "batch + 1, " + source + std::to_string(batch) + " + 1", *c);
+    c->kv_lengths_array = device_int32(f, a.kv_lengths, "kv_lengths", "[batch]", batch,
+                                       "batch, " + source + std::to_string(batch), *c);
+  } else {
+    int32_list(f, a.query_offsets, "query_offsets", &c->query_offsets);
+    int32_list(f, a.kv_lengths, "kv_lengths", &c->kv_lengths);
+    if (static_cast<int64_t>(c->kv_lengths.size()) != batch) {
+      throw_value_error(std::string(f) + ": kv_lengths has " + std::to_string(c->kv_lengths.size()) +
+                        " entries, expected batch = " +
+                        (paged ? "block_table.shape[0] = " : "k_cache.shape[0] = ") + std::to_string(batch));
+    }
+    if (static_cast<int64_t>(c->query_offsets.size()) != batch + 1) {
+      throw_value_error(std::string(f) + ": query_offsets has " +
+                        std::to_string(c->query_offsets.size()) + " entries, expected batch + 1 = " +
+                        std::to_string(batch + 1));
+    }
+    if (c->query_offsets.back() != tokens) {
+      throw_value_error(std::string(f) + ": query_offsets[-1] = " +
+                        std::to_string(c->query_offsets.back()) +
+                        ", expected total_tokens = q.shape[0] = " + std::to_string(tokens));
+    }
   }
 
   AttentionProblem& p = c->problem;
@@ -305,8 +342,13 @@ void build(const char* f, const AttentionArgs& a, bool plan_only, AttentionCall*
   p.kv_heads = to_int32(f, "kv_heads", kv_heads);
   p.head_dim = to_int32(f, "head_dim", head_dim);
   p.dtype = q.dtype();
-  p.query_offsets = c->query_offsets.data();
-  p.kv_lengths = c->kv_lengths.data();
+  if (metadata == Metadata::device) {
+    p.query_offsets = static_cast<const int32_t*>(c->query_offsets_array.data());
+    p.kv_lengths = static_cast<const int32_t*>(c->kv_lengths_array.data());
+  } else {
+    p.query_offsets = c->query_offsets.data();
+    p.kv_lengths = c->kv_lengths.data();
+  }
   p.q = q.data();
   p.q_token_stride = q.stride(0);
   p.q_head_stride = q.stride(1);
@@ -369,6 +411,73 @@ nb::object plan_tuple(const Plan& plan) {
   return nb::make_tuple(to_string(plan.kernel), plan.num_splits, plan.query_rows_per_chunk,
                         static_cast<uint64_t>(plan.workspace_bytes), plan.reason);
 }
+
+// A decode plan made once from bounds over fixed arrays (plan_attention with ProblemBounds),
+// run with attention_planned: the arrays stay imported (their DLPack views keep them alive),
+// query_offsets and kv_lengths are device arrays read by the kernels only, so run() does no
+// host work that depends on them (on CUDA: no metadata read, no allocation, no synchronisation
+// once the workspace is sized; the call can be captured into a CUDA graph).
+//
+// Each instance owns its Context, hence its workspace: a captured graph keeps the workspace's
+// address, and the process-wide Context that attention() uses may reallocate its workspace when
+// a larger call (a prefill chunk) comes along, which would leave the graph writing into freed
+// memory. This one never grows past the plan's bounds after the first run.
+class PlannedDecode {
+ public:
+  PlannedDecode(const AttentionArgs& args, nb::handle max_total_tokens, nb::handle max_suffix,
+                nb::handle max_kv_length, nb::handle errors) {
+    const char* f = "PlannedDecode";
+    build(f, args, false, &call_, Metadata::device);
+    const int64_t rows = call_.q.shape(0);
+    ProblemBounds bounds;
+    bounds.max_suffix = int32_arg(f, max_suffix, "max_suffix");
+    bounds.max_total_tokens = max_total_tokens.is_none() ? rows : int32_arg(f, max_total_tokens, "max_total_tokens");
+    bounds.max_kv_length = max_kv_length.is_none() ? call_.problem.kv.sequence_capacity()
+                                                   : int32_arg(f, max_kv_length, "max_kv_length");
+    if (bounds.max_total_tokens > rows) {
+      throw_value_error(std::string(f) + ": max_total_tokens = " + std::to_string(bounds.max_total_tokens) +
+                        ", expected at most q.shape[0] = " + std::to_string(rows) +
+                        " (q, out and lse hold a row for every token of any call)");
+    }
+    errors_ = Array(errors, f, "errors", true, false);
+    if (errors_.present()) {
+      errors_.require_contiguous_1d();
+      errors_.require_element(Element::i32, "int32");
+      errors_.require_device(call_.device, call_.q);
+      errors_.require_dim(0, 1, "one int32 word of kMetadata* bits");
+      bounds.errors = static_cast<int32_t*>(errors_.data());
+    }
+    Status status;
+    {
+      nb::gil_scoped_release release;
+      status = Context::create(call_.device.backend, call_.device.index, nullptr, &context_);
+    }
+    if (!status.ok()) raise_status(status);
+    status = plan_attention(call_.problem, bounds, context_->device(), call_.kernel, &plan_);
+    if (!status.ok()) raise_status(status);
+  }
+
+  // attention_planned on `stream` (a cudaStream_t; ignored on the CPU), without the GIL.
+  void run(uintptr_t stream) {
+    Status status;
+    {
+      nb::gil_scoped_release release;
+      std::lock_guard<std::mutex> lock(mutex_);  // calls on one Context are not thread-safe
+      if (call_.device.backend == Backend::cuda) context_->set_stream(reinterpret_cast<void*>(stream));
+      status = attention_planned(*context_, call_.problem, plan_);
+    }
+    if (!status.ok()) raise_status(status);
+  }
+
+  const Plan& plan() const { return plan_; }
+
+ private:
+  AttentionCall call_;
+  Array errors_;
+  Plan plan_;
+  std::unique_ptr<Context> context_;
+  std::mutex mutex_;
+};
 
 }  // namespace
 
@@ -437,6 +546,40 @@ void bind_attention(nb::module_& m) {
       nb::arg("u16_is_bf16"), nb::arg("block_table").none() = nb::none(),
       nb::arg("kv_layout").none() = nb::none(),
       "Low-level plan_attention (use wideattn.plan); the arguments of attention without stream.");
+
+  nb::class_<PlannedDecode>(m, "PlannedDecode",
+                            "Low-level planned decode (use wideattn.PlannedDecode): a plan from bounds "
+                            "over fixed arrays, run with attention_planned on its own Context.")
+      .def(
+          "__init__",
+          [](PlannedDecode* self, nb::handle q, nb::handle k_cache, nb::handle v_cache, nb::handle out,
+             nb::handle lse, nb::handle query_offsets, nb::handle kv_lengths, nb::handle causal,
+             nb::handle window, nb::handle ring_length, nb::handle ring_offset, nb::handle tree,
+             nb::handle sinks, nb::handle softcap, nb::handle scale, nb::handle kernel,
+             bool u16_is_bf16, nb::handle block_table, nb::handle kv_layout,
+             nb::handle max_total_tokens, nb::handle max_suffix, nb::handle max_kv_length,
+             nb::handle errors) {
+            new (self) PlannedDecode(
+                AttentionArgs{q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal,
+                              window, ring_length, ring_offset, tree, sinks, softcap, scale,
+                              kernel, u16_is_bf16, block_table, kv_layout},
+                max_total_tokens, max_suffix, max_kv_length, errors);
+          },
+          nb::arg("q").none(), nb::arg("k_cache").none(), nb::arg("v_cache").none(),
+          nb::arg("out").none(), nb::arg("lse").none(), nb::arg("query_offsets").none(),
+          nb::arg("kv_lengths").none(), nb::arg("causal").none(), nb::arg("window").none(),
+          nb::arg("ring_length").none(), nb::arg("ring_offset").none(), nb::arg("tree").none(),
+          nb::arg("sinks").none(), nb::arg("softcap").none(), nb::arg("scale").none(),
+          nb::arg("kernel").none(), nb::arg("u16_is_bf16"), nb::arg("block_table").none(),
+          nb::arg("kv_layout").none(), nb::arg("max_total_tokens").none(),
+          nb::arg("max_suffix").none(), nb::arg("max_kv_length").none(), nb::arg("errors").none(),
+          "The arguments of attention, query_offsets and kv_lengths as int32 arrays on the arrays' "
+          "device, and the bounds (max_total_tokens None: q.shape[0]; max_kv_length None: the "
+          "cache's capacity) and an optional int32 [1] errors word. Makes the plan.")
+      .def("run", &PlannedDecode::run, nb::arg("stream"),
+           "attention_planned on `stream` (a cudaStream_t as int; ignored on the CPU).")
+      .def_prop_ro("plan", [](const PlannedDecode& self) { return plan_tuple(self.plan()); },
+                   "(kernel, num_splits, query_rows_per_chunk, workspace_bytes, reason)");
 }
 
 }  // namespace wideattn::python

@@ -9,7 +9,9 @@ q [total_tokens, q_heads, head_dim]; k_cache, v_cache [batch, capacity, kv_heads
 query_offsets [batch + 1] and kv_lengths [batch] are host ints. The work runs on the arrays'
 device (PyTorch's current CUDA stream for torch tensors). See help(wideattn.attention).
 wideattn.write_kv puts a step's new keys and values into the cache (vLLM's slot mapping);
-wideattn.merge_states combines partial results through their log-sum-exp.
+wideattn.merge_states combines partial results through their log-sum-exp. wideattn.PlannedDecode
+plans decode steps once from bounds and runs them with metadata rewritten in place on the device
+(CUDA graph capture and replay).
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from ._api import KERNELS, Plan, attention, plan
 from ._components import matmul, scatter_scores, scatter_values, softmax
 from ._serving import merge_states, write_kv
 from ._native import native as _native
+from ._planned import PlannedDecode
 
 __version__ = "0.1.0"
 
 __all__ = [
     "KERNELS",
     "Plan",
+    "PlannedDecode",
     "attention",
     "backend_available",
     "cuda_built",
