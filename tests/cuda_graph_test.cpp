@@ -172,6 +172,47 @@ TEST_F(CudaGraphTest, WorkspaceGrowthUnderCaptureIsRefused) {
   WA_EXPECT_OK(context().synchronize());
 }
 
+// A graph keeps the workspace address it captured: an eager call that grows the workspace
+// afterwards must not free it (the Context retires it), so later replays stay right.
+Status replay_after_growth(Context& context, const AttentionProblem& problem, Kernel kernel, Plan* plan) {
+  const auto stream = static_cast<cudaStream_t>(context.stream());
+  Status status = attention(context, problem, kernel, plan);  // sizes the workspace
+  if (!status.ok()) return status;
+  cudaGraph_t graph = nullptr;
+  EXPECT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  const Status captured = attention(context, problem, kernel, plan);
+  EXPECT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  if (!captured.ok()) {
+    if (graph) cudaGraphDestroy(graph);
+    return captured;
+  }
+  cudaGraphExec_t exec = nullptr;
+  EXPECT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  // Grow: a split-KV decode over many more rows needs a much larger workspace.
+  ZeroProblem big(context, 96, 8192);
+  big.p.kv_splits = 32;
+  status = attention(context, big.p, Kernel::two_pass);
+  // The outputs are NaN again before the replay, so what the check reads is the replay's (run it
+  // under compute-sanitizer memcheck to see a replay that touches freed memory).
+  const int64_t tokens = problem.total_tokens();
+  const std::size_t out_bytes = extent(tokens, problem.q_heads, problem.out_token_stride,
+                                       problem.out_head_stride, problem.head_dim) * dtype_size(problem.dtype);
+  if (status.ok() && cudaMemsetAsync(problem.out, 0xff, out_bytes, stream) != cudaSuccess) {
+    status = Status(StatusCode::internal, "cudaMemsetAsync");
+  }
+  if (status.ok()) status = context.synchronize();
+  if (status.ok() && cudaGraphLaunch(exec, stream) != cudaSuccess) status = Status(StatusCode::internal, "cudaGraphLaunch");
+  if (status.ok()) status = context.synchronize();
+  if (exec) cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  return status;
+}
+
+TEST_F(CudaGraphTest, ReplaysStayRightAfterTheWorkspaceGrows) {
+  AttentionCase c = gemma_31b_decode();
+  check_attention(context(), rng(), c, Kernel::two_pass, nullptr, replay_after_growth);
+}
+
 TEST_F(CudaGraphTest, LargeBatchMetadataUnderCaptureIsRefused) {
   ZeroProblem z(context(), 150, 64);  // 2 x 150 + 1 metadata entries: too many to pass inline
   const auto stream = static_cast<cudaStream_t>(context().stream());

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/backend_registry.h"
 #include "core/debug_options.h"
@@ -119,6 +120,7 @@ class CudaBackend final : public detail::BackendImpl {
     cudaDeviceSynchronize();
     matmul_.reset();
     if (workspace_) cudaFree(workspace_);
+    for (void* retired : retired_workspaces_) cudaFree(retired);
     cudaGetLastError();
     if (previous >= 0 && previous != device_index_) cudaSetDevice(previous);
   }
@@ -171,6 +173,9 @@ class CudaBackend final : public detail::BackendImpl {
   }
 
   void* workspace(std::size_t bytes) override {
+    // A graph captured now records this buffer's address: from here on, growing keeps the old
+    // buffer alive (until the Context goes) so that a replay never writes freed memory.
+    if (!workspace_captured_ && stream_is_capturing(stream_)) workspace_captured_ = true;
     void* scratch = grow_workspace(bytes);
     if (detail::poison_workspace()) fill_bytes(scratch, bytes, detail::kPoisonByte);
     return scratch;
@@ -257,9 +262,14 @@ class CudaBackend final : public detail::BackendImpl {
                               "call once outside the capture");
     }
     if (workspace_) {
-      // Work queued on the stream may still read the old buffer: let it finish first.
-      WIDEATTN_CUDA_CHECK(cudaStreamSynchronize(stream_));
-      WIDEATTN_CUDA_CHECK(cudaFree(workspace_));
+      if (workspace_captured_) {
+        // Captured graphs may still address it: retire it rather than free it.
+        retired_workspaces_.push_back(workspace_);
+      } else {
+        // Work queued on the stream may still read the old buffer: let it finish first.
+        WIDEATTN_CUDA_CHECK(cudaStreamSynchronize(stream_));
+        WIDEATTN_CUDA_CHECK(cudaFree(workspace_));
+      }
       workspace_ = nullptr;
       workspace_bytes_ = 0;
     }
@@ -279,6 +289,8 @@ class CudaBackend final : public detail::BackendImpl {
   std::unique_ptr<CublasLtMatmul> matmul_;
   void* workspace_ = nullptr;
   std::size_t workspace_bytes_ = 0;
+  bool workspace_captured_ = false;          // a capture has recorded some workspace address
+  std::vector<void*> retired_workspaces_;    // outgrown after a capture; freed with the Context
   std::size_t workspace_bytes_grown_ = 0;  // size of the last allocation (growth baseline)
 };
 
