@@ -3,8 +3,10 @@
 //
 // Conventions
 // - Strides are in elements, int64. The last (head_dim) dimension of every tensor is contiguous.
-// - Tensors (q, k, v, out, lse, sinks, tree arrays, the block table) live on the Context's device.
-//   Sequence metadata (query_offsets, kv_lengths) lives on the host: dispatch reads it.
+// - Tensors (q, k, v, out, lse, sinks, tree arrays, the block table, fp8 scales) live on the
+//   Context's device. Sequence metadata (query_offsets, kv_lengths) lives on the host, where
+//   dispatch reads it; a plan made from bounds (attention.h: ProblemBounds, attention_planned)
+//   reads it on the device instead.
 // - Sequence b owns query rows [query_offsets[b], query_offsets[b+1]) (FlashAttention varlen's
 //   cu_seqlens_q). Its suffix_length is that count, its kv_length is kv_lengths[b], and its
 //   prefix_length = kv_length - suffix_length. Suffix token t sits at position prefix_length + t
