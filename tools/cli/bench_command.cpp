@@ -28,6 +28,9 @@ std::vector<FlagSpec> bench_flags() {
       {"json", "PATH", "write the record to PATH"},
       {"dtype", "T", "storage dtype of every problem (default bf16)"},
       {"kernel", "K", "force a kernel for every problem (default auto)"},
+      {"call", "MODE", "how decode problems are called: attention (default), planned (a plan from "
+                       "bounds, metadata on the device) or graph (planned calls replayed from "
+                       "captured CUDA graphs)"},
       {"repeat", "N", "timed calls per problem (default 5 on the CPU, 30 on CUDA)"},
       {"warmup", "N", "untimed calls first (default 1 on the CPU, 5 on CUDA)"},
       {"check-rows", "N", "oracle rows checked per problem (default 4; 0: no check)"},
@@ -56,6 +59,11 @@ struct Row {
 };
 
 bool compute_bound(const ProblemSpec& spec) { return spec.suffix > 8; }
+
+// " (planned)" or " (graph)" after the kernel when the calls were not plain attention().
+std::string call_note(const Measurement& m) {
+  return m.call == CallMode::attention ? "" : std::string(" (") + to_string(m.call) + ")";
+}
 
 // The 1-minute load average (Linux), or -1: a shared machine's CPU figures need it as context.
 double load_average() {
@@ -103,6 +111,8 @@ int bench_command(int argc, char** argv) {
   }
   MeasureOptions measure;
   measure.forced = parse_kernel(args.get_string("kernel", "auto"));
+  measure.call = parse_call_mode(args.get_string("call", "attention"));
+  if (measure.call == CallMode::graph && !cuda) throw UsageError("--call graph needs --backend cuda");
   measure.repeat = static_cast<int32_t>(args.get_int("repeat", cuda ? 30 : 5, 1, 100000));
   measure.warmup = static_cast<int32_t>(args.get_int("warmup", cuda ? 5 : 1, 0, 100000));
   measure.sample_tokens = static_cast<int32_t>(args.get_int("check-rows", 4, 0, 1024));
@@ -159,19 +169,20 @@ int bench_command(int argc, char** argv) {
               << format_flops(matmul_ceiling.flops_per_second) << "; " << bandwidth_ceiling.method << " "
               << format_bandwidth(bandwidth_ceiling.bytes_per_second) << "\n";
   }
-  std::cout << "| problem | kernel | median | rate | % of ceiling | best (min) | rel err |\n"
-               "|---|---|---|---|---|---|---|\n";
+  std::cout << "| problem | kernel | median | rate | % of ceiling | best (min) | host per call | rel err |\n"
+               "|---|---|---|---|---|---|---|---|\n";
   for (const Row& r : rows) {
     const double s = r.m.median_seconds;
     const bool compute = compute_bound(r.spec);
     const double best = *std::min_element(r.m.seconds.begin(), r.m.seconds.end());
     std::cout << "| " << r.spec.name << " | " << to_string(r.m.plan.kernel) << " x" << r.m.plan.num_splits
-              << " | " << format_seconds(s) << " | "
+              << call_note(r.m) << " | " << format_seconds(s) << " | "
               << (compute ? format_flops(r.m.cost.flops / s) : format_bandwidth(r.m.cost.bytes / s)) << " | "
               << format_fixed(compute ? pct_flops(r.m.cost.flops / s) : pct_bytes(r.m.cost.bytes / s), 1) << "% "
               << (compute ? "matmul" : "bandwidth") << " | " << format_seconds(best) << " ("
               << format_fixed(compute ? pct_flops(r.m.cost.flops / best) : pct_bytes(r.m.cost.bytes / best), 1)
-              << "%) | " << format_scientific(r.m.accuracy.relative_error) << " |\n";
+              << "%) | " << format_seconds(r.m.host_seconds_per_call) << " | "
+              << format_scientific(r.m.accuracy.relative_error) << " |\n";
   }
 
   if (!json_path.empty()) {
@@ -228,6 +239,7 @@ int bench_command(int argc, char** argv) {
           .value("causal", r.spec.causal)
           .value("scale", static_cast<double>(r.spec.scale))
           .value("bound", compute_bound(r.spec) ? "compute" : "memory")
+          .value("call", to_string(r.m.call))
           .value("kernel", to_string(r.m.plan.kernel))
           .value("num_splits", r.m.plan.num_splits)
           .value("query_rows_per_chunk", r.m.plan.query_rows_per_chunk)

@@ -2,8 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
+#include <memory>
 
+#include "args.h"
+#include "captured_calls.h"
 #include "check.h"
 #include "reference/reference.h"
 #include "timing.h"
@@ -18,21 +22,103 @@ Plan plan_phase(Context& context, const Phase& phase, Kernel forced) {
   return plan;
 }
 
+CallMode parse_call_mode(const std::string& text) {
+  if (text == "attention") return CallMode::attention;
+  if (text == "planned") return CallMode::planned;
+  if (text == "graph") return CallMode::graph;
+  throw UsageError("--call " + text + ": expected attention, planned or graph");
+}
+
+const char* to_string(CallMode mode) {
+  switch (mode) {
+    case CallMode::attention: return "attention";
+    case CallMode::planned: return "planned";
+    case CallMode::graph: return "graph";
+  }
+  return "unknown";
+}
+
+namespace {
+
+// A phase's query offsets and KV lengths copied to the device, for plans from bounds.
+class DeviceMetadata {
+ public:
+  DeviceMetadata(Context& context, const Phase& phase) : context_(context) {
+    offsets_ = upload(phase.query_offsets);
+    lengths_ = upload(phase.kv_lengths);
+  }
+  ~DeviceMetadata() {
+    for (void* p : {offsets_, lengths_}) {
+      if (p) static_cast<void>(context_.release(p));  // best effort in a destructor
+    }
+  }
+  DeviceMetadata(const DeviceMetadata&) = delete;
+  DeviceMetadata& operator=(const DeviceMetadata&) = delete;
+  const int32_t* offsets() const { return static_cast<const int32_t*>(offsets_); }
+  const int32_t* lengths() const { return static_cast<const int32_t*>(lengths_); }
+
+ private:
+  void* upload(const std::vector<int32_t>& values) {
+    void* p = nullptr;
+    const std::size_t bytes = values.size() * sizeof(int32_t);
+    check(context_.allocate(bytes, &p), "allocating device metadata");
+    check(context_.copy(p, values.data(), bytes, CopyKind::host_to_device), "copying metadata");
+    return p;
+  }
+  Context& context_;
+  void* offsets_ = nullptr;
+  void* lengths_ = nullptr;
+};
+
+}  // namespace
+
 Measurement measure_phase(Context& context, Phase& phase, const MeasureOptions& options) {
   Measurement m;
-  m.plan = plan_phase(context, phase, options.forced);
   m.cost = problem_cost(phase.host_problem, phase.spec.lse);
   const std::size_t copies = phase.device_problems.size();
+  const bool planned = options.call != CallMode::attention && phase.spec.suffix <= 8;
+  m.call = planned ? options.call : CallMode::attention;
   std::size_t call = 0;
-  auto run_once = [&] {
-    check(attention(context, phase.device_problems[call++ % copies], options.forced),
-          "attention (" + phase.label + ")");
-  };
+  std::function<void()> run_once;
+  // Plans from bounds: the phase's own sizes are the bounds, its metadata lives on the device.
+  std::unique_ptr<DeviceMetadata> metadata;
+  std::vector<AttentionProblem> problems = phase.device_problems;
+  std::unique_ptr<CapturedCalls> graphs;
+  if (planned) {
+    metadata = std::make_unique<DeviceMetadata>(context, phase);
+    for (AttentionProblem& p : problems) {
+      p.query_offsets = metadata->offsets();
+      p.kv_lengths = metadata->lengths();
+    }
+    ProblemBounds bounds;
+    bounds.max_total_tokens = phase.total_tokens();
+    bounds.max_suffix = static_cast<int32_t>(phase.spec.suffix);
+    bounds.max_kv_length = phase.spec.kv_length();
+    check(plan_attention(problems.front(), bounds, context.device(), options.forced, &m.plan),
+          "planning the " + phase.label + " from bounds");
+    auto planned_call = [&](std::size_t i) {
+      check(attention_planned(context, problems[i], m.plan), "attention_planned (" + phase.label + ")");
+    };
+    if (options.call == CallMode::graph) {
+      graphs = std::make_unique<CapturedCalls>(context, copies, planned_call);
+      run_once = [&] { graphs->launch(call++ % copies); };
+    } else {
+      run_once = [&] { planned_call(call++ % copies); };
+    }
+  } else {
+    m.plan = plan_phase(context, phase, options.forced);
+    run_once = [&] {
+      check(attention(context, phase.device_problems[call++ % copies], options.forced),
+            "attention (" + phase.label + ")");
+    };
+  }
   for (int32_t i = 0; i < options.warmup; ++i) run_once();
   check(context.synchronize(), "synchronize");
-  std::unique_ptr<Timer> timer = make_timer(context);
+  std::unique_ptr<Timer> timer = make_timer(context);  // on the graphs' stream when replaying
   m.seconds = timer->time_each(options.repeat, run_once, &m.host_seconds_per_call);
   m.median_seconds = median(m.seconds);
+  check(context.synchronize(), "synchronize");
+  graphs.reset();  // the context's own stream again
   if (options.sample_tokens > 0) {
     m.accuracy = check_phase(context, phase, options.sample_tokens, options.all_heads_of_last);
   }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "problem_metrics.h"
@@ -11,7 +12,19 @@
 
 namespace wideattn::cli {
 
+// How each timed call is made. planned and graph apply to decode phases (suffix <= 8); others
+// are timed as plain attention calls (Measurement::call says which).
+enum class CallMode {
+  attention,  // attention() with host metadata: plans on every call
+  planned,    // a plan from bounds made once, attention_planned with the metadata on the device
+  graph,      // the planned call captured into a CUDA graph once per KV copy, then replayed
+};
+
+CallMode parse_call_mode(const std::string& text);  // UsageError on anything else
+const char* to_string(CallMode mode);
+
 struct MeasureOptions {
+  CallMode call = CallMode::attention;
   Kernel forced = Kernel::automatic;
   int32_t warmup = 1;
   int32_t repeat = 5;
@@ -28,6 +41,7 @@ struct Accuracy {
 };
 
 struct Measurement {
+  CallMode call = CallMode::attention;  // how the timed calls were made
   Plan plan;
   std::vector<double> seconds;  // one per timed call (GPU time on CUDA: Timer::time_each)
   double median_seconds = 0;
