@@ -96,6 +96,11 @@ void check_attention(Context& context, std::mt19937_64& rng, const AttentionCase
 void check_host_attention(Context& context, const AttentionProblem& p, Kernel kernel,
                           const HostTensor& out, const std::vector<float>& lse);
 
+// An AttentionRunner that runs `problem` the serving way: its metadata copied to the device, a
+// plan from bounds (longest suffix 8, the cache's capacity), then attention_planned. On CUDA
+// the bounds' error word must stay 0.
+Status run_from_bounds(Context& context, const AttentionProblem& problem, Kernel kernel, Plan* plan);
+
 // Absolute LSE tolerance for a problem stored in `dtype`.
 double lse_tolerance(DType dtype);
 

@@ -20,34 +20,6 @@
 namespace wideattn::test {
 namespace {
 
-// Runs `problem` (host metadata, as check_attention builds it) the serving way: the metadata
-// copied to the device, a plan from bounds (the longest suffix 8, the cache's capacity), then
-// attention_planned. On CUDA the bounds' error word must stay 0.
-Status run_from_bounds(Context& context, const AttentionProblem& problem, Kernel kernel, Plan* plan) {
-  const int32_t batch = problem.batch;
-  auto offsets = to_device(context, problem.query_offsets, (batch + 1) * sizeof(int32_t));
-  auto lengths = to_device(context, problem.kv_lengths, batch * sizeof(int32_t));
-  const int32_t zero = 0;
-  auto errors = to_device(context, &zero, sizeof(int32_t));
-  AttentionProblem on_device = problem;
-  on_device.query_offsets = static_cast<const int32_t*>(offsets->get());
-  on_device.kv_lengths = static_cast<const int32_t*>(lengths->get());
-  ProblemBounds bounds;
-  bounds.max_total_tokens = std::max<int64_t>(1, problem.total_tokens());
-  bounds.max_suffix = 8;
-  bounds.max_kv_length = problem.kv.sequence_capacity();
-  bounds.errors = static_cast<int32_t*>(errors->get());
-  Status status = plan_attention(on_device, bounds, context.device(), kernel, plan);
-  if (status.ok()) status = attention_planned(context, on_device, *plan);
-  if (status.ok()) status = context.synchronize();
-  int32_t reported = 0;
-  if (status.ok()) status = context.copy(&reported, errors->get(), sizeof(int32_t), CopyKind::device_to_host);
-  if (status.ok() && reported != 0 && context.backend() == Backend::cuda) {
-    return Status(StatusCode::internal, "bounds.errors = " + std::to_string(reported) + " for valid metadata");
-  }
-  return status;
-}
-
 using PlannedAttentionTest = BackendTest;
 
 AttentionCase decode_slots(Backend backend) {

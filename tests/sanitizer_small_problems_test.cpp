@@ -3,7 +3,8 @@
 // CUDA component tests): the sanitizer makes kernels 10-100x slower, so each case is a few
 // hundred keys at most. Every case is still checked against the f64 oracle. Skips without a GPU
 // (prefill_fused without Hopper).
-//   decode, tensor cores (f16/bf16) and SIMT (f32); two_pass and its merge
+//   decode, tensor cores (f16/bf16) and SIMT (f32); two_pass and its merge; plans from bounds
+//     (device metadata); a mixed batch (decode and prefill in one call)
 //   prefill_unfused: cuBLASLt GEMMs, the masked softmax (interval masks and tree/ring masks),
 //                    the non-finite repair of P V, scatter_values; rows that see no key
 //   prefill_fused:   head_dim 64, 128 and 256
@@ -53,6 +54,24 @@ TEST_F(SanitizerSmallProblems, DecodeKernels) {
   AttentionCase tree = small(DType::bf16, 256, {{5, 70}, {3, 3}});
   tree.tree = true;
   check(tree, Kernel::two_pass);
+}
+
+// Device metadata checked against a plan's bounds, padded slots, and the merge's row limit.
+TEST_F(SanitizerSmallProblems, PlannedDecode) {
+  AttentionCase c = small(DType::bf16, 128, {{1, 150}, {0, 0}, {4, 37}, {0, 9}});
+  for (Kernel kernel : {Kernel::single_pass, Kernel::two_pass}) {
+    AttentionOutcome outcome;
+    check_attention(*session_.context, session_.rng, c, kernel, &outcome, run_from_bounds);
+    EXPECT_EQ(outcome.plan.kernel, kernel) << outcome.plan.reason;
+  }
+}
+
+// A decode run and a prefill run in one call.
+TEST_F(SanitizerSmallProblems, MixedBatch) {
+  AttentionCase c = small(DType::bf16, 128, {{1, 90}, {2, 40}, {30, 70}});
+  AttentionOutcome outcome;
+  check_attention(*session_.context, session_.rng, c, Kernel::automatic, &outcome);
+  EXPECT_EQ(outcome.plan.parts.size(), 2u) << outcome.plan.reason;
 }
 
 TEST_F(SanitizerSmallProblems, UnfusedPrefillPipeline) {
