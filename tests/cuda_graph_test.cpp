@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "attention_case.h"
+#include "capturable_stream_test.h"
 
 namespace wideattn::test {
 namespace {
@@ -64,24 +65,7 @@ Status run_in_graph(Context& context, const AttentionProblem& problem, Kernel ke
   return status;
 }
 
-class CudaGraphTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (!session_.start(Backend::cuda)) return;
-    ASSERT_EQ(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), cudaSuccess);
-    session_.context->set_stream(stream_);  // the legacy default stream cannot be captured
-  }
-  void TearDown() override {
-    session_.stop();
-    if (stream_) cudaStreamDestroy(stream_);
-  }
-  Context& context() { return *session_.context; }
-  std::mt19937_64& rng() { return session_.rng; }
-
- private:
-  BackendSession session_;
-  cudaStream_t stream_ = nullptr;
-};
+using CudaGraphTest = CapturableStreamTest;
 
 AttentionCase gemma_31b_decode() {
   AttentionCase c;

@@ -15,6 +15,8 @@
 
 #ifdef WIDEATTN_WITH_CUDA
 #include <cuda_runtime.h>
+
+#include "capturable_stream_test.h"
 #endif
 
 namespace wideattn::test {
@@ -178,25 +180,7 @@ TEST(PlannedAttention, MetadataOutsideTheBoundsIsRejectedWithNothingWritten) {
 // ---- CUDA: one captured graph, replayed over decode steps ----------------------------------------
 #ifdef WIDEATTN_WITH_CUDA
 
-class PlannedGraphTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (!session_.start(Backend::cuda)) return;
-    ASSERT_EQ(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), cudaSuccess);
-    session_.context->set_stream(stream_);  // the legacy default stream cannot be captured
-  }
-  void TearDown() override {
-    session_.stop();
-    if (stream_) cudaStreamDestroy(stream_);
-  }
-  Context& context() { return *session_.context; }
-  std::mt19937_64& rng() { return session_.rng; }
-  cudaStream_t stream() const { return stream_; }
-
- private:
-  BackendSession session_;
-  cudaStream_t stream_ = nullptr;
-};
+using PlannedGraphTest = CapturableStreamTest;
 
 // One decode step's host metadata over the slots.
 struct Step {

@@ -7,22 +7,13 @@
 
 #ifdef WIDEATTN_WITH_CUDA
 #include <cuda_runtime.h>
+
+#include "cuda_check.h"
 #endif
 
 namespace wideattn::cli {
 
 #ifdef WIDEATTN_WITH_CUDA
-namespace {
-
-void check_cuda(cudaError_t error, const char* what) {
-  if (error != cudaSuccess) {
-    throw LibraryError(StatusCode::internal, std::string(what) + ": " + cudaGetErrorName(error) +
-                                                 " (" + cudaGetErrorString(error) + ")");
-  }
-}
-
-}  // namespace
-
 struct CapturedCalls::State {
   Context* context = nullptr;
   void* previous_stream = nullptr;

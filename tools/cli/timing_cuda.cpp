@@ -1,4 +1,4 @@
-// The CLI's only direct use of the CUDA runtime: event timers and the device list. Built
+// The CLI's CUDA event timers and device list (captured_calls_cuda.cpp has its graphs). Built
 // against cudart when the library has its CUDA backend (WIDEATTN_WITH_CUDA); stubs otherwise.
 #include "timing.h"
 
@@ -11,20 +11,14 @@
 #include <chrono>
 #include <memory>
 #include <thread>
+
+#include "cuda_check.h"
 #endif
 
 namespace wideattn::cli {
 
 #ifdef WIDEATTN_WITH_CUDA
 namespace {
-
-void check_cuda(cudaError_t error, const char* what) {
-  if (error != cudaSuccess) {
-    throw LibraryError(StatusCode::internal,
-                       std::string(what) + ": " + cudaGetErrorName(error) + " (" +
-                           cudaGetErrorString(error) + ")");
-  }
-}
 
 // Holds a stream until the host opens it (or a second has passed, when something in the timed
 // call waits for the stream itself).
