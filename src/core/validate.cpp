@@ -215,20 +215,21 @@ void validate_problem(const char* f, const AttentionProblem& p, Backend backend,
   int64_t max_suffix = 0;
   for (int32_t b = 0; b < p.batch; ++b) {
     const int64_t suffix = int64_t{p.query_offsets[b + 1]} - p.query_offsets[b];
-    const std::string idx = "[" + std::to_string(b) + "]";
+    // Only an error message needs the index as text (this loop runs on every call).
+    const auto idx = [b] { return "[" + std::to_string(b) + "]"; };
     if (suffix < 0) {
       throw_invalid(f, "query_offsets[" + std::to_string(b + 1) + "]", p.query_offsets[b + 1],
-                    ">= query_offsets" + idx + " = " + std::to_string(p.query_offsets[b]) +
+                    ">= query_offsets" + idx() + " = " + std::to_string(p.query_offsets[b]) +
                         " (offsets must not decrease)");
     }
-    if (p.kv_lengths[b] < 0) throw_invalid(f, "kv_lengths" + idx, p.kv_lengths[b], ">= 0");
+    if (p.kv_lengths[b] < 0) throw_invalid(f, "kv_lengths" + idx(), p.kv_lengths[b], ">= 0");
     if (p.kv_lengths[b] < suffix) {
-      throw_invalid(f, "kv_lengths" + idx, p.kv_lengths[b],
+      throw_invalid(f, "kv_lengths" + idx(), p.kv_lengths[b],
                     ">= the sequence's suffix length " + std::to_string(suffix) +
                         " (the suffix's keys are in the cache)");
     }
     if (!p.kv.paged() && p.kv_lengths[b] > p.kv.capacity) {
-      throw_invalid(f, "kv_lengths" + idx, p.kv_lengths[b],
+      throw_invalid(f, "kv_lengths" + idx(), p.kv_lengths[b],
                     "<= kv.capacity = " + std::to_string(p.kv.capacity));
     }
     if (p.mask.ring_length > 0) {
