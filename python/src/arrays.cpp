@@ -36,7 +36,7 @@ Element element_of(nb::dlpack::dtype t, bool u16_is_bf16, bool u8_is_fp8, std::s
     // DLPack 1.1's kDLFloat8_e4m3fn (nanobind's dtype_code::Float8_E4M3FN): PyTorch exports
     // torch.float8_e4m3fn as it.
     if (code == dtype_code::Float8_E4M3FN && t.bits == 8) { *name = "float8_e4m3fn"; return Element::fp8_e4m3; }
-    if (code == dtype_code::UInt && t.bits == 8 && u8_is_fp8) { *name = "uint8 (as float8_e4m3fn)"; return Element::fp8_e4m3; }
+    if (code == dtype_code::UInt && t.bits == 8 && u8_is_fp8) { *name = "float8_e4m3fn (as uint8)"; return Element::fp8_e4m3; }
     if (code == dtype_code::Float && t.bits == 32) { *name = "float32"; return Element::f32; }
     if (code == dtype_code::Float && t.bits == 16) { *name = "float16"; return Element::f16; }
     if (code == dtype_code::Bfloat && t.bits == 16) { *name = "bfloat16"; return Element::bf16; }

@@ -97,18 +97,13 @@ bool kv_cache_dtype_is_fp8(const char* f, nb::handle h) {
 
 bool check_cache_dtypes(const char* f, const Array& k, const Array& v, const Array& values,
                         bool declared_fp8) {
-  if (declared_fp8) {
-    for (const Array* c : {&k, &v}) {
-      if (!c->is_fp8()) {
-        throw_type_error(std::string(f) + ": kv_cache_dtype says fp8 e4m3 but " + c->name() +
-                         " has dtype " + c->dtype_name() + ", expected float8_e4m3fn or uint8 (e4m3 bytes)");
-      }
-    }
+  if (k.is_fp8() || v.is_fp8()) {
+    v.require_same_dtype(k);  // names both dtypes when only one is fp8
     return true;
   }
-  if (k.is_fp8() || v.is_fp8()) {
-    v.require_same_dtype(k);
-    return true;
+  if (declared_fp8) {
+    throw_type_error(std::string(f) + ": kv_cache_dtype says fp8 e4m3 but k_cache has dtype " +
+                     k.dtype_name() + ", expected float8_e4m3fn or uint8 (e4m3 bytes)");
   }
   for (const Array* c : {&k, &v}) {
     if (c->dtype_name() == "uint8") {

@@ -172,10 +172,11 @@ def attention(
         kv_lengths = _seqused_k(kv_lengths, seqused_k)
     if block_table is None:
         kv_layout = None
-    # NumPy float16/32 q (bfloat16 is kind "V"), caches not of ml_dtypes (float8: kind "V").
-    if (type(q) is _ndarray and q.dtype.kind == "f"
-            and (type(k_cache) is not _ndarray or k_cache.dtype.kind != "V")
-            and (type(v_cache) is not _ndarray or v_cache.dtype.kind != "V")):
+    # NumPy float16/32 q (bfloat16 is kind "V"); ml_dtypes caches (bfloat16, float8: kind "V",
+    # or "f" of one byte) and uint8 ones take the general path, which exports them.
+    if (type(q) is _ndarray and q.dtype.kind == "f" and q.itemsize > 1
+            and (type(k_cache) is not _ndarray or (k_cache.dtype.kind == "f" and k_cache.itemsize > 1))
+            and (type(v_cache) is not _ndarray or (v_cache.dtype.kind == "f" and v_cache.itemsize > 1))):
         if out is None:
             out = _empty(q.shape, q.dtype)
         if lse is None and return_lse:

@@ -47,7 +47,8 @@ def _is_numpy_bfloat16(dtype: Any) -> bool:
 
 
 def _is_numpy_float8(dtype: Any) -> bool:
-    return isinstance(dtype, np.dtype) and dtype.kind not in "biufc" and dtype.name.startswith("float8")
+    # ml_dtypes' 8-bit (and narrower) floats: kind "V", or "f" for some (float8_e5m2).
+    return isinstance(dtype, np.dtype) and dtype.itemsize == 1 and dtype.kind in "Vf"
 
 
 def numpy_bfloat16() -> Any:
