@@ -29,10 +29,14 @@ std::string described(nb::handle object) {
   return text;
 }
 
-Element element_of(nb::dlpack::dtype t, bool u16_is_bf16, std::string* name) {
+Element element_of(nb::dlpack::dtype t, bool u16_is_bf16, bool u8_is_fp8, std::string* name) {
   using nb::dlpack::dtype_code;
   const auto code = static_cast<dtype_code>(t.code);
   if (t.lanes == 1) {
+    // DLPack 1.1's kDLFloat8_e4m3fn (nanobind's dtype_code::Float8_E4M3FN): PyTorch exports
+    // torch.float8_e4m3fn as it.
+    if (code == dtype_code::Float8_E4M3FN && t.bits == 8) { *name = "float8_e4m3fn"; return Element::fp8_e4m3; }
+    if (code == dtype_code::UInt && t.bits == 8 && u8_is_fp8) { *name = "float8_e4m3fn (as uint8)"; return Element::fp8_e4m3; }
     if (code == dtype_code::Float && t.bits == 32) { *name = "float32"; return Element::f32; }
     if (code == dtype_code::Float && t.bits == 16) { *name = "float16"; return Element::f16; }
     if (code == dtype_code::Bfloat && t.bits == 16) { *name = "bfloat16"; return Element::bf16; }
@@ -47,7 +51,19 @@ Element element_of(nb::dlpack::dtype t, bool u16_is_bf16, std::string* name) {
     case dtype_code::Bfloat: kind = "bfloat"; break;
     case dtype_code::Complex: kind = "complex"; break;
     case dtype_code::Bool: kind = "bool"; break;
+    case dtype_code::Float8_E3M4: kind = "float8_e3m4"; break;
+    case dtype_code::Float8_E4M3: kind = "float8_e4m3"; break;
+    case dtype_code::Float8_E4M3B11FNUZ: kind = "float8_e4m3b11fnuz"; break;
+    case dtype_code::Float8_E4M3FN: kind = "float8_e4m3fn"; break;
+    case dtype_code::Float8_E4M3FNUZ: kind = "float8_e4m3fnuz"; break;
+    case dtype_code::Float8_E5M2: kind = "float8_e5m2"; break;
+    case dtype_code::Float8_E5M2FNUZ: kind = "float8_e5m2fnuz"; break;
+    case dtype_code::Float8_E8M0FNU: kind = "float8_e8m0fnu"; break;
     default: break;
+  }
+  if (code >= dtype_code::Float8_E3M4 && code <= dtype_code::Float8_E8M0FNU && t.lanes == 1) {
+    *name = kind;  // the name says the width
+    return Element::other;
   }
   *name = std::string(kind) + std::to_string(t.bits) + (t.lanes != 1 ? "x" + std::to_string(t.lanes) : "");
   return Element::other;
@@ -70,7 +86,7 @@ std::string Device::str() const {
 }
 
 Array::Array(nb::handle object, const char* function, const char* name, bool writable,
-             bool u16_is_bf16)
+             bool u16_is_bf16, bool u8_is_fp8)
     : function_(function), name_(name) {
   if (!object.is_valid() || object.is_none()) return;
   int device_type = 0, device_id = 0;
@@ -109,7 +125,7 @@ Array::Array(nb::handle object, const char* function, const char* name, bool wri
   present_ = true;
   shape_.assign(shape, shape + ndim);
   strides_.assign(strides, strides + ndim);
-  element_ = element_of(dt, u16_is_bf16, &dtype_name_);
+  element_ = element_of(dt, u16_is_bf16, u8_is_fp8, &dtype_name_);
   if (device_type == kDLCPU || device_type == kDLCUDAHost) {
     device_ = Device{Backend::cpu, 0};
   } else if (device_type == kDLCUDA || device_type == kDLCUDAManaged) {
@@ -220,6 +236,7 @@ std::size_t element_size(Element e) {
     case Element::i32: return 4;
     case Element::f16: return 2;
     case Element::bf16: return 2;
+    case Element::fp8_e4m3: return 1;
     default: return 1;
   }
 }

@@ -24,8 +24,9 @@ struct Device {
   std::string str() const;
 };
 
-// Element types the arrays may hold. Floating types map onto wideattn::DType.
-enum class Element { f32, f16, bf16, i32, other };
+// Element types the arrays may hold. Floating types map onto wideattn::DType; fp8_e4m3 (OCP
+// E4M3FN) is a KV cache storage type only.
+enum class Element { f32, f16, bf16, fp8_e4m3, i32, other };
 
 // One imported array: the DLPack view, kept alive for the duration of the call.
 class Array {
@@ -33,9 +34,11 @@ class Array {
   Array() = default;
   // Imports `object` (None gives an absent Array). `writable` rejects read-only arrays.
   // `u16_is_bf16` reads uint16 elements as bfloat16 (NumPy arrays of ml_dtypes.bfloat16 are
-  // handed over as uint16 views, since NumPy's DLPack export has no bfloat16).
+  // handed over as uint16 views, since NumPy's DLPack export has no bfloat16). `u8_is_fp8` reads
+  // uint8 elements as fp8 e4m3 bytes (kv_cache_dtype='fp8_e4m3', NumPy ml_dtypes.float8_e4m3fn
+  // arrays' uint8 views); DLPack's float8_e4m3fn (PyTorch's torch.float8_e4m3fn) is fp8 anyway.
   Array(nb::handle object, const char* function, const char* name, bool writable,
-        bool u16_is_bf16);
+        bool u16_is_bf16, bool u8_is_fp8 = false);
 
   bool present() const { return present_; }
   const char* name() const { return name_; }
@@ -60,7 +63,8 @@ class Array {
   void require_contiguous_1d() const;     // 1-D array with stride 1
   void require_nonnegative_strides() const;
 
-  DType dtype() const;  // wideattn DType; requires a float element
+  DType dtype() const;  // wideattn DType; requires a float element (f32, f16, bf16)
+  bool is_fp8() const { return element_ == Element::fp8_e4m3; }
 
  private:
   nb::ndarray<nb::ro> read_;

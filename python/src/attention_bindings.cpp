@@ -16,6 +16,7 @@
 #include "arrays.h"
 #include "bindings.h"
 #include "contexts.h"
+#include "kv_cache.h"
 #include "wideattn/attention.h"
 
 namespace wideattn::python {
@@ -158,6 +159,7 @@ struct AttentionArgs {
   bool u16_is_bf16;
   nb::handle block_table;  // None: contiguous caches
   nb::handle kv_layout;    // paged pools: "NHD" [pages, page_size, kv_heads, head_dim] or "HND"
+  nb::handle k_scale, v_scale, kv_cache_dtype;  // fp8 caches (kv_cache.h); None: absent / "auto"
 };
 
 // Where query_offsets and kv_lengths come from.
@@ -170,6 +172,7 @@ enum class Metadata {
 // Everything one call holds: the imported arrays (kept alive) and the problem built from them.
 struct AttentionCall {
   Array q, k, v, out, lse, tree_start, tree_end, tree_height, sinks, block_table;
+  KvScales scales;                                 // problem.kv points into it
   std::vector<int32_t> query_offsets, kv_lengths;  // Metadata::host
   Array query_offsets_array, kv_lengths_array;     // Metadata::device
   AttentionProblem problem;
@@ -211,9 +214,10 @@ void build(const char* f, const AttentionArgs& a, bool plan_only, AttentionCall*
     tree_end = parts[1];
     tree_height = parts[2];
   }
+  const bool declared_fp8 = kv_cache_dtype_is_fp8(f, a.kv_cache_dtype);
   c->q = Array(a.q, f, "q", false, a.u16_is_bf16);
-  c->k = Array(a.k_cache, f, "k_cache", false, a.u16_is_bf16);
-  c->v = Array(a.v_cache, f, "v_cache", false, a.u16_is_bf16);
+  c->k = Array(a.k_cache, f, "k_cache", false, a.u16_is_bf16, declared_fp8);
+  c->v = Array(a.v_cache, f, "v_cache", false, a.u16_is_bf16, declared_fp8);
   c->out = Array(a.out, f, "out", true, a.u16_is_bf16);
   c->lse = Array(a.lse, f, "lse", true, false);
   c->tree_start = Array(tree_start, f, "tree_start", false, false);
@@ -242,11 +246,13 @@ void build(const char* f, const AttentionArgs& a, bool plan_only, AttentionCall*
   if (!c->out.present() && !plan_only) throw_type_error(std::string(f) + ": out is required");
   const Array& q = c->q;
   q.require_ndim(3, "[total_tokens, q_heads, head_dim]");
-  q.require_float();
+  q.require_float(q.is_fp8() ? "float32, float16 or bfloat16 (fp8 is a storage type of the KV cache "
+                               "only: q and out keep the model's dtype)"
+                             : "float32, float16 or bfloat16");
   c->k.require_ndim(4, cache_layout);
   c->v.require_ndim(4, cache_layout);
-  c->k.require_same_dtype(q);
-  c->v.require_same_dtype(q);
+  // The caches have q's dtype, or both hold fp8 e4m3 (read as stored value x scale).
+  const bool fp8 = check_cache_dtypes(f, c->k, c->v, q, declared_fp8);
   c->device = q.device();
   c->k.require_device(c->device, q);
   c->v.require_device(c->device, q);
@@ -258,6 +264,7 @@ void build(const char* f, const AttentionArgs& a, bool plan_only, AttentionCall*
   c->v.require_dim(slot_dim, slots, paged ? "page_size, k_cache's" : "capacity, k_cache.shape[1]");
   c->v.require_dim(head_dim_index, kv_heads, "kv_heads, k_cache's");
   c->v.require_dim(3, head_dim, "head_dim, q.shape[2]");
+  c->scales.read(f, a.k_scale, a.v_scale, c->k, kv_heads, fp8, &c->problem.kv);
   // Paged: block_table [batch, max_pages] int32 on the arrays' device gives the batch.
   int64_t batch = outer;
   if (paged) {
@@ -489,13 +496,14 @@ void bind_attention(nb::module_& m) {
          nb::handle ring_length, nb::handle ring_offset, nb::handle tree, nb::handle sinks,
          nb::handle softcap, nb::handle scale, nb::handle kernel, uintptr_t stream,
          bool u16_is_bf16, bool return_plan, nb::handle block_table,
-         nb::handle kv_layout) -> nb::object {
+         nb::handle kv_layout, nb::handle k_scale, nb::handle v_scale,
+         nb::handle kv_cache_dtype) -> nb::object {
         const char* f = "attention";
         AttentionCall call;
         build(f,
               AttentionArgs{q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal,
                             window, ring_length, ring_offset, tree, sinks, softcap, scale, kernel,
-                            u16_is_bf16, block_table, kv_layout},
+                            u16_is_bf16, block_table, kv_layout, k_scale, v_scale, kv_cache_dtype},
               false, &call);
         Plan plan;
         if (call.problem.total_tokens() != 0) {
@@ -512,9 +520,13 @@ void bind_attention(nb::module_& m) {
       nb::arg("softcap").none(), nb::arg("scale").none(), nb::arg("kernel").none(),
       nb::arg("stream"), nb::arg("u16_is_bf16"), nb::arg("return_plan"),
       nb::arg("block_table").none() = nb::none(), nb::arg("kv_layout").none() = nb::none(),
+      nb::arg("k_scale").none() = nb::none(), nb::arg("v_scale").none() = nb::none(),
+      nb::arg("kv_cache_dtype").none() = nb::none(),
       "Low-level attention (use wideattn.attention): arrays (DLPack producers or capsules) and "
       "Python scalars as wideattn.attention takes them, tree as None or a 3-tuple, out given; "
-      "block_table (None: contiguous caches) and kv_layout ('NHD' or 'HND') for paged pools. "
+      "block_table (None: contiguous caches) and kv_layout ('NHD' or 'HND') for paged pools; "
+      "k_scale, v_scale (None, a float on the CPU, or a float32 array) and kv_cache_dtype (None, "
+      "'auto', 'fp8', 'fp8_e4m3') for fp8 caches. "
       "Checks and converts every argument once. Returns None, or with return_plan the plan used "
       "as (kernel, num_splits, query_rows_per_chunk, workspace_bytes, reason).");
 
@@ -524,13 +536,14 @@ void bind_attention(nb::module_& m) {
          nb::handle query_offsets, nb::handle kv_lengths, nb::handle causal, nb::handle window,
          nb::handle ring_length, nb::handle ring_offset, nb::handle tree, nb::handle sinks,
          nb::handle softcap, nb::handle scale, nb::handle kernel, bool u16_is_bf16,
-         nb::handle block_table, nb::handle kv_layout) {
+         nb::handle block_table, nb::handle kv_layout, nb::handle k_scale, nb::handle v_scale,
+         nb::handle kv_cache_dtype) {
         const char* f = "plan_attention";
         AttentionCall call;
         build(f,
               AttentionArgs{q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal,
                             window, ring_length, ring_offset, tree, sinks, softcap, scale, kernel,
-                            u16_is_bf16, block_table, kv_layout},
+                            u16_is_bf16, block_table, kv_layout, k_scale, v_scale, kv_cache_dtype},
               true, &call);
         const DeviceInfo& device = context_for(call.device).device();
         Plan plan;
@@ -544,7 +557,8 @@ void bind_attention(nb::module_& m) {
       nb::arg("ring_offset").none(), nb::arg("tree").none(), nb::arg("sinks").none(),
       nb::arg("softcap").none(), nb::arg("scale").none(), nb::arg("kernel").none(),
       nb::arg("u16_is_bf16"), nb::arg("block_table").none() = nb::none(),
-      nb::arg("kv_layout").none() = nb::none(),
+      nb::arg("kv_layout").none() = nb::none(), nb::arg("k_scale").none() = nb::none(),
+      nb::arg("v_scale").none() = nb::none(), nb::arg("kv_cache_dtype").none() = nb::none(),
       "Low-level plan_attention (use wideattn.plan); the arguments of attention without stream.");
 
   nb::class_<PlannedDecode>(m, "PlannedDecode",
@@ -558,11 +572,12 @@ void bind_attention(nb::module_& m) {
              nb::handle sinks, nb::handle softcap, nb::handle scale, nb::handle kernel,
              bool u16_is_bf16, nb::handle block_table, nb::handle kv_layout,
              nb::handle max_total_tokens, nb::handle max_suffix, nb::handle max_kv_length,
-             nb::handle errors) {
+             nb::handle errors, nb::handle k_scale, nb::handle v_scale, nb::handle kv_cache_dtype) {
             new (self) PlannedDecode(
                 AttentionArgs{q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal,
                               window, ring_length, ring_offset, tree, sinks, softcap, scale,
-                              kernel, u16_is_bf16, block_table, kv_layout},
+                              kernel, u16_is_bf16, block_table, kv_layout, k_scale, v_scale,
+                              kv_cache_dtype},
                 max_total_tokens, max_suffix, max_kv_length, errors);
           },
           nb::arg("q").none(), nb::arg("k_cache").none(), nb::arg("v_cache").none(),
@@ -573,6 +588,8 @@ void bind_attention(nb::module_& m) {
           nb::arg("kernel").none(), nb::arg("u16_is_bf16"), nb::arg("block_table").none(),
           nb::arg("kv_layout").none(), nb::arg("max_total_tokens").none(),
           nb::arg("max_suffix").none(), nb::arg("max_kv_length").none(), nb::arg("errors").none(),
+          nb::arg("k_scale").none() = nb::none(), nb::arg("v_scale").none() = nb::none(),
+          nb::arg("kv_cache_dtype").none() = nb::none(),
           "The arguments of attention, query_offsets and kv_lengths as int32 arrays on the arrays' "
           "device, and the bounds (max_total_tokens None: q.shape[0]; max_kv_length None: the "
           "cache's capacity) and an optional int32 [1] errors word. Makes the plan.")

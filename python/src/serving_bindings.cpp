@@ -12,6 +12,7 @@
 #include "arrays.h"
 #include "bindings.h"
 #include "contexts.h"
+#include "kv_cache.h"
 #include "wideattn/components.h"
 #include "wideattn/write_kv.h"
 
@@ -40,12 +41,14 @@ void require_strided(const Array& a) {
 void write_kv_binding(nb::handle k_new_obj, nb::handle v_new_obj, nb::handle k_cache_obj,
                       nb::handle v_cache_obj, nb::handle slot_mapping_obj,
                       nb::handle block_table_obj, const std::string& kv_layout, uintptr_t stream,
-                      bool u16_is_bf16) {
+                      bool u16_is_bf16, nb::handle k_scale, nb::handle v_scale,
+                      nb::handle kv_cache_dtype) {
   const char* f = "write_kv";
+  const bool declared_fp8 = kv_cache_dtype_is_fp8(f, kv_cache_dtype);
   Array k_new(k_new_obj, f, "k_new", false, u16_is_bf16);
   Array v_new(v_new_obj, f, "v_new", false, u16_is_bf16);
-  Array k_cache(k_cache_obj, f, "k_cache", true, u16_is_bf16);
-  Array v_cache(v_cache_obj, f, "v_cache", true, u16_is_bf16);
+  Array k_cache(k_cache_obj, f, "k_cache", true, u16_is_bf16, declared_fp8);
+  Array v_cache(v_cache_obj, f, "v_cache", true, u16_is_bf16, declared_fp8);
   Array slot_mapping(slot_mapping_obj, f, "slot_mapping", false, false);
   Array block_table(block_table_obj, f, "block_table", false, false);
   for (const Array* t : {&k_new, &v_new, &k_cache, &v_cache, &slot_mapping}) {
@@ -71,15 +74,17 @@ void write_kv_binding(nb::handle k_new_obj, nb::handle v_new_obj, nb::handle k_c
   const int slot_dim = head_major ? 2 : 1, head_dim_index = head_major ? 1 : 2;
 
   k_new.require_ndim(3, "[tokens, kv_heads, head_dim]");
-  k_new.require_float();
+  k_new.require_float(k_new.is_fp8() ? "float32, float16 or bfloat16 (the rows to write: an fp8 cache "
+                                       "quantises them with k_scale and v_scale)"
+                                     : "float32, float16 or bfloat16");
   const Device device = k_new.device();
   v_new.require_ndim(3, "[tokens, kv_heads, head_dim]");
   v_new.require_same_dtype(k_new);
   k_cache.require_ndim(4, cache_layout);
   v_cache.require_ndim(4, cache_layout);
-  // The cache is written in its own dtype, which must be the new rows' (no conversion).
-  k_cache.require_same_dtype(k_new);
-  v_cache.require_same_dtype(k_new);
+  // The cache is written in its own dtype, which must be the new rows' (no conversion), or an
+  // fp8 cache quantises them: round(x / scale) to e4m3.
+  const bool fp8 = check_cache_dtypes(f, k_cache, v_cache, k_new, declared_fp8);
   for (const Array* t : {&v_new, &k_cache, &v_cache}) t->require_device(device, k_new);
 
   const int64_t tokens = k_new.shape(0), kv_heads = k_new.shape(1), head_dim = k_new.shape(2);
@@ -95,6 +100,10 @@ void write_kv_binding(nb::handle k_new_obj, nb::handle v_new_obj, nb::handle k_c
   v_cache.require_dim(3, head_dim, "head_dim, k_new.shape[2]");
   for (const Array* t : {&k_new, &v_new, &k_cache, &v_cache}) require_strided(*t);
 
+  WriteKvArguments args;
+  KvScales scales;  // args.kv points into it
+  scales.read(f, k_scale, v_scale, k_cache, kv_heads, fp8, &args.kv);
+
   // The library reads the mapping as tokens consecutive int32 on the caches' device.
   slot_mapping.require_element(Element::i32, "int32");
   slot_mapping.require_contiguous_1d();
@@ -106,7 +115,6 @@ void write_kv_binding(nb::handle k_new_obj, nb::handle v_new_obj, nb::handle k_c
     block_table.require_device(device, k_new);
   }
 
-  WriteKvArguments args;
   args.dtype = k_new.dtype();
   args.tokens = tokens;
   args.kv_heads = to_int32(f, "kv_heads", kv_heads);
@@ -303,8 +311,10 @@ void bind_serving(nb::module_& m) {
   m.def("write_kv", &write_kv_binding, nb::arg("k_new").none(), nb::arg("v_new").none(),
         nb::arg("k_cache").none(), nb::arg("v_cache").none(), nb::arg("slot_mapping").none(),
         nb::arg("block_table").none(), nb::arg("kv_layout"), nb::arg("stream"),
-        nb::arg("u16_is_bf16"),
-        "Low-level write_kv; use wideattn.write_kv instead. block_table None: contiguous caches.");
+        nb::arg("u16_is_bf16"), nb::arg("k_scale").none() = nb::none(),
+        nb::arg("v_scale").none() = nb::none(), nb::arg("kv_cache_dtype").none() = nb::none(),
+        "Low-level write_kv; use wideattn.write_kv instead. block_table None: contiguous caches; "
+        "k_scale, v_scale, kv_cache_dtype for fp8 caches (as in attention).");
   m.def("merge_states", &merge_states_binding, nb::arg("outs"), nb::arg("lses"),
         nb::arg("out").none(), nb::arg("lse").none(), nb::arg("stream"), nb::arg("u16_is_bf16"),
         "Low-level merge_states; use wideattn.merge_states instead. outs/lses: lists of arrays "

@@ -9,6 +9,7 @@ producers through _frameworks.Call, which knows their streams and output types.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Tuple, Union
 
@@ -27,6 +28,7 @@ _ndarray = np.ndarray
 _float32 = np.dtype(np.float32)
 _empty = np.empty
 _native_attention = native.attention
+_Real = numbers.Real
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,16 @@ def _seqused_k(kv_lengths: Any, seqused_k: Any) -> Any:
     if kv_lengths is not None:
         raise TypeError("attention: give kv_lengths or seqused_k (the same argument), not both")
     return seqused_k
+
+
+def host_scale(x: Any, name: str, function: str) -> Any:
+    """k_scale / v_scale for a call on the CPU: a Python number (NumPy scalars included) as a
+    float, checked; anything else as is (arrays, checked by the extension)."""
+    if x is None or type(x) is float:
+        return x
+    if isinstance(x, _Real) and not isinstance(x, bool):
+        return fw.check_scale(x, name, function)
+    return x
 
 
 def _check_device(call: fw.Call) -> None:
@@ -92,6 +104,9 @@ def attention(
     block_table: Optional[ArrayLike] = None,
     kv_layout: str = "NHD",
     seqused_k: Optional[IntSequence] = None,
+    k_scale: Optional[Union[float, ArrayLike]] = None,
+    v_scale: Optional[Union[float, ArrayLike]] = None,
+    kv_cache_dtype: str = "auto",
 ) -> Any:
     """Attention of new tokens over a contiguous or paged KV cache, on the arrays' own device,
     without copies.
@@ -127,6 +142,20 @@ def attention(
     kernel: "auto" (dispatch chooses), "single_pass", "two_pass", "prefill_unfused" or
         "prefill_fused" (Hopper, head_dim 64/128/256, f16/bf16).
 
+    fp8 KV caches (vLLM's kv_cache_dtype="fp8"): k_cache and v_cache may hold fp8 e4m3 (OCP
+    E4M3FN: largest finite 448, no infinities) while q and out keep float32/float16/bfloat16:
+    torch.float8_e4m3fn tensors, NumPy ml_dtypes.float8_e4m3fn arrays, or uint8 arrays of e4m3
+    bytes with kv_cache_dtype="fp8_e4m3" (or "fp8"; "auto", the default, takes the caches'
+    dtype, and refuses uint8). A stored value x stands for x * k_scale (keys) or x * v_scale
+    (values), the scales of `write_kv`:
+      k_scale, v_scale  None (1), a Python float, or a float32 array on the caches' device of
+                        shape () or (1,) (one scale per cache, vLLM's layer._k_scale) or
+                        (kv_heads,) (one per KV head; then both are per head or one is None).
+    Scales must be finite and > 0 (checked for floats, and for CPU arrays). A float on a GPU is
+    copied into a float32 [1] array on the caller's stream at every call: pass an array to avoid
+    that. Scales with a 16/32-bit cache are a ValueError naming them. The CPU backend serves fp8
+    caches; CUDA raises NotImplementedError (its fp8 kernels are not written yet).
+
     PyTorch CUDA tensors run on torch.cuda.current_stream(); CuPy arrays on CuPy's current
     stream. PyTorch tensors go through the custom operators torch.ops.wideattn.attention and
     attention_out wherever PyTorch needs them (torch.compile(fullgraph=True), fake and meta
@@ -143,19 +172,27 @@ def attention(
         kv_lengths = _seqused_k(kv_lengths, seqused_k)
     if block_table is None:
         kv_layout = None
-    if type(q) is _ndarray and q.dtype.kind == "f":  # NumPy float16/32 (bfloat16 is kind "V")
+    # NumPy float16/32 q (bfloat16 is kind "V"); ml_dtypes caches (bfloat16, float8: kind "V",
+    # or "f" of one byte) and uint8 ones take the general path, which exports them.
+    if (type(q) is _ndarray and q.dtype.kind == "f" and q.itemsize > 1
+            and (type(k_cache) is not _ndarray or (k_cache.dtype.kind == "f" and k_cache.itemsize > 1))
+            and (type(v_cache) is not _ndarray or (v_cache.dtype.kind == "f" and v_cache.itemsize > 1))):
         if out is None:
             out = _empty(q.shape, q.dtype)
         if lse is None and return_lse:
             lse = _empty(q.shape[:2], _float32)
+        if k_scale is not None or v_scale is not None:
+            k_scale = host_scale(k_scale, "k_scale", "attention")
+            v_scale = host_scale(v_scale, "v_scale", "attention")
         _native_attention(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal,
                           window, ring_length, ring_offset, tree, sinks, softcap, scale, kernel, 0,
-                          False, False, block_table, kv_layout)
+                          False, False, block_table, kv_layout, k_scale, v_scale, kv_cache_dtype)
         return out if lse is None else (out, lse)
     if type(q).__module__.startswith("torch"):
         return torch_ops.call(q, k_cache, v_cache, out, lse, return_lse, query_offsets,
                               kv_lengths, causal, window, ring_length, ring_offset, tree, sinks,
-                              softcap, scale, kernel, block_table, kv_layout)
+                              softcap, scale, kernel, block_table, kv_layout, k_scale, v_scale,
+                              kv_cache_dtype)
     want_lse = return_lse or lse is not None
     call = fw.Call(q, "q")
     _check_device(call)
@@ -167,11 +204,14 @@ def attention(
         out = call.empty(shape, q.dtype, "out")
     if want_lse and lse is None:
         lse = call.empty((shape[0], shape[1]), "float32", "lse")
+    scales = (call.export_scale(k_scale, "k_scale", "attention"),
+              call.export_scale(v_scale, "v_scale", "attention"))
     _native_attention(
         *inputs, call.export(out, "out"), call.export(lse, "lse"), query_offsets, kv_lengths,
         causal, window, ring_length, ring_offset, _export_tree(call, tree),
         call.export(sinks, "sinks"), softcap, scale, kernel, call.stream(), call.u16_is_bf16,
-        False, call.export(block_table, "block_table"), kv_layout)
+        False, call.export(block_table, "block_table"), kv_layout, *scales,
+        call.kv_cache_dtype(kv_cache_dtype))
     if call.needs_sync():
         native.synchronize("cuda", call.device_index, 0)
     out = call.finish(out)
@@ -201,6 +241,9 @@ def plan(
     block_table: Optional[ArrayLike] = None,
     kv_layout: str = "NHD",
     seqused_k: Optional[IntSequence] = None,
+    k_scale: Optional[Union[float, ArrayLike]] = None,
+    v_scale: Optional[Union[float, ArrayLike]] = None,
+    kv_cache_dtype: str = "auto",
 ) -> Plan:
     """The kernel, KV splits, workspace bytes and reason that `attention` would use for these
     arguments (same shapes as `attention`) on their device. Pure: reads no array data (a CPU
@@ -210,12 +253,14 @@ def plan(
         kv_lengths = _seqused_k(kv_lengths, seqused_k)
     call = fw.Call(q, "q")
     _check_device(call)
+    inputs = (call.export(q, "q"), call.export(k_cache, "k_cache"), call.export(v_cache, "v_cache"))
     result = native.plan(
-        call.export(q, "q"), call.export(k_cache, "k_cache"), call.export(v_cache, "v_cache"),
-        call.export(out, "out"), call.export(lse, "lse"), query_offsets, kv_lengths, causal,
-        window, ring_length, ring_offset, _export_tree(call, tree), call.export(sinks, "sinks"),
-        softcap, scale, kernel, call.u16_is_bf16, call.export(block_table, "block_table"),
-        None if block_table is None else kv_layout)
+        *inputs, call.export(out, "out"), call.export(lse, "lse"), query_offsets, kv_lengths,
+        causal, window, ring_length, ring_offset, _export_tree(call, tree),
+        call.export(sinks, "sinks"), softcap, scale, kernel, call.u16_is_bf16,
+        call.export(block_table, "block_table"), None if block_table is None else kv_layout,
+        call.export_scale(k_scale, "k_scale", "plan_attention"),
+        call.export_scale(v_scale, "v_scale", "plan_attention"), call.kv_cache_dtype(kv_cache_dtype))
     return Plan(*result)
 
 
@@ -236,16 +281,26 @@ def attention_into(
     softcap: float,
     scale: Optional[float],
     kernel: str,
+    *,
+    block_table: Optional[ArrayLike] = None,
+    kv_layout: str = "NHD",
+    k_scale: Optional[Union[float, ArrayLike]] = None,
+    v_scale: Optional[Union[float, ArrayLike]] = None,
+    kv_cache_dtype: str = "auto",
 ) -> Plan:
     """`attention` writing into given `out` (and `lse`) with every argument explicit and no
-    framework routing (PyTorch tensors too: no operator); returns the plan used."""
+    framework routing (PyTorch tensors too: no operator); returns the plan used. block_table,
+    kv_layout, k_scale, v_scale and kv_cache_dtype as in `attention`."""
     call = fw.Call(q, "q")
     _check_device(call)
+    inputs = (call.export(q, "q"), call.export(k_cache, "k_cache"), call.export(v_cache, "v_cache"))
     result = native.attention(
-        call.export(q, "q"), call.export(k_cache, "k_cache"), call.export(v_cache, "v_cache"),
-        call.export(out, "out"), call.export(lse, "lse"), query_offsets, kv_lengths, causal,
-        window, ring_length, ring_offset, _export_tree(call, tree), call.export(sinks, "sinks"),
-        softcap, scale, kernel, call.stream(), call.u16_is_bf16, True)
+        *inputs, call.export(out, "out"), call.export(lse, "lse"), query_offsets, kv_lengths,
+        causal, window, ring_length, ring_offset, _export_tree(call, tree),
+        call.export(sinks, "sinks"), softcap, scale, kernel, call.stream(), call.u16_is_bf16, True,
+        call.export(block_table, "block_table"), None if block_table is None else kv_layout,
+        call.export_scale(k_scale, "k_scale", "attention"),
+        call.export_scale(v_scale, "v_scale", "attention"), call.kv_cache_dtype(kv_cache_dtype))
     if call.needs_sync():
         native.synchronize("cuda", call.device_index, 0)
     return Plan(*result)

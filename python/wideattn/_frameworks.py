@@ -1,12 +1,14 @@
 """What wideattn needs to know about each array framework: how to hand an array to the extension
 without a copy, which stream to run on, and how to allocate an output of the caller's kind.
 
-Supported: PyTorch tensors, NumPy arrays (bfloat16 through ml_dtypes), CuPy arrays and JAX
-arrays; any other object with ``__dlpack__`` is accepted as an input.
+Supported: PyTorch tensors, NumPy arrays (bfloat16 and float8_e4m3fn through ml_dtypes), CuPy
+arrays and JAX arrays; any other object with ``__dlpack__`` is accepted as an input.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 import operator
 from typing import Any, Sequence, Tuple
 
@@ -19,6 +21,10 @@ JAX = "jax"
 OTHER = "other"
 
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+
+# The arrays that may hold fp8 e4m3 (KV caches): a NumPy float8_e4m3fn array there is handed over
+# as its uint8 view (NumPy's DLPack export has no float8), and the call reads uint8 as e4m3.
+_CACHE_NAMES = ("k_cache", "v_cache")
 
 
 def framework(x: Any) -> str:
@@ -40,6 +46,11 @@ def _is_numpy_bfloat16(dtype: Any) -> bool:
     return isinstance(dtype, np.dtype) and dtype.kind not in "biufc" and dtype.name == "bfloat16"
 
 
+def _is_numpy_float8(dtype: Any) -> bool:
+    # ml_dtypes' 8-bit (and narrower) floats: kind "V", or "f" for some (float8_e5m2).
+    return isinstance(dtype, np.dtype) and dtype.itemsize == 1 and dtype.kind in "Vf"
+
+
 def numpy_bfloat16() -> Any:
     """NumPy's bfloat16 dtype (from ml_dtypes), or raises TypeError when ml_dtypes is missing."""
     try:
@@ -54,9 +65,10 @@ class Call:
 
     ``export(x, name)`` returns what the extension imports without a copy: the array itself
     (NumPy, CuPy, JAX, other DLPack producers), a uint16 view of a NumPy bfloat16 array (then
-    ``u16_is_bf16`` is set), or a DLPack capsule of a PyTorch tensor made without stream
-    synchronisation (the call runs on the tensor's current stream anyway, and synchronising
-    through the default stream would break CUDA graph capture).
+    ``u16_is_bf16`` is set), a uint8 view of a NumPy float8_e4m3fn KV cache (then
+    ``u8_is_fp8`` is set: ``kv_cache_dtype`` passes that on), or a DLPack capsule of a PyTorch
+    tensor made without stream synchronisation (the call runs on the tensor's current stream
+    anyway, and synchronising through the default stream would break CUDA graph capture).
     """
 
     def __init__(self, reference: Any, reference_name: str) -> None:
@@ -64,6 +76,7 @@ class Call:
         self.reference = reference
         self.reference_name = reference_name
         self.u16_is_bf16 = False
+        self.u8_is_fp8 = False
         self.device_type, self.device_index = device_of(reference)
 
     def export(self, x: Any, name: str) -> Any:
@@ -80,10 +93,42 @@ class Call:
                 return x.view(np.uint16)
             if x.dtype == np.uint16:
                 raise TypeError(f"{name} has dtype uint16, expected float32, float16 or bfloat16")
+            if _is_numpy_float8(x.dtype):
+                if name in _CACHE_NAMES and x.dtype.name == "float8_e4m3fn":
+                    self.u8_is_fp8 = True
+                    return x.view(np.uint8)
+                raise TypeError(
+                    f"{name} has dtype {x.dtype.name}, expected "
+                    + ("float8_e4m3fn (the fp8 cache's format), or the model's float32, float16 or "
+                       "bfloat16" if name in _CACHE_NAMES else
+                       "float32, float16 or bfloat16 (fp8 is a storage type of the KV cache only)"))
             return x
         if kind == JAX:
             x.block_until_ready()
         return x
+
+    def kv_cache_dtype(self, kv_cache_dtype: Any) -> Any:
+        """`kv_cache_dtype` for the extension, once the caches are exported: "fp8_e4m3" when a
+        NumPy float8_e4m3fn cache went over as uint8 and the caller left it "auto"."""
+        if self.u8_is_fp8 and (kv_cache_dtype is None or kv_cache_dtype == "auto"):
+            return "fp8_e4m3"
+        return kv_cache_dtype
+
+    def export_scale(self, x: Any, name: str, function: str) -> Any:
+        """k_scale / v_scale for the extension: None, an array exported like the others, or a
+        Python number: a float on the CPU (the extension keeps it for the call), a new float32 [1]
+        array on the device otherwise (device memory the kernels can read; the caller's
+        framework allocates it on its stream, so the call, or a capture of it, holds it)."""
+        if x is None:
+            return None
+        if isinstance(x, numbers.Real) and not isinstance(x, bool):
+            value = check_scale(x, name, function)
+            if self.device_type == "cpu":
+                return value
+            array = self.empty((1,), "float32", name)
+            array[...] = value
+            return self.export(array, name)
+        return self.export(x, name)
 
     def stream(self) -> int:
         """The CUDA stream to run on: PyTorch's or CuPy's current stream; 0 otherwise."""
@@ -252,6 +297,16 @@ def _int32_list(values: Any, name: str) -> list:
             raise ValueError(f"{name}[{i}] = {v} does not fit in int32")
         result.append(v)
     return result
+
+
+def check_scale(value: Any, name: str, function: str) -> float:
+    """A Python number given as k_scale / v_scale, as a float: finite and > 0 (the extension says
+    the same of the values it reads)."""
+    v = float(value)
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{function}: {name} = {v!r}, expected a finite value > 0 (a stored value x "
+                         f"stands for x * {name})")
+    return v
 
 
 def check_int32(value: Any, name: str) -> int:

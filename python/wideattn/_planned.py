@@ -8,7 +8,8 @@ arguments once, at construction, with the same code as `attention`.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+import numbers
+from typing import Any, Optional, Tuple, Union
 
 from . import _frameworks as fw
 from ._api import ArrayLike, Plan, _check_device, _export_tree, _seqused_k
@@ -73,6 +74,14 @@ class PlannedDecode:
     that captured it. The first run() sizes it: a first run inside a capture raises
     NotImplementedError.
 
+    fp8 KV caches: k_cache/v_cache, k_scale, v_scale and kv_cache_dtype as in
+    `wideattn.attention`. A scale given as a Python float becomes a float32 [1] array on the
+    buffers' device, made once here and owned by the runner (`runner.k_scale`, `runner.v_scale`
+    hold the scale arrays, given or made), so it stays valid across runs and graph replays; to
+    change a scale between runs, rewrite that array in place. Values are checked here (floats,
+    and CPU arrays) and not at each run. CUDA refuses fp8 caches at construction
+    (NotImplementedError) until its kernels exist.
+
     run() is a plain call (not a torch operator): call it eagerly or inside CUDA graph capture,
     not inside torch.compile regions. JAX arrays are immutable and cannot serve as buffers.
     Construction raises as `attention` does (TypeError/ValueError naming the argument; bounds
@@ -106,6 +115,9 @@ class PlannedDecode:
         block_table: Optional[ArrayLike] = None,
         kv_layout: str = "NHD",
         seqused_k: Optional[ArrayLike] = None,
+        k_scale: Optional[Union[float, ArrayLike]] = None,
+        v_scale: Optional[Union[float, ArrayLike]] = None,
+        kv_cache_dtype: str = "auto",
     ) -> None:
         if seqused_k is not None:
             kv_lengths = _seqused_k(kv_lengths, seqused_k)
@@ -125,19 +137,26 @@ class PlannedDecode:
         if lse is None and return_lse:
             lse = call.empty((shape[0], shape[1]), "float32", "lse")
             lse[...] = 0
+        # A float scale becomes an array the runner owns (valid across runs and replays).
+        k_scale = _owned_scale(call, k_scale, "k_scale")
+        v_scale = _owned_scale(call, v_scale, "v_scale")
+        exported = (call.export(q, "q"), call.export(k_cache, "k_cache"), call.export(v_cache, "v_cache"))
         self._native = native.PlannedDecode(
-            call.export(q, "q"), call.export(k_cache, "k_cache"), call.export(v_cache, "v_cache"),
-            call.export(out, "out"), call.export(lse, "lse"), call.export(query_offsets, "query_offsets"),
-            call.export(kv_lengths, "kv_lengths"), causal, window, ring_length, ring_offset,
-            _export_tree(call, tree), call.export(sinks, "sinks"), softcap, scale, kernel,
-            call.u16_is_bf16, call.export(block_table, "block_table"),
-            None if block_table is None else kv_layout, max_total_tokens, max_suffix,
-            max_kv_length, call.export(errors, "errors"))
+            *exported, call.export(out, "out"), call.export(lse, "lse"),
+            call.export(query_offsets, "query_offsets"), call.export(kv_lengths, "kv_lengths"),
+            causal, window, ring_length, ring_offset, _export_tree(call, tree),
+            call.export(sinks, "sinks"), softcap, scale, kernel, call.u16_is_bf16,
+            call.export(block_table, "block_table"), None if block_table is None else kv_layout,
+            max_total_tokens, max_suffix, max_kv_length, call.export(errors, "errors"),
+            call.export(k_scale, "k_scale"), call.export(v_scale, "v_scale"),
+            call.kv_cache_dtype(kv_cache_dtype))
         self._call = call
         #: The buffers, as given (or allocated): rewrite their contents in place between runs.
         self.q, self.k_cache, self.v_cache = q, k_cache, v_cache
         self.out, self.lse, self.errors = out, lse, errors
         self.query_offsets, self.kv_lengths, self.block_table = query_offsets, kv_lengths, block_table
+        #: The fp8 cache's scale arrays (None when not given): rewrite in place to change them.
+        self.k_scale, self.v_scale = k_scale, v_scale
         self._result: Any = out if lse is None else (out, lse)
         #: What dispatch chose for the bounds (kernel, KV splits, workspace bytes, reason).
         self.plan = Plan(*self._native.plan)
@@ -150,3 +169,14 @@ class PlannedDecode:
 
     def __repr__(self) -> str:
         return f"PlannedDecode({self.plan.reason})"
+
+
+def _owned_scale(call: fw.Call, x: Any, name: str) -> Any:
+    """A Python number given as a scale, as a new float32 [1] array of the caller's framework on
+    the buffers' device (checked first); anything else as given."""
+    if x is None or not isinstance(x, numbers.Real) or isinstance(x, bool):
+        return x
+    value = fw.check_scale(x, name, "PlannedDecode")
+    array = call.empty((1,), "float32", name)
+    array[...] = value
+    return array

@@ -5,6 +5,7 @@ their log-sum-exp, FlashInfer's merge_states). Every argument is checked once, i
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Optional, Sequence, Tuple, Union
 
 from . import _frameworks as fw
@@ -24,6 +25,9 @@ def write_kv(
     *,
     block_table: Optional[ArrayLike] = None,
     kv_layout: str = "NHD",
+    k_scale: Optional[Union[float, ArrayLike]] = None,
+    v_scale: Optional[Union[float, ArrayLike]] = None,
+    kv_cache_dtype: str = "auto",
 ) -> None:
     """Writes token t's key and value rows (every KV head) into cache slot slot_mapping[t], in
     place, on the caches' device: what `attention` then reads.
@@ -45,6 +49,17 @@ def write_kv(
     slot s is row s % capacity of sequence s // capacity (for one sequence, the row itself);
     kv_layout "HND" without block_table is an error (it names a pool layout).
 
+    fp8 caches (vLLM's reshape_and_cache with kv_cache_dtype="fp8"): k_cache and v_cache of
+    float8_e4m3fn (PyTorch, NumPy ml_dtypes), or uint8 with kv_cache_dtype="fp8_e4m3" (or
+    "fp8"), as in `attention`; k_new and v_new stay float32/float16/bfloat16. Each element x is
+    stored as e4m3(x * (1 / k_scale)) (v_scale for values; float32 arithmetic): rounded to
+    nearest even, finite values past 448 saturated to +-448 (ml_dtypes' cast gives NaN past 464
+    instead), NaN and +-inf stored as NaN (e4m3 has no infinity).
+    k_scale, v_scale: None (1), a Python float, or a float32 array on the caches' device of
+    shape (), (1,) or (kv_heads,), as `attention` takes them (the same scales read them back).
+    Scales with a 16/32-bit cache are a ValueError naming them. CUDA raises
+    NotImplementedError for fp8 caches until its kernels exist.
+
     On the CPU every slot is checked before anything is written: a slot below -1 or past the
     cache raises ValueError naming the token and slot, and the caches are left untouched. On
     CUDA the mapping is device memory the host does not read: a slot outside the cache is
@@ -56,14 +71,20 @@ def write_kv(
     """
     kv_layout = _layout(kv_layout)
     arrays = (k_new, v_new, k_cache, v_cache, slot_mapping)
-    if _all_torch(arrays + ((block_table,) if block_table is not None else ())) and torch_ops.available():
-        torch_ops.write_kv_call(k_new, v_new, k_cache, v_cache, slot_mapping, block_table, kv_layout)
+    optional = tuple(x for x in (block_table, k_scale, v_scale)
+                     if x is not None and not isinstance(x, numbers.Real))
+    if _all_torch(arrays + optional) and torch_ops.available():
+        torch_ops.write_kv_call(k_new, v_new, k_cache, v_cache, slot_mapping, block_table, kv_layout,
+                                k_scale, v_scale, kv_cache_dtype)
         return
     call = fw.Call(k_cache, "k_cache")
-    native.write_kv(call.export(k_new, "k_new"), call.export(v_new, "v_new"),
-                    call.export(k_cache, "k_cache"), call.export(v_cache, "v_cache"),
-                    call.export(slot_mapping, "slot_mapping"), call.export(block_table, "block_table"),
-                    kv_layout, call.stream(), call.u16_is_bf16)
+    exported = (call.export(k_new, "k_new"), call.export(v_new, "v_new"),
+                call.export(k_cache, "k_cache"), call.export(v_cache, "v_cache"))
+    native.write_kv(*exported, call.export(slot_mapping, "slot_mapping"),
+                    call.export(block_table, "block_table"), kv_layout, call.stream(),
+                    call.u16_is_bf16, call.export_scale(k_scale, "k_scale", "write_kv"),
+                    call.export_scale(v_scale, "v_scale", "write_kv"),
+                    call.kv_cache_dtype(kv_cache_dtype))
     if call.needs_sync():
         native.synchronize("cuda", call.device_index, 0)
 

@@ -14,9 +14,15 @@ Anything else goes through the operators. `uses_fast_path` says which one a call
 
 Registered on first use (importing this module does not import torch). query_offsets and
 kv_lengths are host int lists: under torch.compile they are constants of the graph.
+
+fp8 KV caches: the operators take k_scale and v_scale as optional float32 tensors and
+kv_cache_dtype as a str (the schema has no float-or-tensor type): a Python float scale becomes
+a float32 [1] tensor on q's device before the operator (traced into the graph under
+torch.compile), while the eager path hands a float on the CPU straight to the extension.
 """
 
 import math
+import numbers
 from typing import Any, List, Optional, Sequence, Tuple
 
 from . import _frameworks as fw
@@ -29,6 +35,7 @@ _Tensor: Any = None
 _to_dlpack: Any = None
 _empty_like: Any = None
 _empty: Any = None
+_full: Any = None
 _contiguous: Any = None
 _float32: Any = None
 _is_compiling: Any = None
@@ -66,7 +73,7 @@ available._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 def _bind_eager(torch: Any) -> None:
-    global _Tensor, _to_dlpack, _empty_like, _empty, _contiguous, _float32, _is_compiling
+    global _Tensor, _to_dlpack, _empty_like, _empty, _full, _contiguous, _float32, _is_compiling
     global _grad_enabled, _dispatch_modes, _function_modes, _functorch_active, _jit_tracing
     global _raw_stream
     import torch.utils.dlpack
@@ -76,6 +83,7 @@ def _bind_eager(torch: Any) -> None:
     _to_dlpack = torch.utils.dlpack.to_dlpack
     _empty_like = torch.empty_like
     _empty = torch.empty
+    _full = torch.full
     _contiguous = torch.contiguous_format
     _float32 = torch.float32
     _is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None) or (
@@ -97,9 +105,36 @@ def _capsule(x: Any) -> Any:
     return None if x is None else _to_dlpack(x)
 
 
+def _scale_capsule(x: Any, ref: Any, name: str, function: str) -> Any:
+    """An fp8 cache's scale for the extension: None, a tensor's capsule, or a Python number:
+    a float on the CPU, a new float32 [1] tensor on the device otherwise (made on the current
+    stream, alive for the call)."""
+    if x is None:
+        return None
+    if isinstance(x, _Tensor):
+        return _to_dlpack(x)
+    if isinstance(x, numbers.Real) and not isinstance(x, bool):
+        value = fw.check_scale(x, name, function)
+        if ref.is_cuda:
+            return _to_dlpack(_full((1,), value, dtype=_float32, device=ref.device))
+        return value
+    return x  # the extension names what it is
+
+
+def _scale_tensor(x: Any, ref: Any, name: str, function: str) -> Any:
+    """An fp8 cache's scale as the operators' schema takes it: None or a tensor (a Python number
+    becomes a float32 [1] tensor on ref's device)."""
+    if isinstance(x, numbers.Real) and not isinstance(x, bool):
+        import torch
+
+        return torch.full((1,), fw.check_scale(x, name, function), dtype=torch.float32,
+                          device=ref.device)
+    return x
+
+
 def _run(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window, ring_length,
          ring_offset, tree_start, tree_end, tree_height, sinks, softcap, scale, kernel,
-         block_table, kv_layout) -> None:
+         block_table, kv_layout, k_scale=None, v_scale=None, kv_cache_dtype="auto") -> None:
     """The operators' real implementation: the extension call (scale NaN: the default)."""
     tree = None if tree_start is None else (
         _capsule(tree_start), _capsule(tree_end), _capsule(tree_height))
@@ -108,18 +143,23 @@ def _run(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, windo
         _to_dlpack(q), _to_dlpack(k_cache), _to_dlpack(v_cache), _to_dlpack(out), _capsule(lse),
         query_offsets, kv_lengths, causal, window, ring_length, ring_offset, tree,
         _capsule(sinks), softcap, None if math.isnan(scale) else scale, kernel, stream, False,
-        False, _capsule(block_table), None if block_table is None else kv_layout)
+        False, _capsule(block_table), None if block_table is None else kv_layout,
+        _scale_capsule(k_scale, q, "k_scale", "attention"),
+        _scale_capsule(v_scale, q, "v_scale", "attention"), kv_cache_dtype)
 
 
 def _stream_of(t: Any) -> int:
     return _raw_stream(t.get_device()) if t.is_cuda else 0
 
 
-def _run_write_kv(k_new, v_new, k_cache, v_cache, slot_mapping, block_table, kv_layout) -> None:
+def _run_write_kv(k_new, v_new, k_cache, v_cache, slot_mapping, block_table, kv_layout,
+                  k_scale=None, v_scale=None, kv_cache_dtype="auto") -> None:
     """torch.ops.wideattn.write_kv's implementation (and the eager path's): the extension call."""
     _native_write_kv(_to_dlpack(k_new), _to_dlpack(v_new), _to_dlpack(k_cache), _to_dlpack(v_cache),
                      _to_dlpack(slot_mapping), _capsule(block_table), kv_layout,
-                     _stream_of(k_cache), False)
+                     _stream_of(k_cache), False,
+                     _scale_capsule(k_scale, k_cache, "k_scale", "write_kv"),
+                     _scale_capsule(v_scale, k_cache, "v_scale", "write_kv"), kv_cache_dtype)
 
 
 def _run_merge_states(outs, lses, out, lse) -> None:
@@ -138,12 +178,15 @@ def _register() -> None:
     def write_kv_op(
         k_new: torch.Tensor, v_new: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
         slot_mapping: torch.Tensor, block_table: Optional[torch.Tensor] = None,
-        kv_layout: str = "NHD",
+        kv_layout: str = "NHD", k_scale: Optional[torch.Tensor] = None,
+        v_scale: Optional[torch.Tensor] = None, kv_cache_dtype: str = "auto",
     ) -> None:
-        _run_write_kv(k_new, v_new, k_cache, v_cache, slot_mapping, block_table, kv_layout)
+        _run_write_kv(k_new, v_new, k_cache, v_cache, slot_mapping, block_table, kv_layout,
+                      k_scale, v_scale, kv_cache_dtype)
 
     @write_kv_op.register_fake
-    def _(k_new, v_new, k_cache, v_cache, slot_mapping, block_table=None, kv_layout="NHD"):
+    def _(k_new, v_new, k_cache, v_cache, slot_mapping, block_table=None, kv_layout="NHD",
+          k_scale=None, v_scale=None, kv_cache_dtype="auto"):
         return None
 
     @torch.library.custom_op("wideattn::merge_states_out", mutates_args=("out", "lse"),
@@ -166,19 +209,22 @@ def _register() -> None:
         tree_end: Optional[torch.Tensor], tree_height: Optional[torch.Tensor],
         sinks: Optional[torch.Tensor], softcap: float, scale: float, kernel: str,
         return_lse: bool, block_table: Optional[torch.Tensor] = None, kv_layout: str = "NHD",
+        k_scale: Optional[torch.Tensor] = None, v_scale: Optional[torch.Tensor] = None,
+        kv_cache_dtype: str = "auto",
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         lse_shape = (q.shape[0], q.shape[1]) if return_lse else (0,)
         lse = torch.empty(lse_shape, dtype=torch.float32, device=q.device)
         _run(q, k_cache, v_cache, out, lse if return_lse else None, query_offsets, kv_lengths,
              causal, window, ring_length, ring_offset, tree_start, tree_end, tree_height, sinks,
-             softcap, scale, kernel, block_table, kv_layout)
+             softcap, scale, kernel, block_table, kv_layout, k_scale, v_scale, kv_cache_dtype)
         return out, lse
 
     @attention_op.register_fake
     def _(q, k_cache, v_cache, query_offsets, kv_lengths, causal, window, ring_length,
           ring_offset, tree_start, tree_end, tree_height, sinks, softcap, scale, kernel,
-          return_lse, block_table=None, kv_layout="NHD"):
+          return_lse, block_table=None, kv_layout="NHD", k_scale=None, v_scale=None,
+          kv_cache_dtype="auto"):
         out = q.new_empty(q.shape)
         lse_shape = (q.shape[0], q.shape[1]) if return_lse else (0,)
         return out, q.new_empty(lse_shape, dtype=torch.float32)
@@ -192,21 +238,22 @@ def _register() -> None:
         tree_start: Optional[torch.Tensor], tree_end: Optional[torch.Tensor],
         tree_height: Optional[torch.Tensor], sinks: Optional[torch.Tensor], softcap: float,
         scale: float, kernel: str, block_table: Optional[torch.Tensor] = None,
-        kv_layout: str = "NHD",
+        kv_layout: str = "NHD", k_scale: Optional[torch.Tensor] = None,
+        v_scale: Optional[torch.Tensor] = None, kv_cache_dtype: str = "auto",
     ) -> None:
         _run(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window,
              ring_length, ring_offset, tree_start, tree_end, tree_height, sinks, softcap, scale,
-             kernel, block_table, kv_layout)
+             kernel, block_table, kv_layout, k_scale, v_scale, kv_cache_dtype)
 
     @attention_out_op.register_fake
     def _(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window, ring_length,
           ring_offset, tree_start, tree_end, tree_height, sinks, softcap, scale, kernel,
-          block_table=None, kv_layout="NHD"):
+          block_table=None, kv_layout="NHD", k_scale=None, v_scale=None, kv_cache_dtype="auto"):
         return None
 
 
 def _eager(q: Any, k_cache: Any, v_cache: Any, out: Any, lse: Any, tree: Any, sinks: Any,
-           block_table: Any = None) -> bool:
+           block_table: Any = None, k_scale: Any = None, v_scale: Any = None) -> bool:
     """Whether this call may skip the operators (see the module's docstring)."""
     if _is_compiling():
         return False
@@ -225,6 +272,9 @@ def _eager(q: Any, k_cache: Any, v_cache: Any, out: Any, lse: Any, tree: Any, si
         return False
     if block_table is not None and type(block_table) is not T:
         return False
+    if (isinstance(k_scale, T) and type(k_scale) is not T) or (
+            isinstance(v_scale, T) and type(v_scale) is not T):
+        return False  # a tensor subclass (fake tensors); floats and plain tensors pass
     if tree is not None:
         if not isinstance(tree, (tuple, list)) or len(tree) != 3:
             return False  # the operator path raises the TypeError
@@ -258,16 +308,23 @@ def _eager_tensors(tensors: Sequence[Any]) -> bool:
     return True
 
 
-def write_kv_call(k_new, v_new, k_cache, v_cache, slot_mapping, block_table, kv_layout) -> None:
-    """wideattn.write_kv for PyTorch tensors: the eager fast path, else torch.ops.wideattn.write_kv."""
+def write_kv_call(k_new, v_new, k_cache, v_cache, slot_mapping, block_table, kv_layout,
+                  k_scale=None, v_scale=None, kv_cache_dtype="auto") -> None:
+    """wideattn.write_kv for PyTorch tensors (k_scale/v_scale: None, numbers or tensors): the
+    eager fast path, else torch.ops.wideattn.write_kv."""
     if _registered is None:
         available()
-    if _eager_tensors((k_new, v_new, k_cache, v_cache, slot_mapping, block_table)):
-        _run_write_kv(k_new, v_new, k_cache, v_cache, slot_mapping, block_table, kv_layout)
+    scales = [x for x in (k_scale, v_scale) if isinstance(x, _Tensor)]
+    if _eager_tensors((k_new, v_new, k_cache, v_cache, slot_mapping, block_table, *scales)):
+        _run_write_kv(k_new, v_new, k_cache, v_cache, slot_mapping, block_table, kv_layout,
+                      k_scale, v_scale, kv_cache_dtype)
         return
     import torch
 
-    torch.ops.wideattn.write_kv(k_new, v_new, k_cache, v_cache, slot_mapping, block_table, kv_layout)
+    torch.ops.wideattn.write_kv(k_new, v_new, k_cache, v_cache, slot_mapping, block_table, kv_layout,
+                                _scale_tensor(k_scale, k_cache, "k_scale", "write_kv"),
+                                _scale_tensor(v_scale, k_cache, "v_scale", "write_kv"),
+                                str(kv_cache_dtype))
 
 
 def merge_states_call(outs, lses, out, lse, want_lse, dtype, shape) -> Any:
@@ -298,16 +355,18 @@ def _states(x: Any) -> List[Any]:
 
 
 def uses_fast_path(q: Any, k_cache: Any, v_cache: Any, out: Any = None, lse: Any = None,
-                   tree: Any = None, sinks: Any = None) -> bool:
+                   tree: Any = None, sinks: Any = None, block_table: Any = None,
+                   k_scale: Any = None, v_scale: Any = None) -> bool:
     """Whether `attention`/`attention_out` with these tensors, here and now, call the extension
     directly (True) or go through torch.ops.wideattn (False)."""
     if not available():
         return False
-    return _eager(q, k_cache, v_cache, out, lse, tree, sinks)
+    return _eager(q, k_cache, v_cache, out, lse, tree, sinks, block_table, k_scale, v_scale)
 
 
 def _fast(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window, ring_length,
-          ring_offset, tree, sinks, softcap, scale, kernel, block_table, kv_layout) -> None:
+          ring_offset, tree, sinks, softcap, scale, kernel, block_table, kv_layout, k_scale=None,
+          v_scale=None, kv_cache_dtype="auto") -> None:
     if tree is not None:
         tree = (_to_dlpack(tree[0]), _to_dlpack(tree[1]), _to_dlpack(tree[2]))
     stream = _raw_stream(q.get_device()) if q.is_cuda else 0
@@ -316,12 +375,15 @@ def _fast(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, wind
         None if lse is None else _to_dlpack(lse), query_offsets, kv_lengths, causal, window,
         ring_length, ring_offset, tree, None if sinks is None else _to_dlpack(sinks), softcap,
         scale, kernel, stream, False, False,
-        None if block_table is None else _to_dlpack(block_table), kv_layout)
+        None if block_table is None else _to_dlpack(block_table), kv_layout,
+        None if k_scale is None else _scale_capsule(k_scale, q, "k_scale", "attention"),
+        None if v_scale is None else _scale_capsule(v_scale, q, "v_scale", "attention"),
+        kv_cache_dtype)
 
 
 def call(q, k_cache, v_cache, out, lse, return_lse, query_offsets, kv_lengths, causal, window,
          ring_length, ring_offset, tree, sinks, softcap, scale, kernel, block_table=None,
-         kv_layout=None) -> Any:
+         kv_layout=None, k_scale=None, v_scale=None, kv_cache_dtype="auto") -> Any:
     """wideattn.attention for a PyTorch q (every argument positional, as wideattn.attention
     takes them): the eager fast path, else the operators. Returns out or (out, lse)."""
     if _registered is None:
@@ -330,19 +392,22 @@ def call(q, k_cache, v_cache, out, lse, return_lse, query_offsets, kv_lengths, c
         kv_layout = None
     elif kv_layout is None:
         kv_layout = "NHD"
-    if _eager(q, k_cache, v_cache, out, lse, tree, sinks, block_table):
+    if _eager(q, k_cache, v_cache, out, lse, tree, sinks, block_table, k_scale, v_scale):
         if out is None:
             out = _empty_like(q, memory_format=_contiguous)
         if lse is None and return_lse:
             lse = _empty((q.shape[0], q.shape[1]), dtype=_float32, device=q.device)
         _fast(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window,
-              ring_length, ring_offset, tree, sinks, softcap, scale, kernel, block_table, kv_layout)
+              ring_length, ring_offset, tree, sinks, softcap, scale, kernel, block_table, kv_layout,
+              k_scale, v_scale, kv_cache_dtype)
         return out if lse is None else (out, lse)
     want_lse = return_lse or lse is not None
+    k_scale = _scale_tensor(k_scale, q, "k_scale", "attention")
+    v_scale = _scale_tensor(v_scale, q, "v_scale", "attention")
     if out is None and lse is None:
         return _op_attention(q, k_cache, v_cache, want_lse, query_offsets, kv_lengths, causal,
                              window, ring_length, ring_offset, tree, sinks, softcap, scale, kernel,
-                             block_table, kv_layout)
+                             block_table, kv_layout, k_scale, v_scale, kv_cache_dtype)
     import torch
 
     if out is None:
@@ -351,7 +416,7 @@ def call(q, k_cache, v_cache, out, lse, return_lse, query_offsets, kv_lengths, c
         lse = torch.empty(q.shape[:2], dtype=torch.float32, device=q.device)
     _op_attention_out(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window,
                       ring_length, ring_offset, tree, sinks, softcap, scale, kernel, block_table,
-                      kv_layout)
+                      kv_layout, k_scale, v_scale, kv_cache_dtype)
     return (out, lse) if want_lse else out
 
 
@@ -377,27 +442,28 @@ def _op_arguments(query_offsets: Any, kv_lengths: Any, tree: Any, scale: Optiona
 
 def _op_attention(q, k_cache, v_cache, return_lse, query_offsets, kv_lengths, causal, window,
                   ring_length, ring_offset, tree, sinks, softcap, scale, kernel, block_table,
-                  kv_layout) -> Any:
+                  kv_layout, k_scale=None, v_scale=None, kv_cache_dtype="auto") -> Any:
     import torch
 
     offsets, lengths, (ts, te, th), scale_value = _op_arguments(query_offsets, kv_lengths, tree, scale)
     out, lse = torch.ops.wideattn.attention(
         q, k_cache, v_cache, offsets, lengths, bool(causal), int(window), int(ring_length),
         int(ring_offset), ts, te, th, sinks, float(softcap), scale_value, str(kernel),
-        bool(return_lse), block_table, str(kv_layout or "NHD"))
+        bool(return_lse), block_table, str(kv_layout or "NHD"), k_scale, v_scale,
+        str(kv_cache_dtype))
     return (out, lse) if return_lse else out
 
 
 def _op_attention_out(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window,
                       ring_length, ring_offset, tree, sinks, softcap, scale, kernel, block_table,
-                      kv_layout) -> None:
+                      kv_layout, k_scale=None, v_scale=None, kv_cache_dtype="auto") -> None:
     import torch
 
     offsets, lengths, (ts, te, th), scale_value = _op_arguments(query_offsets, kv_lengths, tree, scale)
     torch.ops.wideattn.attention_out(
         q, k_cache, v_cache, out, lse, offsets, lengths, bool(causal), int(window),
         int(ring_length), int(ring_offset), ts, te, th, sinks, float(softcap), scale_value,
-        str(kernel), block_table, str(kv_layout or "NHD"))
+        str(kernel), block_table, str(kv_layout or "NHD"), k_scale, v_scale, str(kv_cache_dtype))
 
 
 def attention(
@@ -419,6 +485,9 @@ def attention(
     kernel: str = "auto",
     block_table: Optional[Any] = None,
     kv_layout: str = "NHD",
+    k_scale: Optional[Any] = None,
+    v_scale: Optional[Any] = None,
+    kv_cache_dtype: str = "auto",
 ) -> Any:
     """wideattn.attention for PyTorch tensors (same arguments and shapes): the eager fast path
     when it applies, else torch.ops.wideattn.attention; returns out, or (out, lse) with
@@ -427,7 +496,7 @@ def attention(
         raise ImportError("wideattn.torch_ops needs PyTorch")
     return call(q, k_cache, v_cache, None, None, return_lse, query_offsets, kv_lengths, causal,
                 window, ring_length, ring_offset, tree, sinks, softcap, scale, kernel, block_table,
-                kv_layout)
+                kv_layout, k_scale, v_scale, kv_cache_dtype)
 
 
 def attention_out(
@@ -450,6 +519,9 @@ def attention_out(
     kernel: str = "auto",
     block_table: Optional[Any] = None,
     kv_layout: str = "NHD",
+    k_scale: Optional[Any] = None,
+    v_scale: Optional[Any] = None,
+    kv_cache_dtype: str = "auto",
 ) -> None:
     """Writes attention into `out` [total_tokens, q_heads, head_dim] (and `lse`
     [total_tokens, q_heads] float32 when given): the eager fast path when it applies, else
@@ -459,4 +531,5 @@ def attention_out(
     if out is None:
         raise TypeError("attention_out: out is required")
     call(q, k_cache, v_cache, out, lse, False, query_offsets, kv_lengths, causal, window,
-         ring_length, ring_offset, tree, sinks, softcap, scale, kernel, block_table, kv_layout)
+         ring_length, ring_offset, tree, sinks, softcap, scale, kernel, block_table, kv_layout,
+         k_scale, v_scale, kv_cache_dtype)
