@@ -415,8 +415,13 @@ void build(const char* f, const AttentionArgs& a, bool plan_only, AttentionCall*
 }
 
 nb::object plan_tuple(const Plan& plan) {
+  // A mixed batch's parts: (first_sequence, sequences, kernel, num_splits) each.
+  nb::list parts;
+  for (const PlanPart& part : plan.parts) {
+    parts.append(nb::make_tuple(part.first_sequence, part.sequences, to_string(part.kernel), part.num_splits));
+  }
   return nb::make_tuple(to_string(plan.kernel), plan.num_splits, plan.query_rows_per_chunk,
-                        static_cast<uint64_t>(plan.workspace_bytes), plan.reason);
+                        static_cast<uint64_t>(plan.workspace_bytes), plan.reason, nb::tuple(parts));
 }
 
 // A decode plan made once from bounds over fixed arrays (plan_attention with ProblemBounds),
@@ -528,7 +533,7 @@ void bind_attention(nb::module_& m) {
       "k_scale, v_scale (None, a float on the CPU, or a float32 array) and kv_cache_dtype (None, "
       "'auto', 'fp8', 'fp8_e4m3') for fp8 caches. "
       "Checks and converts every argument once. Returns None, or with return_plan the plan used "
-      "as (kernel, num_splits, query_rows_per_chunk, workspace_bytes, reason).");
+      "as (kernel, num_splits, query_rows_per_chunk, workspace_bytes, reason, parts).");
 
   m.def(
       "plan",
@@ -596,7 +601,7 @@ void bind_attention(nb::module_& m) {
       .def("run", &PlannedDecode::run, nb::arg("stream"),
            "attention_planned on `stream` (a cudaStream_t as int; ignored on the CPU).")
       .def_prop_ro("plan", [](const PlannedDecode& self) { return plan_tuple(self.plan()); },
-                   "(kernel, num_splits, query_rows_per_chunk, workspace_bytes, reason)");
+                   "(kernel, num_splits, query_rows_per_chunk, workspace_bytes, reason, parts)");
 }
 
 }  // namespace wideattn::python

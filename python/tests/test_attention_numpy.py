@@ -198,3 +198,28 @@ def test_concurrent_calls_from_threads(rng):
         outs = list(pool.map(run, problems * 3))
     for (q, k, v, offsets), out in zip(problems * 3, outs):
         assert_close(out, reference_attention(q, k, v, offsets, [40, 23])[0], 2e-5, 1e-4, "out")
+
+
+def test_plan_lists_the_parts_of_a_mixed_batch():
+    """Decode steps next to a prefill chunk: each run of sequences gets its kernel in one call."""
+    rng = np.random.default_rng(7)
+    d, kv_heads, q_heads = 64, 2, 4
+    suffixes, lengths = [1, 1, 20, 2], [50, 9, 40, 30]
+    offsets = np.concatenate([[0], np.cumsum(suffixes)]).astype(np.int32).tolist()
+    q = rng.standard_normal((offsets[-1], q_heads, d)).astype(np.float32)
+    k = rng.standard_normal((len(suffixes), 64, kv_heads, d)).astype(np.float32)
+    v = rng.standard_normal(k.shape).astype(np.float32)
+    plan = wideattn.plan(q, k, v, query_offsets=offsets, kv_lengths=lengths)
+    assert [part[:2] for part in plan.parts] == [(0, 2), (2, 1), (3, 1)], plan.reason
+    assert plan.parts[1][2] == plan.kernel == "prefill_unfused"
+    assert plan.parts[0][2] in ("single_pass", "two_pass")
+    out = wideattn.attention(q, k, v, query_offsets=offsets, kv_lengths=lengths)
+    for first, count, _, _ in plan.parts:  # the same bits as one call per run
+        rows = slice(offsets[first], offsets[first + count])
+        alone = wideattn.attention(
+            q[rows], k[first:first + count], v[first:first + count],
+            query_offsets=[o - offsets[first] for o in offsets[first:first + count + 1]],
+            kv_lengths=lengths[first:first + count])
+        np.testing.assert_array_equal(out[rows], alone)
+    single = wideattn.plan(q[:2], k[:2], v[:2], query_offsets=offsets[:3], kv_lengths=lengths[:2])
+    assert single.parts == ()

@@ -40,6 +40,10 @@ class Plan:
     query_rows_per_chunk: prefill_unfused's suffix tokens per chunk (0 otherwise).
     workspace_bytes: scratch the kernel uses (held by wideattn's per-device Context).
     reason: one line saying why.
+    parts: for a batch that mixes decode steps (up to 8 new tokens) with prefill chunks, the runs
+        of consecutive sequences that go to each kernel in the same call, as
+        (first_sequence, sequences, kernel, num_splits); empty when one kernel serves the batch
+        (then `kernel` is it; for a mixed batch `kernel` is the first prefill part's).
     """
 
     kernel: str
@@ -47,6 +51,7 @@ class Plan:
     query_rows_per_chunk: int
     workspace_bytes: int
     reason: str
+    parts: Tuple[Tuple[int, int, str, int], ...] = ()
 
 
 def _seqused_k(kv_lengths: Any, seqused_k: Any) -> Any:
