@@ -292,7 +292,9 @@ std::string describe(const AttentionProblem& p, Kernel forced) {
     << ", out " << p.out_token_stride << "/" << p.out_head_stride << ", lse " << p.lse_token_stride << "/"
     << p.lse_head_stride << (p.lse ? "" : " (no lse)") << "\n  k " << p.kv.k_sequence_stride << "/"
     << p.kv.k_token_stride << "/" << p.kv.k_head_stride << ", v " << p.kv.v_sequence_stride << "/"
-    << p.kv.v_token_stride << "/" << p.kv.v_head_stride << "\n  mask causal " << p.mask.causal << " window "
+    << p.kv.v_token_stride << "/" << p.kv.v_head_stride
+    << (p.kv.fp8 ? (p.kv.scales_per_head ? ", fp8 (scale per head)" : ", fp8") : "")
+    << (!p.kv.fp8 && p.kv.k_scale ? ", scales on a 16/32-bit cache" : "") << "\n  mask causal " << p.mask.causal << " window "
     << p.mask.window << " ring " << p.mask.ring_length << "@" << p.mask.ring_offset << " tree "
     << (p.mask.tree_start != nullptr) << (p.mask.tree_end != nullptr) << (p.mask.tree_height != nullptr)
     << ", scale " << p.scale << ", softcap " << p.softcap << ", sinks " << (p.sinks != nullptr) << "\n";
@@ -301,23 +303,52 @@ std::string describe(const AttentionProblem& p, Kernel forced) {
 
 // ---- attention ---------------------------------------------------------------------------------------
 
-// The workspace plan_attention reports, recomputed in 128-bit arithmetic from the layouts in
-// src/core/workspace_layout.h: equal, and representable (no wrap-around).
-void check_workspace(const AttentionProblem& p, const Plan& plan) {
+// The workspace one kernel needs for sequences [first, first + count) of `p`, recomputed in
+// 128-bit arithmetic from the layouts in src/core/workspace_layout.h.
+__int128 kernel_workspace(const AttentionProblem& p, int32_t first, int32_t count, Kernel kernel,
+                          int32_t splits, int64_t chunk) {
   using Wide = __int128;
   auto align = [](Wide bytes) { return (bytes + 255) / 256 * 256; };
-  const Wide tokens = p.query_offsets[p.batch], d = p.head_dim;
+  const Wide tokens = Wide{p.query_offsets[first + count]} - p.query_offsets[first], d = p.head_dim;
   Wide need = 0;
-  if (plan.kernel == Kernel::prefill_unfused) {
+  if (kernel == Kernel::prefill_unfused) {
     int64_t longest = 0;
-    for (int32_t b = 0; b < p.batch; ++b) longest = std::max<int64_t>(longest, p.kv_lengths[b]);
+    for (int32_t b = first; b < first + count; ++b) longest = std::max<int64_t>(longest, p.kv_lengths[b]);
     const Wide key_capacity = (std::max<int64_t>(longest, 1) + 7) / 8 * 8;
-    const Wide gqa = p.q_heads / p.kv_heads, chunk = plan.query_rows_per_chunk;
+    const Wide gqa = p.q_heads / p.kv_heads;
     need = align(gqa * chunk * key_capacity * 4) + align(gqa * chunk * d * 4);
+    if (p.kv.fp8) need += 2 * align(key_capacity * d * 4);  // K and V rows dequantised to f32
   } else {
-    const Wide rows = tokens * p.q_heads, splits = plan.num_splits;
+    const Wide rows = tokens * p.q_heads;
     if (splits > 1) need = align(rows * splits * d * 4) + 2 * align(rows * splits * 4);
-    need += align((2 * Wide{p.batch} + 1) * 4);
+    need += align((2 * Wide{count} + 1) * 4);
+  }
+  return need;
+}
+
+// The workspace plan_attention reports: the kernel's need, representable (no wrap-around); for a
+// mixed batch each part's, and the largest of them for the whole call.
+void check_workspace(const AttentionProblem& p, const Plan& plan) {
+  using Wide = __int128;
+  Wide need = 0;
+  if (plan.parts.empty()) {
+    need = kernel_workspace(p, 0, p.batch, plan.kernel, plan.num_splits, plan.query_rows_per_chunk);
+  } else {
+    int32_t next = 0;
+    for (const PlanPart& part : plan.parts) {
+      if (part.first_sequence != next || part.sequences < 1) {
+        fail(cat("plan_attention: mixed parts do not tile the batch (part at ", part.first_sequence, ")"));
+      }
+      next = part.first_sequence + part.sequences;
+      const Wide part_need = kernel_workspace(p, part.first_sequence, part.sequences, part.kernel,
+                                              part.num_splits, part.query_rows_per_chunk);
+      if (part_need != static_cast<Wide>(part.workspace_bytes)) {
+        fail(cat("plan_attention: part workspace_bytes ", part.workspace_bytes, " for ", to_string(part.kernel),
+                 ", expected ", static_cast<double>(part_need)));
+      }
+      need = std::max(need, part_need);
+    }
+    if (next != p.batch) fail(cat("plan_attention: mixed parts cover ", next, " of ", p.batch, " sequences"));
   }
   if (need != static_cast<Wide>(plan.workspace_bytes)) {
     fail(cat("plan_attention: workspace_bytes ", plan.workspace_bytes, " for ", to_string(plan.kernel),
@@ -394,6 +425,31 @@ void fuzz_attention(Input& in) {
   p.query_offsets = offsets;
   p.kv_lengths = kv_lengths;
   p.kv.capacity = capacity;
+
+  // An fp8 cache: one byte per element, scales per pool or per KV head (powers of two up to 1,
+  // or anything in wild inputs); scales on a 16/32-bit cache are an error.
+  const bool fp8 = valid_dtype(dtype) && in.chance(15);
+  const bool stray_scales = !fp8 && in.chance(2);
+  const int64_t scale_count = 2 * std::max<int64_t>(kv_heads, 1);
+  Buffer scales(static_cast<std::size_t>(scale_count) * 4);
+  bool sane_scales = true;
+  if (fp8 || stray_scales) {
+    auto* s = reinterpret_cast<float*>(scales.data());
+    for (int64_t i = 0; i < scale_count; ++i) {
+      const bool odd = wild && in.chance(20);
+      // At most 1: dequantised values stay within the moderate range the absolute tolerances
+      // of the oracle comparison assume.
+      s[i] = odd ? in.wild_float() : std::exp2(static_cast<float>(in.pick(-3, 0)));
+      sane_scales = sane_scales && !odd;
+    }
+    p.kv.fp8 = fp8;
+    p.kv.scales_per_head = in.flag();
+    p.kv.k_scale = s;
+    p.kv.v_scale = s + scale_count / 2;
+    if (stray_scales) valid = false;
+  }
+  const DType kv_dtype = fp8 ? DType::fp8_e4m3 : dtype;
+  const std::size_t kv_es = fp8 ? 1 : es;
 
   // Strides: token- or head-major, dense or with gaps, overlapping inputs, zero, negative, huge.
   const int64_t d = head_dim;
@@ -592,13 +648,13 @@ void fuzz_attention(Input& in) {
   if (runnable) {
     const int64_t alias_at = in.pick(0, 3);
     q = Buffer(std::max<int64_t>(q_ext, alias == 1 ? o_ext + alias_at : 0) * es);
-    k = Buffer(std::max<int64_t>(k_ext, alias == 2 ? o_ext + alias_at : 0) * es);
-    v = Buffer(v_ext * es);
+    k = Buffer(std::max<int64_t>(k_ext * kv_es, alias == 2 ? (o_ext + alias_at) * es : 0));
+    v = Buffer(v_ext * kv_es);
     out = Buffer(std::max<int64_t>(o_ext * es, alias == 3 ? (l_ext + alias_at) * 4 : 0));
     lse = Buffer(lse_on ? l_ext * 4 : 0);
     filler.fill(q.data(), dtype, static_cast<int64_t>(q.bytes() / es));
-    filler.fill(k.data(), dtype, static_cast<int64_t>(k.bytes() / es));
-    filler.fill(v.data(), dtype, static_cast<int64_t>(v.bytes() / es));
+    filler.fill(k.data(), kv_dtype, static_cast<int64_t>(k.bytes() / kv_es));
+    filler.fill(v.data(), kv_dtype, static_cast<int64_t>(v.bytes() / kv_es));
     std::memset(out.data(), 0x7f, out.bytes());  // NaN in every dtype
     std::memset(lse.data(), 0x7f, lse.bytes());
     p.q = q.data();
@@ -633,7 +689,7 @@ void fuzz_attention(Input& in) {
 
   // Would the library's extents make out or lse overlap an input or each other?
   const std::size_t q_bytes = q_ext > 0 ? q_ext * es : 0, o_bytes = o_ext > 0 ? o_ext * es : 0;
-  const std::size_t k_bytes = k_ext > 0 ? k_ext * es : 0, v_bytes = v_ext > 0 ? v_ext * es : 0;
+  const std::size_t k_bytes = k_ext > 0 ? k_ext * kv_es : 0, v_bytes = v_ext > 0 ? v_ext * kv_es : 0;
   const std::size_t l_bytes = l_ext > 0 ? l_ext * 4 : 0;
   bool overlapping = false;
   if (runnable) {
@@ -723,7 +779,7 @@ void fuzz_attention(Input& in) {
   }
   if (const int64_t at = out.changed_outside(out_owned); at >= 0) fail(cat("attention wrote out byte ", at, " outside its cells"));
   if (const int64_t at = lse.changed_outside(lse_owned); at >= 0) fail(cat("attention wrote lse byte ", at, " outside its cells"));
-  if (!moderate || tokens == 0) {
+  if (!moderate || !sane_scales || tokens == 0) {
     count(kAttnOk);
     return;
   }
@@ -771,6 +827,37 @@ void fuzz_attention(Input& in) {
         }
       }
     }
+  }
+
+  // The same call through a plan made from bounds (the call's own extents) and
+  // attention_planned: on the CPU the same decode kernel with the same splits, so the same bits.
+  const bool decode = used.kernel == Kernel::single_pass || used.kernel == Kernel::two_pass;
+  if (!decode || !used.parts.empty() || !in.chance(40)) return;
+  ProblemBounds bounds;
+  bounds.max_total_tokens = tokens;
+  for (int32_t b = 0; b < batch; ++b) {
+    bounds.max_suffix = std::max<int32_t>(bounds.max_suffix, offsets[b + 1] - offsets[b]);
+    bounds.max_kv_length = std::max<int64_t>(bounds.max_kv_length, kv_lengths[b]);
+  }
+  Plan bounded;
+  const Status from_bounds = plan_attention(p, bounds, cpu_context().device(), forced, &bounded);
+  check_error_message(from_bounds, "plan_attention");
+  // Refused, e.g.: a forced decode kernel over suffixes past 8, or a ring offset past the prefix
+  // some slot would have at the bounds.
+  if (!from_bounds.ok()) return;
+  if (!bounded.device_metadata || bounded.kernel != used.kernel || bounded.num_splits != used.num_splits) {
+    fail(cat("plan from bounds: ", to_string(bounded.kernel), " x", bounded.num_splits, ", attention used ",
+             to_string(used.kernel), " x", used.num_splits));
+  }
+  const std::vector<unsigned char> first_out(out.data(), out.data() + out.bytes());
+  const std::vector<unsigned char> first_lse(lse.data(), lse.data() + lse.bytes());
+  std::memset(out.data(), 0x7f, out.bytes());
+  std::memset(lse.data(), 0x7f, lse.bytes());
+  const Status again = attention_planned(cpu_context(), p, bounded);
+  if (!again.ok()) fail("attention_planned rejected what attention ran: " + again.message());
+  if (!std::equal(first_out.begin(), first_out.end(), out.data()) ||
+      !std::equal(first_lse.begin(), first_lse.end(), lse.data())) {
+    fail(cat("attention_planned (", to_string(bounded.kernel), ") wrote other bytes than attention"));
   }
 }
 
