@@ -122,6 +122,38 @@ TEST_P(ConcurrencyTest, ThreadsWithOwnContextsRunAttention) {
   EXPECT_EQ(runs.load(), kRounds * threads);
 }
 
+// The serving paths at once: mixed batches (two kernels in one call), plans from bounds run with
+// attention_planned (each call plans, checks and runs on its thread), fp8 caches (CPU).
+TEST_P(ConcurrencyTest, ThreadsServeMixedPlannedAndFp8Batches) {
+  const int threads = thread_count();
+  std::vector<std::mt19937_64> rngs = thread_rngs(rng(), threads);
+  std::atomic<int> runs{0};
+  run_threads(threads, [&](int i) {
+    std::unique_ptr<Context> context;
+    const Status status = Context::create(backend(), 0, nullptr, &context);
+    ASSERT_TRUE(status.ok()) << status.message();
+    for (int round = 0; round < kRounds; ++round) {
+      AttentionCase c = small_case(rngs[i], i + round * threads);
+      const int kind = (i + round) % 3;
+      if (kind == 0) {
+        c.sequences = {{1, 40}, {3, 3}, {12, 50}, {1, 9}};  // decode, prefill, decode
+        c.tree = false;
+        check_attention(*context, rngs[i], c, Kernel::automatic);
+      } else if (kind == 1) {
+        for (SequenceShape& sequence : c.sequences) sequence.suffix = std::min(sequence.suffix, 8);
+        check_attention(*context, rngs[i], c, Kernel::automatic, nullptr, run_from_bounds);
+      } else if (backend() == Backend::cpu) {
+        c.fp8_kv = true;
+        c.kv_scales_per_head = round % 2 == 1;
+        c.dtype = c.dtype == DType::f16 ? DType::f16 : DType::bf16;
+        check_attention(*context, rngs[i], c, Kernel::automatic);
+      }
+      runs.fetch_add(1);
+    }
+  });
+  EXPECT_EQ(runs.load(), kRounds * threads);
+}
+
 // ---- components ---------------------------------------------------------------------------------------
 
 // Device copy of a host tensor, and the values back as f64.
