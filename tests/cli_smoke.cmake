@@ -32,5 +32,10 @@ run_cli(prefill 0 "kernel   prefill_unfused;reason;accuracy;ok: worst relative e
         run --backend cpu --prefix 256 --suffix 16 --repeat 1 --warmup 0 --lse)
 run_cli(decode 0 "kernel;accuracy;ok: worst relative error" --
         run --backend cpu --prefix 300 --suffix 1 --head-dim 128 --dtype f32 --repeat 1 --warmup 0)
+run_cli(fp8_cache 0 "fp8 KV;kernel;ok: worst relative error" --
+        run --backend cpu --prefix 200 --suffix 12 --page-size 16 --kv-fp8 --repeat 1 --warmup 0)
+run_cli(planned_bench 0 "(planned);host per call" --
+        bench --backend cpu --suite cpu --filter "E4B decode" --call planned --repeat 1 --warmup 0
+        --no-ceilings --check-rows 1)
 run_cli(usage_error 2 "error;--q-heads 6" --
         run --backend cpu --q-heads 6 --kv-heads 4 --prefix 8 --suffix 1)

@@ -9,6 +9,7 @@ namespace wideattn::cli {
 ProblemCost problem_cost(const AttentionProblem& p, bool writes_lse) {
   ProblemCost cost;
   const double es = static_cast<double>(dtype_size(p.dtype));
+  const double kv_es = p.kv.fp8 ? 1.0 : es;  // an fp8 cache: one byte per element
   int64_t kv_rows_read = 0;
   for (int32_t b = 0; b < p.batch; ++b) {
     const SequenceMask m = detail::sequence_mask(p, b);
@@ -40,7 +41,7 @@ ProblemCost problem_cost(const AttentionProblem& p, bool writes_lse) {
   const double tokens = static_cast<double>(p.total_tokens());
   cost.flops = 4.0 * p.q_heads * static_cast<double>(cost.visible_pairs) * p.head_dim;
   cost.bytes = 2.0 * tokens * p.q_heads * p.head_dim * es                     // Q read, O written
-               + 2.0 * static_cast<double>(kv_rows_read) * p.kv_heads * p.head_dim * es  // K, V
+               + 2.0 * static_cast<double>(kv_rows_read) * p.kv_heads * p.head_dim * kv_es  // K, V
                + (writes_lse ? tokens * p.q_heads * sizeof(float) : 0.0);
   return cost;
 }

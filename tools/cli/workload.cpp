@@ -26,6 +26,10 @@ std::string gib(double bytes) { return format_bytes(bytes); }
 
 }  // namespace
 
+// Per-tensor scales of an fp8 cache: stored values of a few units to a hundred, well inside
+// e4m3's range (448) and above its subnormals.
+constexpr float kFp8KScale = 1.0f / 32, kFp8VScale = 1.0f / 64;
+
 void fill_random(void* data, DType dtype, std::size_t count, double stddev, uint64_t seed) {
   Random random(seed);
   const double amplitude = stddev * std::sqrt(3.0);  // uniform on [-a, a] has std a / sqrt(3)
@@ -59,11 +63,13 @@ Workload::Workload(Context& context, const ProblemSpec& spec, const WorkloadOpti
     : context_(context), spec_(spec), options_(options) {
   const DeviceInfo& device = context.device();
   const std::size_t es = dtype_size(spec.dtype);
+  const DType cache_dtype = spec.kv_fp8 ? DType::fp8_e4m3 : spec.dtype;
+  const std::size_t kv_es = dtype_size(cache_dtype);
   capacity_ = std::max<int64_t>(1, spec.kv_length() + options.decode_steps);
   if (spec.page_size > 0) capacity_ = (capacity_ + spec.page_size - 1) / spec.page_size * spec.page_size;
   const std::size_t kv_elements =
       static_cast<std::size_t>(spec.batch) * capacity_ * spec.kv_heads * spec.head_dim;
-  const std::size_t kv_bytes = 2 * kv_elements * es;  // K and V
+  const std::size_t kv_bytes = 2 * kv_elements * kv_es;  // K and V
   auto phase_bytes = [&](int64_t suffix) {
     const std::size_t rows = static_cast<std::size_t>(spec.batch) * suffix * spec.q_heads;
     return 2 * rows * spec.head_dim * es + (spec.lse ? rows * sizeof(float) : 0);
@@ -92,11 +98,18 @@ Workload::Workload(Context& context, const ProblemSpec& spec, const WorkloadOpti
   // and head_dim: sharp enough to exercise the softmax, not so sharp that it is one-hot.
   const double qk_std = std::sqrt(2.0 / (scale * std::sqrt(static_cast<double>(spec.head_dim))));
 
-  host_k_.resize(kv_elements * es);
-  host_v_.resize(kv_elements * es);
+  host_k_.resize(kv_elements * kv_es);
+  host_v_.resize(kv_elements * kv_es);
   if (options.fill) {
-    fill_random(host_k_.data(), spec.dtype, kv_elements, qk_std, options.seed * 16 + 1);
-    fill_random(host_v_.data(), spec.dtype, kv_elements, 1.0, options.seed * 16 + 2);
+    // An fp8 cache stores x / scale: the scales stretch e4m3's values to the same spread.
+    const double k_std = spec.kv_fp8 ? qk_std / kFp8KScale : qk_std, v_std = spec.kv_fp8 ? 1.0 / kFp8VScale : 1.0;
+    fill_random(host_k_.data(), cache_dtype, kv_elements, k_std, options.seed * 16 + 1);
+    fill_random(host_v_.data(), cache_dtype, kv_elements, v_std, options.seed * 16 + 2);
+  }
+  if (spec.kv_fp8) {
+    host_scales_ = {kFp8KScale, kFp8VScale};
+    scales_ = DeviceBuffer(context, 2 * sizeof(float));
+    scales_.upload(host_scales_.data(), 2 * sizeof(float));
   }
   // Paged: page j of sequence b (a run of page_size rows of the host cache) goes to a random
   // page of the pools, the same for every copy.
@@ -113,7 +126,7 @@ Workload::Workload(Context& context, const ProblemSpec& spec, const WorkloadOpti
       std::swap(host_table_[i], host_table_[static_cast<int64_t>(random.uniform() * (i + 1))]);
     }
     if (options.fill) {
-      const std::size_t page_bytes = static_cast<std::size_t>(spec.page_size) * spec.kv_heads * spec.head_dim * es;
+      const std::size_t page_bytes = static_cast<std::size_t>(spec.page_size) * spec.kv_heads * spec.head_dim * kv_es;
       pool_k.resize(host_k_.size());
       pool_v.resize(host_v_.size());
       for (int64_t i = 0; i < pages; ++i) {  // logical page i (sequence i / pages_per_sequence)
@@ -127,8 +140,8 @@ Workload::Workload(Context& context, const ProblemSpec& spec, const WorkloadOpti
     table_.upload(host_table_.data(), host_table_.size() * sizeof(int32_t));
   }
   for (int32_t c = 0; c < copies; ++c) {
-    k_copies_.emplace_back(context, kv_elements * es);
-    v_copies_.emplace_back(context, kv_elements * es);
+    k_copies_.emplace_back(context, kv_elements * kv_es);
+    v_copies_.emplace_back(context, kv_elements * kv_es);
     if (options.fill) {
       k_copies_.back().upload(device_k->data(), device_k->size());
       v_copies_.back().upload(device_v->data(), device_v->size());
@@ -207,6 +220,7 @@ void Workload::build_phase(const std::string& label, const ProblemSpec& spec, ui
   base.mask.ring_offset = spec.ring_offset;
   base.scale = spec.scale;
   base.softcap = spec.softcap;
+  base.kv.fp8 = spec.kv_fp8;
   set_dense_strides(base);
 
   for (std::size_t c = 0; c < k_copies_.size(); ++c) {
@@ -222,6 +236,10 @@ void Workload::build_phase(const std::string& label, const ProblemSpec& spec, ui
                    static_cast<const int32_t*>(table_.get()), pages_per_sequence);
     }
     d.sinks = spec.sinks ? static_cast<const float*>(sinks_.get()) : nullptr;
+    if (spec.kv_fp8) {
+      d.kv.k_scale = static_cast<const float*>(scales_.get());
+      d.kv.v_scale = d.kv.k_scale + 1;
+    }
     if (!p.tree_start.empty()) {
       const int32_t* t = static_cast<const int32_t*>(p.tree.get());
       d.mask.tree_start = t;
@@ -237,6 +255,10 @@ void Workload::build_phase(const std::string& label, const ProblemSpec& spec, ui
   h.out = nullptr;
   h.lse = nullptr;
   h.sinks = spec.sinks ? host_sinks_.data() : nullptr;
+  if (spec.kv_fp8) {
+    h.kv.k_scale = host_scales_.data();
+    h.kv.v_scale = host_scales_.data() + 1;
+  }
   if (!p.tree_start.empty()) {
     h.mask.tree_start = p.tree_start.data();
     h.mask.tree_end = p.tree_end.data();

@@ -62,8 +62,10 @@ class Workload {
   std::vector<int32_t> host_table_;  // [batch, capacity / page_size]
   DeviceBuffer table_;
   std::vector<float> host_sinks_;
+  std::vector<float> host_scales_;  // fp8 cache: K's and V's per-tensor scales
   std::vector<DeviceBuffer> k_copies_, v_copies_;
   DeviceBuffer sinks_;
+  DeviceBuffer scales_;
   std::vector<std::unique_ptr<Phase>> phases_;
 };
 
