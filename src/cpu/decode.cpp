@@ -41,16 +41,17 @@ struct ThreadScratch {
   KeyInterval* intervals;  // [suffix]
   uint8_t* visible;        // [kKeyBlock]
   float* row;              // [d] one converted K/V row (portable path only)
+  float* fp8_rows;         // [2, kKeyBlock, d] a block's K then V rows dequantised (fp8 caches)
 };
 
 // Byte offsets of the ThreadScratch arrays for `rows` rows, 64-byte aligned.
 struct ScratchLayout {
   int64_t rows = 0, q_stride = 0, d = 0;
   std::size_t q = 0, scores = 0, acc = 0, row_max = 0, row_sum = 0, alpha = 0, intervals = 0,
-              visible = 0, row = 0, bytes = 0;
+              visible = 0, row = 0, fp8_rows = 0, bytes = 0;
 };
 
-ScratchLayout scratch_layout(int64_t rows, int64_t d, int64_t suffix) {
+ScratchLayout scratch_layout(int64_t rows, int64_t d, int64_t suffix, bool fp8) {
   ScratchLayout l;
   l.rows = rows;
   l.q_stride = round_up(d, kQAlign);
@@ -70,6 +71,7 @@ ScratchLayout scratch_layout(int64_t rows, int64_t d, int64_t suffix) {
   l.intervals = take(suffix * sizeof(KeyInterval));
   l.visible = take(kKeyBlock);
   l.row = take(d * sizeof(float));
+  l.fp8_rows = take(fp8 ? 2 * kKeyBlock * d * sizeof(float) : 0);
   l.bytes = at;
   return l;
 }
@@ -85,6 +87,7 @@ ThreadScratch carve(char* base, const ScratchLayout& l) {
   t.intervals = reinterpret_cast<KeyInterval*>(base + l.intervals);
   t.visible = reinterpret_cast<uint8_t*>(base + l.visible);
   t.row = reinterpret_cast<float*>(base + l.row);
+  t.fp8_rows = reinterpret_cast<float*>(base + l.fp8_rows);
   return t;
 }
 
@@ -274,13 +277,11 @@ inline auto block_value_row(const ListedBlock& b) { return [&b](int64_t c) { ret
 
 // Portable fallback: convert each key row to f32 and use plain loops.
 // (key_row(c), value_row(c): the address of the block's row c.)
-// `scale`: the fp8 cache's dequantisation scale (1 otherwise).
 template <class KeyRow>
 void qk_block_scalar(const float* q, int64_t q_stride, int64_t rows, const KeyRow& key_row,
-                     DType dtype, float scale, int64_t n, int64_t d, float* scores, float* row) {
+                     DType dtype, int64_t n, int64_t d, float* scores, float* row) {
   for (int64_t c = 0; c < n; ++c) {
     convert_to_f32(key_row(c), dtype, row, d);
-    if (scale != 1.0f) scale_row(row, d, scale);
     for (int64_t r = 0; r < rows; ++r) {
       float s = 0.0f;
       for (int64_t i = 0; i < d; ++i) s += q[r * q_stride + i] * row[i];
@@ -291,11 +292,10 @@ void qk_block_scalar(const float* q, int64_t q_stride, int64_t rows, const KeyRo
 
 template <class ValueRow>
 void pv_block_scalar(const float* probs, int64_t rows, const ValueRow& value_row, DType dtype,
-                     float scale, int64_t n, const float* alpha, float* acc, int64_t d, float* row) {
+                     int64_t n, const float* alpha, float* acc, int64_t d, float* row) {
   for (int64_t r = 0; r < rows; ++r) scale_row(acc + r * d, d, alpha[r]);
   for (int64_t c = 0; c < n; ++c) {
     convert_to_f32(value_row(c), dtype, row, d);
-    if (scale != 1.0f) scale_row(row, d, scale);
     for (int64_t r = 0; r < rows; ++r) {
       const float pc = probs[r * kKeyBlock + c];
       if (pc == 0.0f) continue;  // hidden key: inf/NaN in its V row must not reach this row
@@ -342,10 +342,27 @@ void run_item(const Item& it, const KvRows& kv, const ThreadScratch& s, const Sc
     intervals = visible_interval(it.mask, t, &s.intervals[t]);
   }
 
-  // An fp8 cache runs the portable loops (Path::scalar), which dequantise each row.
-  const DType cache_dtype = kv_dtype(p.kv, p.dtype);
+  // An fp8 cache: each block's K and V rows are dequantised (x the head's scale, exact in f32)
+  // into the thread's scratch first, and the f32 loops read those.
+  const bool fp8 = p.kv.fp8;
+  const DType row_dtype = fp8 ? DType::f32 : p.dtype;
   const float k_scale = kv_head_scale(p.kv, p.kv.k_scale, it.group);
   const float v_scale = kv_head_scale(p.kv, p.kv.v_scale, it.group);
+  float* k_rows = s.fp8_rows;
+  float* v_rows = s.fp8_rows + kKeyBlock * d;
+  const StridedBlock dequantised{reinterpret_cast<const char*>(k_rows), reinterpret_cast<const char*>(v_rows),
+                                 d * static_cast<int64_t>(sizeof(float)),
+                                 d * static_cast<int64_t>(sizeof(float)), false};
+  auto dequantise = [&](const auto& block, int64_t n) {
+    const auto key_row = block_key_row(block);
+    const auto value_row = block_value_row(block);
+    for (int64_t c = 0; c < n; ++c) {
+      convert_to_f32(key_row(c), DType::fp8_e4m3, k_rows + c * d, d);
+      scale_row(k_rows + c * d, d, k_scale);
+      convert_to_f32(value_row(c), DType::fp8_e4m3, v_rows + c * d, d);
+      scale_row(v_rows + c * d, d, v_scale);
+    }
+  };
 
   // Steps 1 and 4 read the block as a StridedBlock or a ListedBlock.
   auto score_block = [&](const auto& block, int64_t n) {
@@ -360,7 +377,7 @@ void run_item(const Item& it, const KvRows& kv, const ThreadScratch& s, const Sc
 #endif
       default:
         qk_block_scalar(static_cast<const float*>(s.q), sz.q_stride, rows, block_key_row(block),
-                        cache_dtype, k_scale, n, d, s.scores, s.row);
+                        row_dtype, n, d, s.scores, s.row);
         break;
     }
   };
@@ -373,8 +390,7 @@ void run_item(const Item& it, const KvRows& kv, const ThreadScratch& s, const Sc
       case Path::bf16_dot: pv_block<tiles::BF16>(s.scores, rows, block, n, s.alpha, s.acc, d); break;
 #endif
       default:
-        pv_block_scalar(s.scores, rows, block_value_row(block), cache_dtype, v_scale, n, s.alpha,
-                        s.acc, d, s.row);
+        pv_block_scalar(s.scores, rows, block_value_row(block), row_dtype, n, s.alpha, s.acc, d, s.row);
         break;
     }
   };
@@ -395,7 +411,14 @@ void run_item(const Item& it, const KvRows& kv, const ThreadScratch& s, const Sc
     }
 
     // 1. Scores of all rows against the block.
-    if (strided) {
+    if (fp8) {
+      if (strided) {
+        dequantise(block, n);
+      } else {
+        dequantise(listed, n);
+      }
+      score_block(dequantised, n);
+    } else if (strided) {
       score_block(block, n);
     } else {
       score_block(listed, n);
@@ -447,7 +470,9 @@ void run_item(const Item& it, const KvRows& kv, const ThreadScratch& s, const Sc
     }
 
     // 4. acc = acc * alpha + P V.
-    if (strided) {
+    if (fp8) {
+      accumulate_block(dequantised, n);
+    } else if (strided) {
       accumulate_block(block, n);
     } else {
       accumulate_block(listed, n);
@@ -485,7 +510,7 @@ void decode(const AttentionProblem& p, const Plan& plan, void* workspace, Aligne
   const int64_t d = p.head_dim;
   const ProblemExtents e = problem_extents(p);
   const int64_t max_rows = std::max<int64_t>(1, e.max_suffix) * gqa;
-  const ScratchLayout sz = scratch_layout(max_rows, d, std::max<int64_t>(1, e.max_suffix));
+  const ScratchLayout sz = scratch_layout(max_rows, d, std::max<int64_t>(1, e.max_suffix), p.kv.fp8);
   const int threads = omp_get_max_threads();
   char* scratch_base = static_cast<char*>(scratch.reserve(sz.bytes * threads));
   const DecodeWorkspace layout = decode_workspace_layout(p, splits);
@@ -493,7 +518,7 @@ void decode(const AttentionProblem& p, const Plan& plan, void* workspace, Aligne
   auto* partial_out = reinterpret_cast<float*>(ws + layout.partial_out);
   auto* partial_max = reinterpret_cast<float*>(ws + layout.partial_max);
   auto* partial_sum = reinterpret_cast<float*>(ws + layout.partial_sum);
-  const Path path = p.kv.fp8 ? Path::scalar : choose_path(p.dtype);
+  const Path path = choose_path(p.kv.fp8 ? DType::f32 : p.dtype);  // fp8: f32 rows (run_item)
 
   const int64_t items = int64_t{p.batch} * p.kv_heads * splits;
 #pragma omp parallel for schedule(dynamic, 1)
