@@ -29,6 +29,7 @@ _float32 = np.dtype(np.float32)
 _empty = np.empty
 _native_attention = native.attention
 _Real = numbers.Real
+_window_from_left = fw.window_from_left
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ def attention(
     k_scale: Optional[Union[float, ArrayLike]] = None,
     v_scale: Optional[Union[float, ArrayLike]] = None,
     kv_cache_dtype: str = "auto",
+    window_left: Optional[int] = None,
 ) -> Any:
     """Attention of new tokens over a contiguous or paged KV cache, on the arrays' own device,
     without copies.
@@ -144,6 +146,16 @@ def attention(
     multiple of 8 up to 512 on the CPU. causal/window/ring_length/ring_offset/tree select the
     mask (see include/wideattn/problem.h, MaskSpec); softcap > 0 applies
     softcap * tanh(logit / softcap); scale defaults to 1/sqrt(head_dim) (Gemma 4 uses 1.0).
+    window (0: none): causal, a query sees the keys with 0 <= qpos - kpos < window (itself and
+      window - 1 before it: a Hugging Face sliding_window W is window=W); causal=False, the
+      keys with |qpos - kpos| <= window / 2.
+    window_left: FlashInfer's spelling of the causal window, instead of `window` (vLLM passes
+      FlashInfer window_left=W-1, FlashAttention window_size=(W-1, 0), for sliding_window W): a
+      query sees window_left keys before it plus itself, i.e. window = window_left + 1; -1: no
+      window; None (the default): `window` applies. Giving a non-zero `window` too is a
+      TypeError, window_left < -1 a ValueError. With causal=False only -1 is accepted
+      (ValueError otherwise): FlashInfer's non-causal window_left limits only the keys before
+      the query, while wideattn's bidirectional window is symmetric; use `window` there.
     kernel: "auto" (dispatch chooses), "single_pass", "two_pass", "prefill_unfused" or
         "prefill_fused" (Hopper, head_dim 64/128/256, f16/bf16).
 
@@ -175,6 +187,8 @@ def attention(
     """
     if seqused_k is not None:
         kv_lengths = _seqused_k(kv_lengths, seqused_k)
+    if window_left is not None:
+        window = _window_from_left(window, window_left, causal, "attention")
     if block_table is None:
         kv_layout = None
     # NumPy float16/32 q (bfloat16 is kind "V"); ml_dtypes caches (bfloat16, float8: kind "V",
@@ -249,6 +263,7 @@ def plan(
     k_scale: Optional[Union[float, ArrayLike]] = None,
     v_scale: Optional[Union[float, ArrayLike]] = None,
     kv_cache_dtype: str = "auto",
+    window_left: Optional[int] = None,
 ) -> Plan:
     """The kernel, KV splits, workspace bytes and reason that `attention` would use for these
     arguments (same shapes as `attention`) on their device. Pure: reads no array data (a CPU
@@ -256,6 +271,8 @@ def plan(
     omitted)."""
     if seqused_k is not None:
         kv_lengths = _seqused_k(kv_lengths, seqused_k)
+    if window_left is not None:
+        window = _window_from_left(window, window_left, causal, "plan_attention")
     call = fw.Call(q, "q")
     _check_device(call)
     inputs = (call.export(q, "q"), call.export(k_cache, "k_cache"), call.export(v_cache, "v_cache"))
@@ -292,10 +309,14 @@ def attention_into(
     k_scale: Optional[Union[float, ArrayLike]] = None,
     v_scale: Optional[Union[float, ArrayLike]] = None,
     kv_cache_dtype: str = "auto",
+    window_left: Optional[int] = None,
 ) -> Plan:
     """`attention` writing into given `out` (and `lse`) with every argument explicit and no
     framework routing (PyTorch tensors too: no operator); returns the plan used. block_table,
-    kv_layout, k_scale, v_scale and kv_cache_dtype as in `attention`."""
+    kv_layout, k_scale, v_scale, kv_cache_dtype and window_left as in `attention` (window_left
+    replaces `window`, which must then be 0)."""
+    if window_left is not None:
+        window = _window_from_left(window, window_left, causal, "attention")
     call = fw.Call(q, "q")
     _check_device(call)
     inputs = (call.export(q, "q"), call.export(k_cache, "k_cache"), call.export(v_cache, "v_cache"))

@@ -105,6 +105,7 @@ def scatter_scores(
     ring_offset: int = 0,
     tree: Optional[Tuple[ArrayLike, ArrayLike, ArrayLike]] = None,
     softcap: float = 0.0,
+    window_left: Optional[int] = None,
 ) -> Any:
     """Masks (and soft-caps) the scores of one sequence.
 
@@ -112,8 +113,11 @@ def scatter_scores(
     against cache rows first_key..; dst: float32 [heads, rows, cols], allocated when None (pass
     dst=scores to work in place). Entries the mask hides become -inf; softcap > 0 applies
     softcap * tanh(s / softcap) first. tree: (tree_start, tree_end, tree_height), int32
-    [suffix_length] each. Returns dst.
+    [suffix_length] each. causal/window/ring_length/ring_offset as in `wideattn.attention`,
+    FlashInfer's window_left (window = window_left + 1; -1: none) too. Returns dst.
     """
+    if window_left is not None:
+        window = fw.window_from_left(window, window_left, causal, "scatter_scores")
     call = fw.Call(scores, "scores")
     if dst is None:
         dst = call.empty(tuple(scores.shape), "float32", "dst")

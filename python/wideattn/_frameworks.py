@@ -318,3 +318,37 @@ def check_int32(value: Any, name: str) -> int:
     if not _INT32_MIN <= v <= _INT32_MAX:
         raise ValueError(f"{name} = {v} does not fit in int32")
     return v
+
+
+def window_from_left(window: Any, window_left: Any, causal: Any, function: str) -> int:
+    """`window` from FlashInfer's `window_left` (given, not None): the query sees window_left keys
+    before it plus itself, so window = window_left + 1; -1: no window (0). Raises TypeError when
+    `window` is given too (non-zero), ValueError for window_left < -1, and ValueError for
+    window_left >= 0 with a bidirectional mask: FlashInfer's non-causal window_left hides only the
+    keys more than window_left before the query (none after it), which wideattn's symmetric
+    bidirectional window (|qpos - kpos| <= window / 2) cannot express."""
+    if window != 0:
+        raise TypeError(
+            f"{function}: give window or window_left, not both (got window={window!r}, "
+            f"window_left={window_left!r}; window_left=W-1 means window=W)")
+    try:
+        left = operator.index(window_left)
+    except TypeError:
+        raise TypeError(f"{function}: window_left must be an int or None, got "
+                        f"{type(window_left).__qualname__}") from None
+    if left == -1:
+        return 0
+    if left < -1:
+        raise ValueError(f"{function}: window_left = {left}, expected -1 (no window) or >= 0 (the "
+                         "keys a query sees before itself)")
+    if left >= _INT32_MAX:
+        raise ValueError(f"{function}: window_left = {left}, expected at most {_INT32_MAX - 1} "
+                         "(window = window_left + 1 must fit in int32)")
+    if not causal:
+        raise ValueError(
+            f"{function}: window_left = {left} with causal=False: FlashInfer's window_left is a "
+            "left-only window (with a non-causal mask it still sees every key after the query), "
+            "while wideattn's bidirectional window is symmetric (|qpos - kpos| <= window / 2): "
+            "pass window=2*h for keys at most h positions away on either side, or "
+            "window_left=-1 for none")
+    return left + 1

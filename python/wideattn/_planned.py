@@ -74,6 +74,9 @@ class PlannedDecode:
     that captured it. The first run() sizes it: a first run inside a capture raises
     NotImplementedError.
 
+    causal, window, ring_length, ring_offset, softcap and scale as in `wideattn.attention`, which
+    also says what FlashInfer's window_left (window = window_left + 1; -1: none) accepts.
+
     fp8 KV caches: k_cache/v_cache, k_scale, v_scale and kv_cache_dtype as in
     `wideattn.attention`. A scale given as a Python float becomes a float32 [1] array on the
     buffers' device, made once here and owned by the runner (`runner.k_scale`, `runner.v_scale`
@@ -118,9 +121,12 @@ class PlannedDecode:
         k_scale: Optional[Union[float, ArrayLike]] = None,
         v_scale: Optional[Union[float, ArrayLike]] = None,
         kv_cache_dtype: str = "auto",
+        window_left: Optional[int] = None,
     ) -> None:
         if seqused_k is not None:
             kv_lengths = _seqused_k(kv_lengths, seqused_k)
+        if window_left is not None:
+            window = fw.window_from_left(window, window_left, causal, "PlannedDecode")
         call = fw.Call(q, "q")
         _check_device(call)
         if call.kind == fw.JAX:

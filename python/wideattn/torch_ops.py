@@ -488,12 +488,16 @@ def attention(
     k_scale: Optional[Any] = None,
     v_scale: Optional[Any] = None,
     kv_cache_dtype: str = "auto",
+    window_left: Optional[int] = None,
 ) -> Any:
     """wideattn.attention for PyTorch tensors (same arguments and shapes): the eager fast path
     when it applies, else torch.ops.wideattn.attention; returns out, or (out, lse) with
-    return_lse."""
+    return_lse. window_left (FlashInfer's: window = window_left + 1; -1: none) as in
+    wideattn.attention; the operators take the resulting `window`."""
     if not available():
         raise ImportError("wideattn.torch_ops needs PyTorch")
+    if window_left is not None:
+        window = fw.window_from_left(window, window_left, causal, "attention")
     return call(q, k_cache, v_cache, None, None, return_lse, query_offsets, kv_lengths, causal,
                 window, ring_length, ring_offset, tree, sinks, softcap, scale, kernel, block_table,
                 kv_layout, k_scale, v_scale, kv_cache_dtype)
@@ -522,12 +526,15 @@ def attention_out(
     k_scale: Optional[Any] = None,
     v_scale: Optional[Any] = None,
     kv_cache_dtype: str = "auto",
+    window_left: Optional[int] = None,
 ) -> None:
     """Writes attention into `out` [total_tokens, q_heads, head_dim] (and `lse`
     [total_tokens, q_heads] float32 when given): the eager fast path when it applies, else
-    torch.ops.wideattn.attention_out."""
+    torch.ops.wideattn.attention_out. window_left as in `attention`."""
     if not available():
         raise ImportError("wideattn.torch_ops needs PyTorch")
+    if window_left is not None:
+        window = fw.window_from_left(window, window_left, causal, "attention_out")
     if out is None:
         raise TypeError("attention_out: out is required")
     call(q, k_cache, v_cache, out, lse, False, query_offsets, kv_lengths, causal, window,
