@@ -665,7 +665,9 @@ void fuzz_attention(Input& in) {
     if (alias == 1) p.out = q.data() + alias_at * es;
     if (alias == 2) p.out = k.data() + alias_at * es;
     if (alias == 3 && lse_on) p.lse = reinterpret_cast<float*>(out.data() + alias_at * 4);
-    if (alias == 4 && q.bytes() >= v.bytes()) p.kv.v = q.data();  // inputs may share memory: valid
+    // Inputs may share memory: valid. (Not for an fp8 cache: q's 16/32-bit values read as e4m3
+    // codes reach 448, outside the moderate values the oracle comparison's tolerance assumes.)
+    if (alias == 4 && q.bytes() >= v.bytes() && !fp8) p.kv.v = q.data();
   } else {
     p.q = fake_pointer(1);
     p.kv.k = fake_pointer(2);

@@ -41,7 +41,7 @@ struct ThreadScratch {
   KeyInterval* intervals;  // [suffix]
   uint8_t* visible;        // [kKeyBlock]
   float* row;              // [d] one converted K/V row (portable path only)
-  float* fp8_rows;         // [2, kKeyBlock, d] a block's K then V rows dequantised (fp8 caches)
+  float* fp8_rows;         // [2, kKeyBlock, d] a block's K then V rows as f32 (fp8 caches)
 };
 
 // Byte offsets of the ThreadScratch arrays for `rows` rows, 64-byte aligned.
@@ -342,25 +342,26 @@ void run_item(const Item& it, const KvRows& kv, const ThreadScratch& s, const Sc
     intervals = visible_interval(it.mask, t, &s.intervals[t]);
   }
 
-  // An fp8 cache: each block's K and V rows are dequantised (x the head's scale, exact in f32)
-  // into the thread's scratch first, and the f32 loops read those.
+  // An fp8 cache: each block's K and V rows are converted to f32 into the thread's scratch
+  // first, and the f32 loops read those. The head's scales are constants of this item, so they
+  // are applied once: K's with the softmax scale to the scores, V's to the accumulated output
+  // at the end (e4m3 x scale is exact in f32 either way, up to the order of rounding).
   const bool fp8 = p.kv.fp8;
   const DType row_dtype = fp8 ? DType::f32 : p.dtype;
   const float k_scale = kv_head_scale(p.kv, p.kv.k_scale, it.group);
   const float v_scale = kv_head_scale(p.kv, p.kv.v_scale, it.group);
   float* k_rows = s.fp8_rows;
   float* v_rows = s.fp8_rows + kKeyBlock * d;
-  const StridedBlock dequantised{reinterpret_cast<const char*>(k_rows), reinterpret_cast<const char*>(v_rows),
+  const float logit_scale = fp8 ? scale * k_scale : scale;
+  const StridedBlock converted{reinterpret_cast<const char*>(k_rows), reinterpret_cast<const char*>(v_rows),
                                  d * static_cast<int64_t>(sizeof(float)),
                                  d * static_cast<int64_t>(sizeof(float)), false};
-  auto dequantise = [&](const auto& block, int64_t n) {
+  auto convert_block = [&](const auto& block, int64_t n) {
     const auto key_row = block_key_row(block);
     const auto value_row = block_value_row(block);
     for (int64_t c = 0; c < n; ++c) {
       convert_to_f32(key_row(c), DType::fp8_e4m3, k_rows + c * d, d);
-      scale_row(k_rows + c * d, d, k_scale);
       convert_to_f32(value_row(c), DType::fp8_e4m3, v_rows + c * d, d);
-      scale_row(v_rows + c * d, d, v_scale);
     }
   };
 
@@ -413,11 +414,11 @@ void run_item(const Item& it, const KvRows& kv, const ThreadScratch& s, const Sc
     // 1. Scores of all rows against the block.
     if (fp8) {
       if (strided) {
-        dequantise(block, n);
+        convert_block(block, n);
       } else {
-        dequantise(listed, n);
+        convert_block(listed, n);
       }
-      score_block(dequantised, n);
+      score_block(converted, n);
     } else if (strided) {
       score_block(block, n);
     } else {
@@ -427,7 +428,7 @@ void run_item(const Item& it, const KvRows& kv, const ThreadScratch& s, const Sc
     // 2. Scale, soft-cap, mask.
     for (int64_t r = 0; r < rows; ++r) {
       float* sr = s.scores + r * kKeyBlock;
-      scale_row(sr, n, scale);
+      scale_row(sr, n, logit_scale);
       if (cap > 0.0f) {
         const float inv = 1.0f / cap;
         for (int64_t c = 0; c < n; ++c) sr[c] = cap * std::tanh(sr[c] * inv);
@@ -471,13 +472,14 @@ void run_item(const Item& it, const KvRows& kv, const ThreadScratch& s, const Sc
 
     // 4. acc = acc * alpha + P V.
     if (fp8) {
-      accumulate_block(dequantised, n);
+      accumulate_block(converted, n);
     } else if (strided) {
       accumulate_block(block, n);
     } else {
       accumulate_block(listed, n);
     }
   }
+  if (fp8 && v_scale != 1.0f) scale_row(s.acc, rows * d, v_scale);
 }
 
 // Normalises (max, sum, acc) with the head's sink into the output row and LSE.
