@@ -1,10 +1,10 @@
 // Host-side conversions between f32 and the 16- and 8-bit storage types (round to nearest even).
-// For callers that fill or read f16/bf16 tensors on the host (tests, the CLI, bindings).
+// For callers that fill or read f16/bf16/fp8 tensors on the host (tests, the CLI, bindings).
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <cmath>
 #include <cstring>
 #include <limits>
 
