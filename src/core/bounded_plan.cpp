@@ -114,14 +114,14 @@ void check_planned_run(const AttentionProblem& p, const Plan& plan, Backend back
                   "<= bounds.max_total_tokens = " + std::to_string(b.max_total_tokens));
   }
   for (int32_t s = 0; s < p.batch; ++s) {
-    const std::string idx = "[" + std::to_string(s) + "]";
+    const auto idx = [s] { return "[" + std::to_string(s) + "]"; };  // text only for an error
     const int64_t suffix = int64_t{p.query_offsets[s + 1]} - p.query_offsets[s];
     if (suffix > b.max_suffix) {
-      throw_invalid(f, "query_offsets[" + std::to_string(s + 1) + "] - query_offsets" + idx, suffix,
+      throw_invalid(f, "query_offsets[" + std::to_string(s + 1) + "] - query_offsets" + idx(), suffix,
                     "<= bounds.max_suffix = " + std::to_string(b.max_suffix));
     }
     if (p.kv_lengths[s] > b.max_kv_length) {
-      throw_invalid(f, "kv_lengths" + idx, p.kv_lengths[s],
+      throw_invalid(f, "kv_lengths" + idx(), p.kv_lengths[s],
                     "<= bounds.max_kv_length = " + std::to_string(b.max_kv_length));
     }
   }
