@@ -84,6 +84,7 @@ Measurement measure_phase(Context& context, Phase& phase, const MeasureOptions& 
   std::unique_ptr<DeviceMetadata> metadata;
   std::vector<AttentionProblem> problems = phase.device_problems;
   std::unique_ptr<CapturedCalls> graphs;
+  std::function<void(std::size_t)> planned_call;  // outlives the timed calls that use it
   if (planned) {
     metadata = std::make_unique<DeviceMetadata>(context, phase);
     for (AttentionProblem& p : problems) {
@@ -96,7 +97,7 @@ Measurement measure_phase(Context& context, Phase& phase, const MeasureOptions& 
     bounds.max_kv_length = phase.spec.kv_length();
     check(plan_attention(problems.front(), bounds, context.device(), options.forced, &m.plan),
           "planning the " + phase.label + " from bounds");
-    auto planned_call = [&](std::size_t i) {
+    planned_call = [&](std::size_t i) {
       check(attention_planned(context, problems[i], m.plan), "attention_planned (" + phase.label + ")");
     };
     if (options.call == CallMode::graph) {
