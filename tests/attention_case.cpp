@@ -411,8 +411,8 @@ void check_host_attention(Context& context, const AttentionProblem& p, Kernel ke
 }
 
 // Runs `problem` (host metadata, as check_attention builds it) the serving way: the metadata
-// copied to the device, a plan from bounds (the longest suffix 8, the cache's capacity), then
-// attention_planned. On CUDA the bounds' error word must stay 0.
+// copied to the device, a plan from bounds (the longest suffix 8 or the capacity, the cache's
+// capacity), then attention_planned. On CUDA the bounds' error word must stay 0.
 Status run_from_bounds(Context& context, const AttentionProblem& problem, Kernel kernel, Plan* plan) {
   const int32_t batch = problem.batch;
   auto offsets = to_device(context, problem.query_offsets, (batch + 1) * sizeof(int32_t));
@@ -424,7 +424,8 @@ Status run_from_bounds(Context& context, const AttentionProblem& problem, Kernel
   on_device.kv_lengths = static_cast<const int32_t*>(lengths->get());
   ProblemBounds bounds;
   bounds.max_total_tokens = std::max<int64_t>(1, problem.total_tokens());
-  bounds.max_suffix = 8;
+  // The decode limit, or the cache's capacity when that is smaller (a suffix never passes it).
+  bounds.max_suffix = static_cast<int32_t>(std::clamp<int64_t>(problem.kv.sequence_capacity(), 1, 8));
   bounds.max_kv_length = problem.kv.sequence_capacity();
   bounds.errors = static_cast<int32_t*>(errors->get());
   Status status = plan_attention(on_device, bounds, context.device(), kernel, plan);

@@ -97,8 +97,8 @@ void check_host_attention(Context& context, const AttentionProblem& p, Kernel ke
                           const HostTensor& out, const std::vector<float>& lse);
 
 // An AttentionRunner that runs `problem` the serving way: its metadata copied to the device, a
-// plan from bounds (longest suffix 8, the cache's capacity), then attention_planned. On CUDA
-// the bounds' error word must stay 0.
+// plan from bounds (longest suffix 8, or the capacity if smaller; the cache's capacity), then
+// attention_planned. On CUDA the bounds' error word must stay 0.
 Status run_from_bounds(Context& context, const AttentionProblem& problem, Kernel kernel, Plan* plan);
 
 // Absolute LSE tolerance for a problem stored in `dtype`.
