@@ -1,7 +1,8 @@
 // plan_attention: the one pure function that picks the kernel. attention(), workspace sizing
 // and the CLI's report all call it, so they cannot disagree.
 #include <algorithm>
-#include <sstream>
+#include <string>
+#include <type_traits>
 
 #include "core/bounded_plan.h"
 #include "core/dispatch.h"
@@ -14,6 +15,32 @@
 
 namespace wideattn {
 namespace detail {
+namespace {
+
+// The plan's one line of text, built with << but without iostreams: planning runs on every call
+// (an ostringstream cost more than the rest of planning a decode step).
+class Reason {
+ public:
+  Reason& operator<<(const char* text) {
+    text_ += text;
+    return *this;
+  }
+  Reason& operator<<(const std::string& text) {
+    text_ += text;
+    return *this;
+  }
+  template <class Integer, std::enable_if_t<std::is_integral_v<Integer>, int> = 0>
+  Reason& operator<<(Integer value) {
+    text_ += std::to_string(value);
+    return *this;
+  }
+  const std::string& str() const { return text_; }
+
+ private:
+  std::string text_;
+};
+
+}  // namespace
 
 ProblemExtents problem_extents(const AttentionProblem& p) {
   ProblemExtents e;
@@ -73,7 +100,7 @@ Plan plan_one(const AttentionProblem& p, const DeviceInfo& device, Kernel forced
   const Tuning t = tuning_for(device);
   const ProblemExtents e = problem_extents(p);
   Plan result;
-  std::ostringstream why;
+  Reason why;
   if (forced == Kernel::automatic) {
     if (e.max_suffix > t.max_decode_suffix) {
       const std::string fused_missing = fused_prefill_unsupported(p, device);
@@ -163,7 +190,7 @@ Plan plan_mixed(const AttentionProblem& p, const DeviceInfo& device) {
   const std::vector<SequenceRun> runs = sequence_runs(p, tuning_for(device).max_decode_suffix);
   Plan result;
   if (runs.size() < 2 || runs.size() > static_cast<std::size_t>(kMaxMixedRuns)) return result;
-  std::ostringstream why;
+  Reason why;
   why << "mixed batch, " << runs.size() << " runs";
   std::vector<int32_t> offsets;
   bool have_prefill = false;
