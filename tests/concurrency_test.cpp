@@ -103,55 +103,57 @@ AttentionCase small_case(std::mt19937_64& rng, int which) {
 constexpr int kRounds = 6;  // calls per thread
 constexpr Kernel kKernels[] = {Kernel::automatic, Kernel::single_pass, Kernel::two_pass, Kernel::prefill_unfused};
 
-using ConcurrencyTest = BackendTest;
+class ConcurrencyTest : public BackendTest {
+ protected:
+  // thread_count() threads at once, each with its own Context and generator, each making
+  // kRounds calls of round(context, rng, thread, round); every round must complete.
+  void rounds_on_own_contexts(
+      const std::function<void(Context&, std::mt19937_64&, int thread, int round)>& round) {
+    const int threads = thread_count();
+    std::vector<std::mt19937_64> rngs = thread_rngs(rng(), threads);
+    std::atomic<int> runs{0};
+    run_threads(threads, [&](int i) {
+      std::unique_ptr<Context> context;
+      const Status status = Context::create(backend(), 0, nullptr, &context);
+      ASSERT_TRUE(status.ok()) << status.message();
+      for (int r = 0; r < kRounds; ++r) {
+        round(*context, rngs[i], i, r);
+        runs.fetch_add(1);
+      }
+    });
+    EXPECT_EQ(runs.load(), kRounds * threads);
+  }
+};
 
 TEST_P(ConcurrencyTest, ThreadsWithOwnContextsRunAttention) {
   const int threads = thread_count();
-  std::vector<std::mt19937_64> rngs = thread_rngs(rng(), threads);
-  std::atomic<int> runs{0};
-  run_threads(threads, [&](int i) {
-    std::unique_ptr<Context> context;
-    const Status status = Context::create(backend(), 0, nullptr, &context);
-    ASSERT_TRUE(status.ok()) << status.message();
-    for (int round = 0; round < kRounds; ++round) {
-      const AttentionCase c = small_case(rngs[i], i + round * threads);
-      check_attention(*context, rngs[i], c, kKernels[(i + round) % 4]);
-      runs.fetch_add(1);
-    }
+  rounds_on_own_contexts([&](Context& context, std::mt19937_64& rng, int i, int round) {
+    const AttentionCase c = small_case(rng, i + round * threads);
+    check_attention(context, rng, c, kKernels[(i + round) % 4]);
   });
-  EXPECT_EQ(runs.load(), kRounds * threads);
 }
 
 // The serving paths at once: mixed batches (two kernels in one call), plans from bounds run with
 // attention_planned (each call plans, checks and runs on its thread), fp8 caches (CPU).
 TEST_P(ConcurrencyTest, ThreadsServeMixedPlannedAndFp8Batches) {
   const int threads = thread_count();
-  std::vector<std::mt19937_64> rngs = thread_rngs(rng(), threads);
-  std::atomic<int> runs{0};
-  run_threads(threads, [&](int i) {
-    std::unique_ptr<Context> context;
-    const Status status = Context::create(backend(), 0, nullptr, &context);
-    ASSERT_TRUE(status.ok()) << status.message();
-    for (int round = 0; round < kRounds; ++round) {
-      AttentionCase c = small_case(rngs[i], i + round * threads);
-      const int kind = (i + round) % 3;
-      if (kind == 0) {
-        c.sequences = {{1, 40}, {3, 3}, {12, 50}, {1, 9}};  // decode, prefill, decode
-        c.tree = false;
-        check_attention(*context, rngs[i], c, Kernel::automatic);
-      } else if (kind == 1) {
-        for (SequenceShape& sequence : c.sequences) sequence.suffix = std::min(sequence.suffix, 8);
-        check_attention(*context, rngs[i], c, Kernel::automatic, nullptr, run_from_bounds);
-      } else if (backend() == Backend::cpu) {
-        c.fp8_kv = true;
-        c.kv_scales_per_head = round % 2 == 1;
-        c.dtype = c.dtype == DType::f16 ? DType::f16 : DType::bf16;
-        check_attention(*context, rngs[i], c, Kernel::automatic);
-      }
-      runs.fetch_add(1);
+  rounds_on_own_contexts([&](Context& context, std::mt19937_64& rng, int i, int round) {
+    AttentionCase c = small_case(rng, i + round * threads);
+    const int kind = (i + round) % 3;
+    if (kind == 0) {
+      c.sequences = {{1, 40}, {3, 3}, {12, 50}, {1, 9}};  // decode, prefill, decode
+      c.tree = false;
+      check_attention(context, rng, c, Kernel::automatic);
+    } else if (kind == 1) {
+      for (SequenceShape& sequence : c.sequences) sequence.suffix = std::min(sequence.suffix, 8);
+      check_attention(context, rng, c, Kernel::automatic, nullptr, run_from_bounds);
+    } else if (backend() == Backend::cpu) {
+      c.fp8_kv = true;
+      c.kv_scales_per_head = round % 2 == 1;
+      c.dtype = c.dtype == DType::f16 ? DType::f16 : DType::bf16;
+      check_attention(context, rng, c, Kernel::automatic);
     }
   });
-  EXPECT_EQ(runs.load(), kRounds * threads);
 }
 
 // ---- components ---------------------------------------------------------------------------------------
@@ -289,17 +291,10 @@ void run_components(Context& context, std::mt19937_64& rng) {
 }
 
 TEST_P(ConcurrencyTest, ThreadsWithOwnContextsRunComponents) {
-  const int threads = thread_count();
-  std::vector<std::mt19937_64> rngs = thread_rngs(rng(), threads);
-  run_threads(threads, [&](int i) {
-    std::unique_ptr<Context> context;
-    const Status status = Context::create(backend(), 0, nullptr, &context);
-    ASSERT_TRUE(status.ok()) << status.message();
-    for (int round = 0; round < kRounds; ++round) {
-      run_components(*context, rngs[i]);
-      if (round % 2 == 1) {  // and attention in between, on the same Context
-        check_attention(*context, rngs[i], small_case(rngs[i], i + round), kKernels[(i + round) % 4]);
-      }
+  rounds_on_own_contexts([&](Context& context, std::mt19937_64& rng, int i, int round) {
+    run_components(context, rng);
+    if (round % 2 == 1) {  // and attention in between, on the same Context
+      check_attention(context, rng, small_case(rng, i + round), kKernels[(i + round) % 4]);
     }
   });
 }
