@@ -175,13 +175,17 @@ int bench_command(int argc, char** argv) {
     const double s = r.m.median_seconds;
     const bool compute = compute_bound(r.spec);
     const double best = *std::min_element(r.m.seconds.begin(), r.m.seconds.end());
+    // Without --no-ceilings' measurements there is no ratio to print: "-", not 0%.
+    auto percent = [&](double seconds) {
+      if (!ceilings) return std::string("-");
+      return format_fixed(compute ? pct_flops(r.m.cost.flops / seconds) : pct_bytes(r.m.cost.bytes / seconds), 1) +
+             "%";
+    };
     std::cout << "| " << r.spec.name << " | " << to_string(r.m.plan.kernel) << " x" << r.m.plan.num_splits
               << call_note(r.m) << " | " << format_seconds(s) << " | "
               << (compute ? format_flops(r.m.cost.flops / s) : format_bandwidth(r.m.cost.bytes / s)) << " | "
-              << format_fixed(compute ? pct_flops(r.m.cost.flops / s) : pct_bytes(r.m.cost.bytes / s), 1) << "% "
-              << (compute ? "matmul" : "bandwidth") << " | " << format_seconds(best) << " ("
-              << format_fixed(compute ? pct_flops(r.m.cost.flops / best) : pct_bytes(r.m.cost.bytes / best), 1)
-              << "%) | " << format_seconds(r.m.host_seconds_per_call) << " | "
+              << percent(s) << " " << (compute ? "matmul" : "bandwidth") << " | " << format_seconds(best) << " ("
+              << percent(best) << ") | " << format_seconds(r.m.host_seconds_per_call) << " | "
               << format_scientific(r.m.accuracy.relative_error) << " |\n";
   }
 

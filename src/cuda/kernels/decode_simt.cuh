@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "cuda/kernels/decode_common.cuh"
 #include "cuda/primitives/check.h"
+#include "cuda/primitives/dynamic_smem.h"
 
 namespace wideattn::cuda::decode {
 
@@ -143,8 +144,7 @@ template <int D>
 void launch_decode_simt(const DecodeParams& p, DType dtype, dim3 grid, cudaStream_t stream) {
   const std::size_t smem = simt_bytes(D);
   auto launch = [&](auto kernel) {
-    WIDEATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             static_cast<int>(smem)));
+    allow_dynamic_smem(kernel, smem, "decode_simt_kernel: dynamic shared memory");
     kernel<<<grid, kSimtThreads, smem, stream>>>(p);
     WIDEATTN_CUDA_CHECK_LAUNCH("decode_simt_kernel");
   };

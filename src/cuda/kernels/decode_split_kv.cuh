@@ -15,6 +15,7 @@
 #include "cuda/kernels/decode_common.cuh"
 #include "cuda/kernels/decode_trace.h"
 #include "cuda/primitives/check.h"
+#include "cuda/primitives/dynamic_smem.h"
 #include "cuda/primitives/launch.h"
 
 namespace wideattn::cuda::decode {
@@ -339,8 +340,7 @@ void launch_decode_mma(const DecodeParams& p, DType dtype, dim3 grid, std::size_
                        bool programmatic, cudaStream_t stream) {
   const dim3 block(p.groups * kThreadsPerGroup);
   auto launch = [&](auto kernel) {
-    WIDEATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             static_cast<int>(smem)));
+    allow_dynamic_smem(kernel, smem, "decode_mma_kernel: dynamic shared memory");
     launch_kernel("launch of decode_mma_kernel", kernel, grid, block, smem, stream, programmatic,
                   p);
   };
