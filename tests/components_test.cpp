@@ -257,6 +257,38 @@ TEST_P(MatmulTest, PipelineShapedGemmIntoFreshScratch) {
   check_fresh_scratch_gemm(context(), args, q.data(), keys.data(), q_device->get(), k_device->get(), d);
 }
 
+// The pipeline's P V GEMM at the shape of SanitizerSmallProblems.UnfusedPrefillPipeline's tree
+// case (f16, 12 query rows, 40 keys, head_dim 128, 2 query heads per KV head, V rows token-major
+// over 2 KV heads) into fresh scratch, read back cell by cell. initcheck reported the scatter
+// and the non-finite repair reading that GEMM's output there: a report here too (a host read of
+// D) says the tool does not see cuBLASLt's stores at this shape.
+TEST_P(MatmulTest, PipelinePvGemmIntoFreshScratch) {
+  const int64_t m = 12, n = 128, k = 40, kv_heads = 2;
+  const int32_t batch = 2;  // query heads per KV head
+  const HostTensor p = random_tensor(rng(), DType::f16, batch * m * k);
+  const HostTensor v = random_tensor(rng(), DType::f16, k * kv_heads * n);
+  const auto p_device = to_device(context(), p.data(), p.bytes());
+  const auto v_device = to_device(context(), v.data(), v.bytes());
+  DeviceMemory d(context(), static_cast<std::size_t>(batch * m * n) * sizeof(float));
+  MatmulArguments args;
+  args.a_dtype = args.b_dtype = DType::f16;
+  args.d_dtype = DType::f32;
+  args.a_leading_dimension = k;
+  args.a_batch_stride = m * k;
+  args.b_offset = n;  // KV head 1
+  args.b_leading_dimension = kv_heads * n;
+  args.b_transpose = false;
+  args.b_batch_stride = 0;
+  args.d_leading_dimension = n;
+  args.d_batch_stride = m * n;
+  args.m = m;
+  args.n = n;
+  args.k = k;
+  args.batch = batch;
+  args.ab_scale = 1.0f;
+  check_fresh_scratch_gemm(context(), args, p.data(), v.data(), p_device->get(), v_device->get(), d);
+}
+
 TEST_P(MatmulTest, ScaleAccumulateAndBias) {
   for (MatmulC c : {MatmulC::none, MatmulC::accumulate, MatmulC::bias}) {
     MatmulCase mc;
