@@ -82,8 +82,9 @@ AttentionCase fp8_case(int32_t head_dim) {
   return c;
 }
 
+// CUDA runs the decode variants (its prefill refuses fp8 caches: Fp8Kv.CudaPlans...).
 TEST_P(Fp8KvTest, AttentionMatchesTheOracle) {
-  if (backend() == Backend::cuda) GTEST_SKIP() << "fp8 KV caches run on the CPU backend only (Fp8Kv.CudaRefusesIt)";
+  const bool cuda = backend() == Backend::cuda;
   struct Variant {
     Kernel kernel;
     std::vector<SequenceShape> sequences;
@@ -97,9 +98,15 @@ TEST_P(Fp8KvTest, AttentionMatchesTheOracle) {
       {Kernel::prefill_unfused, {{40, 90}, {13, 13}}, 0, true, false, 0},
       {Kernel::prefill_unfused, {{33, 200}, {7, 60}}, 32, false, true, 48},
       {Kernel::automatic, {{1, 64}, {20, 120}, {1, 5}}, 0, false, false, 0},
+      // Speculative steps, a window, per-head scales and 64-token pages (CUDA's decode kernels).
+      {Kernel::automatic, {{4, 1000}, {8, 96}, {3, 33}}, 64, true, false, 0},
+      {Kernel::two_pass, {{2, 4000}, {1, 517}}, 0, false, true, 300},
   };
-  for (const int32_t head_dim : {64, 512}) {
+  for (const int32_t head_dim : {64, 256, 512}) {
     for (const Variant& v : variants) {
+      bool prefill = v.kernel == Kernel::prefill_unfused;
+      for (const SequenceShape& q : v.sequences) prefill = prefill || q.suffix > 8;
+      if (cuda && prefill) continue;
       AttentionCase c = fp8_case(head_dim);
       c.sequences = v.sequences;
       c.page_size = v.page_size;
@@ -111,7 +118,8 @@ TEST_P(Fp8KvTest, AttentionMatchesTheOracle) {
       check_attention(context(), rng(), c, v.kernel);
     }
   }
-  // f32 queries over an fp8 cache: dequantised exactly, so f32's tolerance holds.
+  // f32 queries over an fp8 cache: dequantised exactly, so f32's tolerance holds (CPU only).
+  if (cuda) return;
   AttentionCase f32 = fp8_case(128);
   f32.dtype = DType::f32;
   f32.sequences = {{1, 100}, {30, 100}};
@@ -123,7 +131,10 @@ WA_INSTANTIATE_BACKENDS(Fp8KvTest);
 // A small host-memory problem and write over an fp8 cache (planning and validation read no
 // tensor data).
 struct Fp8Setup {
-  Fp8Setup() {
+  explicit Fp8Setup(int32_t suffix = 1) {
+    offsets[1] = suffix;
+    q.resize(static_cast<std::size_t>(suffix) * 4 * 64);
+    out.resize(q.size());
     p.batch = 1;
     p.q_heads = 4;
     p.kv_heads = 2;
@@ -141,18 +152,34 @@ struct Fp8Setup {
     p.kv.k_scale = &scale;
     p.kv.v_scale = &scale;
   }
-  int32_t offsets[2] = {0, 1}, lengths[1] = {10};
+  int32_t offsets[2] = {0, 1}, lengths[1] = {10};  // a suffix of at most 10
   float scale = 0.5f;
   std::vector<uint16_t> q = std::vector<uint16_t>(4 * 64), out = std::vector<uint16_t>(4 * 64);
   std::vector<uint8_t> cache = std::vector<uint8_t>(2 * 16 * 2 * 64);
   AttentionProblem p;
 };
 
-TEST(Fp8Kv, CudaRefusesItAndScalesNeedIt) {
+// CUDA plans fp8 decode steps on its tensor-core kernels, and refuses f32 queries and prefill
+// (no fp8 path there yet) with errors naming why; the CPU runs every kernel.
+TEST(Fp8Kv, CudaPlansDecodeRefusesPrefillAndF32QueriesAndScalesNeedIt) {
   Fp8Setup s;
   Plan plan;
-  EXPECT_TRUE(has_error(plan_attention(s.p, h100_device(), Kernel::automatic, &plan), StatusCode::unsupported,
-                        {"plan_attention", "kv.fp8 = true on cuda", "CPU backend"}));
+  WA_EXPECT_OK(plan_attention(s.p, h100_device(), Kernel::automatic, &plan));
+  EXPECT_TRUE(plan.kernel == Kernel::single_pass || plan.kernel == Kernel::two_pass) << plan.reason;
+  Fp8Setup prefill(10);
+  EXPECT_TRUE(has_error(plan_attention(prefill.p, h100_device(), Kernel::automatic, &plan), StatusCode::unsupported,
+                        {"plan_attention", "kv.fp8 = true for a prefill on cuda", "longest suffix 10"}));
+  EXPECT_TRUE(has_error(plan_attention(s.p, h100_device(), Kernel::prefill_unfused, &plan), StatusCode::unsupported,
+                        {"kv.fp8 = true for a prefill on cuda"}));
+  WA_EXPECT_OK(plan_attention(prefill.p, cpu_device(), Kernel::automatic, &plan));
+  Fp8Setup f32;
+  f32.p.dtype = DType::f32;
+  f32.q.resize(f32.q.size() * 2);
+  f32.out.resize(f32.out.size() * 2);
+  f32.p.q = f32.q.data();
+  f32.p.out = f32.out.data();
+  EXPECT_TRUE(has_error(plan_attention(f32.p, h100_device(), Kernel::automatic, &plan), StatusCode::unsupported,
+                        {"kv.fp8 = true with dtype = f32 on cuda", "f16 or bf16"}));
   WA_EXPECT_OK(plan_attention(s.p, cpu_device(), Kernel::automatic, &plan));
   // The fp8 cache's extent is one byte per element: a 16-bit cache of the same strides would
   // overlap out placed right after the pools' bytes; an fp8 one does not.
@@ -199,12 +226,7 @@ TEST_P(Fp8WriteKvTest, QuantisesIntoTheCache) {
   a.kv.scales_per_head = true;
   a.kv.k_scale = static_cast<const float*>(k_scale_device->get());
   a.kv.v_scale = static_cast<const float*>(v_scale_device->get());
-  const Status status = write_kv(context(), a);
-  if (backend() == Backend::cuda) {
-    EXPECT_TRUE(has_error(status, StatusCode::unsupported, {"write_kv", "kv.fp8 = true"}));
-    return;
-  }
-  WA_ASSERT_OK(status);
+  WA_ASSERT_OK(write_kv(context(), a));
   std::vector<uint8_t> cache(initial.size());
   WA_ASSERT_OK(context().copy(cache.data(), cache_device->get(), cache.size(), CopyKind::device_to_host));
   std::vector<uint8_t> expected = initial;

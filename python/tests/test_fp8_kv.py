@@ -9,7 +9,8 @@
   scale), and PyTorch CPU tensors (eager, the operators, torch.compile) giving the same bits.
 - a PlannedDecode serving loop over an fp8 cache written by write_kv.
 - bad input: errors naming the argument, nothing written.
-- CUDA refuses fp8 caches (NotImplementedError naming kv.fp8): checked on a GPU only.
+- CUDA: decode and write_kv over an fp8 cache agree with the CPU backend; prefill is refused
+  (NotImplementedError naming kv.fp8). Checked on a GPU only.
 """
 
 from __future__ import annotations
@@ -628,23 +629,43 @@ def _cuda_ready() -> bool:
             and wideattn.backend_available("cuda")[0])
 
 
-@pytest.mark.skipif(not _cuda_ready(), reason="no GPU, or no CUDA build: CUDA's refusal of fp8 caches "
+@pytest.mark.skipif(not _cuda_ready(), reason="no GPU, or no CUDA build: the CUDA fp8 decode and write_kv "
+                                             "are checked on a GPU only")
+def test_cuda_fp8_decode_and_write_kv_match_the_cpu():
+    gen = torch.Generator().manual_seed(7)
+    q = torch.randn(2, 4, 64, generator=gen).to(torch.bfloat16)
+    k = (torch.randn(2, 8, 2, 64, generator=gen) * 2).to(torch.float8_e4m3fn)
+    v = (torch.randn(2, 8, 2, 64, generator=gen) * 2).to(torch.float8_e4m3fn)
+    meta = dict(query_offsets=[0, 1, 2], kv_lengths=[5, 8])
+    k_scale = torch.tensor([0.5, 0.25])
+    v_scale = torch.tensor([2.0, 1.5])
+    expected = wideattn.attention(q, k, v, k_scale=k_scale, v_scale=v_scale, **meta).float()
+    got = wideattn.attention(q.cuda(), k.cuda(), v.cuda(), k_scale=k_scale.cuda(), v_scale=v_scale.cuda(), **meta)
+    assert got.device.type == "cuda"
+    torch.testing.assert_close(got.float().cpu(), expected, rtol=2e-2, atol=2e-2)
+
+    # write_kv quantises on the GPU to the CPU's bytes, NaN and saturation included.
+    k_new = torch.randn(3, 2, 64, generator=gen) * 300
+    k_new[0, 0, 0] = float("nan")
+    k_new[1, 1, 5] = float("inf")
+    k_new = k_new.to(torch.bfloat16)
+    v_new = torch.randn(3, 2, 64, generator=gen).to(torch.bfloat16)
+    slots = torch.tensor([3, -1, 12], dtype=torch.int32)
+    caches = {}
+    for device in ("cpu", "cuda"):
+        kc = torch.zeros(2, 8, 2, 64, dtype=torch.float8_e4m3fn, device=device)
+        vc = torch.zeros_like(kc)
+        wideattn.write_kv(k_new.to(device), v_new.to(device), kc, vc, slots.to(device), k_scale=0.5, v_scale=0.25)
+        caches[device] = (kc.view(torch.uint8).cpu(), vc.view(torch.uint8).cpu())
+    assert torch.equal(caches["cpu"][0], caches["cuda"][0]) and torch.equal(caches["cpu"][1], caches["cuda"][1])
+
+
+@pytest.mark.skipif(not _cuda_ready(), reason="no GPU, or no CUDA build: CUDA's refusal of fp8 prefill "
                                              "(NotImplementedError naming kv.fp8) is checked on a GPU only")
-def test_cuda_refuses_fp8_caches():
-    q = torch.randn(2, 4, 64, device="cuda")
-    k = torch.randn(1, 8, 2, 64, device="cuda").to(torch.float8_e4m3fn)
-    v = torch.randn(1, 8, 2, 64, device="cuda").to(torch.float8_e4m3fn)
-    meta = dict(query_offsets=[0, 2], kv_lengths=[5])
-    # Float scales become device tensors first: the library's refusal is what comes back.
-    with pytest.raises(NotImplementedError, match=r"kv.fp8 = true on cuda"):
+def test_cuda_refuses_fp8_prefill():
+    q = torch.randn(12, 4, 64, device="cuda").to(torch.bfloat16)
+    k = torch.randn(1, 16, 2, 64, device="cuda").to(torch.float8_e4m3fn)
+    v = torch.randn(1, 16, 2, 64, device="cuda").to(torch.float8_e4m3fn)
+    meta = dict(query_offsets=[0, 12], kv_lengths=[15])
+    with pytest.raises(NotImplementedError, match=r"kv.fp8 = true for a prefill on cuda"):
         wideattn.attention(q, k, v, k_scale=0.5, v_scale=torch.tensor([2.0], device="cuda"), **meta)
-    before = k.view(torch.uint8).clone()
-    with pytest.raises(NotImplementedError, match=r"write_kv: kv.fp8 = true"):
-        wideattn.write_kv(torch.randn(1, 2, 64, device="cuda"), torch.randn(1, 2, 64, device="cuda"), k, v,
-                          torch.tensor([3], dtype=torch.int32, device="cuda"), k_scale=0.5)
-    torch.cuda.synchronize()
-    assert torch.equal(k.view(torch.uint8), before)
-    with pytest.raises(NotImplementedError, match=r"kv.fp8 = true on cuda"):
-        wideattn.PlannedDecode(q, k, v, query_offsets=torch.tensor([0, 1], dtype=torch.int32, device="cuda"),
-                               kv_lengths=torch.tensor([5], dtype=torch.int32, device="cuda"), max_suffix=1,
-                               k_scale=0.5)

@@ -30,7 +30,8 @@ std::vector<FlagSpec> problem_flags() {
       {"sinks", nullptr, "one sink logit per query head (random)"},
       {"lse", nullptr, "also write and check the log-sum-exp"},
       {"page-size", "N", "paged KV cache with pages of N tokens in shuffled order (default 0: contiguous)"},
-      {"kv-fp8", nullptr, "fp8 (e4m3) KV cache with per-tensor scales (the CPU backend so far)"},
+      {"pages-in-order", nullptr, "paged: each sequence's pages in pool order, not shuffled (locality A/B)"},
+      {"kv-fp8", nullptr, "fp8 (e4m3) KV cache with per-tensor scales (CUDA: decode steps only)"},
   };
 }
 
@@ -144,6 +145,7 @@ void apply_problem_flags(const Args& args, ProblemSpec* spec) {
   if (args.get_switch("sinks")) spec->sinks = true;
   if (args.get_switch("lse")) spec->lse = true;
   spec->page_size = static_cast<int32_t>(args.get_int("page-size", spec->page_size, 0, kMaxPageSize));
+  if (args.get_switch("pages-in-order")) spec->pages_in_order = true;
   if (args.has("kv-fp8")) spec->kv_fp8 = true;
 }
 
@@ -161,7 +163,7 @@ std::string describe(const ProblemSpec& s) {
   if (s.sinks) o << ", sinks";
   if (s.kv_fp8) o << ", fp8 KV";
   if (s.lse) o << ", lse";
-  if (s.page_size > 0) o << ", paged " << s.page_size << " (shuffled)";
+  if (s.page_size > 0) o << ", paged " << s.page_size << (s.pages_in_order ? " (in order)" : " (shuffled)");
   return o.str();
 }
 

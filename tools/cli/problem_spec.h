@@ -33,6 +33,7 @@ struct ProblemSpec {
   bool sinks = false;
   bool lse = false;
   int32_t page_size = 0;  // > 0: a paged cache, pages in shuffled order (0: contiguous)
+  bool pages_in_order = false;  // paged: pool order instead of shuffled
   bool kv_fp8 = false;    // fp8 (e4m3) cache with per-tensor scales (KvCache::fp8)
 
   int64_t kv_length() const { return prefix + suffix; }

@@ -122,7 +122,7 @@ Workload::Workload(Context& context, const ProblemSpec& spec, const WorkloadOpti
     host_table_.resize(static_cast<std::size_t>(pages));
     for (int64_t i = 0; i < pages; ++i) host_table_[i] = static_cast<int32_t>(i);
     Random random(options.seed * 16 + 6);
-    for (int64_t i = pages - 1; i > 0; --i) {  // Fisher-Yates
+    for (int64_t i = pages - 1; i > 0 && !spec.pages_in_order; --i) {  // Fisher-Yates
       std::swap(host_table_[i], host_table_[static_cast<int64_t>(random.uniform() * (i + 1))]);
     }
     if (options.fill) {

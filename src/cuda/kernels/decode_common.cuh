@@ -82,6 +82,68 @@ struct Storage<__nv_bfloat16> {
   }
 };
 
+// ---- fp8 (e4m3) cache elements -----------------------------------------------------------------
+// Every e4m3 value is exactly an f16 and a bf16 value: code s.eeee.mmm moves its magnitude into
+// the low exponent and top mantissa bits of the 16-bit type and one multiply by 2^(bias
+// difference) rebiases it (subnormal codes included, as the multiply normalises them). Integer
+// and packed 16-bit instructions only: conversion instructions issue at a quarter of their rate.
+// The NaN codes (s.1111.111) would become 480 that way: a word holding one takes a slow path.
+template <typename T>
+struct Fp8Widen;
+template <>
+struct Fp8Widen<__half> {
+  static constexpr int kShift = 1;                // e4m3 bit 3 -> f16 bit 10
+  static constexpr uint32_t kRebias = 0x5c005c00;  // 2^8 (f16 bias 15 - e4m3 bias 7), twice
+  static constexpr uint32_t kNan = 0x7e00;
+  static __device__ __forceinline__ uint32_t mul(uint32_t a, uint32_t b) {
+    const __half2 r = __hmul2(*reinterpret_cast<const __half2*>(&a), *reinterpret_cast<const __half2*>(&b));
+    return *reinterpret_cast<const uint32_t*>(&r);
+  }
+};
+template <>
+struct Fp8Widen<__nv_bfloat16> {
+  static constexpr int kShift = 4;                // e4m3 bit 3 -> bf16 bit 7
+  static constexpr uint32_t kRebias = 0x7b807b80;  // 2^120 (bf16 bias 127 - e4m3 bias 7), twice
+  static constexpr uint32_t kNan = 0x7fc0;
+  static __device__ __forceinline__ uint32_t mul(uint32_t a, uint32_t b) {
+    const __nv_bfloat162 r =
+        __hmul2(*reinterpret_cast<const __nv_bfloat162*>(&a), *reinterpret_cast<const __nv_bfloat162*>(&b));
+    return *reinterpret_cast<const uint32_t*>(&r);
+  }
+};
+
+// Two e4m3 codes, in the high bytes of the 16-bit lanes of `t`, as a pair of T.
+template <typename T>
+__device__ __forceinline__ uint32_t widen_fp8_pair(uint32_t t) {
+  using W = Fp8Widen<T>;
+  const uint32_t bits = ((t & 0x7f007f00u) >> W::kShift) | (t & 0x80008000u);
+  return W::mul(bits, W::kRebias);
+}
+
+// Four e4m3 codes (the bytes of x, lowest first) -> elements 0-1 in lo, 2-3 in hi.
+template <typename T>
+__device__ __forceinline__ void widen_fp8x4(uint32_t x, uint32_t& lo, uint32_t& hi) {
+  lo = widen_fp8_pair<T>(__byte_perm(x, 0u, 0x1404));  // [0, b0, 0, b1]
+  hi = widen_fp8_pair<T>(__byte_perm(x, 0u, 0x3424));  // [0, b2, 0, b3]
+  // A byte whose low 7 bits are all ones is NaN: +1 carries into its top bit, never further.
+  if (__builtin_expect((((x & 0x7f7f7f7fu) + 0x01010101u) & 0x80808080u) != 0, 0)) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      if (((x >> (8 * i)) & 0x7fu) == 0x7fu) {
+        uint32_t& lane = i < 2 ? lo : hi;
+        const int shift = 16 * (i & 1);
+        const uint32_t sign = ((x >> (8 * i + 7)) & 1u) << 15;
+        lane = (lane & ~(0xffffu << shift)) | ((Fp8Widen<T>::kNan | sign) << shift);
+      }
+    }
+  }
+}
+
+// A KV head's dequantisation scale (KvCache::k_scale / v_scale, device memory; null: 1).
+__device__ __forceinline__ float fp8_scale(const float* scale, bool per_head, int32_t kv_head) {
+  return scale ? scale[per_head ? kv_head : 0] : 1.0f;
+}
+
 // ---- shared memory copies and loads (warp-level) -----------------------------------------------
 __device__ __forceinline__ uint32_t smem_address(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));

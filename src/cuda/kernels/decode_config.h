@@ -40,17 +40,19 @@ inline constexpr std::size_t kSharedPerSm = 228 * 1024;
 inline constexpr std::size_t kSharedPerBlockMax = 227 * 1024;
 inline constexpr std::size_t kSharedReservedPerCta = 1024;
 
-// Shared memory of the tensor-core kernel at one head_dim (16-bit storage).
+// Shared memory of the tensor-core kernel at one head_dim (16-bit queries; a 16-bit or an fp8
+// cache).
 struct MmaShape {
   int head_dim;
   std::size_t q_bytes;         // one row block of Q: 16 x head_dim
   std::size_t exchange_bytes;  // one row block's row maxima (4 warps x 16 f32) and P (16 x 32)
-  std::size_t stage_bytes;     // one K tile and one V tile: 2 x 32 x head_dim
+  std::size_t stage_bytes;     // one K tile and one V tile as stored: 2 x 32 x head_dim elements
+  std::size_t convert_bytes;   // fp8 cache: the current K and V tiles widened to 16 bits
 
   // `paged`: plus the block-table entries of the tiles in flight, one int per key of a tile per
   // stage (the most a tile of 1-token pages touches).
   constexpr std::size_t bytes(int groups, int stages, bool paged = false) const {
-    return groups * (q_bytes + exchange_bytes) + stages * stage_bytes +
+    return groups * (q_bytes + exchange_bytes) + stages * stage_bytes + convert_bytes +
            (paged ? std::size_t(stages) * kKeysPerTile * 4 : 0);
   }
   // Shared memory one CTA may use so that the tuning table's CTAs per SM stay resident.
@@ -68,11 +70,13 @@ struct MmaShape {
   }
 };
 
-constexpr MmaShape mma_shape(int head_dim) {
+// `kv_bytes`: bytes per cache element, 2 (f16/bf16) or 1 (fp8 e4m3).
+constexpr MmaShape mma_shape(int head_dim, int kv_bytes = 2) {
   return MmaShape{head_dim, std::size_t(kRowsPerBlock) * head_dim * 2,
                   std::size_t(kWarpsPerGroup) * kRowsPerBlock * 4 +
                       std::size_t(kRowsPerBlock) * kKeysPerTile * 2,
-                  std::size_t(2) * kKeysPerTile * head_dim * 2};
+                  std::size_t(2) * kKeysPerTile * head_dim * kv_bytes,
+                  kv_bytes == 1 ? std::size_t(2) * kKeysPerTile * head_dim * 2 : 0};
 }
 
 // Shared memory of the SIMT kernel: the tile's K and V row offsets (int64), then Q, K (rows
@@ -104,5 +108,8 @@ static_assert(mma_shape(128).stages(1) == 4 && mma_shape(128).stages(2) == 4);
 static_assert(mma_shape(512).stages(1, true) == 3 && mma_shape(512).stages(2, true) == 3);
 static_assert(mma_shape(256).stages(1, true) == 3 && mma_shape(256).stages(2, true) == 2);
 static_assert(mma_shape(128).stages(1, true) == 4 && mma_shape(128).stages(2, true) == 4);
+// An fp8 cache halves the stages, so they go one deeper at head_dim 512 and 256.
+static_assert(mma_shape(512, 1).stages(1) == 4 && mma_shape(512, 1).stages(2, true) == 4);
+static_assert(mma_shape(256, 1).stages(1) == 4 && mma_shape(128, 1).stages(2, true) == 4);
 
 }  // namespace wideattn::cuda::decode

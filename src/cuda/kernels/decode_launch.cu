@@ -30,14 +30,17 @@ unsigned long long* g_trace = nullptr;  // decode::set_trace_buffer
 // `tokens` query rows.
 bool rows_aligned_16(const AttentionProblem& p, int64_t tokens) {
   const int64_t per16 = static_cast<int64_t>(16 / dtype_size(p.dtype));
+  const int64_t kv_per16 = static_cast<int64_t>(16 / dtype_size(detail::kv_dtype(p.kv, p.dtype)));
   auto ok_pointer = [](const void* x) { return reinterpret_cast<std::uintptr_t>(x) % 16 == 0; };
-  auto ok_stride = [&](int64_t stride, int64_t count) { return count <= 1 || stride % per16 == 0; };
+  auto ok_stride = [&](int64_t stride, int64_t count, int64_t per = 0) {
+    return count <= 1 || stride % (per ? per : per16) == 0;
+  };
   // Pools: (sequence, slot) dims when contiguous, (page, slot in page) when paged.
   const int64_t outer = p.kv.paged() ? p.kv.num_pages : p.batch;
   const int64_t slots = p.kv.paged() ? p.kv.page_size : p.kv.capacity;
   auto ok_pool = [&](const detail::KvPool& pool) {
-    return ok_pointer(pool.base) && ok_stride(pool.page_stride, outer) &&
-           ok_stride(pool.token_stride, slots) && ok_stride(pool.head_stride, p.kv_heads);
+    return ok_pointer(pool.base) && ok_stride(pool.page_stride, outer, kv_per16) &&
+           ok_stride(pool.token_stride, slots, kv_per16) && ok_stride(pool.head_stride, p.kv_heads, kv_per16);
   };
   return ok_pointer(p.q) && ok_pointer(p.out) && ok_stride(p.q_token_stride, tokens) &&
          ok_stride(p.q_head_stride, p.q_heads) && ok_stride(p.out_token_stride, tokens) &&
@@ -98,13 +101,18 @@ void run_decode(const AttentionProblem& problem, const Plan& plan, const DeviceI
   // takes 2 stages at head_dim 512).
   bool tensor_cores =
       p.dtype != DType::f32 && device.compute_capability >= 80 && rows_aligned_16(p, tokens);
+  if (p.kv.fp8 && !tensor_cores) {  // dispatch refuses these first; this names the cause
+    detail::throw_error(StatusCode::unsupported,
+                        "run_decode: kv.fp8 = true needs f16 or bf16 queries with 16-byte aligned rows "
+                        "on an sm_80+ GPU (the SIMT decode kernel reads 16/32-bit caches only)");
+  }
   const detail::Tuning tuning = detail::tuning_for(device);
   int32_t groups =
       tensor_cores ? detail::decode_row_blocks_per_item(tuning, p.dtype, row_blocks) : 1;
   int32_t stages = decode::kMinStages;
   std::size_t smem = 0;
   if (tensor_cores) {
-    const decode::MmaShape shape = decode::mma_shape(p.head_dim);
+    const decode::MmaShape shape = decode::mma_shape(p.head_dim, p.kv.fp8 ? 1 : 2);
     const std::size_t limit = device.shared_memory_per_block > 0
                                   ? static_cast<std::size_t>(device.shared_memory_per_block)
                                   : decode::kSharedPerBlockMax;
@@ -132,6 +140,10 @@ void run_decode(const AttentionProblem& problem, const Plan& plan, const DeviceI
   d.v = detail::v_pool(p.kv);
   d.pages = detail::kv_pages(p.kv);
   d.num_pages = p.kv.paged() ? p.kv.num_pages : p.batch;
+  d.kv_fp8 = p.kv.fp8;
+  d.k_scale = p.kv.k_scale;
+  d.v_scale = p.kv.v_scale;
+  d.scales_per_head = p.kv.scales_per_head;
   d.out = p.out;
   d.out_token_stride = p.out_token_stride;
   d.out_head_stride = p.out_head_stride;

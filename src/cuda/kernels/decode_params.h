@@ -22,6 +22,12 @@ struct DecodeParams {
   wideattn::detail::KvPool k, v;
   wideattn::detail::KvPages pages;
   int64_t num_pages = 0;  // pages in each pool (contiguous: batch); other indices read zeros
+  // fp8 (e4m3) cache: K/V hold bytes (strides count them); a stored x stands for x * scale, the
+  // scales on the device, one per pool or one per KV head; null: 1 (KvCache::k_scale, v_scale).
+  bool kv_fp8 = false;
+  const float* k_scale = nullptr;
+  const float* v_scale = nullptr;
+  bool scales_per_head = false;
   void* out = nullptr;  // [total_tokens, q_heads, head_dim]
   int64_t out_token_stride = 0, out_head_stride = 0;
   float* lse = nullptr;  // [total_tokens, q_heads], may be null
@@ -70,6 +76,7 @@ struct DecodeParams {
 // Launchers, one translation unit per head_dim (decode_d<D>.cu). Each throws detail::Error on a
 // failed launch. `smem` is the dynamic shared memory of the tensor-core kernel; `programmatic`
 // launches it as a programmatic dependent of the work before it on the stream (sm_90).
+// The tensor-core kernel reads an fp8 cache when p.kv_fp8 (queries and outputs in `dtype`).
 template <int HeadDim>
 void launch_decode_mma(const DecodeParams& p, DType dtype, dim3 grid, std::size_t smem,
                        bool programmatic, cudaStream_t stream);

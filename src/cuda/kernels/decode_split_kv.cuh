@@ -9,7 +9,14 @@
 //   O = O * alpha + P V   warp w: output columns [w D/4, (w+1) D/4), f32 accumulators
 // while the next stages-1 tiles are in flight (cp.async). splits == 1 writes the normalised
 // output and LSE; otherwise the unnormalised partial state for decode_merge.
+//
+// An fp8 (e4m3) cache streams its bytes through the same stages (half the size, so one stage
+// deeper at head_dim 256 and 512); at the top of each tile the CTA widens the tile into one
+// 16-bit K/V buffer in the layout above, and the rest runs unchanged. The K scale joins the
+// logit scale and the V scale the output.
 #pragma once
+
+#include <type_traits>
 
 #include "core/error.h"
 #include "cuda/kernels/decode_common.cuh"
@@ -20,14 +27,18 @@
 
 namespace wideattn::cuda::decode {
 
-template <typename T, int D>
+template <typename T, int D, bool Fp8>
 __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
                                   wideattn::detail::cuda_decode_items_per_sm(D))
     decode_mma_kernel(const __grid_constant__ DecodeParams p) {
   using S = Storage<T>;
-  constexpr MmaShape kShape = mma_shape(D);
-  constexpr int kChunks = D / 8;  // 16-byte chunks per K/V/Q row
+  using KvT = std::conditional_t<Fp8, uint8_t, T>;  // a cache element as stored
+  constexpr MmaShape kShape = mma_shape(D, sizeof(KvT));
+  constexpr int kChunks = D / 8;  // 16-byte chunks per 16-bit Q/K/V row
   constexpr int kRowBytes = D * 2;
+  constexpr int kKvRowBytes = D * static_cast<int>(sizeof(KvT));  // a cache row in a stage
+  constexpr int kKvChunks = kKvRowBytes / 16;
+  constexpr int kKvPerChunk = 16 / static_cast<int>(sizeof(KvT));
   constexpr int kColsPerWarp = D / kWarpsPerGroup;
   constexpr int kNTiles = kColsPerWarp / 8;  // m16n8 output tiles per warp
   constexpr int kPRowBytes = kKeysPerTile * 2;
@@ -53,12 +64,14 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
   const int group = warp / kWarpsPerGroup, wq = warp % kWarpsPerGroup;
   const int g = lane / 4, qd = lane % 4;  // MMA fragment row and column pair
 
-  // Shared memory: Q [groups][16][D] | K/V stages [stages][K 32 x D | V 32 x D] |
-  // exchange [groups][row max 4 x 16 f32 | P 16 x 32]. Rows of Q, K and V are 16-byte chunks
-  // XOR-swizzled by row % 8; P rows (4 chunks) by (row / 2) % 4.
+  // Shared memory: Q [groups][16][D] | K/V stages [stages][K 32 x D | V 32 x D] | (fp8: the
+  // widened tile [K 32 x D | V 32 x D]) | exchange [groups][row max 4 x 16 f32 | P 16 x 32].
+  // Rows of Q and of 16-bit K and V are 16-byte chunks XOR-swizzled by row % 8 (fp8 stages are
+  // not: only the widening reads them, row by row); P rows (4 chunks) by (row / 2) % 4.
   unsigned char* s_q = smem;
   unsigned char* s_kv = s_q + p.groups * kShape.q_bytes;
-  unsigned char* s_x = s_kv + p.stages * kShape.stage_bytes + group * kShape.exchange_bytes;
+  unsigned char* s_wide = s_kv + p.stages * kShape.stage_bytes;
+  unsigned char* s_x = s_wide + kShape.convert_bytes + group * kShape.exchange_bytes;
   float* s_max = reinterpret_cast<float*>(s_x);  // [4 warps][16 rows]
   const uint32_t p_base = smem_address(s_x + kWarpsPerGroup * kRowsPerBlock * sizeof(float));
   const uint32_t q_base = smem_address(s_q + group * kShape.q_bytes);
@@ -81,9 +94,9 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
   }
 
   // ---- K/V tiles: each thread copies one 16-byte column chunk of every row_step-th key ----
-  const int copy_chunk = tid % kChunks;
-  const int copy_row0 = tid / kChunks;
-  const int copy_row_step = threads / kChunks;
+  const int copy_chunk = tid % kKvChunks;
+  const int copy_row0 = tid / kKvChunks;
+  const int copy_row_step = threads / kKvChunks;
   const int num_tiles =
       static_cast<int>((w.key_end - w.key_begin + kKeysPerTile - 1) / kKeysPerTile);
   // Paged caches: the block-table entries of tile t (entry i: the i-th page the tile touches)
@@ -94,7 +107,7 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
   // is rewritten (for tile t + 2 stages - 2, at iteration t) only after the barrier that ends
   // its last reads (tile t + stages - 2's copies, iteration t - 1).
   const bool paged = p.pages.block_table != nullptr;
-  int32_t* s_pages = reinterpret_cast<int32_t*>(s_kv + p.stages * kShape.stage_bytes +
+  int32_t* s_pages = reinterpret_cast<int32_t*>(s_wide + kShape.convert_bytes +
                                                 p.groups * kShape.exchange_bytes);  // [stages][32]
   // Entries of `tile` into its slot: cp.async (uncommitted), or `now` with plain loads.
   auto fetch_pages = [&](int tile, bool now) {
@@ -111,47 +124,87 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
       asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(smem_address(dst)), "l"(src));
     }
   };
+  // Where row r's copy_chunk lands in a stage: swizzled 16-bit rows, plain fp8 rows.
+  auto stage_offset = [&](int r) -> uint32_t {
+    return Fp8 ? r * kKvRowBytes + copy_chunk * 16 : r * kRowBytes + ((copy_chunk ^ (r & 7)) * 16);
+  };
   auto load_tile = [&](int tile, int stage) {
     const int64_t key0 = w.key_begin + int64_t{tile} * kKeysPerTile;
     const uint32_t k_dst = kv_base + stage * kShape.stage_bytes;
-    const uint32_t v_dst = k_dst + kKeysPerTile * kRowBytes;
+    const uint32_t v_dst = k_dst + kKeysPerTile * kKvRowBytes;
     if (paged) {
       // Base pointers from the parameters here, not held across the loop (registers are
       // scarce at head_dim 64 and 256).
-      const T* k_pool = static_cast<const T*>(p.k.base) + w.kv_head * p.k.head_stride;
-      const T* v_pool = static_cast<const T*>(p.v.base) + w.kv_head * p.v.head_stride;
+      const KvT* k_pool = static_cast<const KvT*>(p.k.base) + w.kv_head * p.k.head_stride;
+      const KvT* v_pool = static_cast<const KvT*>(p.v.base) + w.kv_head * p.v.head_stride;
       const int32_t* pages = s_pages + (tile % p.stages) * kKeysPerTile;
       const int64_t first_page = key0 >> p.pages.page_shift;
+      // A row on the page of the thread's previous row is one step of pointers further; only
+      // a row that starts a new page reads the block table (a shared load and two 64-bit
+      // products per row made paged decode 0.64x contiguous at 16- and 64-token pages).
+      const int64_t k_step = copy_row_step * p.k.token_stride;
+      const int64_t v_step = copy_row_step * p.v.token_stride;
+      const KvT* k_src = k_pool;
+      const KvT* v_src = v_pool;
+      bool page_valid = false;
+      int64_t next_page_key = -1;  // the first key past the current page (-1: no page yet)
       for (int r = copy_row0; r < kKeysPerTile; r += copy_row_step) {
         const int64_t key = key0 + r;
-        const bool in_range = key < w.key_end;
-        const int64_t page = in_range ? pages[(key >> p.pages.page_shift) - first_page] : 0;
-        // A page index outside the pools reads zeros instead of faulting (the host cannot check
-        // a device block table).
-        const bool valid = in_range && page >= 0 && page < p.num_pages;
-        const int64_t slot = key & p.pages.page_mask;
-        const uint32_t offset = r * kRowBytes + ((copy_chunk ^ (r & 7)) * 16);
-        const T* k_src = k_pool + page * p.k.page_stride + slot * p.k.token_stride + copy_chunk * 8;
-        const T* v_src = v_pool + page * p.v.page_stride + slot * p.v.token_stride + copy_chunk * 8;
+        const bool in_range = key < w.key_end;  // keys grow: once out, out for good
+        if (key >= next_page_key) {
+          const int64_t page = in_range ? pages[(key >> p.pages.page_shift) - first_page] : 0;
+          // A page index outside the pools reads zeros instead of faulting (the host cannot
+          // check a device block table).
+          page_valid = page >= 0 && page < p.num_pages;
+          const int64_t slot = key & p.pages.page_mask;
+          k_src = k_pool + page * p.k.page_stride + slot * p.k.token_stride + copy_chunk * kKvPerChunk;
+          v_src = v_pool + page * p.v.page_stride + slot * p.v.token_stride + copy_chunk * kKvPerChunk;
+          next_page_key = (key | p.pages.page_mask) + 1;
+        } else {
+          k_src += k_step;
+          v_src += v_step;
+        }
+        const bool valid = in_range && page_valid;
+        const uint32_t offset = stage_offset(r);
         cp_async_16(k_dst + offset, valid ? k_src : k_pool, valid);
         cp_async_16(v_dst + offset, valid ? v_src : v_pool, valid);
       }
       return;
     }
     // Contiguous: the sequence's rows of this KV head, one stride apart.
-    const T* k_head = static_cast<const T*>(p.k.base) + w.seq * p.k.page_stride + w.kv_head * p.k.head_stride;
-    const T* v_head = static_cast<const T*>(p.v.base) + w.seq * p.v.page_stride + w.kv_head * p.v.head_stride;
-    const T* k_src = k_head + (key0 + copy_row0) * p.k.token_stride + copy_chunk * 8;
-    const T* v_src = v_head + (key0 + copy_row0) * p.v.token_stride + copy_chunk * 8;
+    const KvT* k_head = static_cast<const KvT*>(p.k.base) + w.seq * p.k.page_stride + w.kv_head * p.k.head_stride;
+    const KvT* v_head = static_cast<const KvT*>(p.v.base) + w.seq * p.v.page_stride + w.kv_head * p.v.head_stride;
+    const KvT* k_src = k_head + (key0 + copy_row0) * p.k.token_stride + copy_chunk * kKvPerChunk;
+    const KvT* v_src = v_head + (key0 + copy_row0) * p.v.token_stride + copy_chunk * kKvPerChunk;
     const int64_t k_step = copy_row_step * p.k.token_stride;
     const int64_t v_step = copy_row_step * p.v.token_stride;
     for (int r = copy_row0; r < kKeysPerTile; r += copy_row_step) {
       const bool valid = key0 + r < w.key_end;
-      const uint32_t offset = r * kRowBytes + ((copy_chunk ^ (r & 7)) * 16);
+      const uint32_t offset = stage_offset(r);
       cp_async_16(k_dst + offset, valid ? k_src : k_head, valid);
       cp_async_16(v_dst + offset, valid ? v_src : v_head, valid);
       k_src += k_step;
       v_src += v_step;
+    }
+  };
+
+  // fp8: the tile in `stage` widened into the 16-bit buffer (same rows, swizzled as above); each
+  // thread takes 16-byte chunks (16 codes) in row order, so the stage reads are conflict-free.
+  auto widen_tile = [&](int stage) {
+    const unsigned char* src = s_kv + stage * kShape.stage_bytes;
+    constexpr int kTileChunks = 2 * kKeysPerTile * kKvChunks;  // K then V
+    for (int idx = tid; idx < kTileChunks; idx += threads) {
+      const int r = (idx / kKvChunks) % kKeysPerTile;
+      const int c = idx % kKvChunks;
+      const uint4 codes = *reinterpret_cast<const uint4*>(src + idx * 16);
+      uint4 a, b;
+      widen_fp8x4<T>(codes.x, a.x, a.y);
+      widen_fp8x4<T>(codes.y, a.z, a.w);
+      widen_fp8x4<T>(codes.z, b.x, b.y);
+      widen_fp8x4<T>(codes.w, b.z, b.w);
+      unsigned char* row = s_wide + (idx / (kKeysPerTile * kKvChunks)) * (kKeysPerTile * kRowBytes) + r * kRowBytes;
+      *reinterpret_cast<uint4*>(row + ((2 * c) ^ (r & 7)) * 16) = a;
+      *reinterpret_cast<uint4*>(row + ((2 * c + 1) ^ (r & 7)) * 16) = b;
     }
   };
 
@@ -179,6 +232,8 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
   const int v_chunk = wq * (kColsPerWarp / 8) + (lane >> 4);
 
   const float inv_softcap = p.softcap > 0.0f ? 1.0f / p.softcap : 0.0f;
+  // fp8: a stored K stands for K * k_scale, so the logits scale by it too.
+  const float qk_scale = Fp8 ? p.scale * fp8_scale(p.k_scale, p.scales_per_head, w.kv_head) : p.scale;
   float acc[kNTiles][4];
 #pragma unroll
   for (int n = 0; n < kNTiles; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
@@ -196,7 +251,12 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
       if (paged) fetch_pages(next + p.stages - 1, false);
       cp_async_commit();
     }
-    const uint32_t k_tile = kv_base + stage * kShape.stage_bytes;
+    uint32_t k_tile = kv_base + stage * kShape.stage_bytes;
+    if constexpr (Fp8) {
+      widen_tile(stage);
+      __syncthreads();  // widened tile visible (the barrier above ordered the last reads of it)
+      k_tile = smem_address(s_wide);
+    }
     const uint32_t v_tile = k_tile + kKeysPerTile * kRowBytes;
 
     // S = Q K^T for keys 8 wq .. 8 wq + 7: s[0..1] row g, s[2..3] row g + 8. Two
@@ -218,7 +278,7 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
     const bool check = key0 + kKeysPerTile > w.unmasked_end;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      s[j] = logit_log2(s[j], p.scale, p.softcap, inv_softcap);
+      s[j] = logit_log2(s[j], qk_scale, p.softcap, inv_softcap);
       if (check) {
         const int32_t row = w.row0 + group * kRowsPerBlock + g + (j >> 1) * 8;
         const int64_t key = key0 + wq * 8 + qd * 2 + (j & 1);
@@ -301,6 +361,8 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
 
   // ---- epilogue: rows g and g + 8 of this warp group, columns of this warp ----
   const int col0 = wq * kColsPerWarp + qd * 2;
+  // fp8: a stored V stands for V * v_scale; the partial states scale alike (the merge is linear).
+  const float v_scale = Fp8 ? fp8_scale(p.v_scale, p.scales_per_head, w.kv_head) : 1.0f;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int32_t row = w.row0 + group * kRowsPerBlock + g + h * 8;
@@ -309,6 +371,7 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
       if (p.splits == 1) {
         float factor, lse;
         final_scaling(m_run[h], l_run[h], p.sinks, t.head, factor, lse);
+        factor *= v_scale;
         T* o = static_cast<T*>(p.out) + t.token * p.out_token_stride + t.head * p.out_head_stride +
                col0;
 #pragma unroll
@@ -323,7 +386,7 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
         float* o = p.partial_out + partial * D + col0;
 #pragma unroll
         for (int n = 0; n < kNTiles; ++n) {
-          *reinterpret_cast<float2*>(o + n * 8) = make_float2(acc[n][2 * h], acc[n][2 * h + 1]);
+          *reinterpret_cast<float2*>(o + n * 8) = make_float2(acc[n][2 * h] * v_scale, acc[n][2 * h + 1] * v_scale);
         }
         if (wq == 0 && qd == 0) {
           p.partial_max[partial] = m_run[h] == neg_inf() ? neg_inf() : m_run[h] * kLn2;
@@ -346,10 +409,12 @@ void launch_decode_mma(const DecodeParams& p, DType dtype, dim3 grid, std::size_
   };
   switch (dtype) {
     case DType::f16:
-      launch(decode_mma_kernel<__half, D>);
+      if (p.kv_fp8) launch(decode_mma_kernel<__half, D, true>);
+      else launch(decode_mma_kernel<__half, D, false>);
       break;
     case DType::bf16:
-      launch(decode_mma_kernel<__nv_bfloat16, D>);
+      if (p.kv_fp8) launch(decode_mma_kernel<__nv_bfloat16, D, true>);
+      else launch(decode_mma_kernel<__nv_bfloat16, D, false>);
       break;
     default:
       wideattn::detail::throw_invalid("run_decode", "dtype", to_string(dtype),

@@ -227,11 +227,6 @@ class CudaBackend final : public detail::BackendImpl {
   }
 
   void write_kv(const WriteKvArguments& args) override {
-    if (args.kv.fp8) {
-      detail::throw_error(StatusCode::unsupported,
-                          "write_kv: kv.fp8 = true, expected a 16/32-bit cache on CUDA (the fp8 KV "
-                          "cache runs on the CPU backend so far)");
-    }
     DeviceScope scope(device_index_);
     launch_write_kv(args, stream_);
   }
