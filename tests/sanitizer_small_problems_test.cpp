@@ -4,7 +4,7 @@
 // hundred keys at most. Every case is still checked against the f64 oracle. Skips without a GPU
 // (prefill_fused without Hopper).
 //   decode, tensor cores (f16/bf16) and SIMT (f32); two_pass and its merge; plans from bounds
-//     (device metadata); a mixed batch (decode and prefill in one call)
+//     (device metadata); an fp8 cache; a mixed batch (decode and prefill in one call)
 //   prefill_unfused: cuBLASLt GEMMs, the masked softmax (interval masks and tree/ring masks),
 //                    the non-finite repair of P V, scatter_values; rows that see no key
 //   prefill_fused:   head_dim 64, 128 and 256
@@ -64,6 +64,18 @@ TEST_F(SanitizerSmallProblems, PlannedDecode) {
     check_attention(*session_.context, session_.rng, c, kernel, &outcome, run_from_bounds);
     EXPECT_EQ(outcome.plan.kernel, kernel) << outcome.plan.reason;
   }
+}
+
+// An fp8 (e4m3) cache: the staged tiles widened in shared memory, contiguous and paged, per-pool
+// and per-head scales, single pass and split.
+TEST_F(SanitizerSmallProblems, Fp8Decode) {
+  AttentionCase c = small(DType::bf16, 128, {{1, 150}, {4, 37}, {2, 2}});
+  c.fp8_kv = true;
+  check(c, Kernel::single_pass);
+  c.page_size = 16;
+  c.kv_scales_per_head = true;
+  c.sinks = true;
+  check(c, Kernel::two_pass);
 }
 
 // A decode run and a prefill run in one call.

@@ -78,14 +78,19 @@ class DeviceMemory {
 // A device copy of a host array (input tensors, tree arrays, sinks).
 std::unique_ptr<DeviceMemory> to_device(Context& context, const void* host, std::size_t bytes);
 
-// An output on the device with `guard` poisoned elements before and after its `elements`.
+// An output on the device with `guard` poisoned elements before and after its `elements`. The
+// default guard is 64 elements, a multiple of 16 bytes in every dtype, so data() is as aligned
+// as an allocation: kernels that need 16-byte rows (the tensor-core decode kernel, the fused
+// prefill's bulk stores) run on it. With 67 (before 2026-12-02) every CUDA decode case of
+// check_attention fell back to the SIMT kernel unnoticed; misaligned outputs are tested on
+// purpose through AttentionCase::out_gap.
 // The host keeps an image of everything the device should hold: poison (a NaN in every dtype)
 // except where a test sets initial values. After the call under test, `download` reads it all
 // back; `untouched_except` checks that every element outside the given offsets (gaps of
 // non-dense strides, the guards) still holds its initial bytes.
 class GuardedOutput {
  public:
-  GuardedOutput(Context& context, DType dtype, int64_t elements, int64_t guard = 67);
+  GuardedOutput(Context& context, DType dtype, int64_t elements, int64_t guard = 64);
   void* data() const;  // first element after the front guard
   DType dtype() const { return dtype_; }
   int64_t size() const { return elements_; }

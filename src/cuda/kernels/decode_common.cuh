@@ -120,23 +120,34 @@ __device__ __forceinline__ uint32_t widen_fp8_pair(uint32_t t) {
   return W::mul(bits, W::kRebias);
 }
 
-// Four e4m3 codes (the bytes of x, lowest first) -> elements 0-1 in lo, 2-3 in hi.
+// Four e4m3 codes (the bytes of x, lowest first) -> elements 0-1 in lo, 2-3 in hi; NaN codes
+// come out as +-480 (fp8_nan_bytes finds them, restore_fp8_nans puts the NaNs back).
 template <typename T>
 __device__ __forceinline__ void widen_fp8x4(uint32_t x, uint32_t& lo, uint32_t& hi) {
   lo = widen_fp8_pair<T>(__byte_perm(x, 0u, 0x1404));  // [0, b0, 0, b1]
   hi = widen_fp8_pair<T>(__byte_perm(x, 0u, 0x3424));  // [0, b2, 0, b3]
-  // A byte whose low 7 bits are all ones is NaN: +1 carries into its top bit, never further.
-  if (__builtin_expect((((x & 0x7f7f7f7fu) + 0x01010101u) & 0x80808080u) != 0, 0)) {
+}
+
+// Top bit of each byte of x that is a NaN code (low 7 bits all ones: +1 carries into the top
+// bit, never further).
+__device__ __forceinline__ uint32_t fp8_nan_bytes(uint32_t x) {
+  return ((x & 0x7f7f7f7fu) + 0x01010101u) & 0x80808080u;
+}
+
+// `wide` (widen_fp8x4 of x: elements 0-1, 2-3) with the lanes whose code is NaN rewritten as
+// NaN, sign kept. Out of line and by value: the rare path costs the loop no registers or stack.
+template <typename T>
+__device__ __noinline__ uint2 restore_fp8_nans(uint32_t x, uint2 wide) {
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      if (((x >> (8 * i)) & 0x7fu) == 0x7fu) {
-        uint32_t& lane = i < 2 ? lo : hi;
-        const int shift = 16 * (i & 1);
-        const uint32_t sign = ((x >> (8 * i + 7)) & 1u) << 15;
-        lane = (lane & ~(0xffffu << shift)) | ((Fp8Widen<T>::kNan | sign) << shift);
-      }
+  for (int i = 0; i < 4; ++i) {
+    if (((x >> (8 * i)) & 0x7fu) == 0x7fu) {
+      uint32_t& lane = i < 2 ? wide.x : wide.y;
+      const int shift = 16 * (i & 1);
+      const uint32_t sign = ((x >> (8 * i + 7)) & 1u) << 15;
+      lane = (lane & ~(0xffffu << shift)) | ((Fp8Widen<T>::kNan | sign) << shift);
     }
   }
+  return wide;
 }
 
 // A KV head's dequantisation scale (KvCache::k_scale / v_scale, device memory; null: 1).

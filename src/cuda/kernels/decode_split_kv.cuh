@@ -190,9 +190,13 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
 
   // fp8: the tile in `stage` widened into the 16-bit buffer (same rows, swizzled as above); each
   // thread takes 16-byte chunks (16 codes) in row order, so the stage reads are conflict-free.
+  // Unrolled: with one warp per scheduler at head_dim 512, independent chunks are what hides
+  // the shared-memory latency.
   auto widen_tile = [&](int stage) {
     const unsigned char* src = s_kv + stage * kShape.stage_bytes;
     constexpr int kTileChunks = 2 * kKeysPerTile * kKvChunks;  // K then V
+    constexpr int kUnroll = D >= 256 ? 4 : 1;  // head_dim 64/128 have no registers to spare
+#pragma unroll kUnroll
     for (int idx = tid; idx < kTileChunks; idx += threads) {
       const int r = (idx / kKvChunks) % kKeysPerTile;
       const int c = idx % kKvChunks;
@@ -202,6 +206,15 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
       widen_fp8x4<T>(codes.y, a.z, a.w);
       widen_fp8x4<T>(codes.z, b.x, b.y);
       widen_fp8x4<T>(codes.w, b.z, b.w);
+      if (__builtin_expect((fp8_nan_bytes(codes.x) | fp8_nan_bytes(codes.y) | fp8_nan_bytes(codes.z) |
+                            fp8_nan_bytes(codes.w)) != 0, 0)) {
+        const uint2 ax = restore_fp8_nans<T>(codes.x, make_uint2(a.x, a.y));
+        const uint2 ay = restore_fp8_nans<T>(codes.y, make_uint2(a.z, a.w));
+        const uint2 bx = restore_fp8_nans<T>(codes.z, make_uint2(b.x, b.y));
+        const uint2 by = restore_fp8_nans<T>(codes.w, make_uint2(b.z, b.w));
+        a = make_uint4(ax.x, ax.y, ay.x, ay.y);
+        b = make_uint4(bx.x, bx.y, by.x, by.y);
+      }
       unsigned char* row = s_wide + (idx / (kKeysPerTile * kKvChunks)) * (kKeysPerTile * kRowBytes) + r * kRowBytes;
       *reinterpret_cast<uint4*>(row + ((2 * c) ^ (r & 7)) * 16) = a;
       *reinterpret_cast<uint4*>(row + ((2 * c + 1) ^ (r & 7)) * 16) = b;
