@@ -161,6 +161,11 @@ elif [ ! -f "$REPO_ROOT/pyproject.toml" ] || [ ! -d "$REPO_ROOT/python/tests" ];
 else
   {
     [ -x "$PY_VENV/bin/python" ] || python3 -m venv --system-site-packages "$PY_VENV"
+    # When python3 is itself a virtual environment (the GPU machine's holds PyTorch and NumPy),
+    # --system-site-packages reaches only the base interpreter's packages: a .pth file adds the
+    # outer environment's site-packages behind the venv's own.
+    python3 -c 'import site, sys; sys.prefix != sys.base_prefix and print("\n".join(site.getsitepackages()))' \
+      >"$("$PY_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/outer-environment.pth"
     for wheel in "$REPO_ROOT"/*.whl "$REPO_ROOT"/.whl/*.whl; do
       case "$wheel" in */wideattn-*) continue ;; esac
       [ -f "$wheel" ] && "$PY_VENV/bin/python" -m pip install -q --no-index --no-deps "$wheel"

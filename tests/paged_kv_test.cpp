@@ -40,8 +40,11 @@ class PagedKvTest : public ::testing::TestWithParam<std::tuple<Backend, Kernel>>
         << paged.plan.reason;
     EXPECT_EQ(paged.plan.num_splits, contiguous.plan.num_splits);
     const bool decode = paged.plan.kernel == Kernel::single_pass || paged.plan.kernel == Kernel::two_pass;
+    // On CUDA a page gap that leaves 16-bit rows unaligned sends the paged call to the SIMT
+    // decode kernel while the contiguous one runs on tensor cores: compared with the oracle only.
+    const bool same_decode_kernel = backend() == Backend::cpu || c.page_gap == 0 || c.dtype == DType::f32;
     const bool same_code = paged.plan.kernel == contiguous.plan.kernel &&
-                           (decode || backend() == Backend::cpu);
+                           ((decode && same_decode_kernel) || backend() == Backend::cpu);
     if (same_code) {
       EXPECT_TRUE(bitwise_equal(paged.out, contiguous.out)) << "out differs from the contiguous cache's";
       EXPECT_TRUE(bitwise_equal(paged.lse, contiguous.lse)) << "lse differs from the contiguous cache's";

@@ -138,36 +138,53 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
       const KvT* k_pool = static_cast<const KvT*>(p.k.base) + w.kv_head * p.k.head_stride;
       const KvT* v_pool = static_cast<const KvT*>(p.v.base) + w.kv_head * p.v.head_stride;
       const int32_t* pages = s_pages + (tile % p.stages) * kKeysPerTile;
-      const int64_t first_page = key0 >> p.pages.page_shift;
+      if constexpr (D <= 64) {  // one or two rows a thread, and no registers to spare
+        const int64_t first_page = key0 >> p.pages.page_shift;
+        for (int r = copy_row0; r < kKeysPerTile; r += copy_row_step) {
+          const int64_t key = key0 + r;
+          const bool in_range = key < w.key_end;
+          const int64_t page = in_range ? pages[(key >> p.pages.page_shift) - first_page] : 0;
+          const bool valid = in_range && page >= 0 && page < p.num_pages;  // else zeros
+          const int64_t slot = key & p.pages.page_mask;
+          const uint32_t offset = stage_offset(r);
+          cp_async_16(k_dst + offset, valid ? k_pool + page * p.k.page_stride + slot * p.k.token_stride + copy_chunk * kKvPerChunk : k_pool, valid);
+          cp_async_16(v_dst + offset, valid ? v_pool + page * p.v.page_stride + slot * p.v.token_stride + copy_chunk * kKvPerChunk : v_pool, valid);
+        }
+        return;
+      }
       // A row on the page of the thread's previous row is one step of pointers further; only
-      // a row that starts a new page reads the block table (a shared load and two 64-bit
-      // products per row made paged decode 0.64x contiguous at 16- and 64-token pages).
+      // a row that starts a new page reads the block table, and the loop counts in 32 bits
+      // (pages hold at most 4096 rows). A shared load and two 64-bit products per row made
+      // paged decode 0.64x contiguous at 16- and 64-token pages.
+      const int page_shift = p.pages.page_shift;
+      const int page_rows = 1 << page_shift;
+      const int rows_valid = static_cast<int>(min(int64_t{kKeysPerTile}, w.key_end - key0));  // may be <= 0
       const int64_t k_step = copy_row_step * p.k.token_stride;
       const int64_t v_step = copy_row_step * p.v.token_stride;
+      int slot = static_cast<int>((key0 + copy_row0) & p.pages.page_mask);
+      int entry = static_cast<int>(((key0 + copy_row0) >> page_shift) - (key0 >> page_shift));
       const KvT* k_src = k_pool;
       const KvT* v_src = v_pool;
       bool page_valid = false;
-      int64_t next_page_key = -1;  // the first key past the current page (-1: no page yet)
       for (int r = copy_row0; r < kKeysPerTile; r += copy_row_step) {
-        const int64_t key = key0 + r;
-        const bool in_range = key < w.key_end;  // keys grow: once out, out for good
-        if (key >= next_page_key) {
-          const int64_t page = in_range ? pages[(key >> p.pages.page_shift) - first_page] : 0;
+        if (r == copy_row0 || slot >= page_rows) {  // the first row, or a row on a new page
+          entry += slot >> page_shift;
+          slot &= page_rows - 1;
+          // Entries past the tile's last page were not fetched: such rows are not copied.
+          const int64_t page = r < rows_valid ? pages[entry] : 0;
           // A page index outside the pools reads zeros instead of faulting (the host cannot
           // check a device block table).
           page_valid = page >= 0 && page < p.num_pages;
-          const int64_t slot = key & p.pages.page_mask;
           k_src = k_pool + page * p.k.page_stride + slot * p.k.token_stride + copy_chunk * kKvPerChunk;
           v_src = v_pool + page * p.v.page_stride + slot * p.v.token_stride + copy_chunk * kKvPerChunk;
-          next_page_key = (key | p.pages.page_mask) + 1;
-        } else {
-          k_src += k_step;
-          v_src += v_step;
         }
-        const bool valid = in_range && page_valid;
+        const bool valid = r < rows_valid && page_valid;
         const uint32_t offset = stage_offset(r);
         cp_async_16(k_dst + offset, valid ? k_src : k_pool, valid);
         cp_async_16(v_dst + offset, valid ? v_src : v_pool, valid);
+        slot += copy_row_step;
+        k_src += k_step;
+        v_src += v_step;
       }
       return;
     }
@@ -190,34 +207,42 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
 
   // fp8: the tile in `stage` widened into the 16-bit buffer (same rows, swizzled as above); each
   // thread takes 16-byte chunks (16 codes) in row order, so the stage reads are conflict-free.
-  // Unrolled: with one warp per scheduler at head_dim 512, independent chunks are what hides
-  // the shared-memory latency.
+  // With one warp per scheduler at head_dim 512 nothing hides a load's latency but the
+  // thread's own independent work: each pass loads kBatch chunks before it widens any (the
+  // compiler cannot move a load above the previous chunk's stores, which may alias).
   auto widen_tile = [&](int stage) {
     const unsigned char* src = s_kv + stage * kShape.stage_bytes;
     constexpr int kTileChunks = 2 * kKeysPerTile * kKvChunks;  // K then V
-    constexpr int kUnroll = D >= 256 ? 4 : 1;  // head_dim 64/128 have no registers to spare
-#pragma unroll kUnroll
-    for (int idx = tid; idx < kTileChunks; idx += threads) {
-      const int r = (idx / kKvChunks) % kKeysPerTile;
-      const int c = idx % kKvChunks;
-      const uint4 codes = *reinterpret_cast<const uint4*>(src + idx * 16);
-      uint4 a, b;
-      widen_fp8x4<T>(codes.x, a.x, a.y);
-      widen_fp8x4<T>(codes.y, a.z, a.w);
-      widen_fp8x4<T>(codes.z, b.x, b.y);
-      widen_fp8x4<T>(codes.w, b.z, b.w);
-      if (__builtin_expect((fp8_nan_bytes(codes.x) | fp8_nan_bytes(codes.y) | fp8_nan_bytes(codes.z) |
-                            fp8_nan_bytes(codes.w)) != 0, 0)) {
-        const uint2 ax = restore_fp8_nans<T>(codes.x, make_uint2(a.x, a.y));
-        const uint2 ay = restore_fp8_nans<T>(codes.y, make_uint2(a.z, a.w));
-        const uint2 bx = restore_fp8_nans<T>(codes.z, make_uint2(b.x, b.y));
-        const uint2 by = restore_fp8_nans<T>(codes.w, make_uint2(b.z, b.w));
-        a = make_uint4(ax.x, ax.y, ay.x, ay.y);
-        b = make_uint4(bx.x, bx.y, by.x, by.y);
+    constexpr int kBatch = D >= 256 ? 4 : 1;  // head_dim 64/128 have no registers to spare
+    static_assert(kTileChunks % (kBatch * kThreadsPerGroup * kMaxGroups) == 0, "decode: widening passes");
+    for (int base = tid; base < kTileChunks; base += kBatch * threads) {
+      uint4 codes[kBatch];
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) codes[u] = *reinterpret_cast<const uint4*>(src + (base + u * threads) * 16);
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const int idx = base + u * threads;
+        const int r = (idx / kKvChunks) % kKeysPerTile;
+        const int c = idx % kKvChunks;
+        const uint4 x = codes[u];
+        uint4 a, b;
+        widen_fp8x4<T>(x.x, a.x, a.y);
+        widen_fp8x4<T>(x.y, a.z, a.w);
+        widen_fp8x4<T>(x.z, b.x, b.y);
+        widen_fp8x4<T>(x.w, b.z, b.w);
+        if (__builtin_expect((fp8_nan_bytes(x.x) | fp8_nan_bytes(x.y) | fp8_nan_bytes(x.z) | fp8_nan_bytes(x.w)) != 0,
+                             0)) {
+          const uint2 ax = restore_fp8_nans<T>(x.x, make_uint2(a.x, a.y));
+          const uint2 ay = restore_fp8_nans<T>(x.y, make_uint2(a.z, a.w));
+          const uint2 bx = restore_fp8_nans<T>(x.z, make_uint2(b.x, b.y));
+          const uint2 by = restore_fp8_nans<T>(x.w, make_uint2(b.z, b.w));
+          a = make_uint4(ax.x, ax.y, ay.x, ay.y);
+          b = make_uint4(bx.x, bx.y, by.x, by.y);
+        }
+        unsigned char* row = s_wide + (idx / (kKeysPerTile * kKvChunks)) * (kKeysPerTile * kRowBytes) + r * kRowBytes;
+        *reinterpret_cast<uint4*>(row + ((2 * c) ^ (r & 7)) * 16) = a;
+        *reinterpret_cast<uint4*>(row + ((2 * c + 1) ^ (r & 7)) * 16) = b;
       }
-      unsigned char* row = s_wide + (idx / (kKeysPerTile * kKvChunks)) * (kKeysPerTile * kRowBytes) + r * kRowBytes;
-      *reinterpret_cast<uint4*>(row + ((2 * c) ^ (r & 7)) * 16) = a;
-      *reinterpret_cast<uint4*>(row + ((2 * c + 1) ^ (r & 7)) * 16) = b;
     }
   };
 
