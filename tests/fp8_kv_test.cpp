@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <sstream>
 #include <vector>
 
 #include "attention_case.h"
@@ -193,7 +194,12 @@ using Fp8WriteKvTest = BackendTest;
 // write_kv into an fp8 cache stores round(x / scale) per head; every other byte is unchanged.
 TEST_P(Fp8WriteKvTest, QuantisesIntoTheCache) {
   constexpr int32_t kHeads = 2, kDim = 64, kTokens = 5, kCapacity = 8;
-  const HostTensor k_new = random_tensor(rng(), DType::bf16, kTokens * kHeads * kDim, -300.0, 300.0);
+  HostTensor k_new = random_tensor(rng(), DType::bf16, kTokens * kHeads * kDim, -300.0, 300.0);
+  // Codes at the edges (token 0, head 0, x scale 0.5 -> x2): NaN of both signs, infinities,
+  // the saturation band around 448, signed zero, subnormal codes and their rounding ties.
+  const double specials[] = {std::nan(""), -std::nan(""), INFINITY, -INFINITY, 224.0, 232.0, 236.0, 240.0, -250.0,
+                             -0.0, 0x1p-11, 0x3p-12, 0x5p-12, 0x1p-12, 0x1p-13, 0x7p-11, 0xfp-12, 0x1.1p-7};
+  for (std::size_t i = 0; i < sizeof(specials) / sizeof(specials[0]); ++i) k_new.set(static_cast<int64_t>(i), specials[i]);
   const HostTensor v_new = random_tensor(rng(), DType::bf16, kTokens * kHeads * kDim, -3.0, 3.0);
   const std::vector<int32_t> slots = {3, -1, 0, 7, 5};
   const std::vector<float> k_scales = {0.5f, 2.0f}, v_scales = {0.125f, 1.0f};
@@ -241,8 +247,14 @@ TEST_P(Fp8WriteKvTest, QuantisesIntoTheCache) {
     }
   }
   int64_t wrong = 0;
-  for (std::size_t i = 0; i < cache.size(); ++i) wrong += cache[i] != expected[i];
-  EXPECT_EQ(wrong, 0) << "of " << cache.size() << " cache bytes";
+  std::ostringstream first;
+  for (std::size_t i = 0; i < cache.size(); ++i) {
+    if (cache[i] == expected[i]) continue;
+    if (wrong++ < 5) {
+      first << "\n  byte " << i << ": 0x" << std::hex << int{cache[i]} << ", expected 0x" << int{expected[i]} << std::dec;
+    }
+  }
+  EXPECT_EQ(wrong, 0) << "of " << cache.size() << " cache bytes" << first.str();
 }
 
 WA_INSTANTIATE_BACKENDS(Fp8WriteKvTest);

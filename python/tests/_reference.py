@@ -154,8 +154,8 @@ def assert_close(actual, expected, atol: float, rtol: float, what: str) -> None:
     a, e = to_f64(actual), np.asarray(expected, dtype=np.float64)
     assert a.shape == e.shape, f"{what}: shape {a.shape} != {e.shape}"
     a_bad, e_bad = ~np.isfinite(a), ~np.isfinite(e)
-    if not np.array_equal(a_bad, e_bad) or not np.array_equal(a[a_bad], e[e_bad]):
-        where = np.argwhere((a_bad != e_bad) | (a_bad & (a != e)))
+    if not np.array_equal(a_bad, e_bad) or not np.array_equal(a[a_bad], e[e_bad], equal_nan=True):
+        where = np.argwhere((a_bad != e_bad) | (a_bad & (a != e) & ~(np.isnan(a) & np.isnan(e))))
         idx = tuple(where[0]) if len(where) else None
         raise AssertionError(f"{what}: non-finite entries differ, first at {idx}: "
                              f"{a[idx] if idx else None} vs {e[idx] if idx else None}")

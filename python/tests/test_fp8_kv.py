@@ -657,7 +657,11 @@ def test_cuda_fp8_decode_and_write_kv_match_the_cpu():
         vc = torch.zeros_like(kc)
         wideattn.write_kv(k_new.to(device), v_new.to(device), kc, vc, slots.to(device), k_scale=0.5, v_scale=0.25)
         caches[device] = (kc.view(torch.uint8).cpu(), vc.view(torch.uint8).cpu())
-    assert torch.equal(caches["cpu"][0], caches["cuda"][0]) and torch.equal(caches["cpu"][1], caches["cuda"][1])
+    for which, new in ((0, k_new), (1, v_new)):
+        cpu, cuda = caches["cpu"][which], caches["cuda"][which]
+        bad = (cpu != cuda).nonzero().tolist()
+        assert not bad, (f"{'kv'[which]}: {len(bad)} bytes differ, first {bad[:4]}: cpu "
+                         f"{[hex(cpu[tuple(i)].item()) for i in bad[:4]]} cuda {[hex(cuda[tuple(i)].item()) for i in bad[:4]]}")
 
 
 @pytest.mark.skipif(not _cuda_ready(), reason="no GPU, or no CUDA build: CUDA's refusal of fp8 prefill "

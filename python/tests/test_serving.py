@@ -589,8 +589,10 @@ def test_cuda_write_kv_paged_and_bad_slots_skipped(rng, layout):
 
 def test_cuda_merge_states(rng):
     torch = cuda_torch()
+    # Nine distinct tensors (a list repeated with * 3 would alias them: the NaN below would sit in
+    # live splits too).
     outs = [torch.randn(37, 8, 128, device="cuda").to(dtype)
-            for dtype in (torch.bfloat16, torch.float16, torch.float32)] * 3
+            for _ in range(3) for dtype in (torch.bfloat16, torch.float16, torch.float32)]
     lses = [3 * torch.randn(37, 8, device="cuda") for _ in outs]
     lses[4][5] = float("-inf")
     outs[4][5] = float("nan")

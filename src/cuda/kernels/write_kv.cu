@@ -79,11 +79,13 @@ __global__ void __launch_bounds__(kThreads) write_kv_fp8_kernel(const QuantisePa
     const int32_t head = static_cast<int32_t>(i / q.head_dim), c = static_cast<int32_t>(i - int64_t{head} * q.head_dim);
     const float* scale = q.scale[which];
     const float inv = 1.0f / (scale ? scale[q.scales_per_head ? head : 0] : 1.0f);
-    const float x = load_element(src + head * p.src_head_stride[which], q.dtype, c) * inv;
-    // satfinite keeps finite values at +-448; inf and NaN become the NaN code, as on the CPU.
+    const float raw = load_element(src + head * p.src_head_stride[which], q.dtype, c);
+    const float x = raw * inv;
+    // satfinite keeps finite values at +-448; inf and NaN become the NaN code with the input's
+    // sign, as on the CPU (a GPU multiply returns the canonical, positive NaN).
     const unsigned char code =
         isfinite(x) ? static_cast<unsigned char>(__nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E4M3))
-                    : static_cast<unsigned char>(signbit(x) ? 0xff : 0x7f);
+                    : static_cast<unsigned char>(signbit(raw) ? 0xff : 0x7f);
     reinterpret_cast<unsigned char*>(dst + head * p.dst_head_stride[which])[c] = code;
   }
 }
