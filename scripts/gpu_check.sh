@@ -193,9 +193,12 @@ else
     case "$tool" in
       memcheck) extra=(--leak-check full) ;;
       racecheck) extra=(--racecheck-report all) ;;  # hazards of every severity count
-      initcheck) extra=(--print-limit 100000) ;;     # every finding, to attribute them by kernel
+      # Every finding, to attribute them by kernel; NVTX on, so that the library's marks of what
+      # cuBLASLt wrote (WIDEATTN_SANITIZER_NVTX below) reach the tool (docs/reliability.md).
+      initcheck) extra=(--print-limit 100000 --nvtx yes) ;;
     esac
-    step "compute-sanitizer $tool" "sanitizer-$tool.log" timeout "${SANITIZER_TIMEOUT:-300}" "$SANITIZER" --tool "$tool" \
+    step "compute-sanitizer $tool" "sanitizer-$tool.log" env WIDEATTN_SANITIZER_NVTX=1 \
+      timeout "${SANITIZER_TIMEOUT:-300}" "$SANITIZER" --tool "$tool" \
       "${extra[@]}" --error-exitcode 99 "$TESTS" --gtest_filter="$FILTER" --gtest_brief=1
     # Findings, whatever the exit code said; and no test may have been skipped (no GPU).
     findings="$(sanitizer_findings "$OUT_DIR/sanitizer-$tool.log")"

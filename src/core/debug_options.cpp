@@ -13,4 +13,12 @@ bool poison_workspace() {
   return enabled;
 }
 
+bool mark_library_outputs() {
+  static const bool enabled = [] {
+    const char* value = std::getenv("WIDEATTN_SANITIZER_NVTX");
+    return value && *value && std::strcmp(value, "0") != 0;
+  }();
+  return enabled;
+}
+
 }  // namespace wideattn::detail

@@ -10,4 +10,9 @@ namespace wideattn::detail {
 bool poison_workspace();
 inline constexpr unsigned char kPoisonByte = 0xFF;
 
+// WIDEATTN_SANITIZER_NVTX=1: the CUDA backend marks what cuBLASLt wrote as initialised for
+// compute-sanitizer's initcheck (run with --nvtx yes), which does not see those stores at some
+// shapes (cuda/primitives/sanitizer_marks.h).
+bool mark_library_outputs();
+
 }  // namespace wideattn::detail

@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "cuda/kernels/matrix_fill.h"
 #include "cuda/primitives/check.h"
+#include "cuda/primitives/sanitizer_marks.h"
 
 namespace wideattn::cuda {
 namespace {
@@ -389,6 +390,8 @@ void CublasLtMatmul::run_direct(const MatmulArguments& args, cudaStream_t stream
   WIDEATTN_CUBLAS_CHECK(cublasLtMatmul(handle_, e.operation, &alpha, b, e.b_layout, a, e.a_layout,
                                        &beta, d, e.d_layout, d, e.d_layout, &e.algo, workspace_,
                                        kWorkspaceBytes, stream));
+  mark_rows_initialized(d, args.batch, args.d_batch_stride * static_cast<int64_t>(d_size), args.m,
+                        fill.ld * static_cast<int64_t>(d_size), static_cast<std::size_t>(args.n) * d_size, stream);
 }
 
 }  // namespace wideattn::cuda
