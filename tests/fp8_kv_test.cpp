@@ -71,6 +71,27 @@ TEST(Fp8E4m3, RoundsToNearestEvenAndSaturates) {
   EXPECT_EQ(dtype_size(DType::fp8_e4m3), 1u);
 }
 
+// The widening to bf16 that the CPU decode uses: the decoder's value (bf16 holds every e4m3
+// value) on every code, in the table lookup's 32-code steps, the 16-code steps and the tail.
+TEST(Fp8E4m3, Bf16WideningMatchesEveryCode) {
+  for (const std::size_t length : {std::size_t{256 * 3 + 5}, std::size_t{16 + 7}, std::size_t{9}}) {
+    std::vector<uint8_t> codes(length);
+    for (std::size_t i = 0; i < codes.size(); ++i) codes[i] = static_cast<uint8_t>(i * 7 + i / 256);
+    std::vector<uint16_t> row(codes.size());
+    detail::cpu::convert_fp8_to_bf16(codes.data(), row.data(), static_cast<int64_t>(codes.size()));
+    for (std::size_t i = 0; i < codes.size(); ++i) {
+      const float want = fp8_e4m3_to_float(codes[i]);
+      const float got = bf16_to_float(row[i]);
+      if (std::isnan(want)) {  // a NaN's sign carries nothing
+        EXPECT_TRUE(std::isnan(got)) << "code " << int{codes[i]} << " at " << i;
+      } else {
+        EXPECT_EQ(got, want) << "code " << int{codes[i]} << " at " << i;
+        EXPECT_EQ(std::signbit(got), std::signbit(want)) << "code " << int{codes[i]} << " at " << i;
+      }
+    }
+  }
+}
+
 using Fp8KvTest = BackendTest;
 
 AttentionCase fp8_case(int32_t head_dim) {

@@ -41,7 +41,7 @@ struct ThreadScratch {
   KeyInterval* intervals;  // [suffix]
   uint8_t* visible;        // [kKeyBlock]
   float* row;              // [d] one converted K/V row (portable path only)
-  float* fp8_rows;         // [2, kKeyBlock, d] a block's K then V rows as f32 (fp8 caches)
+  uint16_t* fp8_rows;      // [2, kKeyBlock, d] a block's K then V rows as bf16 (fp8 caches)
 };
 
 // Byte offsets of the ThreadScratch arrays for `rows` rows, 64-byte aligned.
@@ -71,7 +71,7 @@ ScratchLayout scratch_layout(int64_t rows, int64_t d, int64_t suffix, bool fp8) 
   l.intervals = take(suffix * sizeof(KeyInterval));
   l.visible = take(kKeyBlock);
   l.row = take(d * sizeof(float));
-  l.fp8_rows = take(fp8 ? 2 * kKeyBlock * d * sizeof(float) : 0);
+  l.fp8_rows = take(fp8 ? 2 * kKeyBlock * d * sizeof(uint16_t) : 0);
   l.bytes = at;
   return l;
 }
@@ -87,7 +87,7 @@ ThreadScratch carve(char* base, const ScratchLayout& l) {
   t.intervals = reinterpret_cast<KeyInterval*>(base + l.intervals);
   t.visible = reinterpret_cast<uint8_t*>(base + l.visible);
   t.row = reinterpret_cast<float*>(base + l.row);
-  t.fp8_rows = reinterpret_cast<float*>(base + l.fp8_rows);
+  t.fp8_rows = reinterpret_cast<uint16_t*>(base + l.fp8_rows);
   return t;
 }
 
@@ -342,26 +342,27 @@ void run_item(const Item& it, const KvRows& kv, const ThreadScratch& s, const Sc
     intervals = visible_interval(it.mask, t, &s.intervals[t]);
   }
 
-  // An fp8 cache: each block's K and V rows are converted to f32 into the thread's scratch
-  // first, and the f32 loops read those. The head's scales are constants of this item, so they
-  // are applied once: K's with the softmax scale to the scores, V's to the accumulated output
-  // at the end (e4m3 x scale is exact in f32 either way, up to the order of rounding).
+  // An fp8 cache: each block's K and V rows are widened to bf16 (exact) into the thread's
+  // scratch first, and the bf16 loops read those (half the scratch traffic of f32 rows: the
+  // f32 version ran E4B's 32K-token decode at 14-16 ms against 5.4-6.0 for a bf16 cache). The
+  // head's scales are constants of this item, so they are applied once: K's with the softmax
+  // scale to the scores, V's to the accumulated output at the end.
   const bool fp8 = p.kv.fp8;
-  const DType row_dtype = fp8 ? DType::f32 : p.dtype;
+  const DType row_dtype = fp8 ? DType::bf16 : p.dtype;
   const float k_scale = kv_head_scale(p.kv, p.kv.k_scale, it.group);
   const float v_scale = kv_head_scale(p.kv, p.kv.v_scale, it.group);
-  float* k_rows = s.fp8_rows;
-  float* v_rows = s.fp8_rows + kKeyBlock * d;
+  uint16_t* k_rows = s.fp8_rows;
+  uint16_t* v_rows = s.fp8_rows + kKeyBlock * d;
   const float logit_scale = fp8 ? scale * k_scale : scale;
   const StridedBlock converted{reinterpret_cast<const char*>(k_rows), reinterpret_cast<const char*>(v_rows),
-                                 d * static_cast<int64_t>(sizeof(float)),
-                                 d * static_cast<int64_t>(sizeof(float)), false};
+                                 d * static_cast<int64_t>(sizeof(uint16_t)),
+                                 d * static_cast<int64_t>(sizeof(uint16_t)), false};
   auto convert_block = [&](const auto& block, int64_t n) {
     const auto key_row = block_key_row(block);
     const auto value_row = block_value_row(block);
     for (int64_t c = 0; c < n; ++c) {
-      convert_to_f32(key_row(c), DType::fp8_e4m3, k_rows + c * d, d);
-      convert_to_f32(value_row(c), DType::fp8_e4m3, v_rows + c * d, d);
+      convert_fp8_to_bf16(reinterpret_cast<const uint8_t*>(key_row(c)), k_rows + c * d, d);
+      convert_fp8_to_bf16(reinterpret_cast<const uint8_t*>(value_row(c)), v_rows + c * d, d);
     }
   };
 
@@ -520,7 +521,11 @@ void decode(const AttentionProblem& p, const Plan& plan, void* workspace, Aligne
   auto* partial_out = reinterpret_cast<float*>(ws + layout.partial_out);
   auto* partial_max = reinterpret_cast<float*>(ws + layout.partial_max);
   auto* partial_sum = reinterpret_cast<float*>(ws + layout.partial_sum);
-  const Path path = choose_path(p.kv.fp8 ? DType::f32 : p.dtype);  // fp8: f32 rows (run_item)
+  // fp8: bf16 rows (run_item); the bf16 dot-product path reads the queries raw, so only bf16
+  // queries take it.
+  const Path path = !p.kv.fp8 ? choose_path(p.dtype)
+                    : p.dtype == DType::bf16 ? choose_path(DType::bf16)
+                    : choose_path(DType::bf16) == Path::scalar ? Path::scalar : Path::bf16;
 
   const int64_t items = int64_t{p.batch} * p.kv_heads * splits;
 #pragma omp parallel for schedule(dynamic, 1)
