@@ -124,16 +124,21 @@ void check_matmul(Context& context, std::mt19937_64& rng, const MatmulCase& mc) 
 
 using MatmulTest = BackendTest;
 
-// Runs `args` (f32 D, rows `d_leading_dimension` apart) on the device into `d`, reads every
-// written cell back row by row (never the padding past n), and compares with the oracle run on
-// the host copies of A and B.
-void check_fresh_scratch_gemm(Context& context, const MatmulArguments& args, const void* a_host,
-                              const void* b_host, const void* a_device, const void* b_device,
-                              DeviceMemory& d) {
+// Runs `args` (f32 D, rows `d_leading_dimension` apart, batches dense) on random A and B of
+// `a_elements` and `b_elements` into fresh device scratch that nothing initialised (never
+// uploaded), reads every written cell back row by row with the context's copy (never the padding
+// past n), and compares with the oracle run on the host copies of A and B.
+void check_fresh_scratch_gemm(Context& context, std::mt19937_64& rng, const MatmulArguments& args,
+                              int64_t a_elements, int64_t b_elements) {
   const int64_t m = args.m, n = args.n, ld = args.d_leading_dimension, batch = args.batch;
+  const HostTensor a = random_tensor(rng, args.a_dtype, a_elements);
+  const HostTensor b = random_tensor(rng, args.b_dtype, b_elements);
+  const auto a_device = to_device(context, a.data(), a.bytes());
+  const auto b_device = to_device(context, b.data(), b.bytes());
+  DeviceMemory d(context, static_cast<std::size_t>(batch * m * ld) * sizeof(float));
   MatmulArguments on_device = args;
-  on_device.a = a_device;
-  on_device.b = b_device;
+  on_device.a = a_device->get();
+  on_device.b = b_device->get();
   on_device.d = d.get();
   WA_ASSERT_OK(matmul(context, on_device));
   std::vector<float> row(n);
@@ -145,8 +150,8 @@ void check_fresh_scratch_gemm(Context& context, const MatmulArguments& args, con
   }
   HostTensor d_host(DType::f32, batch * m * ld);
   MatmulArguments on_host = args;
-  on_host.a = a_host;
-  on_host.b = b_host;
+  on_host.a = a.data();
+  on_host.b = b.data();
   on_host.d = d_host.data();
   const std::vector<double> expected = reference::matmul(on_host);  // dense [batch, m, n]
   EXPECT_TRUE(close_rel_l2(got, expected, relative_tolerance(DType::f32),
@@ -203,11 +208,6 @@ TEST_P(MatmulTest, BatchWithSharedB) {
 TEST_P(MatmulTest, IntoUninitialisedScratch) {
   const int64_t m = 37, n = 203, k = 512, ld = 208;
   const int32_t batch = 4;
-  const HostTensor a = random_tensor(rng(), DType::bf16, batch * m * k);
-  const HostTensor b = random_tensor(rng(), DType::bf16, n * k);
-  const auto a_device = to_device(context(), a.data(), a.bytes());
-  const auto b_device = to_device(context(), b.data(), b.bytes());
-  DeviceMemory d(context(), static_cast<std::size_t>(batch * m * ld) * sizeof(float));
   MatmulArguments args;
   args.a_dtype = args.b_dtype = DType::bf16;
   args.d_dtype = DType::f32;
@@ -223,7 +223,7 @@ TEST_P(MatmulTest, IntoUninitialisedScratch) {
   args.k = k;
   args.batch = batch;
   args.ab_scale = 0.0625f;
-  check_fresh_scratch_gemm(context(), args, a.data(), b.data(), a_device->get(), b_device->get(), d);
+  check_fresh_scratch_gemm(context(), rng(), args, batch * m * k, n * k);
 }
 
 // The prefill pipeline's Q K^T GEMM as the CUDA pipeline issues it (few query rows, the query
@@ -234,11 +234,6 @@ TEST_P(MatmulTest, IntoUninitialisedScratch) {
 TEST_P(MatmulTest, PipelineShapedGemmIntoFreshScratch) {
   const int64_t m = 9, n = 97, k = 512, ld = 104, q_heads = 8, kv_heads = 2;
   const int32_t batch = 4;  // query heads per KV head
-  const HostTensor q = random_tensor(rng(), DType::bf16, m * q_heads * k);
-  const HostTensor keys = random_tensor(rng(), DType::bf16, n * kv_heads * k);
-  const auto q_device = to_device(context(), q.data(), q.bytes());
-  const auto k_device = to_device(context(), keys.data(), keys.bytes());
-  DeviceMemory d(context(), static_cast<std::size_t>(batch * m * ld) * sizeof(float));
   MatmulArguments args;
   args.a_dtype = args.b_dtype = DType::bf16;
   args.d_dtype = DType::f32;
@@ -254,7 +249,7 @@ TEST_P(MatmulTest, PipelineShapedGemmIntoFreshScratch) {
   args.k = k;
   args.batch = batch;
   args.ab_scale = 0.0625f;
-  check_fresh_scratch_gemm(context(), args, q.data(), keys.data(), q_device->get(), k_device->get(), d);
+  check_fresh_scratch_gemm(context(), rng(), args, m * q_heads * k, n * kv_heads * k);
 }
 
 // The pipeline's P V GEMM at the shape of SanitizerSmallProblems.UnfusedPrefillPipeline's tree
@@ -265,11 +260,6 @@ TEST_P(MatmulTest, PipelineShapedGemmIntoFreshScratch) {
 TEST_P(MatmulTest, PipelinePvGemmIntoFreshScratch) {
   const int64_t m = 12, n = 128, k = 40, kv_heads = 2;
   const int32_t batch = 2;  // query heads per KV head
-  const HostTensor p = random_tensor(rng(), DType::f16, batch * m * k);
-  const HostTensor v = random_tensor(rng(), DType::f16, k * kv_heads * n);
-  const auto p_device = to_device(context(), p.data(), p.bytes());
-  const auto v_device = to_device(context(), v.data(), v.bytes());
-  DeviceMemory d(context(), static_cast<std::size_t>(batch * m * n) * sizeof(float));
   MatmulArguments args;
   args.a_dtype = args.b_dtype = DType::f16;
   args.d_dtype = DType::f32;
@@ -286,7 +276,7 @@ TEST_P(MatmulTest, PipelinePvGemmIntoFreshScratch) {
   args.k = k;
   args.batch = batch;
   args.ab_scale = 1.0f;
-  check_fresh_scratch_gemm(context(), args, p.data(), v.data(), p_device->get(), v_device->get(), d);
+  check_fresh_scratch_gemm(context(), rng(), args, batch * m * k, k * kv_heads * n);
 }
 
 TEST_P(MatmulTest, ScaleAccumulateAndBias) {
