@@ -23,9 +23,10 @@ class Context;
 // q_heads * head_dim, v_new = qkv + (q_heads + kv_heads) * head_dim, token strides
 // (q_heads + 2 kv_heads) * head_dim, head strides head_dim.
 // The cache is written through kv.k and kv.v (its memory must be writable) in its own dtype,
-// which is also that of k_new and v_new (no conversion), except an fp8 cache (kv.fp8; the CPU
-// backend so far): there each value is stored as e4m3 of x / scale (its head's kv.k_scale or
-// kv.v_scale), rounded to nearest even and saturated at +-448. The cache must not overlap k_new,
+// which is also that of k_new and v_new (no conversion), except an fp8 cache (kv.fp8; both
+// backends, the same bytes): there each value is stored as e4m3 of x / scale (its head's
+// kv.k_scale or kv.v_scale), rounded to nearest even and saturated at +-448, inf and NaN as NaN
+// with their sign. The cache must not overlap k_new,
 // v_new or slot_mapping.
 //
 // Bad slots: on the CPU backend (host memory) every slot is checked before anything is written;

@@ -82,8 +82,8 @@ class PlannedDecode:
     buffers' device, made once here and owned by the runner (`runner.k_scale`, `runner.v_scale`
     hold the scale arrays, given or made), so it stays valid across runs and graph replays; to
     change a scale between runs, rewrite that array in place. Values are checked here (floats,
-    and CPU arrays) and not at each run. CUDA refuses fp8 caches at construction
-    (NotImplementedError) until its kernels exist.
+    and CPU arrays) and not at each run. On CUDA an fp8 cache runs on the decode kernels (float16
+    or bfloat16 q; float32 q is refused at construction with NotImplementedError).
 
     run() is a plain call (not a torch operator): call it eagerly or inside CUDA graph capture,
     not inside torch.compile regions. JAX arrays are immutable and cannot serve as buffers.
