@@ -95,29 +95,25 @@ struct Fp8Widen<__half> {
   static constexpr int kShift = 1;                // e4m3 bit 3 -> f16 bit 10
   static constexpr uint32_t kRebias = 0x5c005c00;  // 2^8 (f16 bias 15 - e4m3 bias 7), twice
   static constexpr uint32_t kNan = 0x7e00;
-  static __device__ __forceinline__ uint32_t mul(uint32_t a, uint32_t b) {
-    const __half2 r = __hmul2(*reinterpret_cast<const __half2*>(&a), *reinterpret_cast<const __half2*>(&b));
-    return *reinterpret_cast<const uint32_t*>(&r);
-  }
+  using Pair = __half2;
 };
 template <>
 struct Fp8Widen<__nv_bfloat16> {
   static constexpr int kShift = 4;                // e4m3 bit 3 -> bf16 bit 7
   static constexpr uint32_t kRebias = 0x7b807b80;  // 2^120 (bf16 bias 127 - e4m3 bias 7), twice
   static constexpr uint32_t kNan = 0x7fc0;
-  static __device__ __forceinline__ uint32_t mul(uint32_t a, uint32_t b) {
-    const __nv_bfloat162 r =
-        __hmul2(*reinterpret_cast<const __nv_bfloat162*>(&a), *reinterpret_cast<const __nv_bfloat162*>(&b));
-    return *reinterpret_cast<const uint32_t*>(&r);
-  }
+  using Pair = __nv_bfloat162;
 };
 
 // Two e4m3 codes, in the high bytes of the 16-bit lanes of `t`, as a pair of T.
 template <typename T>
 __device__ __forceinline__ uint32_t widen_fp8_pair(uint32_t t) {
   using W = Fp8Widen<T>;
+  using Pair = typename W::Pair;
   const uint32_t bits = ((t & 0x7f007f00u) >> W::kShift) | (t & 0x80008000u);
-  return W::mul(bits, W::kRebias);
+  const uint32_t rebias = W::kRebias;
+  const Pair r = __hmul2(*reinterpret_cast<const Pair*>(&bits), *reinterpret_cast<const Pair*>(&rebias));
+  return *reinterpret_cast<const uint32_t*>(&r);
 }
 
 // Four e4m3 codes (the bytes of x, lowest first) -> elements 0-1 in lo, 2-3 in hi; NaN codes
