@@ -9,8 +9,8 @@
   scale), and PyTorch CPU tensors (eager, the operators, torch.compile) giving the same bits.
 - a PlannedDecode serving loop over an fp8 cache written by write_kv.
 - bad input: errors naming the argument, nothing written.
-- CUDA: decode and write_kv over an fp8 cache agree with the CPU backend; prefill is refused
-  (NotImplementedError naming kv.fp8). Checked on a GPU only.
+- CUDA: decode, prefill and write_kv over an fp8 cache agree with the CPU backend. Checked on a
+  GPU only.
 """
 
 from __future__ import annotations
@@ -664,12 +664,15 @@ def test_cuda_fp8_decode_and_write_kv_match_the_cpu():
                          f"{[hex(cpu[tuple(i)].item()) for i in bad[:4]]} cuda {[hex(cuda[tuple(i)].item()) for i in bad[:4]]}")
 
 
-@pytest.mark.skipif(not _cuda_ready(), reason="no GPU, or no CUDA build: CUDA's refusal of fp8 prefill "
-                                             "(NotImplementedError naming kv.fp8) is checked on a GPU only")
-def test_cuda_refuses_fp8_prefill():
-    q = torch.randn(12, 4, 64, device="cuda").to(torch.bfloat16)
-    k = torch.randn(1, 16, 2, 64, device="cuda").to(torch.float8_e4m3fn)
-    v = torch.randn(1, 16, 2, 64, device="cuda").to(torch.float8_e4m3fn)
+@pytest.mark.skipif(not _cuda_ready(), reason="no GPU, or no CUDA build: the CUDA fp8 prefill is checked on a GPU "
+                                             "only")
+def test_cuda_fp8_prefill_matches_the_cpu():
+    gen = torch.Generator().manual_seed(11)
+    q = torch.randn(12, 4, 64, generator=gen).to(torch.bfloat16)
+    k = (torch.randn(1, 16, 2, 64, generator=gen) * 2).to(torch.float8_e4m3fn)
+    v = (torch.randn(1, 16, 2, 64, generator=gen) * 2).to(torch.float8_e4m3fn)
     meta = dict(query_offsets=[0, 12], kv_lengths=[15])
-    with pytest.raises(NotImplementedError, match=r"kv.fp8 = true for a prefill on cuda"):
-        wideattn.attention(q, k, v, k_scale=0.5, v_scale=torch.tensor([2.0], device="cuda"), **meta)
+    expected = wideattn.attention(q, k, v, k_scale=0.5, v_scale=2.0, **meta).float()
+    got = wideattn.attention(q.cuda(), k.cuda(), v.cuda(), k_scale=0.5, v_scale=torch.tensor([2.0], device="cuda"),
+                             **meta)
+    torch.testing.assert_close(got.float().cpu(), expected, rtol=2e-2, atol=2e-2)

@@ -94,23 +94,12 @@ int32_t choose_splits(const AttentionProblem& p, const DeviceInfo& device) {
 Plan plan_one(const AttentionProblem& p, const DeviceInfo& device, Kernel forced) {
   const Tuning t = tuning_for(device);
   const ProblemExtents e = problem_extents(p);
-  if (p.kv.fp8 && device.backend == Backend::cuda) {
-    // The CUDA decode kernels widen e4m3 tiles in shared memory; prefill has no fp8 path yet.
-    if (p.dtype == DType::f32) {
-      throw_error(StatusCode::unsupported,
-                  "plan_attention: kv.fp8 = true with dtype = f32 on cuda, expected f16 or bf16 "
-                  "queries (the fp8 cache runs on the tensor-core decode kernel)");
-    }
-    const bool prefill = forced == Kernel::prefill_unfused || forced == Kernel::prefill_fused ||
-                         (forced == Kernel::automatic && e.max_suffix > t.max_decode_suffix);
-    if (prefill) {
-      throw_error(StatusCode::unsupported,
-                  "plan_attention: kv.fp8 = true for a prefill on cuda (longest suffix " +
-                      std::to_string(e.max_suffix) + "), expected at most " +
-                      std::to_string(t.max_decode_suffix) +
-                      " new tokens per sequence (the fp8 cache runs on the decode kernels; its CUDA "
-                      "prefill path is not written yet)");
-    }
+  if (p.kv.fp8 && device.backend == Backend::cuda && p.dtype == DType::f32) {
+    // The CUDA decode kernels widen e4m3 tiles for tensor cores; the unfused prefill gathers the
+    // rows into the queries' dtype for cuBLASLt: both need 16-bit queries.
+    throw_error(StatusCode::unsupported,
+                "plan_attention: kv.fp8 = true with dtype = f32 on cuda, expected f16 or bf16 "
+                "queries (an fp8 cache runs on the tensor-core decode kernel and the unfused prefill)");
   }
   Plan result;
   Reason why;
@@ -179,7 +168,7 @@ Plan plan_one(const AttentionProblem& p, const DeviceInfo& device, Kernel forced
     if (chunk >= t.prefill_chunk_granularity) chunk -= chunk % t.prefill_chunk_granularity;
     chunk = std::min<int64_t>(chunk, std::max<int64_t>(1, e.max_suffix));
     result.query_rows_per_chunk = chunk;
-    result.workspace_bytes = prefill_workspace_layout(p, chunk, key_capacity, psize).bytes;
+    result.workspace_bytes = prefill_workspace_layout(p, chunk, key_capacity, psize, device.backend).bytes;
     why << "; " << chunk << " query rows per chunk";
   } else if (result.kernel == Kernel::prefill_fused) {
     // kv_splits fixes the count (batch-invariant serving); else as many as fill the SMs.

@@ -33,6 +33,8 @@ std::string fused_prefill_unsupported(const AttentionProblem& p, const DeviceInf
     why << "built for sm_90a (Hopper); the device is sm_" << device.compute_capability;
   } else if (p.kv.paged()) {
     why << "paged KV cache: not served by the fused kernels yet";
+  } else if (p.kv.fp8) {
+    why << "fp8 KV cache: not served by the fused kernels yet";
   } else if (p.dtype == DType::f32) {
     why << "needs f16 or bf16 storage (f32 given)";
   } else if (!config) {

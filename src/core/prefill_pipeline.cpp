@@ -27,7 +27,8 @@ void run_prefill_pipeline(BackendImpl& backend, const AttentionProblem& p, const
   const DType pdtype = probability_dtype(backend.device().backend, p.dtype);
   const int64_t key_capacity = prefill_row_stride(e.max_kv_length);
   const PrefillWorkspace ws =
-      prefill_workspace_layout(p, plan.query_rows_per_chunk, key_capacity, dtype_size(pdtype));
+      prefill_workspace_layout(p, plan.query_rows_per_chunk, key_capacity, dtype_size(pdtype),
+                               backend.device().backend);
   auto* base = static_cast<char*>(backend.workspace(ws.bytes));
   auto* scores = reinterpret_cast<float*>(base + ws.scores);
   void* probabilities = base + ws.probabilities;
@@ -68,8 +69,9 @@ void run_prefill_pipeline(BackendImpl& backend, const AttentionProblem& p, const
         gather.v = base + ws.v_rows;
         if (gather.rows > 0) backend.gather_kv_rows(gather);
         // Row i of the sequence is gathered row i - all.first.
-        k_rows = KvOperand{gather.k, -all.first * d, d, gathered_kv_dtype(p)};
-        v_rows = KvOperand{gather.v, -all.first * d, d, gathered_kv_dtype(p)};
+        const DType gathered = gathered_kv_dtype(p, backend.device().backend);
+        k_rows = KvOperand{gather.k, -all.first * d, d, gathered};
+        v_rows = KvOperand{gather.v, -all.first * d, d, gathered};
       }
       for (int64_t t0 = 0; t0 < suffix; t0 += ws.chunk_rows) {
         const int64_t rows = std::min(ws.chunk_rows, suffix - t0);

@@ -59,9 +59,13 @@ inline int64_t prefill_row_stride(int64_t cols) {
 // for a paged cache (one leading dimension) and an fp8 one (the GEMMs take 16/32-bit operands).
 inline bool prefill_gathers_kv(const AttentionProblem& p) { return p.kv.paged() || p.kv.fp8; }
 
-// The dtype of the gathered rows: the model's, or f32 for an fp8 cache (e4m3 x scale is exact in
-// f32, and the CPU matmul, the only one that serves fp8 so far, multiplies in f32 anyway).
-inline DType gathered_kv_dtype(const AttentionProblem& p) { return p.kv.fp8 ? DType::f32 : p.dtype; }
+// The dtype of the gathered rows: the model's; for an fp8 cache on the CPU f32 (e4m3 x scale is
+// exact in f32, and the CPU matmul multiplies in f32 anyway), on CUDA the model's again
+// (cuBLASLt takes one operand type, and the scales live on the device, so the gather applies
+// them: one rounding of e4m3 x scale to 16 bits, exact when the scale is a power of two).
+inline DType gathered_kv_dtype(const AttentionProblem& p, Backend backend) {
+  return p.kv.fp8 && backend == Backend::cpu ? DType::f32 : p.dtype;
+}
 
 // Prefill: one chunk of `chunk_rows` suffix tokens of one KV group at a time.
 //   scores        [gqa, chunk_rows, key_capacity] f32 (masked in place, softmax may write back)
@@ -79,7 +83,7 @@ struct PrefillWorkspace {
 
 inline PrefillWorkspace prefill_workspace_layout(const AttentionProblem& p, int64_t chunk_rows,
                                                  int64_t key_capacity,
-                                                 std::size_t probability_size) {
+                                                 std::size_t probability_size, Backend backend) {
   PrefillWorkspace w;
   w.chunk_rows = chunk_rows;
   w.key_capacity = key_capacity;
@@ -95,7 +99,7 @@ inline PrefillWorkspace prefill_workspace_layout(const AttentionProblem& p, int6
   at += align_up(gqa * chunk_rows * p.head_dim * sizeof(float));
   if (prefill_gathers_kv(p)) {
     const std::size_t rows_bytes =
-        static_cast<std::size_t>(key_capacity) * p.head_dim * dtype_size(gathered_kv_dtype(p));
+        static_cast<std::size_t>(key_capacity) * p.head_dim * dtype_size(gathered_kv_dtype(p, backend));
     w.k_rows = at;
     at += align_up(rows_bytes);
     w.v_rows = at;

@@ -2,7 +2,11 @@
 // row's page is one block-table load (a broadcast within each warp); the row is copied in
 // 16-byte units when every address and stride allows it, else in elements. A page index outside
 // the pools gives a row of zeros instead of a fault (the host cannot check a device table).
+// An fp8 cache's rows are dequantised into the queries' dtype on the way (gathered_kv_dtype):
+// code -> f32 (exact) x the head's scale (device memory), rounded once to f16/bf16.
 #include "cuda/kernels/gather_kv.h"
+
+#include <cuda_fp8.h>
 
 #include <climits>
 #include <cstdint>
@@ -11,6 +15,7 @@
 #include "core/error.h"
 #include "core/kv_layout.h"
 #include "cuda/primitives/check.h"
+#include "cuda/primitives/dtype.cuh"
 
 namespace wideattn::cuda {
 namespace {
@@ -46,6 +51,29 @@ __global__ void __launch_bounds__(kThreads) gather_kv_kernel(const GatherParams 
   for (int u = threadIdx.x; u < p.row_units; u += kThreads) dst[u] = src[u];
 }
 
+// fp8: one element a thread, e4m3 -> float -> x scale -> T.
+template <typename T>
+__global__ void __launch_bounds__(kThreads) gather_kv_fp8_kernel(const GatherParams p, const float* k_scale,
+                                                                 const float* v_scale, bool per_head) {
+  const int which = blockIdx.y;
+  const int64_t i = blockIdx.x;
+  const int64_t row = p.first_row + i;
+  const detail::KvPool& pool = p.pool[which];
+  const int64_t page = detail::page_of(p.pages, p.sequence, row);
+  T* dst = static_cast<T*>(p.out[which]) + i * p.row_units;
+  if (page < 0 || page >= p.num_pages) {
+    for (int u = threadIdx.x; u < p.row_units; u += kThreads) dst[u] = from_float<T>(0.0f);
+    return;
+  }
+  const float* scales = which == 0 ? k_scale : v_scale;
+  const float scale = scales ? scales[per_head ? p.head : 0] : 1.0f;
+  const auto* src = static_cast<const __nv_fp8_storage_t*>(pool.base) + detail::row_offset(pool, p.pages, page, row, p.head);
+  for (int u = threadIdx.x; u < p.row_units; u += kThreads) {
+    const float x = __half2float(__half(__nv_cvt_fp8_to_halfraw(src[u], __NV_E4M3)));
+    dst[u] = from_float<T>(x * scale);
+  }
+}
+
 bool aligned(const void* pointer, int64_t bytes) {
   return reinterpret_cast<std::uintptr_t>(pointer) % static_cast<std::uintptr_t>(bytes) == 0;
 }
@@ -78,6 +106,20 @@ void launch_gather_kv_rows(const detail::GatherKvArguments& a, cudaStream_t stre
            (pool.head_stride * p.element_bytes) % 16 == 0;
   }
   const dim3 grid(static_cast<unsigned>(a.rows), 2);
+  if (problem.kv.fp8) {
+    p.row_units = problem.head_dim;
+    if (problem.dtype == DType::bf16) {
+      gather_kv_fp8_kernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(p, problem.kv.k_scale, problem.kv.v_scale,
+                                                                           problem.kv.scales_per_head);
+    } else if (problem.dtype == DType::f16) {
+      gather_kv_fp8_kernel<__half><<<grid, kThreads, 0, stream>>>(p, problem.kv.k_scale, problem.kv.v_scale,
+                                                                    problem.kv.scales_per_head);
+    } else {
+      detail::throw_invalid("gather_kv_rows", "dtype", to_string(problem.dtype), "f16 or bf16 with an fp8 cache");
+    }
+    WIDEATTN_CUDA_CHECK_LAUNCH("gather_kv_fp8_kernel");
+    return;
+  }
   if (wide) {
     p.row_units = static_cast<int32_t>(row_bytes / 16);
     gather_kv_kernel<uint4><<<grid, kThreads, 0, stream>>>(p);
