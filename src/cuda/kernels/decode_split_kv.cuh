@@ -11,9 +11,11 @@
 // output and LSE; otherwise the unnormalised partial state for decode_merge.
 //
 // An fp8 (e4m3) cache streams its bytes through the same stages (half the size, so one stage
-// deeper at head_dim 256 and 512); at the top of each tile the CTA widens the tile into one
-// 16-bit K/V buffer in the layout above, and the rest runs unchanged. The K scale joins the
-// logit scale and the V scale the output.
+// deeper at head_dim 256 and 512); at the top of each tile the CTA widens the tile into one f16
+// K/V buffer in the layout above, and the rest runs unchanged with f16 MMAs (e4m3 is exact in
+// f16, P gains precision; bf16 queries are converted to f16 once, scaled by a power of two that
+// keeps the CTA's largest finite entry in f16's range). The K scale and that power of two join
+// the logit scale, the V scale the output.
 #pragma once
 
 #include <type_traits>
@@ -31,7 +33,8 @@ template <typename T, int D, bool Fp8>
 __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
                                   wideattn::detail::cuda_decode_items_per_sm(D))
     decode_mma_kernel(const __grid_constant__ DecodeParams p) {
-  using S = Storage<T>;
+  using Tc = std::conditional_t<Fp8, __half, T>;  // the MMAs' operand type
+  using S = Storage<Tc>;
   using KvT = std::conditional_t<Fp8, uint8_t, T>;  // a cache element as stored
   constexpr MmaShape kShape = mma_shape(D, sizeof(KvT));
   constexpr int kChunks = D / 8;  // 16-byte chunks per 16-bit Q/K/V row
@@ -224,26 +227,52 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
         const int idx = base + u * threads;
         const int r = (idx / kKvChunks) % kKeysPerTile;
         const int c = idx % kKvChunks;
-        const uint4 x = codes[u];
         uint4 a, b;
-        widen_fp8x4<T>(x.x, a.x, a.y);
-        widen_fp8x4<T>(x.y, a.z, a.w);
-        widen_fp8x4<T>(x.z, b.x, b.y);
-        widen_fp8x4<T>(x.w, b.z, b.w);
-        if (__builtin_expect((fp8_nan_bytes(x.x) | fp8_nan_bytes(x.y) | fp8_nan_bytes(x.z) | fp8_nan_bytes(x.w)) != 0,
-                             0)) {
-          const uint2 ax = restore_fp8_nans<T>(x.x, make_uint2(a.x, a.y));
-          const uint2 ay = restore_fp8_nans<T>(x.y, make_uint2(a.z, a.w));
-          const uint2 bx = restore_fp8_nans<T>(x.z, make_uint2(b.x, b.y));
-          const uint2 by = restore_fp8_nans<T>(x.w, make_uint2(b.z, b.w));
-          a = make_uint4(ax.x, ax.y, ay.x, ay.y);
-          b = make_uint4(bx.x, bx.y, by.x, by.y);
-        }
+        widen_fp8x4(codes[u].x, a.x, a.y);
+        widen_fp8x4(codes[u].y, a.z, a.w);
+        widen_fp8x4(codes[u].z, b.x, b.y);
+        widen_fp8x4(codes[u].w, b.z, b.w);
         unsigned char* row = s_wide + (idx / (kKeysPerTile * kKvChunks)) * (kKeysPerTile * kRowBytes) + r * kRowBytes;
         *reinterpret_cast<uint4*>(row + ((2 * c) ^ (r & 7)) * 16) = a;
         *reinterpret_cast<uint4*>(row + ((2 * c + 1) ^ (r & 7)) * 16) = b;
       }
     }
+  };
+
+  // fp8 with bf16 queries: Q (landed with tile 0) rewritten in place as f16 x 2^-q_shift, where
+  // 2^q_shift brings the CTA's largest finite |q| under 2^15 (0 for any ordinary query); inf
+  // and NaN stay what they are. Returns q_shift. `q_max` is a word of shared memory holding 0.
+  auto convert_q_to_f16 = [&](unsigned int* q_max) -> int {
+    const int q_chunks = p.groups * kRowsPerBlock * kChunks;
+    float local = 0.0f;
+    for (int idx = tid; idx < q_chunks; idx += threads) {
+      const uint4 v = *reinterpret_cast<const uint4*>(s_q + idx * 16);
+      const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&words[j]));
+        if (isfinite(f.x)) local = fmaxf(local, fabsf(f.x));
+        if (isfinite(f.y)) local = fmaxf(local, fabsf(f.y));
+      }
+    }
+    atomicMax(q_max, __float_as_uint(local));  // non-negative floats order as their bits
+    __syncthreads();
+    int exponent = 0;
+    frexpf(__uint_as_float(*q_max), &exponent);  // max < 2^exponent
+    const int shift = exponent > 15 ? exponent - 15 : 0;
+    const float down = ldexpf(1.0f, -shift);
+    for (int idx = tid; idx < q_chunks; idx += threads) {
+      uint4 v = *reinterpret_cast<const uint4*>(s_q + idx * 16);
+      uint32_t* words = reinterpret_cast<uint32_t*>(&v);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&words[j]));
+        const __half2 h = __floats2half2_rn(f.x * down, f.y * down);
+        words[j] = *reinterpret_cast<const uint32_t*>(&h);
+      }
+      *reinterpret_cast<uint4*>(s_q + idx * 16) = v;
+    }
+    return shift;  // the barrier after the first widening publishes the converted Q
   };
 
   if (paged) {  // the prologue's tiles' entries, before their copies (Q stays in flight)
@@ -271,7 +300,13 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
 
   const float inv_softcap = p.softcap > 0.0f ? 1.0f / p.softcap : 0.0f;
   // fp8: a stored K stands for K * k_scale, so the logits scale by it too.
-  const float qk_scale = Fp8 ? p.scale * fp8_scale(p.k_scale, p.scales_per_head, w.kv_head) : p.scale;
+  float qk_scale = Fp8 ? p.scale * fp8_scale(p.k_scale, p.scales_per_head, w.kv_head) : p.scale;
+  // fp8 with bf16 queries: the largest |q| meets in group 0's exchange words, free until tile
+  // 0's first row maxima (written after the barrier that follows the widening).
+  unsigned int* q_max = reinterpret_cast<unsigned int*>(s_wide + kShape.convert_bytes);
+  if constexpr (Fp8 && std::is_same_v<T, __nv_bfloat16>) {
+    if (tid == 0) *q_max = 0u;  // before the loop's first barrier
+  }
   float acc[kNTiles][4];
 #pragma unroll
   for (int n = 0; n < kNTiles; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
@@ -290,6 +325,9 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
       cp_async_commit();
     }
     uint32_t k_tile = kv_base + stage * kShape.stage_bytes;
+    if constexpr (Fp8 && std::is_same_v<T, __nv_bfloat16>) {
+      if (tile == 0) qk_scale = ldexpf(qk_scale, convert_q_to_f16(q_max));
+    }
     if constexpr (Fp8) {
       widen_tile(stage);
       __syncthreads();  // widened tile visible (the barrier above ordered the last reads of it)
@@ -414,7 +452,7 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
                col0;
 #pragma unroll
         for (int n = 0; n < kNTiles; ++n) {
-          S::store2(o + n * 8, acc[n][2 * h] * factor, acc[n][2 * h + 1] * factor);
+          Storage<T>::store2(o + n * 8, acc[n][2 * h] * factor, acc[n][2 * h + 1] * factor);
         }
         if (p.lse && wq == 0 && qd == 0) {
           p.lse[t.token * p.lse_token_stride + t.head * p.lse_head_stride] = lse;
