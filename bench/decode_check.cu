@@ -18,7 +18,8 @@
 //   count sweep per case, the automatic choice marked with '*'. Also checks sampled rows.
 // Options: --quick (fewer sweep points), --no-sweep, --only SUBSTRING (speed cases whose name
 // has it), --no-perf, --no-check. Built with -DWIDEATTN_DECODE_TRACE=ON it also prints the
-// kernels' timeline (decode_trace.h) for the automatic plan of each speed case.
+// kernels' timeline (decode_trace.h) for the automatic plan of each speed case, and with
+// --trace-sweep for every split count of the sweep too.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -763,7 +764,8 @@ Ceilings measure_ceilings(cudaStream_t stream) {
 
 #ifdef WIDEATTN_DECODE_TRACE
 // Timeline of one automatic call (the last of a few back to back): split CTAs and merge CTAs.
-void print_trace(Runner& runner, const AttentionProblem& p) {
+// splits 0: the automatic plan; otherwise that split count (Runner::run_splits).
+void print_trace(Runner& runner, const AttentionProblem& p, int splits = 0) {
   static unsigned long long* buffer = nullptr;
   const std::size_t bytes = cuda::decode::kTraceEntries * sizeof(unsigned long long);
   if (!buffer) {
@@ -771,8 +773,12 @@ void print_trace(Runner& runner, const AttentionProblem& p) {
     cuda::decode::set_trace_buffer(buffer);
   }
   CK(cudaMemsetAsync(buffer, 0, bytes, runner.stream));
-  for (int i = 0; i < 3; ++i)
-    ok_or_die(attention(*runner.context, p, Kernel::automatic), "attention");
+  for (int i = 0; i < 3; ++i) {
+    if (splits > 0)
+      runner.run_splits(p, splits);
+    else
+      ok_or_die(attention(*runner.context, p, Kernel::automatic), "attention");
+  }
   std::vector<unsigned long long> t(cuda::decode::kTraceEntries);
   CK(cudaMemcpyAsync(t.data(), buffer, bytes, cudaMemcpyDeviceToHost, runner.stream));
   CK(cudaStreamSynchronize(runner.stream));
@@ -812,8 +818,9 @@ void print_trace(Runner& runner, const AttentionProblem& p) {
   for (int c : per_sm) sms += c > 0, max_per_sm = std::max(max_per_sm, c);
   std::printf(
       "  trace: %lld split CTAs on %d SMs (at most %d per SM), %zu merge CTAs; times from "
-      "the first CTA start\n",
-      static_cast<long long>(ctas), sms, max_per_sm, m_start.size());
+      "the first CTA start (%s)\n",
+      static_cast<long long>(ctas), sms, max_per_sm, m_start.size(),
+      splits > 0 ? (std::to_string(splits) + " splits forced").c_str() : "automatic plan");
   line("split CTA start", start);
   line("split first tile ready - start", fill);
   line("split streaming (last tile - first)", stream);
@@ -827,7 +834,7 @@ void print_trace(Runner& runner, const AttentionProblem& p) {
 }
 #endif
 
-int run_perf(Runner& runner, bool quick, bool sweep, const char* only) {
+int run_perf(Runner& runner, bool quick, bool sweep, bool trace_sweep, const char* only) {
   const Ceilings ceil = measure_ceilings(runner.stream);
   const DeviceInfo& dev = runner.context->device();
   std::printf("== speed on %s (%d SMs) ==\n", dev.name.c_str(), dev.compute_units);
@@ -873,10 +880,19 @@ int run_perf(Runner& runner, bool quick, bool sweep, const char* only) {
     cases.push_back(c);
     c = gemma("31B b4 x kv2048 x 1 (rotated, L2-size)", 4, 1, 2048, 0);
     cases.push_back(c);
-    c = gemma("E4B b1 x kv32768 x 1 (8/2)", 1, 1, 32768, 0);
-    c.spec.q_heads = 8;
-    c.spec.kv_heads = 2;
-    cases.push_back(c);
+    // The 2-KV-head models (issue 12): E2B 8/1, E4B 8/2, 26B-A4B 16/2.
+    auto two_heads = [&](const std::string& name, int batch, int suffix, int kv, int q_heads,
+                         int kv_heads) {
+      PerfCase m = gemma(name, batch, suffix, kv, 0);
+      m.spec.q_heads = q_heads;
+      m.spec.kv_heads = kv_heads;
+      cases.push_back(m);
+    };
+    two_heads("E4B b1 x kv32768 x 1 (8/2)", 1, 1, 32768, 8, 2);
+    two_heads("E4B b8 x 4 tok x kv8192 (8/2)", 8, 4, 8192, 8, 2);
+    two_heads("26B b1 x kv32768 x 1 (16/2)", 1, 1, 32768, 16, 2);
+    two_heads("26B b8 x 4 tok x kv8192 (16/2)", 8, 4, 8192, 16, 2);
+    two_heads("E2B b1 x kv32768 x 1 (8/1)", 1, 1, 32768, 8, 1);
   }
   const std::vector<int> sweep_full = {1,  2,  3,  4,  5,  6,  8,  11, 12, 16,
                                        22, 24, 32, 33, 44, 48, 64, 66, 99, 128};
@@ -948,6 +964,9 @@ int run_perf(Runner& runner, bool quick, bool sweep, const char* only) {
       std::printf("  %-8d %9.1f %10.0f %7.1f%% %6.1f%% %s\n", s, ms * 1e3, gbs,
                   100.0 * gbs / ceil.copy_gbs, 100.0 * gbs / ceil.read_gbs,
                   s == plan.num_splits ? "*" : "");
+#ifdef WIDEATTN_DECODE_TRACE
+      if (trace_sweep) print_trace(runner, p, s);
+#endif
     }
     std::printf("\n");
   }
@@ -958,7 +977,7 @@ int run_perf(Runner& runner, bool quick, bool sweep, const char* only) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, perf = true, check = true, sweep = true;
+  bool quick = false, perf = true, check = true, sweep = true, trace_sweep = false;
   const char* only = nullptr;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
@@ -966,6 +985,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
     if (!std::strcmp(argv[i], "--no-perf")) perf = false;
     if (!std::strcmp(argv[i], "--no-check")) check = false;
+    if (!std::strcmp(argv[i], "--trace-sweep")) trace_sweep = true;
   }
   cudaStream_t stream;
   CK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
@@ -974,7 +994,7 @@ int main(int argc, char** argv) {
   Runner runner{context.get(), stream};
   int failures = 0;
   if (check) failures += run_correctness(runner);
-  if (perf) failures += run_perf(runner, quick, sweep, only);
+  if (perf) failures += run_perf(runner, quick, sweep, trace_sweep, only);
   if (runner.workspace) CK(cudaFree(runner.workspace));
   std::printf("decode_check: %s\n", failures ? "FAILURES (see above)" : "all ok");
   return failures ? 1 : 0;
