@@ -5,6 +5,7 @@
 
 #include <cstddef>
 
+#include "core/error.h"
 #include "wideattn/attention.h"
 #include "wideattn/components.h"
 #include "wideattn/context.h"
@@ -21,6 +22,12 @@ struct MaskedSoftmaxArguments {
   SequenceMask mask;
   int64_t first_query = 0, first_key = 0;
   float softcap = 0.0f;
+  // An fp8 cache gathered unscaled (gather_applies_kv_scales false): one float each in the
+  // backend's memory, null = 1. Each score is multiplied by *logit_scale before the soft-cap
+  // and the mask (the K scale), each probability by *probability_scale after normalising (the
+  // V scale, which the P V product then carries); the LSE does not see the latter.
+  const float* logit_scale = nullptr;
+  const float* probability_scale = nullptr;
 };
 
 // The prefill pipeline's read of a paged or fp8 cache: rows [first_row, first_row + rows) of
@@ -61,6 +68,11 @@ class BackendImpl {
   // Default: scatter_scores in place over the scores, then softmax. A backend may fuse them
   // (one pass over the scores instead of three).
   virtual void masked_softmax(const MaskedSoftmaxArguments& args) {
+    if (args.logit_scale || args.probability_scale) {  // gather_applies_kv_scales says where
+      throw_error(StatusCode::unsupported,
+                  "masked_softmax: logit_scale/probability_scale need a backend that fuses the mask "
+                  "into its softmax");
+    }
     const SoftmaxArguments& sm = args.softmax;
     if (sm.cols > 0 && sm.rows > 0) {
       ScatterScoresArguments mask;

@@ -57,6 +57,11 @@ void run_prefill_pipeline(BackendImpl& backend, const AttentionProblem& p, const
       // gather is one more read and write of those rows; the GEMMs read them once per chunk).
       KvOperand k_rows{p.kv.k, g * p.kv.k_head_stride + b * p.kv.k_sequence_stride, p.kv.k_token_stride, p.dtype};
       KvOperand v_rows{p.kv.v, g * p.kv.v_head_stride + b * p.kv.v_sequence_stride, p.kv.v_token_stride, p.dtype};
+      // An fp8 cache whose gather leaves the codes unscaled: the softmax applies the scales.
+      const bool softmax_scales = p.kv.fp8 && !gather_applies_kv_scales(backend.device().backend);
+      const int32_t scale_index = p.kv.scales_per_head ? g : 0;
+      const float* k_scale = softmax_scales && p.kv.k_scale ? p.kv.k_scale + scale_index : nullptr;
+      const float* v_scale = softmax_scales && p.kv.v_scale ? p.kv.v_scale + scale_index : nullptr;
       if (prefill_gathers_kv(p)) {
         const KeyRange all = visible_key_range(mask, 0, suffix);
         GatherKvArguments gather;
@@ -112,6 +117,8 @@ void run_prefill_pipeline(BackendImpl& backend, const AttentionProblem& p, const
         masked.first_query = t0;
         masked.first_key = keys.first;
         masked.softcap = p.softcap;
+        masked.logit_scale = k_scale;
+        masked.probability_scale = v_scale;
         SoftmaxArguments& sm = masked.softmax;
         sm.input = scores;
         sm.input_row_stride = ld;

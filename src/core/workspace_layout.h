@@ -61,11 +61,16 @@ inline bool prefill_gathers_kv(const AttentionProblem& p) { return p.kv.paged() 
 
 // The dtype of the gathered rows: the model's; for an fp8 cache on the CPU f32 (e4m3 x scale is
 // exact in f32, and the CPU matmul multiplies in f32 anyway), on CUDA the model's again
-// (cuBLASLt takes one operand type, and the scales live on the device, so the gather applies
-// them: one rounding of e4m3 x scale to 16 bits, exact when the scale is a power of two).
+// (cuBLASLt takes one operand type; e4m3 codes are exact in f16 and bf16, code x scale is not).
 inline DType gathered_kv_dtype(const AttentionProblem& p, Backend backend) {
   return p.kv.fp8 && backend == Backend::cpu ? DType::f32 : p.dtype;
 }
+
+// Whether the gather of an fp8 cache applies the dequantisation scales (the CPU's f32 rows), or
+// leaves the codes unscaled and the masked softmax applies them (CUDA: the scales live on the
+// device; the logits are multiplied by the K scale, the probabilities by the V scale, so no
+// value is rounded twice).
+inline bool gather_applies_kv_scales(Backend backend) { return backend == Backend::cpu; }
 
 // Prefill: one chunk of `chunk_rows` suffix tokens of one KV group at a time.
 //   scores        [gqa, chunk_rows, key_capacity] f32 (masked in place, softmax may write back)

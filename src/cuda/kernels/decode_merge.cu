@@ -1,14 +1,17 @@
 // The second pass of two_pass decode: per query row, combine the splits' partial states
 //   M = max(max_s, sink), total = sum_s sum_s exp(max_s - M) + exp(sink - M),
 //   out = sum_s partial_s exp(max_s - M) / total, lse = M + log(total).
-// Latency-bound (its few MB sit in L2), so it is built for one round trip: one CTA per query
-// row of G x (head_dim / 4) threads; thread (group g, column c) owns float4 column c of splits
-// g, g + G, g + 2G, ... and issues their (max, sum, partial) loads together, kMergeBatch at a
-// time, folding them into an online (max, sum, output) state; the G states then combine through
-// shared memory. G = splits / kMergeBatch (at least 1, at most 512 threads per CTA), so that a
-// merge of many rows and few splits keeps its CTAs small. Splits that saw no key carry max -inf
-// and sum 0. On sm_90 the merge is a programmatic dependent of the split pass: it is scheduled
-// while the split pass drains and waits in griddepcontrol.wait for its results.
+// Latency-bound (its few MB sit in L2), so it is built for one round trip: thread (group g,
+// column c) owns float4 column c of splits g, g + G, g + 2G, ... (G = ceil(splits /
+// kMergeBatch), so at most kMergeBatch splits a thread) and issues their (max, sum, partial)
+// loads together, folding them into an online (max, sum, output) state; the G states then
+// combine through shared memory. A CTA covers one query row and a slice of its columns,
+// kMergeThreads / G of them: a few rows over many splits (batch 1 at long context) still spread
+// over many SMs instead of queueing their loads on one per row. The slicing does not change
+// the arithmetic (G depends on the split count only), so the bits depend on the split count
+// alone, not on the batch. Splits that saw no key carry max -inf and sum 0. On sm_90 the merge
+// is a programmatic dependent of the split pass: it is scheduled while the split pass drains
+// and waits in griddepcontrol.wait for its results.
 #include <algorithm>
 #include <string>
 
@@ -21,31 +24,54 @@
 namespace wideattn::cuda::decode {
 namespace {
 
-constexpr int kMergeThreads = 512;
+constexpr int kMergeThreads = 256;  // at most, per CTA
 constexpr int kMergeMaxSplits = kMaxKvSplits;  // what validation lets kv_splits ask for
-constexpr int kMergeMinVectors = 64 / 4;  // float4 columns at the smallest head_dim
-constexpr int kMergeMaxGroups = kMergeThreads / kMergeMinVectors;
-constexpr int kMergeBatch = 8;  // splits per thread whose loads are in flight together
-static_assert(kMergeThreads >= 2048 / 4, "decode_merge: one float4 column per thread up to d = 2048");
+constexpr int kMergeBatch = 8;  // splits per thread, their loads in flight together
+constexpr int kMergeMaxGroups = (kMergeMaxSplits + kMergeBatch - 1) / kMergeBatch;
+constexpr int kMergeMinVectors = 8;  // float4 columns per CTA: a 128-byte line per group
+static_assert(kMergeMaxGroups * kMergeMinVectors <= kMergeThreads, "decode_merge: CTA size");
+
+// The merge's shape, a function of the split count and head_dim only (see the top).
+struct MergeShape {
+  int groups;   // G
+  int vectors;  // float4 columns per CTA
+  int slices;   // CTAs per query row
+};
+MergeShape merge_shape(int splits, int head_dim) {
+  MergeShape m;
+  m.groups = (splits + kMergeBatch - 1) / kMergeBatch;
+  const int row_vectors = head_dim / 4;
+  m.vectors = row_vectors;  // halved (a power of two dividing the row) until the CTA fits
+  while (m.vectors > kMergeMinVectors && m.vectors * m.groups > kMergeThreads) m.vectors /= 2;
+  m.slices = row_vectors / m.vectors;
+  return m;
+}
 
 template <typename T>
-__global__ void __launch_bounds__(kMergeThreads) decode_merge_kernel(const DecodeParams p) {
+__global__ void __launch_bounds__(kMergeThreads)
+    decode_merge_kernel(const DecodeParams p, int groups, int vectors, int slices) {
   using S = Storage<T>;
   __shared__ float4 s_out[kMergeThreads];
   __shared__ float s_max[kMergeMaxGroups], s_sum[kMergeMaxGroups];
-  WIDEATTN_TRACE(p, kTraceMergeBase + 4 * int64_t{blockIdx.x});
+#ifdef WIDEATTN_DECODE_TRACE
+  const bool traced = blockIdx.x < (kTraceSmBase - kTraceMergeBase) / 4;
+  if (traced) WIDEATTN_TRACE(p, kTraceMergeBase + 4 * int64_t{blockIdx.x});
+#endif
   wait_for_previous_grid();
   allow_next_grid();  // the next kernel may be scheduled; it waits for this grid to finish
-  WIDEATTN_TRACE(p, kTraceMergeBase + 4 * int64_t{blockIdx.x} + 1);
-  const int64_t row = blockIdx.x;  // token * q_heads + head
+#ifdef WIDEATTN_DECODE_TRACE
+  if (traced) WIDEATTN_TRACE(p, kTraceMergeBase + 4 * int64_t{blockIdx.x} + 1);
+#endif
+  const int64_t row = blockIdx.x / slices;  // token * q_heads + head
+  const int slice = static_cast<int>(blockIdx.x % slices);
   const int64_t token = row / p.q_heads;
   // A plan from bounds launches a row per token of its bound: rows past the call's own tokens
   // belong to no sequence and stay untouched (the whole CTA leaves together).
   if (p.check_metadata && token >= min(int64_t{p.query_offsets[p.batch]}, p.max_total_tokens)) return;
   const int32_t head = static_cast<int32_t>(row % p.q_heads);
-  const int vectors = p.head_dim / 4;
-  const int groups = blockDim.x / vectors;
+  const int row_vectors = p.head_dim / 4;
   const int c4 = threadIdx.x % vectors, group = threadIdx.x / vectors;
+  const int column = slice * vectors + c4;  // float4 column of the row
   const float* row_max = p.partial_max + row * p.splits;
   const float* row_sum = p.partial_sum + row * p.splits;
   const float4* partial =
@@ -63,7 +89,7 @@ __global__ void __launch_bounds__(kMergeThreads) decode_merge_kernel(const Decod
       const bool valid = s < p.splits;
       mx[i] = valid ? row_max[s] : neg_inf();
       sm[i] = valid ? row_sum[s] : 0.0f;
-      x[i] = valid ? partial[s * vectors + c4] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      x[i] = valid ? partial[s * row_vectors + column] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     }
     float top = m;
 #pragma unroll
@@ -114,24 +140,31 @@ __global__ void __launch_bounds__(kMergeThreads) decode_merge_kernel(const Decod
     acc.w += x.w * w;
   }
   const float inv_total = total > 0.0f ? 1.0f / total : 0.0f;
-  T* out = static_cast<T*>(p.out) + token * p.out_token_stride + head * p.out_head_stride + 4 * c4;
+  T* out = static_cast<T*>(p.out) + token * p.out_token_stride + head * p.out_head_stride + 4 * column;
   S::store(out + 0, acc.x * inv_total);
   S::store(out + 1, acc.y * inv_total);
   S::store(out + 2, acc.z * inv_total);
   S::store(out + 3, acc.w * inv_total);
-  if (c4 == 0 && p.lse) {
+  if (column == 0 && p.lse) {
     p.lse[token * p.lse_token_stride + head * p.lse_head_stride] =
         total > 0.0f ? top + logf(total) : neg_inf();
   }
-  WIDEATTN_TRACE(p, kTraceMergeBase + 4 * int64_t{blockIdx.x} + 2);
+#ifdef WIDEATTN_DECODE_TRACE
+  if (traced) WIDEATTN_TRACE(p, kTraceMergeBase + 4 * int64_t{blockIdx.x} + 2);
+#endif
 }
 
 template <typename T>
 void launch(const DecodeParams& p, int64_t rows, bool dependent, cudaStream_t stream) {
-  const int vectors = p.head_dim / 4;
-  const int groups = std::min((p.splits + kMergeBatch - 1) / kMergeBatch, kMergeThreads / vectors);
+  const MergeShape m = merge_shape(p.splits, p.head_dim);
+  const int64_t ctas = rows * m.slices;
+  if (ctas > 0x7fffffff) {
+    wideattn::detail::throw_invalid("run_decode", "merge CTAs (tokens x heads x column slices)",
+                                    ctas, "< 2^31");
+  }
   launch_kernel("launch of decode_merge_kernel", decode_merge_kernel<T>,
-                dim3(static_cast<unsigned>(rows)), dim3(groups * vectors), 0, stream, dependent, p);
+                dim3(static_cast<unsigned>(ctas)), dim3(m.groups * m.vectors), 0, stream,
+                dependent, p, m.groups, m.vectors, m.slices);
 }
 
 }  // namespace
@@ -147,9 +180,10 @@ void launch_decode_merge(const DecodeParams& p, DType dtype, int64_t rows, bool 
   if (rows > 0x7fffffff) {
     wideattn::detail::throw_invalid("run_decode", "query rows (tokens x heads)", rows, "< 2^31");
   }
-  if (p.head_dim < 4 * kMergeMinVectors || (4 * kMergeThreads) % p.head_dim != 0) {
+  if (p.head_dim < 4 * kMergeMinVectors || p.head_dim % (4 * kMergeMinVectors) != 0 ||
+      (p.head_dim & (p.head_dim - 1)) != 0) {
     wideattn::detail::throw_invalid("run_decode", "head_dim", p.head_dim,
-                                    "64, 128, 256, 512, 1024 or 2048 for the merge");
+                                    "a power of two >= 32 for the merge");
   }
   switch (dtype) {
     case DType::f32:

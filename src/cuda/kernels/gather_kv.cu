@@ -51,10 +51,11 @@ __global__ void __launch_bounds__(kThreads) gather_kv_kernel(const GatherParams 
   for (int u = threadIdx.x; u < p.row_units; u += kThreads) dst[u] = src[u];
 }
 
-// fp8: one element a thread, e4m3 -> float -> x scale -> T.
+// fp8: one element a thread, e4m3 -> T exactly (every e4m3 value is an f16 and a bf16 value).
+// The scales are not applied here (that would round code x scale to 16 bits): the masked
+// softmax multiplies the logits by the K scale and the probabilities by the V scale.
 template <typename T>
-__global__ void __launch_bounds__(kThreads) gather_kv_fp8_kernel(const GatherParams p, const float* k_scale,
-                                                                 const float* v_scale, bool per_head) {
+__global__ void __launch_bounds__(kThreads) gather_kv_fp8_kernel(const GatherParams p) {
   const int which = blockIdx.y;
   const int64_t i = blockIdx.x;
   const int64_t row = p.first_row + i;
@@ -65,12 +66,9 @@ __global__ void __launch_bounds__(kThreads) gather_kv_fp8_kernel(const GatherPar
     for (int u = threadIdx.x; u < p.row_units; u += kThreads) dst[u] = from_float<T>(0.0f);
     return;
   }
-  const float* scales = which == 0 ? k_scale : v_scale;
-  const float scale = scales ? scales[per_head ? p.head : 0] : 1.0f;
   const auto* src = static_cast<const __nv_fp8_storage_t*>(pool.base) + detail::row_offset(pool, p.pages, page, row, p.head);
   for (int u = threadIdx.x; u < p.row_units; u += kThreads) {
-    const float x = __half2float(__half(__nv_cvt_fp8_to_halfraw(src[u], __NV_E4M3)));
-    dst[u] = from_float<T>(x * scale);
+    dst[u] = from_float<T>(__half2float(__half(__nv_cvt_fp8_to_halfraw(src[u], __NV_E4M3))));
   }
 }
 
@@ -109,11 +107,9 @@ void launch_gather_kv_rows(const detail::GatherKvArguments& a, cudaStream_t stre
   if (problem.kv.fp8) {
     p.row_units = problem.head_dim;
     if (problem.dtype == DType::bf16) {
-      gather_kv_fp8_kernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(p, problem.kv.k_scale, problem.kv.v_scale,
-                                                                           problem.kv.scales_per_head);
+      gather_kv_fp8_kernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(p);
     } else if (problem.dtype == DType::f16) {
-      gather_kv_fp8_kernel<__half><<<grid, kThreads, 0, stream>>>(p, problem.kv.k_scale, problem.kv.v_scale,
-                                                                    problem.kv.scales_per_head);
+      gather_kv_fp8_kernel<__half><<<grid, kThreads, 0, stream>>>(p);
     } else {
       detail::throw_invalid("gather_kv_rows", "dtype", to_string(problem.dtype), "f16 or bf16 with an fp8 cache");
     }

@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "core/mask.h"
 #include "cuda/primitives/check.h"
@@ -63,14 +64,15 @@ __device__ __forceinline__ RowVisibility row_visibility(const SoftmaxParams& p, 
   return v;
 }
 
-// The logit of input element x in column c.
+// The logit of input element x in column c (x_scale: the mask's logit_scale, or 1).
 __device__ __forceinline__ float masked_logit(const SoftmaxParams& p, const RowVisibility& v,
-                                              int64_t c, float x) {
+                                              int64_t c, float x, float x_scale) {
   if (!p.masked) return x;
   const bool visible = p.mask_intervals
                            ? c >= v.lo && c < v.hi
                            : detail::key_visible(p.mask.mask, v.query, p.mask.first_key + c);
   if (!visible) return -INFINITY;
+  x *= x_scale;
   return p.mask.softcap > 0.0f ? p.mask.softcap * tanhf(x / p.mask.softcap) : x;
 }
 
@@ -128,7 +130,11 @@ __device__ __forceinline__ void softmax_row(const SoftmaxParams& p, int64_t row,
   const int64_t block = row / p.rows_per_block;
   const RowVisibility visibility =
       row_visibility(p, p.mask.first_query + (row - block * p.rows_per_block));
-  auto logit = [&](int64_t c, float v) { return masked_logit(p, visibility, c, v); };
+  // The fp8 cache's scales (SoftmaxMask): 16-bit probabilities only, as fp8 needs 16-bit
+  // queries; compiled out of the f32 kernel, where they cost a register spill.
+  constexpr bool kScaled = !std::is_same_v<Out, float>;
+  const float x_scale = kScaled && p.masked && p.mask.logit_scale ? *p.mask.logit_scale : 1.0f;
+  auto logit = [&](int64_t c, float v) { return masked_logit(p, visibility, c, v, x_scale); };
   const ReadRange read = read_range(p, visibility, split);
 
   // Pass 1: online max and sum over the columns read (the others add nothing).
@@ -158,7 +164,9 @@ __device__ __forceinline__ void softmax_row(const SoftmaxParams& p, int64_t row,
   // Pass 2: normalise. An empty row has no max to subtract: write zeros. Columns not read are
   // hidden: their probability is exactly 0 (what exp(-inf - max) * inv_sum gives).
   const float max = empty ? 0.0f : state.max;
-  const float inv_sum = empty ? 0.0f : 1.0f / state.sum;
+  const float y_scale =
+      kScaled && p.masked && p.mask.probability_scale ? *p.mask.probability_scale : 1.0f;
+  const float inv_sum = empty ? 0.0f : y_scale / state.sum;
   auto probability = [&](int64_t c) {
     return read.reads(c) ? exp_f32(logit(c, x[c]) - max) * inv_sum : 0.0f;
   };
@@ -215,6 +223,10 @@ void launch_softmax(const SoftmaxArguments& args, cudaStream_t stream, const Sof
   p.masked = mask != nullptr;
   p.mask_intervals = false;
   if (mask) {
+    if (args.output_dtype == DType::f32 && (mask->logit_scale || mask->probability_scale)) {
+      detail::throw_invalid("masked_softmax", "output_dtype", "f32",
+                            "f16 or bf16 probabilities with logit_scale/probability_scale");
+    }
     p.mask = *mask;
     p.mask_intervals = !mask->mask.spec.tree_start && mask->mask.spec.ring_length == 0;
   }

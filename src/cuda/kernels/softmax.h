@@ -14,6 +14,10 @@ struct SoftmaxMask {
   SequenceMask mask;  // tree pointers are device pointers
   int64_t first_query = 0, first_key = 0;
   float softcap = 0.0f;  // > 0: softcap * tanh(x / softcap)
+  // Device floats, null = 1 (detail::MaskedSoftmaxArguments): each element times *logit_scale
+  // before the soft-cap, each probability times *probability_scale (not the LSE).
+  const float* logit_scale = nullptr;
+  const float* probability_scale = nullptr;
 };
 
 // Launches the softmax of `args` (already validated) on `stream`, masked by `mask` when it is

@@ -198,6 +198,8 @@ class CudaBackend final : public detail::BackendImpl {
     mask.first_query = args.first_query;
     mask.first_key = args.first_key;
     mask.softcap = args.softcap;
+    mask.logit_scale = args.logit_scale;
+    mask.probability_scale = args.probability_scale;
     launch_softmax(args.softmax, stream_, &mask);
   }
 
