@@ -21,4 +21,13 @@ bool mark_library_outputs() {
   return enabled;
 }
 
+int decode_row_blocks_override() {
+  static const int value = [] {
+    const char* text = std::getenv("WIDEATTN_TUNE_DECODE_ROW_BLOCKS");
+    const int n = text ? std::atoi(text) : 0;
+    return n == 1 || n == 2 ? n : 0;
+  }();
+  return value;
+}
+
 }  // namespace wideattn::detail

@@ -15,4 +15,9 @@ inline constexpr unsigned char kPoisonByte = 0xFF;
 // shapes (cuda/primitives/sanitizer_marks.h).
 bool mark_library_outputs();
 
+// WIDEATTN_TUNE_DECODE_ROW_BLOCKS=N (1 or 2): the CUDA decode's row blocks per work item,
+// instead of the tuning table's (a tuning experiment: two CTAs of one row block each, or one
+// CTA of two, for 17-32 query rows per KV group). 0 when unset.
+int decode_row_blocks_override();
+
 }  // namespace wideattn::detail

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "core/debug_options.h"
 #include "wideattn/context.h"
 
 namespace wideattn::detail {
@@ -65,6 +66,7 @@ inline Tuning tuning_for(const DeviceInfo& device) {
     t.max_splits = 128;
     t.decode_rows_per_item = 16;  // one m16 tensor-core tile
     t.decode_max_row_blocks_per_item = 2;
+    if (decode_row_blocks_override()) t.decode_max_row_blocks_per_item = decode_row_blocks_override();
     t.decode_item_overhead_keys = 64;   // to be measured (bench/decode_check sweeps splits)
     t.decode_merge_overhead_keys = 96;  // to be measured
   } else {
