@@ -31,6 +31,27 @@ constexpr int kMergeMaxGroups = (kMergeMaxSplits + kMergeBatch - 1) / kMergeBatc
 constexpr int kMergeMinVectors = 8;  // float4 columns per CTA: a 128-byte line per group
 static_assert(kMergeMaxGroups * kMergeMinVectors <= kMergeThreads, "decode_merge: CTA size");
 
+// What the merge reads of DecodeParams: a launch copies its parameter block, and the split
+// pass's carries a kilobyte of inline metadata the merge never reads.
+struct MergeParams {
+  const float* partial_out;
+  const float* partial_max;
+  const float* partial_sum;
+  const float* sinks;
+  void* out;
+  int64_t out_token_stride, out_head_stride;
+  float* lse;
+  int64_t lse_token_stride, lse_head_stride;
+  int32_t q_heads, head_dim, splits;
+  // A plan from bounds: rows past min(*total_tokens, max_total_tokens) are left alone.
+  const int32_t* total_tokens;  // the caller's query_offsets[batch]; null: every row is real
+  int64_t max_total_tokens;
+  int32_t groups, vectors, slices;  // MergeShape
+#ifdef WIDEATTN_DECODE_TRACE
+  unsigned long long* trace;
+#endif
+};
+
 // The merge's shape, a function of the split count and head_dim only (see the top).
 struct MergeShape {
   int groups;   // G
@@ -49,7 +70,7 @@ MergeShape merge_shape(int splits, int head_dim) {
 
 template <typename T>
 __global__ void __launch_bounds__(kMergeThreads)
-    decode_merge_kernel(const DecodeParams p, int groups, int vectors, int slices) {
+    decode_merge_kernel(const MergeParams p) {
   using S = Storage<T>;
   __shared__ float4 s_out[kMergeThreads];
   __shared__ float s_max[kMergeMaxGroups], s_sum[kMergeMaxGroups];
@@ -62,12 +83,13 @@ __global__ void __launch_bounds__(kMergeThreads)
 #ifdef WIDEATTN_DECODE_TRACE
   if (traced) WIDEATTN_TRACE(p, kTraceMergeBase + 4 * int64_t{blockIdx.x} + 1);
 #endif
+  const int groups = p.groups, vectors = p.vectors, slices = p.slices;
   const int64_t row = blockIdx.x / slices;  // token * q_heads + head
   const int slice = static_cast<int>(blockIdx.x % slices);
   const int64_t token = row / p.q_heads;
   // A plan from bounds launches a row per token of its bound: rows past the call's own tokens
   // belong to no sequence and stay untouched (the whole CTA leaves together).
-  if (p.check_metadata && token >= min(int64_t{p.query_offsets[p.batch]}, p.max_total_tokens)) return;
+  if (p.total_tokens && token >= min(int64_t{*p.total_tokens}, p.max_total_tokens)) return;
   const int32_t head = static_cast<int32_t>(row % p.q_heads);
   const int row_vectors = p.head_dim / 4;
   const int c4 = threadIdx.x % vectors, group = threadIdx.x / vectors;
@@ -162,9 +184,31 @@ void launch(const DecodeParams& p, int64_t rows, bool dependent, cudaStream_t st
     wideattn::detail::throw_invalid("run_decode", "merge CTAs (tokens x heads x column slices)",
                                     ctas, "< 2^31");
   }
+  MergeParams mp;
+  mp.partial_out = p.partial_out;
+  mp.partial_max = p.partial_max;
+  mp.partial_sum = p.partial_sum;
+  mp.sinks = p.sinks;
+  mp.out = p.out;
+  mp.out_token_stride = p.out_token_stride;
+  mp.out_head_stride = p.out_head_stride;
+  mp.lse = p.lse;
+  mp.lse_token_stride = p.lse_token_stride;
+  mp.lse_head_stride = p.lse_head_stride;
+  mp.q_heads = p.q_heads;
+  mp.head_dim = p.head_dim;
+  mp.splits = p.splits;
+  mp.total_tokens = p.check_metadata ? p.query_offsets + p.batch : nullptr;
+  mp.max_total_tokens = p.max_total_tokens;
+  mp.groups = m.groups;
+  mp.vectors = m.vectors;
+  mp.slices = m.slices;
+#ifdef WIDEATTN_DECODE_TRACE
+  mp.trace = p.trace;
+#endif
   launch_kernel("launch of decode_merge_kernel", decode_merge_kernel<T>,
                 dim3(static_cast<unsigned>(ctas)), dim3(m.groups * m.vectors), 0, stream,
-                dependent, p, m.groups, m.vectors, m.slices);
+                dependent, mp);
 }
 
 }  // namespace
