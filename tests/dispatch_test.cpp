@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
@@ -206,6 +207,63 @@ TEST(Dispatch, OneLongSequenceSplitsKv) {
     EXPECT_NE(plan.reason.find("8192"), std::string::npos) << plan.reason;
     // The partial results of every split fit in the workspace.
     EXPECT_GE(plan.workspace_bytes, static_cast<std::size_t>(8) * plan.num_splits * 128 * sizeof(float));
+  }
+}
+
+// The CUDA split count is the cheapest under choose_splits' cost model, written out here from
+// the key count itself (the planner works from the tile count and keeps its last answer): the
+// same answers asked in any order, across tile boundaries and back.
+TEST(Dispatch, DecodeSplitsAreTheCostModelsCheapestInAnyOrder) {
+  const DeviceInfo device = h100_device();
+  struct Shape {
+    int32_t batch, suffix, q_heads, kv_heads, head_dim;
+  };
+  const Shape shapes[] = {{1, 1, 8, 2, 512}, {1, 1, 32, 4, 512}, {8, 4, 16, 2, 512}, {4, 1, 32, 8, 128}};
+  const int32_t lengths[] = {64, 1000, 1024, 1025, 4095, 4096, 4097, 32767, 32768, 32769, 131072};
+  auto model = [&](const Shape& shape, int64_t kv) {
+    // Tuning of tuning_for(cuda): 16 rows an item, 2 row blocks, 256 keys a split at least,
+    // 128 splits at most, 64 + 96 keys of overhead; items resident per SM by head_dim.
+    const int64_t rows = int64_t{shape.suffix} * (shape.q_heads / shape.kv_heads);
+    const int64_t blocks = (rows + 15) / 16;
+    const int64_t items = int64_t{shape.batch} * shape.kv_heads * ((blocks + 1) / 2);
+    const int64_t units = device.compute_units;
+    const int64_t per_sm = shape.head_dim <= 64 ? 4 : shape.head_dim <= 128 ? 3 : shape.head_dim <= 256 ? 2 : 1;
+    const int64_t most = std::clamp<int64_t>(kv / 256, 1, 128);
+    int64_t best = 1, best_cost = -1;
+    for (int64_t s = 1; s <= most; ++s) {
+      const int64_t ctas = items * s;
+      const int64_t keys = ((kv + s - 1) / s + 31) / 32 * 32;
+      const int64_t cost = (ctas + units - 1) / units * keys + (ctas + units * per_sm - 1) / (units * per_sm) * 64 +
+                           (s > 1 ? 96 : 0);
+      if (best_cost < 0 || cost < best_cost) best = s, best_cost = cost;
+    }
+    return static_cast<int32_t>(best);
+  };
+  std::vector<std::pair<const Shape*, int32_t>> questions;
+  for (const Shape& shape : shapes) {
+    for (int32_t kv : lengths) questions.push_back({&shape, kv});
+  }
+  for (int order = 0; order < 2; ++order) {
+    for (const auto& [shape, kv] : questions) {
+      // Buffers for a 1-token cache, then the real lengths over far-apart addresses that
+      // planning never reads (a real cache of batch 8 x 128K tokens would be gigabytes).
+      PlanProblem problem(std::vector<int32_t>(shape->batch, shape->suffix), std::vector<int32_t>(shape->batch, 1),
+                          shape->q_heads, shape->kv_heads, shape->head_dim);
+      problem.kv_lengths.assign(shape->batch, kv);
+      problem.p.kv_lengths = problem.kv_lengths.data();
+      problem.p.kv.capacity = kv;
+      set_dense_strides(problem.p);
+      auto far = [](std::uintptr_t i) { return reinterpret_cast<void*>(i << 40); };
+      problem.p.q = far(1);
+      problem.p.out = far(2);
+      problem.p.kv.k = far(3);
+      problem.p.kv.v = far(4);
+      const Plan plan = plan_or_fail(problem.p, device);
+      EXPECT_EQ(plan.num_splits, model(*shape, kv))
+          << "batch " << shape->batch << " x " << shape->suffix << ", heads " << shape->q_heads << "/"
+          << shape->kv_heads << ", d " << shape->head_dim << ", kv " << kv << ": " << plan.reason;
+    }
+    std::reverse(questions.begin(), questions.end());
   }
 }
 

@@ -72,22 +72,44 @@ int32_t choose_splits(const AttentionProblem& p, const DeviceInfo& device) {
   }
   // CUDA: the kernel streams K/V at the SM's bandwidth, so a split's time is its keys times the
   // work items queued on the busiest SM, plus a fixed cost per wave of resident items and the
-  // merge pass. Pick the cheapest split count (the fewest among equals).
-  const int64_t resident = units * cuda_decode_items_per_sm(p.head_dim);
+  // merge pass. Pick the cheapest split count (the fewest among equals). A split's keys,
+  // rounded up to whole tiles, are tile x ceil(tiles / s): the choice depends on the longest
+  // KV only through its tile count, so a decode loop asks the same question 32 steps running
+  // and the last answer is kept (the loop is most of plan_attention's host time).
+  struct Question {
+    int64_t items, tiles, most, units, resident, item_overhead, merge_overhead;
+    bool operator==(const Question& o) const {
+      return items == o.items && tiles == o.tiles && most == o.most && units == o.units &&
+             resident == o.resident && item_overhead == o.item_overhead &&
+             merge_overhead == o.merge_overhead;
+    }
+  };
   const int64_t tile = kCudaDecodeKeysPerTile;
+  const Question q{items,
+                   (e.max_kv_length + tile - 1) / tile,
+                   most,
+                   units,
+                   units * cuda_decode_items_per_sm(p.head_dim),
+                   t.decode_item_overhead_keys,
+                   t.decode_merge_overhead_keys};
+  thread_local Question last_question{};
+  thread_local int32_t last_answer = 0;
+  if (last_answer > 0 && q == last_question) return last_answer;
   int64_t best = 1, best_cost = -1;
-  for (int64_t s = 1; s <= most; ++s) {
-    const int64_t ctas = items * s;
-    const int64_t keys = ((e.max_kv_length + s - 1) / s + tile - 1) / tile * tile;
-    const int64_t cost = (ctas + units - 1) / units * keys +
-                         (ctas + resident - 1) / resident * t.decode_item_overhead_keys +
-                         (s > 1 ? t.decode_merge_overhead_keys : 0);
+  for (int64_t s = 1; s <= q.most; ++s) {
+    const int64_t ctas = q.items * s;
+    const int64_t keys = (q.tiles + s - 1) / s * tile;
+    const int64_t cost = (ctas + q.units - 1) / q.units * keys +
+                         (ctas + q.resident - 1) / q.resident * q.item_overhead +
+                         (s > 1 ? q.merge_overhead : 0);
     if (best_cost < 0 || cost < best_cost) {
       best = s;
       best_cost = cost;
     }
   }
-  return static_cast<int32_t>(best);
+  last_question = q;
+  last_answer = static_cast<int32_t>(best);
+  return last_answer;
 }
 
 // One kernel for the whole of `p` (validated).
