@@ -2,9 +2,10 @@
 # The GPU machine's check: build (or reuse BUILD_DIR), run the whole test suite (and the CUDA
 # tests again with a NaN-poisoned workspace), run compute-sanitizer (memcheck, racecheck,
 # synccheck, initcheck) over small problems that reach every CUDA kernel (the suite
-# SanitizerSmallProblems: decode tensor-core and SIMT, split-KV merge, the unfused pipeline's
-# GEMMs, masked softmax, non-finite repair and scatter, the fused kernels; plus the CUDA
-# component tests: softmax, scatters, matmul fills and conversions), run the GPU benchmark
+# SanitizerSmallProblems: decode tensor-core and SIMT, split-KV merge, paged and fp8 caches, the
+# unfused pipeline's gather, GEMMs, masked softmax, non-finite repair and scatter, the fused
+# kernels; plus the CUDA component tests: softmax, scatters, matmul fills and conversions, cache
+# writes (16-bit and fp8), merge_states), run the GPU benchmark
 # suite, and the Python peers script when it exists. Every log goes to OUT_DIR; a summary with
 # each sanitizer's error count is printed last and written to OUT_DIR/summary.txt. Exits
 # non-zero when any step fails or any sanitizer reports anything. Installs nothing (that machine
@@ -38,7 +39,7 @@ OUT_DIR="$(mkdir -p "$1" && cd "$1" && pwd)" || { echo "cannot create $1" >&2; e
 BUILD_DIR="${BUILD_DIR:-$REPO_ROOT/build-gpu}"
 JOBS="${JOBS:-$(nproc 2>/dev/null || echo 8)}"
 # Small problems only: the sanitizer makes kernels 10-100x slower (docs/reliability.md).
-DEFAULT_FILTER='SanitizerSmallProblems.*:*SoftmaxTest.*/cuda:*ScatterScoresTest.*/cuda:*ScatterValuesTest.*/cuda:*MatmulTest.ScaleAccumulateAndBias/cuda:*MatmulTest.OperandAndResultDtypes/cuda:*MatmulTest.IntoUninitialisedScratch/cuda:*MatmulTest.PipelineShapedGemmIntoFreshScratch/cuda:*MatmulTest.PipelinePvGemmIntoFreshScratch/cuda'
+DEFAULT_FILTER='SanitizerSmallProblems.*:*SoftmaxTest.*/cuda:*ScatterScoresTest.*/cuda:*ScatterValuesTest.*/cuda:*MatmulTest.ScaleAccumulateAndBias/cuda:*MatmulTest.OperandAndResultDtypes/cuda:*MatmulTest.IntoUninitialisedScratch/cuda:*MatmulTest.PipelineShapedGemmIntoFreshScratch/cuda:*MatmulTest.PipelinePvGemmIntoFreshScratch/cuda:*WriteKvTest.ContiguousCaches/cuda:*WriteKvTest.PagedLayouts/cuda:*Fp8WriteKvTest.*/cuda:*MergeStatesTest.OneToEightStatesMatchOracle/cuda:*MergeStatesTest.DeadStatesWithNanAndAllDeadRows/cuda'
 FILTER="${2:-${SANITIZER_FILTER:-$DEFAULT_FILTER}}"
 SANITIZER_TOOLS="${SANITIZER_TOOLS:-memcheck racecheck synccheck initcheck}"
 

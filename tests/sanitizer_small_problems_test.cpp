@@ -7,7 +7,9 @@
 //     (device metadata); an fp8 cache; a mixed batch (decode and prefill in one call)
 //   prefill_unfused: cuBLASLt GEMMs, the masked softmax (interval masks and tree/ring masks),
 //                    the non-finite repair of P V, scatter_values; rows that see no key
-//   prefill_fused:   head_dim 64, 128 and 256
+//   paged caches:    decode (both passes) and the prefill pipeline's gather, 1- and 16-token pages
+//   fp8 prefill:     the gather's exact widening, the softmax's K and V scales
+//   prefill_fused:   head_dim 64, 128, 256 and 512 (a CTA pair)
 #include <gtest/gtest.h>
 
 #include <vector>
@@ -78,6 +80,26 @@ TEST_F(SanitizerSmallProblems, Fp8Decode) {
   check(c, Kernel::two_pass);
 }
 
+// Paged caches: the decode kernels' block-table reads and the prefill pipeline's gather.
+TEST_F(SanitizerSmallProblems, PagedCaches) {
+  AttentionCase c = small(DType::bf16, 128, {{1, 150}, {4, 37}, {0, 5}});
+  c.page_size = 16;
+  check(c, Kernel::single_pass);
+  check(c, Kernel::two_pass);
+  AttentionCase prefill = small(DType::f16, 64, {{20, 45}, {9, 9}});
+  prefill.page_size = 1;
+  check(prefill, Kernel::prefill_unfused);
+}
+
+// Prefill over an fp8 cache: codes widened exactly by the gather, scales in the softmax.
+TEST_F(SanitizerSmallProblems, Fp8Prefill) {
+  AttentionCase c = small(DType::bf16, 128, {{20, 60}, {12, 12}});
+  c.fp8_kv = true;
+  c.kv_scales_per_head = true;
+  c.sinks = true;
+  check(c, Kernel::prefill_unfused);
+}
+
 // A decode run and a prefill run in one call.
 TEST_F(SanitizerSmallProblems, MixedBatch) {
   AttentionCase c = small(DType::bf16, 128, {{1, 90}, {2, 40}, {30, 70}});
@@ -122,6 +144,8 @@ TEST_F(SanitizerSmallProblems, FusedPrefill) {
   d256.causal = false;
   d256.q_heads = 6;
   check(d256, Kernel::prefill_fused);
+  AttentionCase d512 = small(DType::bf16, 512, {{70, 100}});
+  check(d512, Kernel::prefill_fused);
 }
 
 }  // namespace
