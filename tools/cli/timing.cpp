@@ -30,17 +30,16 @@ class SteadyClockTimer final : public Timer {
 
 std::vector<double> Timer::time_each(int32_t count, const std::function<void()>& call,
                                      double* host_seconds_per_call) {
-  std::vector<double> seconds;
-  double host = 0;
+  std::vector<double> seconds, host;
   for (int32_t i = 0; i < count; ++i) {
     start();
     const auto issued = std::chrono::steady_clock::now();
     call();
-    host += std::chrono::duration<double>(std::chrono::steady_clock::now() - issued).count();
+    host.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - issued).count());
     stop();
     seconds.push_back(this->seconds());
   }
-  if (host_seconds_per_call) *host_seconds_per_call = count > 0 ? host / count : 0.0;
+  if (host_seconds_per_call) *host_seconds_per_call = count > 0 ? median(host) : 0.0;
   return seconds;
 }
 

@@ -21,7 +21,7 @@ class Timer {
   virtual double seconds() = 0;
 
   // Seconds of each of `count` calls of `call`, and the host's seconds per call spent issuing
-  // them. This base version times each call between start() and stop(). The CUDA timer holds
+  // them (the median over the calls, as the GPU time: a call the OS preempts does not move it). This base version times each call between start() and stop(). The CUDA timer holds
   // its stream while the host issues each call between its pair of events, then releases it:
   // the GPU time excludes the host's launch cost (which CUDA graphs hide in an engine), and
   // that cost is reported apart.

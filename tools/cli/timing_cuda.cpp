@@ -70,7 +70,7 @@ class CudaEventTimer final : public Timer {
       cudaStreamSynchronize(stream_);
       for (cudaEvent_t e : events) cudaEventDestroy(e);
     };
-    double host = 0;
+    std::vector<double> host;
     try {
       for (int32_t i = 0; i < 2 * count; ++i) {
         cudaEvent_t e = nullptr;
@@ -88,7 +88,7 @@ class CudaEventTimer final : public Timer {
         check_cuda(cudaEventRecord(events[2 * i], stream_), "cudaEventRecord");
         const auto issued = std::chrono::steady_clock::now();
         call();
-        host += std::chrono::duration<double>(std::chrono::steady_clock::now() - issued).count();
+        host.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - issued).count());
         check_cuda(cudaEventRecord(events[2 * i + 1], stream_), "cudaEventRecord");
         gates.back()->open.store(true, std::memory_order_release);
       }
@@ -112,7 +112,7 @@ class CudaEventTimer final : public Timer {
       // A call waited for the held stream (an implicit synchronisation): time it call by call.
       return Timer::time_each(count, call, host_seconds_per_call);
     }
-    if (host_seconds_per_call) *host_seconds_per_call = count > 0 ? host / count : 0.0;
+    if (host_seconds_per_call) *host_seconds_per_call = count > 0 ? median(host) : 0.0;
     return seconds;
   }
 
