@@ -122,8 +122,13 @@ __device__ __forceinline__ uint32_t smem_address(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-// 16 bytes global -> shared, bypassing L1; `valid` false writes zeros and reads nothing.
+// 16 bytes global -> shared, bypassing L1; `valid` false writes zeros and reads nothing. Built
+// with WIDEATTN_DECODE_COMPUTE_ONLY every copy zero-fills: the kernels keep all their work but
+// the DRAM's (a tuning aid that measures the compute-bound rate; results are wrong).
 __device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid) {
+#ifdef WIDEATTN_DECODE_COMPUTE_ONLY
+  valid = false;
+#endif
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
                "r"(valid ? 16 : 0));
 }
