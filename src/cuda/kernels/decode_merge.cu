@@ -5,9 +5,10 @@
 // column c) owns float4 column c of splits g, g + G, g + 2G, ... (G = ceil(splits /
 // kMergeBatch), so at most kMergeBatch splits a thread) and issues their (max, sum, partial)
 // loads together, folding them into an online (max, sum, output) state; the G states then
-// combine through shared memory. A CTA covers one query row and a slice of its columns,
-// kMergeThreads / G of them: a few rows over many splits (batch 1 at long context) still spread
-// over many SMs instead of queueing their loads on one per row. The slicing does not change
+// combine through shared memory. A CTA covers one query row and a power-of-two slice of its
+// columns, the widest that keeps it within kMergeThreads threads: a few rows over many splits
+// (batch 1 at long context) still spread over many SMs instead of queueing their loads on one
+// per row. The slicing does not change
 // the arithmetic (G depends on the split count only), so the bits depend on the split count
 // alone, not on the batch. Splits that saw no key carry max -inf and sum 0. On sm_90 the merge
 // is a programmatic dependent of the split pass: it is scheduled while the split pass drains
