@@ -60,8 +60,9 @@ struct KvCache {
   // fp8 cache: K and V hold e4m3 bytes (DType::fp8_e4m3; strides still count elements) and a
   // stored value x stands for x * scale. The scales are f32 on the Context's device: one per
   // pool, or one per KV head (scales_per_head); a null scale is 1. Halves a 16-bit cache's
-  // bytes. The CPU backend serves every kernel; CUDA serves decode and speculative steps (f16 or
-  // bf16 queries) and refuses prefill over it and f32 queries (unsupported, with the reason).
+  // bytes. The CPU backend serves every kernel; CUDA serves decode and speculative steps on its
+  // tensor-core kernels and prefill on the unfused pipeline (the fused kernels decline it, with
+  // the reason), for f16 or bf16 queries; f32 queries are refused (unsupported).
   bool fp8 = false;
   const float* k_scale = nullptr;
   const float* v_scale = nullptr;

@@ -171,8 +171,8 @@ def attention(
     Scales must be finite and > 0 (checked for floats, and for CPU arrays). A float on a GPU is
     copied into a float32 [1] array on the caller's stream at every call: pass an array to avoid
     that. Scales with a 16/32-bit cache are a ValueError naming them. The CPU backend serves fp8
-    caches; CUDA serves them for decode steps (up to 8 new tokens a sequence, float16/bfloat16 q)
-    and raises NotImplementedError naming kv.fp8 for a prefill or float32 q.
+    caches; CUDA serves them for float16/bfloat16 q (decode steps on the tensor-core kernels,
+    prefill on the unfused pipeline) and raises NotImplementedError naming kv.fp8 for float32 q.
 
     PyTorch CUDA tensors run on torch.cuda.current_stream(); CuPy arrays on CuPy's current
     stream. PyTorch tensors go through the custom operators torch.ops.wideattn.attention and
