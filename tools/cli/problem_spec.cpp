@@ -31,7 +31,7 @@ std::vector<FlagSpec> problem_flags() {
       {"lse", nullptr, "also write and check the log-sum-exp"},
       {"page-size", "N", "paged KV cache with pages of N tokens in shuffled order (default 0: contiguous)"},
       {"pages-in-order", nullptr, "paged: each sequence's pages in pool order, not shuffled (locality A/B)"},
-      {"kv-fp8", nullptr, "fp8 (e4m3) KV cache with per-tensor scales (CUDA: decode steps only)"},
+      {"kv-fp8", nullptr, "fp8 (e4m3) KV cache with per-tensor scales (CUDA prefill: the unfused pipeline)"},
   };
 }
 
