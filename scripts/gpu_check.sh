@@ -17,6 +17,7 @@
 #                     brought up to date (ninja), not reconfigured: build once, check many times
 #   SKIP_BUILD        1: use BUILD_DIR as it is (no ninja run); it must hold wideattn_tests
 #   JOBS              compile jobs (default: the number of cores)
+#   CTEST_JOBS        test processes at once, ctest and the poisoned CUDA run (default 8)
 #   SANITIZER_FILTER  gtest filter for compute-sanitizer (or the second argument)
 #   SANITIZER_TOOLS   default "memcheck racecheck synccheck initcheck"
 #   SANITIZER_TIMEOUT seconds per sanitizer tool (default 300)
@@ -124,12 +125,15 @@ TESTS="$BUILD_DIR/wideattn_tests"
 
 # ---- tests ----------------------------------------------------------------------------------
 if [ "${SKIP_TESTS:-0}" = 1 ]; then skip tests "SKIP_TESTS=1"; else
-  step "ctest (whole suite)" ctest.log ctest --test-dir "$BUILD_DIR" --output-on-failure --timeout 1800
+  # In parallel: serially the whole suite takes longer than a device call may run.
+  step "ctest (whole suite)" ctest.log ctest --test-dir "$BUILD_DIR" --output-on-failure --timeout 1800 \
+    -j "${CTEST_JOBS:-8}"
   # GPU tests that skipped would hide a broken CUDA backend: list them.
   grep -E '\[  SKIPPED \]|Skipped' "$OUT_DIR/ctest.log" | head -n 20 >"$OUT_DIR/skipped.txt" || true
   # Scratch filled with NaN before every step that writes it (src/core/debug_options.h).
   step "CUDA tests, poisoned workspace" tests-poisoned.log env WIDEATTN_POISON_WORKSPACE=1 \
-    "$TESTS" --gtest_filter='*cuda*:CudaGraph*:SanitizerSmallProblems.*' --gtest_brief=1
+    "$REPO_ROOT/scripts/gpu/sharded_tests.sh" "$OUT_DIR/poisoned" "$TESTS" \
+    '*cuda*:CudaGraph*:SanitizerSmallProblems.*' "${CTEST_JOBS:-8}"
 fi
 
 # ---- Python tests ---------------------------------------------------------------------------
