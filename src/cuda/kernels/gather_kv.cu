@@ -2,8 +2,9 @@
 // row's page is one block-table load (a broadcast within each warp); the row is copied in
 // 16-byte units when every address and stride allows it, else in elements. A page index outside
 // the pools gives a row of zeros instead of a fault (the host cannot check a device table).
-// An fp8 cache's rows are dequantised into the queries' dtype on the way (gathered_kv_dtype):
-// code -> f32 (exact) x the head's scale (device memory), rounded once to f16/bf16.
+// An fp8 cache's rows are widened exactly into the queries' dtype on the way
+// (gathered_kv_dtype), unscaled: the masked softmax applies the scales
+// (gather_applies_kv_scales).
 #include "cuda/kernels/gather_kv.h"
 
 #include <cuda_fp8.h>
