@@ -370,6 +370,54 @@ def test_merge_states_of_split_attention_is_attention(rng):
     assert_close(lse, to_f64(whole_lse), 2e-5, 1e-5, "merged lse")
 
 
+def context_parallel_decode(q, k, v, offsets, lengths, shards, sinks, softcap, to_array):
+    """Decode attention as ranks of a context-parallel group would run it: each rank holds
+    positions [start, end) of every sequence's cache; ranks before the last see their whole
+    shard (bidirectional), the last holds the new tokens' keys (causal, and the sinks, counted
+    once); the partial (out, lse) merge into the whole. Returns the merged (out, lse)."""
+    outs, lses = [], []
+    for r, (starts, ends) in enumerate(shards):
+        last = r == len(shards) - 1
+        rows = [e - s for s, e in zip(starts, ends)]
+        shape = (len(lengths), max(rows)) + k.shape[2:]
+        k_shard, v_shard = np.zeros(shape, k.dtype), np.zeros(shape, v.dtype)
+        for b, (s, e) in enumerate(zip(starts, ends)):
+            k_shard[b, : e - s] = k[b, s:e]
+            v_shard[b, : e - s] = v[b, s:e]
+        out, lse = wideattn.attention(to_array(q), to_array(k_shard), to_array(v_shard),
+                                      query_offsets=offsets, kv_lengths=rows, causal=last,
+                                      sinks=to_array(sinks) if last else None, softcap=softcap,
+                                      return_lse=True)
+        outs.append(out)
+        lses.append(lse)
+    return wideattn.merge_states(outs, lses)
+
+
+CP_CASE = dict(suffixes=[1, 3, 2], lengths=[37, 50, 9], q_heads=8, kv_heads=2, head_dim=64,
+               # Per rank, each sequence's [start, end): uneven, one shard of 3 rows, and the
+               # last shard holding at least the new tokens.
+               shards=[([0, 0, 0], [12, 20, 3]), ([12, 20, 3], [15, 41, 6]),
+                       ([15, 41, 6], [37, 50, 9])])
+
+
+@pytest.mark.parametrize("softcap", [0.0, 30.0])
+def test_context_parallel_decode_is_the_merge_of_its_shards(rng, softcap):
+    # Issue 14's decode step on one device: the merge of the ranks' shards is the whole call.
+    c = CP_CASE
+    offsets = np.concatenate([[0], np.cumsum(c["suffixes"])]).tolist()
+    q = random(rng, (offsets[-1], c["q_heads"], c["head_dim"]), np.float32)
+    k = random(rng, (len(c["lengths"]), max(c["lengths"]), c["kv_heads"], c["head_dim"]), np.float32)
+    v = random(rng, k.shape, np.float32)
+    sinks = random(rng, (c["q_heads"],), np.float32)
+    out, lse = context_parallel_decode(q, k, v, offsets, c["lengths"], c["shards"], sinks, softcap,
+                                       lambda x: x)
+    whole_out, whole_lse = wideattn.attention(q, k, v, query_offsets=offsets,
+                                              kv_lengths=c["lengths"], causal=True, sinks=sinks,
+                                              softcap=softcap, return_lse=True)
+    assert_close(out, to_f64(whole_out), 2e-5, 1e-4, "merged out")
+    assert_close(lse, to_f64(whole_lse), 2e-5, 1e-5, "merged lse")
+
+
 def test_merge_states_return_forms(rng):
     outs, lses = make_states(rng, 2, 3, 2, 8, [np.float32])
     out = wideattn.merge_states(outs, lses, return_lse=False)
@@ -585,6 +633,29 @@ def test_cuda_write_kv_paged_and_bad_slots_skipped(rng, layout):
     with pytest.raises(ValueError, match=r"slot_mapping is on cpu but k_new is on cuda:0"):
         wideattn.write_kv(k_new, v_new, k_cache, v_cache, torch.from_numpy(slots),
                           block_table=block_table, kv_layout=layout)
+
+
+def test_cuda_context_parallel_decode_is_the_merge_of_its_shards(rng):
+    # As test_context_parallel_decode_is_the_merge_of_its_shards, on the tensor-core decode
+    # kernels (bfloat16): the shards' outputs are rounded to bfloat16 before the merge, the
+    # whole call's once, so they agree to bfloat16's rounding.
+    torch = cuda_torch()
+    c = CP_CASE
+    offsets = np.concatenate([[0], np.cumsum(c["suffixes"])]).tolist()
+    q = random(rng, (offsets[-1], c["q_heads"], c["head_dim"]), np.float32)
+    k = random(rng, (len(c["lengths"]), max(c["lengths"]), c["kv_heads"], c["head_dim"]), np.float32)
+    v = random(rng, k.shape, np.float32)
+    sinks = random(rng, (c["q_heads"],), np.float32)
+    to_cuda = lambda x: (torch.from_numpy(x).cuda().to(torch.bfloat16) if x.ndim > 1
+                         else torch.from_numpy(x).cuda())
+    out, lse = context_parallel_decode(q, k, v, offsets, c["lengths"], c["shards"], sinks, 0.0,
+                                       to_cuda)
+    whole_out, whole_lse = wideattn.attention(to_cuda(q), to_cuda(k), to_cuda(v),
+                                              query_offsets=offsets, kv_lengths=c["lengths"],
+                                              causal=True, sinks=to_cuda(sinks), return_lse=True)
+    torch.cuda.synchronize()
+    assert_close(out.float().cpu(), whole_out.float().cpu(), *MERGE_TOLERANCE["bfloat16"], "merged out")
+    assert_close(lse.cpu(), whole_lse.cpu(), 1e-3, 1e-3, "merged lse")
 
 
 def test_cuda_merge_states(rng):
