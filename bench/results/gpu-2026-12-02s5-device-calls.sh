@@ -142,3 +142,19 @@ timeout 90 build-carry/bin/decode_check_conly --no-check --quick --no-sweep > $l
 grep -E "^[A-Za-z0-9].*auto plan|^  auto" $logs/decode_check_conly.txt | head -40
 tar czf $out/c7.tgz -C /tmp c7
 # ===== call 6: eval "$(scripts/gpu/unpack_carry.sh)" && build-carry/bin/decode_load_gate
+#!/usr/bin/env bash
+# Session 5, call 8: the Python package from source on the GPU machine, the context-parallel
+# composition and the serving tests on CUDA.
+set -uo pipefail
+out="$1"; logs=/tmp/c8; rm -rf $logs; mkdir -p $logs
+export PATH=/usr/local/cuda/bin:$PATH
+start=$SECONDS
+tar xzf build-py/deps.tgz
+python3 -m venv --system-site-packages /tmp/v8
+python3 -c 'import site; print("\n".join(site.getsitepackages()))' > "$(/tmp/v8/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/outer.pth"
+CMAKE_ARGS="-DBLAS_LIBRARIES=$PWD/.deps/lib/libopenblas.so -DWIDEATTN_CBLAS_INCLUDE=$PWD/.deps/include" WIDEATTN_CUDA=ON CMAKE_BUILD_PARALLEL_LEVEL=16 \
+  timeout 200 /tmp/v8/bin/python -m pip install --no-index --no-deps --no-build-isolation -C build-dir=/tmp/pysrc . > $logs/pybuild.log 2>&1; echo "pybuild rc=$? at $((SECONDS-start)) s"
+R=$PWD; (cd /tmp && timeout 100 /tmp/v8/bin/python -m pytest -q -p no:cacheprovider $R/python/tests/test_serving.py > $logs/py.log 2>&1; echo "pytest rc=$?")
+grep -E "passed|failed|^E  |^FAILED" $logs/py.log | head -12
+echo "done at $((SECONDS-start)) s"
+tar czf $out/c8.tgz -C /tmp c8
