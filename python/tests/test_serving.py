@@ -400,15 +400,21 @@ CP_CASE = dict(suffixes=[1, 3, 2], lengths=[37, 50, 9], q_heads=8, kv_heads=2, h
                        ([15, 41, 6], [37, 50, 9])])
 
 
-@pytest.mark.parametrize("softcap", [0.0, 30.0])
-def test_context_parallel_decode_is_the_merge_of_its_shards(rng, softcap):
-    # Issue 14's decode step on one device: the merge of the ranks' shards is the whole call.
+def context_parallel_inputs(rng):
     c = CP_CASE
     offsets = np.concatenate([[0], np.cumsum(c["suffixes"])]).tolist()
     q = random(rng, (offsets[-1], c["q_heads"], c["head_dim"]), np.float32)
     k = random(rng, (len(c["lengths"]), max(c["lengths"]), c["kv_heads"], c["head_dim"]), np.float32)
     v = random(rng, k.shape, np.float32)
     sinks = random(rng, (c["q_heads"],), np.float32)
+    return offsets, q, k, v, sinks
+
+
+@pytest.mark.parametrize("softcap", [0.0, 30.0])
+def test_context_parallel_decode_is_the_merge_of_its_shards(rng, softcap):
+    # Issue 14's decode step on one device: the merge of the ranks' shards is the whole call.
+    c = CP_CASE
+    offsets, q, k, v, sinks = context_parallel_inputs(rng)
     out, lse = context_parallel_decode(q, k, v, offsets, c["lengths"], c["shards"], sinks, softcap,
                                        lambda x: x)
     whole_out, whole_lse = wideattn.attention(q, k, v, query_offsets=offsets,
@@ -641,11 +647,7 @@ def test_cuda_context_parallel_decode_is_the_merge_of_its_shards(rng):
     # whole call's once, so they agree to bfloat16's rounding.
     torch = cuda_torch()
     c = CP_CASE
-    offsets = np.concatenate([[0], np.cumsum(c["suffixes"])]).tolist()
-    q = random(rng, (offsets[-1], c["q_heads"], c["head_dim"]), np.float32)
-    k = random(rng, (len(c["lengths"]), max(c["lengths"]), c["kv_heads"], c["head_dim"]), np.float32)
-    v = random(rng, k.shape, np.float32)
-    sinks = random(rng, (c["q_heads"],), np.float32)
+    offsets, q, k, v, sinks = context_parallel_inputs(rng)
     to_cuda = lambda x: (torch.from_numpy(x).cuda().to(torch.bfloat16) if x.ndim > 1
                          else torch.from_numpy(x).cuda())
     out, lse = context_parallel_decode(q, k, v, offsets, c["lengths"], c["shards"], sinks, 0.0,
