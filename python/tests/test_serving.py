@@ -648,8 +648,11 @@ def test_cuda_context_parallel_decode_is_the_merge_of_its_shards(rng):
     torch = cuda_torch()
     c = CP_CASE
     offsets, q, k, v, sinks = context_parallel_inputs(rng)
-    to_cuda = lambda x: (torch.from_numpy(x).cuda().to(torch.bfloat16) if x.ndim > 1
-                         else torch.from_numpy(x).cuda())
+
+    def to_cuda(x):  # tensors in bfloat16, the sinks in float32
+        x = torch.from_numpy(x).cuda()
+        return x.to(torch.bfloat16) if x.dim() > 1 else x
+
     out, lse = context_parallel_decode(q, k, v, offsets, c["lengths"], c["shards"], sinks, 0.0,
                                        to_cuda)
     whole_out, whole_lse = wideattn.attention(to_cuda(q), to_cuda(k), to_cuda(v),
