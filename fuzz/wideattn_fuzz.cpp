@@ -1,6 +1,6 @@
 // libFuzzer target over the public entry points on the CPU backend (docs/reliability.md):
-// plan_attention and attention with random problem descriptions, and the four components
-// (matmul, softmax, scatter_scores, scatter_values). Built with -fsanitize=fuzzer,address,undefined
+// plan_attention and attention with random problem descriptions, and the components (matmul,
+// softmax, scatter_scores, scatter_values, merge_states). Built with -fsanitize=fuzzer,address,undefined
 // by CMake's WIDEATTN_FUZZ option (scripts/fuzz.sh builds and runs it).
 //
 // The fuzz input decides the structure of one call (sizes, strides including zero, negative,
@@ -75,7 +75,7 @@ Context& cpu_context() {
 
 // WIDEATTN_FUZZ_STATS=1: counts of outcomes, printed at exit (is the corpus reaching the kernels?).
 struct Stats {
-  long counts[16] = {};
+  long counts[18] = {};
   ~Stats() {
     if (!std::getenv("WIDEATTN_FUZZ_STATS")) return;
     static const char* names[] = {"attention planned only", "attention rejected", "attention ok, not compared",
@@ -83,13 +83,14 @@ struct Stats {
                                   "prefill_unfused compared", "matmul rejected", "matmul compared",
                                   "softmax rejected", "softmax compared", "scatter_scores rejected",
                                   "scatter_scores compared", "scatter_values rejected", "scatter_values compared",
-                                  "validation only"};
-    for (int i = 0; i < 16; ++i) std::fprintf(stderr, "  %-28s %ld\n", names[i], counts[i]);
+                                  "merge_states rejected", "merge_states compared", "validation only"};
+    static_assert(std::size(names) == sizeof(counts) / sizeof(counts[0]), "a name for every outcome");
+    for (std::size_t i = 0; i < std::size(names); ++i) std::fprintf(stderr, "  %-28s %ld\n", names[i], counts[i]);
   }
 } stats;
 enum Outcome { kPlanOnly, kAttnRejected, kAttnOk, kAttnCompared, kSingle, kTwo, kPrefill, kMatmulRejected,
                kMatmulCompared, kSoftmaxRejected, kSoftmaxCompared, kScoresRejected, kScoresCompared,
-               kValuesRejected, kValuesCompared, kValidationOnly };
+               kValuesRejected, kValuesCompared, kMergeRejected, kMergeCompared, kValidationOnly };
 void count(Outcome o) { ++stats.counts[o]; }
 
 // ---- input decoding --------------------------------------------------------------------------------
@@ -1426,6 +1427,196 @@ void fuzz_scatter_values(Input& in) {
   }
 }
 
+// merge_states: 1-6 states (sometimes 0 or kMaxMergeStates + 1), each its own dtype and strides
+// (token- or head-major with gaps, or broadcasting with stride 0), states that saw no key (lse
+// -inf, out NaN), an optional lse output, an out placed inside a state (rejected), null
+// pointers, mutated strides and sizes; checked against the merge in f64.
+void fuzz_merge_states(Input& in) {
+  bool valid = true;
+  const bool wild = in.chance(10);
+  Filler filler{std::mt19937(in.seed()), wild, 4.0};
+  std::mt19937 rng(in.seed());
+  MergeStatesArguments a;
+  int32_t n = static_cast<int32_t>(in.pick(1, 6));
+  if (in.chance(4)) {
+    n = in.flag() ? 0 : kMaxMergeStates + 1;
+    valid = false;
+  }
+  a.num_states = n;
+  a.tokens = in.pick(0, 9);
+  a.heads = static_cast<int32_t>(in.pick(0, 4));
+  a.head_dim = static_cast<int32_t>(in.pick(1, 40));
+  a.out_dtype = pick_dtype(in, &valid);
+  auto gap = [&] { return in.chance(30) ? in.pick(1, 4) : int64_t{0}; };
+  // Strides of a [tokens, heads, inner] tensor, token- or head-major, with gaps.
+  auto strides = [&](int64_t inner, int64_t* token_stride, int64_t* head_stride) {
+    if (in.flag()) {
+      *head_stride = inner + gap();
+      *token_stride = a.heads * *head_stride + gap();
+    } else {
+      *token_stride = inner + gap();
+      *head_stride = a.tokens * *token_stride + gap();
+    }
+  };
+  strides(a.head_dim, &a.out_token_stride, &a.out_head_stride);
+  const bool want_lse = in.flag();
+  strides(1, &a.lse_token_stride, &a.lse_head_stride);
+  std::vector<AttentionState> states(static_cast<std::size_t>(std::max(n, 0)));
+  for (AttentionState& st : states) {
+    st.dtype = pick_dtype(in, &valid);
+    strides(a.head_dim, &st.out_token_stride, &st.out_head_stride);
+    strides(1, &st.lse_token_stride, &st.lse_head_stride);
+    if (in.chance(10)) st.out_token_stride = st.lse_token_stride = 0;  // every token the same state
+    if (in.chance(10)) st.out_head_stride = st.lse_head_stride = 0;    // every head the same state
+  }
+  if (in.chance(10) && n > 0) {
+    valid = false;
+    AttentionState& st = states[static_cast<std::size_t>(in.pick(0, n - 1))];
+    int64_t* fields[] = {&a.tokens, &a.out_token_stride, &a.out_head_stride, &a.lse_token_stride,
+                         &a.lse_head_stride, &st.out_token_stride, &st.out_head_stride,
+                         &st.lse_token_stride, &st.lse_head_stride};
+    int64_t& field = *fields[in.pick(0, std::size(fields) - 1)];
+    field = in.flag() ? in.pick(-2, 60) : in.wild_i64();
+    if (in.flag()) a.heads = in.wild_i32();
+    if (in.flag()) a.head_dim = static_cast<int32_t>(in.pick(-2, 50));
+  }
+  const int64_t eout = extent_of({{a.tokens, a.out_token_stride}, {a.heads, a.out_head_stride}, {a.head_dim, 1}});
+  const int64_t else_extent = extent_of({{a.tokens, a.lse_token_stride}, {a.heads, a.lse_head_stride}});
+  bool runnable = eout >= 0 && else_extent >= 0 && valid_dtype(a.out_dtype) && n >= 1 && n <= kMaxMergeStates &&
+                  small_work({a.tokens, a.heads, a.head_dim, n});
+  std::vector<int64_t> e_state_out, e_state_lse;
+  for (const AttentionState& st : states) {
+    e_state_out.push_back(extent_of({{a.tokens, st.out_token_stride}, {a.heads, st.out_head_stride}, {a.head_dim, 1}}));
+    e_state_lse.push_back(extent_of({{a.tokens, st.lse_token_stride}, {a.heads, st.lse_head_stride}}));
+    runnable = runnable && e_state_out.back() >= 0 && e_state_lse.back() >= 0 && valid_dtype(st.dtype);
+  }
+  if (!runnable) {
+    for (std::size_t s = 0; s < states.size(); ++s) {
+      states[s].out = fake_pointer(static_cast<int>(3 + 2 * s));
+      states[s].lse = static_cast<const float*>(fake_pointer(static_cast<int>(4 + 2 * s)));
+    }
+    a.states = states.data();
+    a.out = const_cast<void*>(fake_pointer(1));
+    a.lse = want_lse ? static_cast<float*>(const_cast<void*>(fake_pointer(2))) : nullptr;
+    count(kValidationOnly);
+    try {
+      detail::validate_merge_states(a);
+    } catch (const detail::Error& e) {
+      if (std::string(e.what()).rfind("merge_states: ", 0) != 0) fail(cat("validate_merge_states message: ", e.what()));
+    }
+    return;
+  }
+  const std::size_t so = dtype_size(a.out_dtype);
+  std::vector<std::unique_ptr<Buffer>> state_out, state_lse;
+  for (std::size_t s = 0; s < states.size(); ++s) {
+    state_out.push_back(std::make_unique<Buffer>(e_state_out[s] * dtype_size(states[s].dtype)));
+    state_lse.push_back(std::make_unique<Buffer>(e_state_lse[s] * 4));
+    filler.fill(state_out[s]->data(), states[s].dtype, e_state_out[s]);
+    auto* l = reinterpret_cast<float*>(state_lse[s]->data());
+    for (int64_t i = 0; i < e_state_lse[s]; ++i) {
+      // Compare inputs: finite or -inf (a state that saw no key), as a partial result's are.
+      l[i] = !wild && rng() % 5 == 0 ? -std::numeric_limits<float>::infinity() : filler.next();
+    }
+    states[s].out = state_out[s]->data();
+    states[s].lse = l;
+  }
+  Buffer out(eout * so), lse(want_lse ? else_extent * 4 : 0);
+  std::memset(out.data(), 0x7f, out.bytes());
+  std::memset(lse.data(), 0x7f, lse.bytes());
+  a.states = states.data();
+  a.out = out.data();
+  a.lse = want_lse ? reinterpret_cast<float*>(lse.data()) : nullptr;
+  // Out inside the first state's out: rejected (when both hold something).
+  const bool alias = in.chance(5) && eout > 0 && a.tokens > 0 && a.heads > 0 &&
+                     state_out[0]->bytes() >= static_cast<std::size_t>(eout) * so;
+  if (alias) {
+    a.out = state_out[0]->data();
+    valid = false;
+  }
+  const bool empty = a.tokens == 0 || a.heads == 0;
+  if (in.chance(3)) {
+    switch (in.pick(0, 2)) {
+      case 0: a.out = nullptr; break;
+      case 1: states[0].out = nullptr; break;
+      default: states[0].lse = nullptr; break;
+    }
+    valid = valid && empty;  // an empty merge reads and writes nothing
+  }
+  for (auto& b : state_out) b->snapshot();
+  for (auto& b : state_lse) b->snapshot();
+  out.snapshot();
+  lse.snapshot();
+  if (verbose()) {
+    std::fprintf(stderr, "merge_states: %d states, tokens %ld heads %d head_dim %d out dtype %d strides %ld/%ld, lse %s\n",
+                 n, static_cast<long>(a.tokens), a.heads, a.head_dim, static_cast<int>(a.out_dtype),
+                 static_cast<long>(a.out_token_stride), static_cast<long>(a.out_head_stride), want_lse ? "yes" : "no");
+  }
+  const Status status = merge_states(cpu_context(), a);
+  check_error_message(status, "merge_states");
+  if (valid && !status.ok()) fail("merge_states rejected valid arguments: " + status.message());
+  if (alias && status.ok()) fail("merge_states accepted an out that overlaps a state");
+  for (std::size_t s = 0; s < states.size(); ++s) {
+    if (!state_out[s]->unchanged() || !state_lse[s]->unchanged()) fail(cat("merge_states changed state ", s));
+  }
+  if (!status.ok()) {
+    if (!out.unchanged() || !lse.unchanged()) fail("merge_states failed (" + status.message() + ") but wrote an output");
+    count(kMergeRejected);
+    return;
+  }
+  if (empty) {
+    if (!out.unchanged() || !lse.unchanged()) fail("merge_states wrote an output for an empty merge");
+    return;
+  }
+  std::vector<bool> owned_out(out.bytes(), false), owned_lse(lse.bytes(), false);
+  for (int64_t t = 0; t < a.tokens; ++t) {
+    for (int64_t h = 0; h < a.heads; ++h) {
+      own(owned_out, (t * a.out_token_stride + h * a.out_head_stride) * static_cast<int64_t>(so), a.head_dim * static_cast<int64_t>(so));
+      if (want_lse) own(owned_lse, (t * a.lse_token_stride + h * a.lse_head_stride) * 4, 4);
+    }
+  }
+  if (const int64_t at = out.changed_outside(owned_out); at >= 0) fail(cat("merge_states wrote out byte ", at, " outside"));
+  if (const int64_t at = lse.changed_outside(owned_lse); at >= 0) fail(cat("merge_states wrote lse byte ", at, " outside"));
+  if (wild) return;
+  count(kMergeCompared);
+  // The f64 merge of the stored (rounded) states.
+  const double out_tolerance = a.out_dtype == DType::f32 ? 2e-5 : a.out_dtype == DType::f16 ? 4e-3 : 3e-2;
+  for (int64_t t = 0; t < a.tokens; ++t) {
+    for (int64_t h = 0; h < a.heads; ++h) {
+      double top = -std::numeric_limits<double>::infinity();
+      for (std::size_t s = 0; s < states.size(); ++s) {
+        top = std::max<double>(top, states[s].lse[t * states[s].lse_token_stride + h * states[s].lse_head_stride]);
+      }
+      double total = 0.0;
+      std::vector<double> weight(states.size(), 0.0);
+      for (std::size_t s = 0; s < states.size(); ++s) {
+        const double l = states[s].lse[t * states[s].lse_token_stride + h * states[s].lse_head_stride];
+        weight[s] = std::isinf(top) || std::isinf(l) ? 0.0 : std::exp(l - top);
+        total += weight[s];
+      }
+      if (want_lse) {
+        const double want = total > 0.0 ? top + std::log(total) : -std::numeric_limits<double>::infinity();
+        const double got = a.lse[t * a.lse_token_stride + h * a.lse_head_stride];
+        if (!close(got, want, 2e-5 * std::max(1.0, std::abs(want)))) {
+          fail(cat("merge_states lse token ", t, " head ", h, ": got ", got, ", expected ", want));
+        }
+      }
+      for (int64_t x = 0; x < a.head_dim; ++x) {
+        double want = 0.0;
+        for (std::size_t s = 0; s < states.size(); ++s) {
+          if (weight[s] == 0.0) continue;  // a dead state contributes nothing, NaN included
+          const int64_t at = t * states[s].out_token_stride + h * states[s].out_head_stride + x;
+          want += weight[s] / total * load_as_float(states[s].out, states[s].dtype, static_cast<std::size_t>(at));
+        }
+        const double got = load_as_float(a.out, a.out_dtype, static_cast<std::size_t>(t * a.out_token_stride + h * a.out_head_stride + x));
+        if (!close(got, want, out_tolerance * 4.0)) {
+          fail(cat("merge_states out token ", t, " head ", h, " dim ", x, ": got ", got, ", expected ", want,
+                   " in ", to_string(a.out_dtype)));
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
@@ -1435,7 +1626,14 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
   Input in(data, size);
-  switch (in.pick(0, 9)) {
+  // The input's last byte picks the call. merge_states, added last, takes 250-255, so that 0-249
+  // keep the mapping the committed corpus (its regression inputs above all) was made with.
+  const int64_t pick = in.pick(0, 255);
+  if (pick >= 250) {
+    fuzz_merge_states(in);
+    return 0;
+  }
+  switch (pick % 10) {
     case 0: case 1: case 2: case 3: case 4: fuzz_attention(in); break;
     case 5: case 6: fuzz_matmul(in); break;
     case 7: fuzz_softmax(in); break;
