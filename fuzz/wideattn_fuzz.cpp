@@ -1519,6 +1519,18 @@ void fuzz_merge_states(Input& in) {
     }
     states[s].out = state_out[s]->data();
     states[s].lse = l;
+    if (wild) continue;
+    // A state that saw no key may hold anything, NaN included: it must contribute nothing.
+    for (int64_t t = 0; t < a.tokens; ++t) {
+      for (int64_t h = 0; h < a.heads; ++h) {
+        if (!std::isinf(l[t * states[s].lse_token_stride + h * states[s].lse_head_stride])) continue;
+        for (int64_t x = 0; x < a.head_dim; ++x) {
+          const int64_t at = t * states[s].out_token_stride + h * states[s].out_head_stride + x;
+          store_from_float(state_out[s]->data(), states[s].dtype, static_cast<std::size_t>(at),
+                           std::numeric_limits<float>::quiet_NaN());
+        }
+      }
+    }
   }
   Buffer out(eout * so), lse(want_lse ? else_extent * 4 : 0);
   std::memset(out.data(), 0x7f, out.bytes());
