@@ -1,6 +1,6 @@
 // libFuzzer target over the public entry points on the CPU backend (docs/reliability.md):
 // plan_attention and attention with random problem descriptions, and the components (matmul,
-// softmax, scatter_scores, scatter_values, merge_states). Built with -fsanitize=fuzzer,address,undefined
+// softmax, scatter_scores, scatter_values, merge_states) and write_kv. Built with -fsanitize=fuzzer,address,undefined
 // by CMake's WIDEATTN_FUZZ option (scripts/fuzz.sh builds and runs it).
 //
 // The fuzz input decides the structure of one call (sizes, strides including zero, negative,
@@ -25,6 +25,7 @@
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -75,7 +76,7 @@ Context& cpu_context() {
 
 // WIDEATTN_FUZZ_STATS=1: counts of outcomes, printed at exit (is the corpus reaching the kernels?).
 struct Stats {
-  long counts[18] = {};
+  long counts[20] = {};
   ~Stats() {
     if (!std::getenv("WIDEATTN_FUZZ_STATS")) return;
     static const char* names[] = {"attention planned only", "attention rejected", "attention ok, not compared",
@@ -83,14 +84,16 @@ struct Stats {
                                   "prefill_unfused compared", "matmul rejected", "matmul compared",
                                   "softmax rejected", "softmax compared", "scatter_scores rejected",
                                   "scatter_scores compared", "scatter_values rejected", "scatter_values compared",
-                                  "merge_states rejected", "merge_states compared", "validation only"};
+                                  "merge_states rejected", "merge_states compared", "write_kv rejected",
+                                  "write_kv compared", "validation only"};
     static_assert(std::size(names) == sizeof(counts) / sizeof(counts[0]), "a name for every outcome");
     for (std::size_t i = 0; i < std::size(names); ++i) std::fprintf(stderr, "  %-28s %ld\n", names[i], counts[i]);
   }
 } stats;
 enum Outcome { kPlanOnly, kAttnRejected, kAttnOk, kAttnCompared, kSingle, kTwo, kPrefill, kMatmulRejected,
                kMatmulCompared, kSoftmaxRejected, kSoftmaxCompared, kScoresRejected, kScoresCompared,
-               kValuesRejected, kValuesCompared, kMergeRejected, kMergeCompared, kValidationOnly };
+               kValuesRejected, kValuesCompared, kMergeRejected, kMergeCompared, kWriteRejected,
+               kWriteCompared, kValidationOnly };
 void count(Outcome o) { ++stats.counts[o]; }
 
 // ---- input decoding --------------------------------------------------------------------------------
@@ -1629,6 +1632,229 @@ void fuzz_merge_states(Input& in) {
   }
 }
 
+// write_kv: contiguous (token- or head-major, several sequences) and paged caches (page sizes
+// 1-16), a 16/32-bit or an fp8 cache (scales per pool or per KV head), the new rows strided as
+// separate tensors or as the K/V slices of a fused QKV projection, slots distinct, -1 (skip) or
+// out of range (rejected), stray scales, aliasing, nulls and mutated sizes and strides. Every
+// written cell is checked bit for bit (fp8: convert.h's encoder of x / scale), every other byte
+// of the cache is unchanged.
+void fuzz_write_kv(Input& in) {
+  bool valid = true;
+  const bool wild = in.chance(10);
+  Filler filler{std::mt19937(in.seed()), wild, 8.0};
+  std::mt19937 rng(in.seed());
+  WriteKvArguments a;
+  a.dtype = pick_dtype(in, &valid);
+  a.tokens = in.pick(0, 10);
+  a.kv_heads = static_cast<int32_t>(in.pick(1, 3));
+  a.head_dim = static_cast<int32_t>(in.pick(1, 40));
+  KvCache& kv = a.kv;
+  const bool paged = in.flag();
+  int64_t outer = 0, slots = 0;
+  static const int32_t kUnreadTable[1] = {0};  // paged() asks for a table; write_kv never reads it
+  if (paged) {
+    kv.block_table = kUnreadTable;
+    kv.max_pages = 1;
+    kv.page_size = 1 << in.pick(0, 4);
+    kv.num_pages = in.pick(1, 6);
+    outer = kv.num_pages;
+    slots = kv.page_size;
+  } else {
+    kv.capacity = in.pick(1, 20);
+    a.sequences = static_cast<int32_t>(in.pick(1, 3));
+    outer = a.sequences;
+    slots = kv.capacity;
+  }
+  const int64_t d = a.head_dim, h = a.kv_heads;
+  auto gap = [&] { return in.chance(30) ? in.pick(1, 4) : int64_t{0}; };
+  // The cache: [outer, slots, heads, d] or [outer, heads, slots, d], with gaps.
+  int64_t outer_stride = 0, token_stride = 0, head_stride = 0;
+  if (in.flag()) {
+    head_stride = d + gap();
+    token_stride = h * head_stride + gap();
+    outer_stride = slots * token_stride + gap();
+  } else {
+    token_stride = d + gap();
+    head_stride = slots * token_stride + gap();
+    outer_stride = h * head_stride + gap();
+  }
+  kv.k_token_stride = kv.v_token_stride = token_stride;
+  kv.k_head_stride = kv.v_head_stride = head_stride;
+  (paged ? kv.k_page_stride : kv.k_sequence_stride) = outer_stride;
+  (paged ? kv.v_page_stride : kv.v_sequence_stride) = outer_stride;
+  // The new rows: separate [tokens, heads, d] tensors, or K/V slices of one QKV row.
+  const bool fused_qkv = in.flag();
+  const int64_t q_width = fused_qkv ? in.pick(0, 3) * d : 0;
+  if (fused_qkv) {
+    a.k_new_token_stride = a.v_new_token_stride = q_width + 2 * h * d;
+    a.k_new_head_stride = a.v_new_head_stride = d;
+  } else {
+    a.k_new_head_stride = a.v_new_head_stride = d + gap();
+    a.k_new_token_stride = a.v_new_token_stride = h * a.k_new_head_stride + gap();
+  }
+  const bool fp8 = valid_dtype(a.dtype) && in.chance(25);
+  const bool stray_scales = !fp8 && in.chance(3);
+  float scales[6] = {};  // K then V, per head (at most 3)
+  if (fp8 || stray_scales) {
+    for (float& x : scales) x = wild && in.chance(20) ? in.wild_float() : std::exp2(static_cast<float>(in.pick(-4, 4)));
+    kv.fp8 = fp8;
+    kv.scales_per_head = in.flag();
+    kv.k_scale = scales;
+    kv.v_scale = scales + 3;
+    if (stray_scales) valid = false;
+  }
+  if (in.chance(10)) {
+    valid = false;
+    int64_t* fields[] = {&a.tokens, &a.k_new_token_stride, &a.k_new_head_stride, &a.v_new_token_stride,
+                         &a.v_new_head_stride, &kv.k_token_stride, &kv.v_head_stride,
+                         paged ? &kv.k_page_stride : &kv.k_sequence_stride, paged ? &kv.num_pages : &kv.capacity};
+    int64_t& field = *fields[in.pick(0, std::size(fields) - 1)];
+    field = in.flag() ? in.pick(-2, 60) : in.wild_i64();
+    if (in.flag()) a.kv_heads = in.wild_i32();
+    if (in.flag()) a.head_dim = static_cast<int32_t>(in.pick(-2, 50));
+    if (in.flag()) (paged ? kv.page_size : a.sequences) = in.wild_i32();
+  }
+  const int64_t o1 = paged ? kv.num_pages : a.sequences, s1 = paged ? kv.page_size : kv.capacity;
+  const int64_t k_extent = extent_of({{o1, paged ? kv.k_page_stride : kv.k_sequence_stride},
+                                      {s1, kv.k_token_stride}, {a.kv_heads, kv.k_head_stride}, {a.head_dim, 1}});
+  const int64_t v_extent = extent_of({{o1, paged ? kv.v_page_stride : kv.v_sequence_stride},
+                                      {s1, kv.v_token_stride}, {a.kv_heads, kv.v_head_stride}, {a.head_dim, 1}});
+  // The new rows' buffer: both slices in one allocation for a fused QKV row, else two.
+  const int64_t kn_extent = extent_of({{a.tokens, a.k_new_token_stride}, {a.kv_heads, a.k_new_head_stride}, {a.head_dim, 1}});
+  const int64_t vn_extent = extent_of({{a.tokens, a.v_new_token_stride}, {a.kv_heads, a.v_new_head_stride}, {a.head_dim, 1}});
+  const bool runnable = valid_dtype(a.dtype) && k_extent >= 0 && v_extent >= 0 && kn_extent >= 0 && vn_extent >= 0 &&
+                        a.kv_heads >= 1 && a.kv_heads <= 3 && a.head_dim >= 1 && o1 >= 1 && s1 >= 1 &&
+                        (!paged || (kv.page_size & (kv.page_size - 1)) == 0) &&
+                        small_work({a.tokens, a.kv_heads, a.head_dim}) && small_work({o1, s1, a.kv_heads, a.head_dim});
+  std::vector<int32_t> slot_mapping(static_cast<std::size_t>(std::max<int64_t>(a.tokens, 0)), -1);
+  if (!runnable) {
+    a.k_new = fake_pointer(1);
+    a.v_new = fake_pointer(2);
+    a.slot_mapping = slot_mapping.empty() ? static_cast<const int32_t*>(fake_pointer(3)) : slot_mapping.data();
+    kv.k = fake_pointer(4);
+    kv.v = fake_pointer(5);
+    count(kValidationOnly);
+    try {
+      detail::validate_write_kv(a, Backend::cpu);
+    } catch (const detail::Error& e) {
+      if (std::string(e.what()).rfind("write_kv: ", 0) != 0) fail(cat("validate_write_kv message: ", e.what()));
+    }
+    return;
+  }
+  // Distinct slots from a shuffled pool, some tokens skipped; sometimes one out of range.
+  const int64_t total = o1 * s1;
+  std::vector<int32_t> pool(static_cast<std::size_t>(total));
+  for (int64_t i = 0; i < total; ++i) pool[static_cast<std::size_t>(i)] = static_cast<int32_t>(i);
+  std::shuffle(pool.begin(), pool.end(), rng);
+  for (std::size_t t = 0; t < slot_mapping.size(); ++t) {
+    slot_mapping[t] = t < pool.size() && rng() % 6 != 0 ? pool[t] : -1;
+  }
+  bool bad_slot = false;
+  if (!slot_mapping.empty() && in.chance(8)) {
+    const int32_t bad[] = {-2, static_cast<int32_t>(std::min<int64_t>(total, INT32_MAX)), INT32_MAX, INT32_MIN};
+    slot_mapping[static_cast<std::size_t>(in.pick(0, a.tokens - 1))] = bad[in.pick(0, 3)];
+    bad_slot = true;
+    valid = false;
+  }
+  const std::size_t es = dtype_size(a.dtype), kv_es = kv.fp8 ? 1 : es;
+  const DType cache_dtype = kv.fp8 ? DType::fp8_e4m3 : a.dtype;
+  Buffer k_cache(k_extent * kv_es), v_cache(v_extent * kv_es);
+  Buffer qkv(fused_qkv ? std::max(q_width + kn_extent, q_width + h * d + vn_extent) * es : 0);
+  Buffer k_new(fused_qkv ? 0 : kn_extent * es), v_new(fused_qkv ? 0 : vn_extent * es);
+  for (Buffer* b : {&k_cache, &v_cache}) {
+    for (std::size_t i = 0; i < b->bytes(); ++i) b->data()[i] = static_cast<unsigned char>(rng());
+  }
+  filler.fill(qkv.data(), a.dtype, static_cast<int64_t>(qkv.bytes() / es));
+  if (!fused_qkv) {
+    filler.fill(k_new.data(), a.dtype, kn_extent);
+    filler.fill(v_new.data(), a.dtype, vn_extent);
+  }
+  a.k_new = fused_qkv ? static_cast<const void*>(qkv.data() + q_width * es) : k_new.data();
+  a.v_new = fused_qkv ? static_cast<const void*>(qkv.data() + (q_width + h * d) * es) : v_new.data();
+  a.slot_mapping = slot_mapping.data();
+  kv.k = k_cache.data();
+  kv.v = v_cache.data();
+  const bool alias = in.chance(5) && a.tokens > 0 && !fused_qkv && k_new.bytes() > 0;
+  if (alias) {  // the new K rows inside the K cache: rejected
+    a.k_new = k_cache.data();
+    valid = false;
+  }
+  if (in.chance(3)) {
+    switch (in.pick(0, 4)) {
+      case 0: a.k_new = nullptr; break;
+      case 1: a.v_new = nullptr; break;
+      case 2: a.slot_mapping = nullptr; break;
+      case 3: kv.k = nullptr; break;
+      default: kv.v = nullptr; break;
+    }
+    valid = valid && a.tokens == 0;
+  }
+  for (Buffer* b : {&k_cache, &v_cache, &qkv, &k_new, &v_new}) b->snapshot();
+  const std::vector<int32_t> slots_before = slot_mapping;
+  if (verbose()) {
+    std::fprintf(stderr, "write_kv: %s cache, tokens %ld heads %d head_dim %d dtype %d%s%s\n",
+                 paged ? "paged" : "contiguous", static_cast<long>(a.tokens), a.kv_heads, a.head_dim,
+                 static_cast<int>(a.dtype), kv.fp8 ? ", fp8" : "", fused_qkv ? ", fused QKV" : "");
+  }
+  const Status status = write_kv(cpu_context(), a);
+  check_error_message(status, "write_kv");
+  if (valid && !status.ok()) fail("write_kv rejected valid arguments: " + status.message());
+  if (bad_slot && status.ok()) fail("write_kv accepted a slot outside the cache");
+  if (alias && status.ok()) fail("write_kv accepted new rows inside the cache");
+  for (Buffer* b : {&qkv, &k_new, &v_new}) {
+    if (!b->unchanged()) fail("write_kv changed an input");
+  }
+  if (slot_mapping != slots_before) fail("write_kv changed slot_mapping");
+  if (!status.ok()) {
+    if (!k_cache.unchanged() || !v_cache.unchanged()) fail("write_kv failed (" + status.message() + ") but wrote the cache");
+    count(kWriteRejected);
+    return;
+  }
+  if (a.tokens == 0) {
+    if (!k_cache.unchanged() || !v_cache.unchanged()) fail("write_kv wrote the cache for no tokens");
+    return;
+  }
+  count(kWriteCompared);
+  for (int which = 0; which < 2; ++which) {
+    const Buffer& cache = which == 0 ? k_cache : v_cache;
+    const auto* src = static_cast<const unsigned char*>(which == 0 ? a.k_new : a.v_new);
+    const int64_t src_token = which == 0 ? a.k_new_token_stride : a.v_new_token_stride;
+    const int64_t src_head = which == 0 ? a.k_new_head_stride : a.v_new_head_stride;
+    const int64_t c_outer = paged ? (which == 0 ? kv.k_page_stride : kv.v_page_stride)
+                                  : (which == 0 ? kv.k_sequence_stride : kv.v_sequence_stride);
+    const int64_t c_token = which == 0 ? kv.k_token_stride : kv.v_token_stride;
+    const int64_t c_head = which == 0 ? kv.k_head_stride : kv.v_head_stride;
+    const float* scale = which == 0 ? kv.k_scale : kv.v_scale;
+    std::vector<bool> owned(cache.bytes(), false);
+    for (int64_t t = 0; t < a.tokens; ++t) {
+      const int32_t slot = slot_mapping[static_cast<std::size_t>(t)];
+      if (slot < 0) continue;
+      for (int64_t hd = 0; hd < a.kv_heads; ++hd) {
+        const int64_t row = (slot / s1) * c_outer + (slot % s1) * c_token + hd * c_head;
+        own(owned, row * static_cast<int64_t>(kv_es), int64_t{a.head_dim} * static_cast<int64_t>(kv_es));
+        for (int64_t x = 0; x < a.head_dim; ++x) {
+          const std::size_t from = static_cast<std::size_t>(t * src_token + hd * src_head + x);
+          unsigned char want[4];
+          if (kv.fp8) {
+            const float sc = scale ? scale[kv.scales_per_head ? hd : 0] : 1.0f;
+            store_from_float(want, DType::fp8_e4m3, 0, load_as_float(src, a.dtype, from) / sc);
+          } else {
+            std::memcpy(want, src + from * es, es);
+          }
+          if (std::memcmp(cache.data() + (row + x) * kv_es, want, kv_es) != 0) {
+            fail(cat("write_kv ", which == 0 ? "K" : "V", " token ", t, " slot ", slot, " head ", hd, " dim ", x,
+                     ": got ", load_as_float(cache.data(), cache_dtype, static_cast<std::size_t>(row + x)),
+                     ", expected ", load_as_float(want, cache_dtype, 0)));
+          }
+        }
+      }
+    }
+    if (const int64_t at = cache.changed_outside(owned); at >= 0) {
+      fail(cat("write_kv wrote ", which == 0 ? "K" : "V", " cache byte ", at, " outside the slots"));
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
@@ -1638,11 +1864,12 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
   Input in(data, size);
-  // The input's last byte picks the call. merge_states, added last, takes 250-255, so that 0-249
-  // keep the mapping the committed corpus (its regression inputs above all) was made with.
+  // The input's last byte picks the call. merge_states and write_kv, added last, take 250-252
+  // and 253-255, so that 0-249 keep the mapping the committed corpus (its regression inputs
+  // above all) was made with.
   const int64_t pick = in.pick(0, 255);
   if (pick >= 250) {
-    fuzz_merge_states(in);
+    if (pick >= 253) fuzz_write_kv(in); else fuzz_merge_states(in);
     return 0;
   }
   switch (pick % 10) {
