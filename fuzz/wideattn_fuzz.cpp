@@ -1726,7 +1726,11 @@ void fuzz_write_kv(Input& in) {
                         a.kv_heads >= 1 && a.kv_heads <= 3 && a.head_dim >= 1 && o1 >= 1 && s1 >= 1 &&
                         (!paged || (kv.page_size & (kv.page_size - 1)) == 0) &&
                         small_work({a.tokens, a.kv_heads, a.head_dim}) && small_work({o1, s1, a.kv_heads, a.head_dim});
-  std::vector<int32_t> slot_mapping(static_cast<std::size_t>(std::max<int64_t>(a.tokens, 0)), -1);
+  // A token count past any allocation (a wild value) gets one slot, a bad one: CPU validation
+  // reads the slots in order once everything else passes, and stops at the first bad one.
+  const bool huge_tokens = a.tokens > (int64_t{1} << 16);
+  std::vector<int32_t> slot_mapping(huge_tokens ? 1 : static_cast<std::size_t>(std::max<int64_t>(a.tokens, 0)),
+                                    huge_tokens ? -2 : -1);
   if (!runnable) {
     a.k_new = fake_pointer(1);
     a.v_new = fake_pointer(2);
