@@ -3,7 +3,8 @@
 - write_kv into a float8_e4m3fn / uint8 cache against float_to_fp8_e4m3's documented semantics
   (include/wideattn/convert.h: round to nearest even; finite values past 448 saturate to +-448;
   NaN and +-inf become NaN), computed with ml_dtypes, whose own cast turns finite values past 464
-  into NaN: the reference clips first. Quantising is x * (1 / scale) in float32.
+  into NaN: the reference clips first. Quantising is x / scale in float32 (divided, not multiplied
+  by the reciprocal).
 - attention over an fp8 cache (contiguous and paged, one scale per cache or per KV head, floats
   or float32 arrays) against the float64 oracle over the dequantised stored values (stored x
   scale), and PyTorch CPU tensors (eager, the operators, torch.compile) giving the same bits.
@@ -60,10 +61,9 @@ def e4m3_codes(x) -> np.ndarray:
     return np.where(finite, codes, np.where(np.signbit(x), 0x80 | NAN_CODE, NAN_CODE)).astype(np.uint8)
 
 
-def inverse(scale, kv_heads) -> np.ndarray:
-    """1 / scale in float32 per KV head [kv_heads] (what write_kv multiplies by)."""
-    s = np.broadcast_to(np.asarray(1.0 if scale is None else scale, np.float32).reshape(-1), (kv_heads,))
-    return (np.float32(1) / s).astype(np.float32)
+def scales_f32(scale, kv_heads) -> np.ndarray:
+    """The scale in float32 per KV head [kv_heads] (what write_kv divides by)."""
+    return np.broadcast_to(np.asarray(1.0 if scale is None else scale, np.float32).reshape(-1), (kv_heads,))
 
 
 def per_head(scale, kv_heads) -> np.ndarray:
@@ -212,7 +212,7 @@ def test_write_kv_quantises_with_the_scales(rng, case):
 
     expected = []
     for initial, new, scale in ((initial_k, k_new, k_values), (initial_v, v_new, v_values)):
-        codes = e4m3_codes(new.astype(np.float32) * inverse(scale, kv_heads)[:, None])
+        codes = e4m3_codes(new.astype(np.float32) / scales_f32(scale, kv_heads)[:, None])
         cache = initial.copy()
         for t, s in enumerate(slots.tolist()):
             if s < 0:

@@ -52,7 +52,7 @@ def write_kv(
     fp8 caches (vLLM's reshape_and_cache with kv_cache_dtype="fp8"): k_cache and v_cache of
     float8_e4m3fn (PyTorch, NumPy ml_dtypes), or uint8 with kv_cache_dtype="fp8_e4m3" (or
     "fp8"), as in `attention`; k_new and v_new stay float32/float16/bfloat16. Each element x is
-    stored as e4m3(x * (1 / k_scale)) (v_scale for values; float32 arithmetic): rounded to
+    stored as e4m3(x / k_scale) (v_scale for values; float32 arithmetic): rounded to
     nearest even, finite values past 448 saturated to +-448 (ml_dtypes' cast gives NaN past 464
     instead), NaN and +-inf stored as NaN (e4m3 has no infinity).
     k_scale, v_scale: None (1), a Python float, or a float32 array on the caches' device of

@@ -26,17 +26,22 @@ void write_kv_quantised(const WriteKvArguments& a) {
   const auto* k_new = static_cast<const char*>(a.k_new);
   const auto* v_new = static_cast<const char*>(a.v_new);
   std::vector<float> row(static_cast<std::size_t>(a.head_dim));
+  // x / scale, divided (not multiplied by the reciprocal: that rounds twice, and overflows for a
+  // scale below 2^-126), then rounded once to e4m3.
+  auto quantise = [&](const char* src, uint8_t* dst, float scale) {
+    convert_to_f32(src, a.dtype, row.data(), a.head_dim);
+    for (float& x : row) x /= scale;
+    convert_from_f32(row.data(), dst, DType::fp8_e4m3, a.head_dim, 1.0f);
+  };
   for (int64_t t = 0; t < a.tokens; ++t) {
     const int64_t slot = a.slot_mapping[t];
     if (slot < 0) continue;
     const int64_t outer = slot / slots, at = slot % slots;
     for (int32_t g = 0; g < a.kv_heads; ++g) {
-      convert_to_f32(k_new + (t * a.k_new_token_stride + g * a.k_new_head_stride) * es, a.dtype, row.data(), a.head_dim);
-      convert_from_f32(row.data(), k + outer * k_outer + at * kv.k_token_stride + g * kv.k_head_stride,
-                       DType::fp8_e4m3, a.head_dim, 1.0f / kv_head_scale(kv, kv.k_scale, g));
-      convert_to_f32(v_new + (t * a.v_new_token_stride + g * a.v_new_head_stride) * es, a.dtype, row.data(), a.head_dim);
-      convert_from_f32(row.data(), v + outer * v_outer + at * kv.v_token_stride + g * kv.v_head_stride,
-                       DType::fp8_e4m3, a.head_dim, 1.0f / kv_head_scale(kv, kv.v_scale, g));
+      quantise(k_new + (t * a.k_new_token_stride + g * a.k_new_head_stride) * es,
+               k + outer * k_outer + at * kv.k_token_stride + g * kv.k_head_stride, kv_head_scale(kv, kv.k_scale, g));
+      quantise(v_new + (t * a.v_new_token_stride + g * a.v_new_head_stride) * es,
+               v + outer * v_outer + at * kv.v_token_stride + g * kv.v_head_stride, kv_head_scale(kv, kv.v_scale, g));
     }
   }
 }

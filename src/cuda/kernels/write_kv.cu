@@ -78,9 +78,9 @@ __global__ void __launch_bounds__(kThreads) write_kv_fp8_kernel(const QuantisePa
   for (int64_t i = threadIdx.x; i < elements; i += kThreads) {
     const int32_t head = static_cast<int32_t>(i / q.head_dim), c = static_cast<int32_t>(i - int64_t{head} * q.head_dim);
     const float* scale = q.scale[which];
-    const float inv = 1.0f / (scale ? scale[q.scales_per_head ? head : 0] : 1.0f);
     const float raw = load_element(src + head * p.src_head_stride[which], q.dtype, c);
-    const float x = raw * inv;
+    // Divided, as on the CPU: the reciprocal rounds twice and overflows below 2^-126.
+    const float x = raw / (scale ? scale[q.scales_per_head ? head : 0] : 1.0f);
     // satfinite keeps finite values at +-448; inf and NaN become the NaN code with the input's
     // sign, as on the CPU (a GPU multiply returns the canonical, positive NaN).
     const unsigned char code =
