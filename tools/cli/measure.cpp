@@ -116,7 +116,7 @@ Measurement measure_phase(Context& context, Phase& phase, const MeasureOptions& 
   for (int32_t i = 0; i < options.warmup; ++i) run_once();
   check(context.synchronize(), "synchronize");
   std::unique_ptr<Timer> timer = make_timer(context);  // on the graphs' stream when replaying
-  m.seconds = timer->time_each(options.repeat, run_once, &m.host_seconds_per_call);
+  m.seconds = timer->time_each(options.repeat, run_once, &m.host);
   m.median_seconds = median(m.seconds);
   check(context.synchronize(), "synchronize");
   graphs.reset();  // the context's own stream again

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "problem_metrics.h"
+#include "timing.h"
 #include "workload.h"
 #include "wideattn/attention.h"
 
@@ -45,7 +46,7 @@ struct Measurement {
   Plan plan;
   std::vector<double> seconds;  // one per timed call (GPU time on CUDA: Timer::time_each)
   double median_seconds = 0;
-  double host_seconds_per_call = 0;  // the host's time to issue one call
+  Timer::HostCost host;  // the host's time to issue one call
   ProblemCost cost;
   Accuracy accuracy;
 };

@@ -122,7 +122,7 @@ int run_command(int argc, char** argv) {
               << ", workspace " << format_bytes(static_cast<double>(m.plan.workspace_bytes)) << "\n"
               << "  reason   " << m.plan.reason << "\n"
               << "  time     " << format_seconds(m.median_seconds) << "  (" << rates(m) << ")"
-              << (cuda ? "; the host issues a call in " + format_seconds(m.host_seconds_per_call) : "")
+              << (cuda ? "; the host issues a call in " + format_seconds(m.host.back_to_back) : "")
               << "\n"
               << "  work     " << m.cost.visible_pairs << " visible pairs per head, "
               << format_fixed(m.cost.flops * 1e-9, 2) << " GFLOP, " << format_bytes(m.cost.bytes) << "\n"

@@ -28,8 +28,7 @@ class SteadyClockTimer final : public Timer {
 
 }  // namespace
 
-std::vector<double> Timer::time_each(int32_t count, const std::function<void()>& call,
-                                     double* host_seconds_per_call) {
+std::vector<double> Timer::time_each(int32_t count, const std::function<void()>& call, HostCost* host_cost) {
   std::vector<double> seconds, host;
   for (int32_t i = 0; i < count; ++i) {
     start();
@@ -39,7 +38,7 @@ std::vector<double> Timer::time_each(int32_t count, const std::function<void()>&
     stop();
     seconds.push_back(this->seconds());
   }
-  if (host_seconds_per_call) *host_seconds_per_call = count > 0 ? median(host) : 0.0;
+  if (host_cost) host_cost->back_to_back = host_cost->after_idle = count > 0 ? median(host) : 0.0;
   return seconds;
 }
 

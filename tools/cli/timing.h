@@ -20,13 +20,20 @@ class Timer {
   // Seconds between the last start() and stop(); waits for the work in between to finish.
   virtual double seconds() = 0;
 
-  // Seconds of each of `count` calls of `call`, and the host's seconds per call spent issuing
-  // them (the median over the calls, as the GPU time: a call the OS preempts does not move it). This base version times each call between start() and stop(). The CUDA timer holds
-  // its stream while the host issues each call between its pair of events, then releases it:
-  // the GPU time excludes the host's launch cost (which CUDA graphs hide in an engine), and
-  // that cost is reported apart.
-  virtual std::vector<double> time_each(int32_t count, const std::function<void()>& call,
-                                        double* host_seconds_per_call);
+  // The host's seconds to issue one call (medians over the calls, as the GPU time: a call the
+  // OS preempts does not move them).
+  struct HostCost {
+    double back_to_back = 0;  // calls issued one after another, no wait for the GPU between
+                              // them (an engine's loop): the figure the CLI reports
+    double after_idle = 0;    // each call issued right after the host waited for an idle stream
+  };
+
+  // Seconds of each of `count` calls of `call`, and the host's cost of issuing one. This base
+  // version times each call between start() and stop() (both host figures are its issue time).
+  // The CUDA timer holds its stream while the host issues each call between its pair of events,
+  // then releases it: the GPU time excludes the host's launch cost (which CUDA graphs hide in an
+  // engine), and that cost is reported apart.
+  virtual std::vector<double> time_each(int32_t count, const std::function<void()>& call, HostCost* host);
 };
 
 // CUDA events on the context's stream for a CUDA context, a steady clock around

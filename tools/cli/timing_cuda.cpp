@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <limits>
 #include <memory>
 #include <thread>
 
@@ -61,8 +62,7 @@ class CudaEventTimer final : public Timer {
     return ms * 1e-3;
   }
 
-  std::vector<double> time_each(int32_t count, const std::function<void()>& call,
-                                double* host_seconds_per_call) override {
+  std::vector<double> time_each(int32_t count, const std::function<void()>& call, HostCost* host_cost) override {
     std::vector<cudaEvent_t> events;
     std::vector<std::unique_ptr<Gate>> gates;
     auto release_all = [&] {
@@ -110,10 +110,39 @@ class CudaEventTimer final : public Timer {
     release_all();
     if (timed_out) {
       // A call waited for the held stream (an implicit synchronisation): time it call by call.
-      return Timer::time_each(count, call, host_seconds_per_call);
+      return Timer::time_each(count, call, host_cost);
     }
-    if (host_seconds_per_call) *host_seconds_per_call = count > 0 ? median(host) : 0.0;
+    if (host_cost) {
+      host_cost->after_idle = count > 0 ? median(host) : 0.0;
+      host_cost->back_to_back = count > 0 ? issue_back_to_back(count, call) : 0.0;
+    }
     return seconds;
+  }
+
+  // The calls issued one after another while one gate holds the stream (the host never waits
+  // for the GPU between them, as in an engine's loop): the median issue time. Issued right
+  // after a wait for the GPU, a call can cost the host more than its own work (a thread that
+  // slept through a long kernel wakes up cold); this is the cost of the work itself.
+  double issue_back_to_back(int32_t count, const std::function<void()>& call) {
+    Gate gate;
+    std::vector<double> host;
+    check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+    try {
+      check_cuda(cudaLaunchHostFunc(stream_, &Gate::wait, &gate), "cudaLaunchHostFunc");
+      for (int32_t i = 0; i < count; ++i) {
+        const auto issued = std::chrono::steady_clock::now();
+        call();
+        host.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - issued).count());
+      }
+    } catch (...) {
+      gate.open.store(true, std::memory_order_release);
+      cudaStreamSynchronize(stream_);
+      throw;
+    }
+    gate.open.store(true, std::memory_order_release);
+    check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+    // A call that waited for the held stream timed the gate's second, not its own work.
+    return gate.timed_out.load() ? std::numeric_limits<double>::quiet_NaN() : median(host);
   }
 
  private:
