@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# One GPU call that decides whether a candidate build may replace the base: the candidate's CUDA
+# tests (sharded), compute-sanitizer over its small problems (gpu_check.sh's sanitizer step),
+# then each benchmark suite of both builds in turns (ab_bench.sh) with the side-by-side tables.
+# Stops before the benchmarks when a test or sanitizer fails (a wrong kernel's speed is moot).
+# Each folder holds wideattn and wideattn_tests built from one tree (built elsewhere and carried,
+# or on the GPU machine). Logs and records: OUT/tests, OUT/sanitizers, OUT/<suite>/ab.md.
+# usage: scripts/gpu/candidate_check.sh OUT BASE_DIR CANDIDATE_DIR [BENCH_ARGS ...]
+#   BENCH_ARGS: one quoted argument list per suite, e.g.
+#   "--suite gpu --filter decode" "--suite fused" '--suite gpu --filter "decode b"'
+#   (default: the first two)
+# environment: TEST_FILTER (gtest filter of the candidate's tests; default the CUDA suite),
+#   SHARDS (default 8), SKIP_SANITIZER=1, ROUNDS (ab_bench, default 2)
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out="$1" base="$2" candidate="$3"
+shift 3
+suites=("$@")
+[ ${#suites[@]} -gt 0 ] || suites=("--suite gpu --filter decode" "--suite fused")
+mkdir -p "$out"
+start=$SECONDS
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee "$out/env.txt"
+echo "== candidate's tests"
+TEST_TIMEOUT="${TEST_TIMEOUT:-300}" scripts/gpu/sharded_tests.sh "$out/tests" "$candidate/wideattn_tests" \
+  "${TEST_FILTER:-*cuda*:*Cuda*:*CUDA*:Planned*:Sanitizer*:Fp8*:Dispatch*:*Paged*:*FusedPrefill*:*Determinism*}" \
+  "${SHARDS:-8}" 2>&1 | tail -25
+tests_rc=${PIPESTATUS[0]}
+echo "tests rc=$tests_rc at $((SECONDS - start)) s"
+sanitizer_rc=0
+if [ "${SKIP_SANITIZER:-0}" != 1 ]; then
+  echo "== sanitizers (candidate)"
+  SKIP_BUILD=1 SKIP_TESTS=1 SKIP_PYTHON=1 SKIP_PEERS=1 SKIP_BENCH=1 BUILD_DIR="$candidate" \
+    SANITIZER_TIMEOUT="${SANITIZER_TIMEOUT:-120}" scripts/gpu_check.sh "$out/sanitizers" > /dev/null 2>&1
+  sanitizer_rc=$?
+  tail -8 "$out/sanitizers/summary.txt" 2>/dev/null
+  echo "sanitizers rc=$sanitizer_rc at $((SECONDS - start)) s"
+fi
+if [ "$tests_rc" != 0 ] || [ "$sanitizer_rc" != 0 ]; then
+  echo "candidate_check: the candidate failed its tests or sanitizers; no benchmarks"
+  exit 1
+fi
+i=0
+for args in "${suites[@]}"; do
+  i=$((i + 1))
+  echo "== benchmarks: $args"
+  eval "bench_args=($args)"  # shell quoting inside one suite's list: --filter "decode b"
+  scripts/gpu/ab_bench.sh "$out/bench$i" base="$base/wideattn" candidate="$candidate/wideattn" -- "${bench_args[@]}"
+  echo "bench $i done at $((SECONDS - start)) s"
+done
