@@ -10,7 +10,8 @@
 #   "--suite gpu --filter decode" "--suite fused" '--suite gpu --filter "decode b"'
 #   (default: the first two)
 # environment: TEST_FILTER (gtest filter of the candidate's tests; default the CUDA suite),
-#   SHARDS (default 8), SKIP_SANITIZER=1, ROUNDS (ab_bench, default 2)
+#   SHARDS (default 16: the GPU machine's cores; the CPU oracle dominates), SKIP_SANITIZER=1,
+#   ROUNDS (ab_bench, default 2)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="$1" base="$2" candidate="$3"
@@ -23,7 +24,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader |
 echo "== candidate's tests"
 TEST_TIMEOUT="${TEST_TIMEOUT:-300}" scripts/gpu/sharded_tests.sh "$out/tests" "$candidate/wideattn_tests" \
   "${TEST_FILTER:-*cuda*:*Cuda*:*CUDA*:Planned*:Sanitizer*:Fp8*:Dispatch*:*Paged*:*FusedPrefill*:*Determinism*}" \
-  "${SHARDS:-8}" 2>&1 | tail -25
+  "${SHARDS:-16}" 2>&1 | tail -25
 tests_rc=${PIPESTATUS[0]}
 echo "tests rc=$tests_rc at $((SECONDS - start)) s"
 sanitizer_rc=0
