@@ -12,6 +12,7 @@
 #   (default: the first two)
 # environment: TEST_FILTER (gtest filter of the candidate's tests; default the CUDA suite),
 #   SHARDS (default 16: the GPU machine's cores; the CPU oracle dominates), SKIP_SANITIZER=1,
+#   ALSO_WITH=VAR=value (the tests again with that variable set; ALSO_FILTER narrows them),
 #   ROUNDS (ab_bench, default 2)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,6 +29,15 @@ TEST_TIMEOUT="${TEST_TIMEOUT:-300}" scripts/gpu/sharded_tests.sh "$out/tests" "$
   "${SHARDS:-16}" 2>&1 | tail -25
 tests_rc=${PIPESTATUS[0]}
 echo "tests rc=$tests_rc at $((SECONDS - start)) s"
+if [ -n "${ALSO_WITH:-}" ]; then
+  # The same tests again under a tuning switch (e.g. WIDEATTN_TUNE_DECODE_KEY_SETS=1), so that
+  # both sides of it are checked: ALSO_FILTER narrows them (default: the same filter).
+  echo "== candidate's tests with $ALSO_WITH"
+  env "$ALSO_WITH" TEST_TIMEOUT="${TEST_TIMEOUT:-300}" scripts/gpu/sharded_tests.sh "$out/tests-also" \
+    "$candidate/wideattn_tests" "${ALSO_FILTER:-${TEST_FILTER:-*cuda*:*Cuda*:*CUDA*}}" "${SHARDS:-16}" 2>&1 | tail -12
+  [ "${PIPESTATUS[0]}" = 0 ] || tests_rc=1
+  echo "tests with $ALSO_WITH done at $((SECONDS - start)) s"
+fi
 sanitizer_rc=0
 if [ "${SKIP_SANITIZER:-0}" != 1 ]; then
   echo "== sanitizers (candidate)"
