@@ -20,10 +20,11 @@ find_cuda
 command -v nvcc >/dev/null 2>&1 || die "nvcc not found: the candidates are CUDA builds"
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.ccache}"
 
-# build NAME REV [CMAKE_ARGUMENT...]: a worktree of REV at $work/NAME-src, built in $work/NAME.
+# build NAME REV "TARGETS" [CMAKE_ARGUMENT...]: a worktree of REV at $work/NAME-src, its TARGETS
+# built in $work/NAME.
 build() {
-  local name="$1" rev="$2"
-  shift 2
+  local name="$1" rev="$2" targets="$3"
+  shift 3
   local src="$work/$name-src" dir="$work/$name"
   git -C "$REPO_ROOT" worktree remove --force "$src" 2>/dev/null || rm -rf "$src"
   git -C "$REPO_ROOT" worktree add --detach "$src" "$rev" >/dev/null
@@ -32,23 +33,16 @@ build() {
   log "build $name ($rev: $(git -C "$src" log --oneline -1)) in $dir"
   cmake -S "$src" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DWIDEATTN_CUDA=ON -DWIDEATTN_TOOLS=ON "$@" \
     >"$dir.configure.log" 2>&1 || die "configure of $name failed ($dir.configure.log)"
+  # shellcheck disable=SC2086
+  ninja -C "$dir" -j "${JOBS:-$(nproc)}" $targets >"$dir.build.log" 2>&1 || die "build of $name failed ($dir.build.log)"
 }
 
-build base "$1" -DWIDEATTN_TESTS=ON
-ninja -C "$work/base" -j "${JOBS:-$(nproc)}" wideattn wideattn_tests decode_check >"$work/base.build.log" 2>&1 \
-  || die "build of base failed ($work/base.build.log)"
-build cand "$2" -DWIDEATTN_TESTS=ON
-ninja -C "$work/cand" -j "${JOBS:-$(nproc)}" wideattn wideattn_tests decode_check >"$work/cand.build.log" 2>&1 \
-  || die "build of cand failed ($work/cand.build.log)"
+build base "$1" "wideattn wideattn_tests decode_check" -DWIDEATTN_TESTS=ON
+build cand "$2" "wideattn wideattn_tests decode_check" -DWIDEATTN_TESTS=ON
 specs=("base=$work/base" "cand=$work/cand")
 if [ "${COMPUTE_ONLY:-0}" = 1 ]; then
-  for name in base cand; do
-    rev="$1"
-    [ "$name" = cand ] && rev="$2"
-    build "${name}_conly" "$rev" -DWIDEATTN_TESTS=OFF -DWIDEATTN_DECODE_COMPUTE_ONLY=ON
-    ninja -C "$work/${name}_conly" -j "${JOBS:-$(nproc)}" wideattn >"$work/${name}_conly.build.log" 2>&1 \
-      || die "build of ${name}_conly failed ($work/${name}_conly.build.log)"
-    specs+=("${name}_conly=$work/${name}_conly:cli")
-  done
+  build base_conly "$1" wideattn -DWIDEATTN_TESTS=OFF -DWIDEATTN_DECODE_COMPUTE_ONLY=ON
+  build cand_conly "$2" wideattn -DWIDEATTN_TESTS=OFF -DWIDEATTN_DECODE_COMPUTE_ONLY=ON
+  specs+=("base_conly=$work/base_conly:cli" "cand_conly=$work/cand_conly:cli")
 fi
 "$REPO_ROOT/scripts/gpu/pack_carry.sh" "${specs[@]}"
