@@ -25,8 +25,8 @@
 #   PEERS_ARGS        arguments for bench/peers.py (default: OUT_DIR/peers, its output folder)
 #   SKIP_TESTS, SKIP_PYTHON, SKIP_SANITIZER, SKIP_BENCH, SKIP_PEERS  set to 1 to skip a step
 # The Python tests run in a virtual environment that sees the system's packages (PyTorch),
-# installing the package offline (--no-build-isolation; wheels at the repository root, such as
-# nanobind's, are installed first with --no-index); without scikit-build-core and nanobind they
+# installing the package offline (--no-build-isolation; wheels at the repository root or in
+# .deps/wheels (scripts/gpu/bundle_deps.sh), such as nanobind's, are installed first with --no-index); without scikit-build-core and nanobind they
 # are skipped, and the summary says so.
 set -uo pipefail
 
@@ -171,7 +171,7 @@ else
     # outer environment's site-packages behind the venv's own.
     python3 -c 'import site, sys; sys.prefix != sys.base_prefix and print("\n".join(site.getsitepackages()))' \
       >"$("$PY_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/outer-environment.pth"
-    for wheel in "$REPO_ROOT"/*.whl "$REPO_ROOT"/.whl/*.whl; do
+    for wheel in "$REPO_ROOT"/*.whl "$REPO_ROOT"/.whl/*.whl "$REPO_ROOT"/.deps/wheels/*.whl; do
       case "$wheel" in */wideattn-*) continue ;; esac
       [ -f "$wheel" ] && "$PY_VENV/bin/python" -m pip install -q --no-index --no-deps "$wheel"
     done
