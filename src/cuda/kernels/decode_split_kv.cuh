@@ -260,6 +260,42 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
     }
   };
 
+  // fp8, split by head_dim: the warps of quarter wq (one a group) read only that quarter of the
+  // widened K and V, so they widen only it, and meet on hardware barrier 1 + wq instead of a
+  // CTA barrier. Rows are K's 32 then V's 32 in the stage and in the widened buffer alike.
+  auto widen_quarter = [&](int stage) {
+    constexpr int kQuarterKvChunks = kKvChunks / kWarpsPerGroup;
+    constexpr int kQuarterTileChunks = 2 * kKeysPerTile * kQuarterKvChunks;
+    constexpr int kBatch = 4;
+    static_assert(kQuarterTileChunks % (kBatch * 32 * kMaxGroups) == 0, "decode: quarter widening passes");
+    const unsigned char* src = s_kv + stage * kShape.stage_bytes;
+    const int team = 32 * p.groups;
+    for (int base = group * 32 + lane; base < kQuarterTileChunks; base += kBatch * team) {
+      uint4 codes[kBatch];
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const int j = base + u * team;
+        codes[u] = *reinterpret_cast<const uint4*>(src + (j / kQuarterKvChunks) * kKvRowBytes +
+                                                   (wq * kQuarterKvChunks + j % kQuarterKvChunks) * 16);
+      }
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const int j = base + u * team;
+        const int r = j / kQuarterKvChunks;  // K rows 0-31, then V rows
+        const int c = wq * kQuarterKvChunks + j % kQuarterKvChunks;
+        uint4 a, b;
+        widen_fp8x4(codes[u].x, a.x, a.y);
+        widen_fp8x4(codes[u].y, a.z, a.w);
+        widen_fp8x4(codes[u].z, b.x, b.y);
+        widen_fp8x4(codes[u].w, b.z, b.w);
+        unsigned char* row = s_wide + r * kRowBytes;
+        *reinterpret_cast<uint4*>(row + ((2 * c) ^ (r & 7)) * 16) = a;
+        *reinterpret_cast<uint4*>(row + ((2 * c + 1) ^ (r & 7)) * 16) = b;
+      }
+    }
+    named_barrier_sync(1 + wq, team);
+  };
+
   // fp8 with bf16 queries: Q (landed with tile 0) rewritten in place as f16 x 2^-q_shift, where
   // 2^q_shift brings the CTA's largest finite |q| under 2^15 (0 for any ordinary query); inf
   // and NaN stay what they are. Returns q_shift. `q_max` is a word of shared memory holding 0.
@@ -354,8 +390,14 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
       if (tile == 0) qk_scale = ldexpf(qk_scale, convert_q_to_f16(q_max));
     }
     if constexpr (Fp8) {
-      widen_tile(stage);
-      __syncthreads();  // widened tile visible (the barrier above ordered the last reads of it)
+      if constexpr (kByHeadDim) {
+        // The converted Q (bf16 queries) must reach every warp before tile 0's Q fragments.
+        if (std::is_same_v<T, __nv_bfloat16> && tile == 0) __syncthreads();
+        widen_quarter(stage);  // ends on its quarter's barrier
+      } else {
+        widen_tile(stage);
+        __syncthreads();  // widened tile visible (the barrier above ordered the last reads of it)
+      }
       k_tile = smem_address(s_wide);
     }
     const uint32_t v_tile = k_tile + kKeysPerTile * kRowBytes;
@@ -367,9 +409,9 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
     for (int n = 0; n < kKeyTiles; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
     if constexpr (kByHeadDim) {
       if (tile == 0) {
-        // Q has landed (and, with an fp8 cache, been converted; the widening's barrier
-        // published it). The group's Q region then holds partial scores: every warp must have
-        // its quarter before any warp overwrites Q.
+        // Q has landed (and, with an fp8 cache and bf16 queries, been converted; the barrier
+        // before the widening published it). The group's Q region then holds partial scores:
+        // every warp must have its quarter before any warp overwrites Q.
 #pragma unroll
         for (int ks = 0; ks < kQSteps; ++ks) {
           const int chunk = wq * kQuarterChunks + 2 * ks + a_chunk;
