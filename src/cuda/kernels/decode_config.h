@@ -51,7 +51,16 @@ inline constexpr std::size_t kSharedReservedPerCta = 1024;
 // register caps of the occupancy table leave no room for them below 512 (head_dim 128 spills).
 constexpr bool qk_split_by_head_dim(int head_dim) { return head_dim >= 512; }
 
-// One row block's partial scores (split by head_dim): 4 warps x 16 rows x 32 keys, f32.
+// Warp groups that share one row block, each taking half of every tile's keys with its own
+// running state (merged once at the end): split by head_dim, when a CTA holds one row block
+// (two row blocks already fill the CTA's 256 threads). Twice the warps to hide each other's
+// latency, and half the copies a thread issues, on the same K/V tiles and shared memory.
+constexpr int key_sets_for(int head_dim, int groups) {
+  return qk_split_by_head_dim(head_dim) && groups == 1 ? 2 : 1;
+}
+
+// One row block's partial scores (split by head_dim): 4 warps x 16 rows x 32 keys, f32 (with
+// two key sets, each set's 16 keys).
 inline constexpr std::size_t kScoreExchangeBytes =
     std::size_t(kWarpsPerGroup) * kRowsPerBlock * kKeysPerTile * 4;
 

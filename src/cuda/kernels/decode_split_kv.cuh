@@ -39,7 +39,10 @@
 
 namespace wideattn::cuda::decode {
 
-template <typename T, int D, bool Fp8>
+// KeySets: warp groups per row block (key_sets_for; 2 only when split by head_dim, with one row
+// block a CTA): set k scores keys [16k, 16k + 16) of every tile with its own running state, and
+// the sets' states merge after the last tile.
+template <typename T, int D, bool Fp8, int KeySets>
 __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
                                   wideattn::detail::cuda_decode_items_per_sm(D))
     decode_mma_kernel(const __grid_constant__ DecodeParams p) {
@@ -58,8 +61,11 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
   constexpr int kPRowBytes = kKeysPerTile * 2;
   constexpr int kQuarterChunks = kChunks / kWarpsPerGroup;  // a warp's 16-byte chunks of a row
   constexpr int kQSteps = kQuarterChunks / 2;               // its k16 steps of Q K^T
-  // n8 score tiles a warp holds: the tile's 4 (by head_dim), or its own (by key).
-  constexpr int kKeyTiles = kByHeadDim ? kKeysPerTile / 8 : 1;
+  // n8 score tiles a warp holds: its key set's share of the tile's 4 (by head_dim), or its own
+  // (by key); and the k16 steps of P V they make.
+  constexpr int kKeyTiles = kByHeadDim ? kKeysPerTile / 8 / KeySets : 1;
+  constexpr int kPSteps = kByHeadDim ? kKeyTiles / 2 : kKeysPerTile / 16;
+  static_assert(KeySets == 1 || (kByHeadDim && KeySets == 2 && kMaxGroups == 2), "decode: key sets");
   static_assert(kChunks % 8 == 0 && kNTiles % 2 == 0 && (!kByHeadDim || kQuarterChunks % 4 == 0),
                 "decode_mma_kernel: head_dim");
 
@@ -78,13 +84,16 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
   if (!cta_work(p, p.groups * kRowsPerBlock, w)) return;
 
   const int tid = threadIdx.x;
-  const int threads = p.groups * kThreadsPerGroup;
+  const int warp_groups = p.groups * KeySets;  // KeySets 2: one row block
+  const int threads = warp_groups * kThreadsPerGroup;
   const int warp = tid / 32, lane = tid % 32;
-  const int group = warp / kWarpsPerGroup, wq = warp % kWarpsPerGroup;
+  const int warp_group = warp / kWarpsPerGroup, wq = warp % kWarpsPerGroup;
+  const int row_block = KeySets == 1 ? warp_group : 0;
+  const int key_set = KeySets == 1 ? 0 : warp_group;
   const int g = lane / 4, qd = lane % 4;  // MMA fragment row and column pair
 
-  // Shared memory: Q [groups][16][D] (by head_dim: each group's region holds its partial
-  // scores once its warps hold Q) | K/V stages [stages][K 32 x D | V 32 x D] | (fp8: the
+  // Shared memory: Q [groups][16][D] (by head_dim: each row block's region holds its partial
+  // scores, one 4 KB part a key set, once its warps hold Q) | K/V stages [stages][K 32 x D | V 32 x D] | (fp8: the
   // widened tile [K 32 x D | V 32 x D]) | by key: exchange [groups][row max 4 x 16 f32 |
   // P 16 x 32], by head_dim: scratch words | (paged: block-table entries [stages][32]).
   // Rows of Q and of 16-bit K and V are 16-byte chunks XOR-swizzled by row % 8 (fp8 stages are
@@ -92,13 +101,14 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
   unsigned char* s_q = smem;
   unsigned char* s_kv = s_q + p.groups * kShape.q_bytes;
   unsigned char* s_wide = s_kv + p.stages * kShape.stage_bytes;
-  unsigned char* s_x = s_wide + kShape.convert_bytes + group * kShape.exchange_bytes;
+  unsigned char* s_x = s_wide + kShape.convert_bytes + row_block * kShape.exchange_bytes;
   float* s_max = reinterpret_cast<float*>(s_x);  // [4 warps][16 rows]
   const uint32_t p_base = smem_address(s_x + kWarpsPerGroup * kRowsPerBlock * sizeof(float));
-  const uint32_t q_base = smem_address(s_q + group * kShape.q_bytes);
+  const uint32_t q_base = smem_address(s_q + row_block * kShape.q_bytes);
   // Partial scores [warp][score tile][lane] of float4, one accumulator fragment a lane: the
   // stores and loads of a warp touch 512 consecutive bytes (conflict-free).
-  float4* s_scores = reinterpret_cast<float4*>(s_q + group * kShape.q_bytes);
+  float4* s_scores = reinterpret_cast<float4*>(s_q + row_block * kShape.q_bytes) +
+                     key_set * (kWarpsPerGroup * kKeyTiles * 32);
   const uint32_t kv_base = smem_address(s_kv);
 
   // ---- Q: [groups * 16 rows, D] -> shared (cp.async, zeros for padding rows); it joins the
@@ -260,17 +270,17 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
     }
   };
 
-  // fp8, split by head_dim: the warps of quarter wq (one a group) read only that quarter of the
+  // fp8, split by head_dim: the warps of quarter wq (one a warp group) read only that quarter of the
   // widened K and V, so they widen only it, and meet on hardware barrier 1 + wq instead of a
   // CTA barrier. Rows are K's 32 then V's 32 in the stage and in the widened buffer alike.
   auto widen_quarter = [&](int stage) {
     constexpr int kQuarterKvChunks = kKvChunks / kWarpsPerGroup;
     constexpr int kQuarterTileChunks = 2 * kKeysPerTile * kQuarterKvChunks;
     constexpr int kBatch = 4;
-    static_assert(kQuarterTileChunks % (kBatch * 32 * kMaxGroups) == 0, "decode: quarter widening passes");
+    static_assert(!kByHeadDim || kQuarterTileChunks % (kBatch * 32 * kMaxGroups) == 0, "decode: quarter widening passes");
     const unsigned char* src = s_kv + stage * kShape.stage_bytes;
-    const int team = 32 * p.groups;
-    for (int base = group * 32 + lane; base < kQuarterTileChunks; base += kBatch * team) {
+    const int team = 32 * warp_groups;
+    for (int base = warp_group * 32 + lane; base < kQuarterTileChunks; base += kBatch * team) {
       uint4 codes[kBatch];
 #pragma unroll
       for (int u = 0; u < kBatch; ++u) {
@@ -424,7 +434,7 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
 #pragma unroll
         for (int n = 0; n < kKeyTiles; ++n) {
           uint32_t kb[4];
-          const int key = n * 8 + k_row;
+          const int key = (key_set * kKeyTiles + n) * 8 + k_row;
           ldmatrix_x4(kb, k_tile + key * kRowBytes + (((kc + k_chunk) ^ (key & 7)) * 16));
           S::mma(s[n], q_frag[kc / 2], kb[0], kb[1]);
           S::mma(s[n], q_frag[kc / 2 + 1], kb[2], kb[3]);
@@ -487,11 +497,11 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
     const int64_t key0 = w.key_begin + int64_t{tile} * kKeysPerTile;
     if (key0 + kKeysPerTile > w.unmasked_end) {
       // The mask predicate once per score in a loop (one copy of it in the code), as bits.
-      const int64_t warp_key0 = key0 + (kByHeadDim ? 0 : wq * 8) + qd * 2;
+      const int64_t warp_key0 = key0 + (kByHeadDim ? key_set * kKeyTiles * 8 : wq * 8) + qd * 2;
       uint32_t hidden = 0;
 #pragma unroll 1
       for (int i = 0; i < kKeyTiles * 4; ++i) {
-        const int32_t row = w.row0 + group * kRowsPerBlock + g + ((i >> 1) & 1) * 8;
+        const int32_t row = w.row0 + row_block * kRowsPerBlock + g + ((i >> 1) & 1) * 8;
         const int64_t key = warp_key0 + (i >> 2) * 8 + (i & 1);
         if (!visible(w, p.gqa, row, key)) hidden |= 1u << i;
       }
@@ -538,12 +548,12 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
       m_run[h] = m;
     }
 
-    // P in the MMA type as the A operands of P V's two 16-key steps: score tiles 2ks and
-    // 2ks + 1 of step ks as they stand (by head_dim), or through shared memory (by key).
-    uint32_t pa[kKeysPerTile / 16][4];
+    // P in the MMA type as the A operands of P V's 16-key steps (the key set's): score tiles
+    // 2ks and 2ks + 1 of step ks as they stand (by head_dim), or through shared memory (by key).
+    uint32_t pa[kPSteps][4];
     if constexpr (kByHeadDim) {
 #pragma unroll
-      for (int ks = 0; ks < kKeysPerTile / 16; ++ks) {
+      for (int ks = 0; ks < kPSteps; ++ks) {
         pa[ks][0] = S::pack(exp2f(s[2 * ks][0] - base[0]), exp2f(s[2 * ks][1] - base[0]));
         pa[ks][1] = S::pack(exp2f(s[2 * ks][2] - base[1]), exp2f(s[2 * ks][3] - base[1]));
         pa[ks][2] = S::pack(exp2f(s[2 * ks + 1][0] - base[0]), exp2f(s[2 * ks + 1][1] - base[0]));
@@ -559,7 +569,7 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
                    "r"(p1));
       __syncthreads();
 #pragma unroll
-      for (int ks = 0; ks < kKeysPerTile / 16; ++ks) {
+      for (int ks = 0; ks < kPSteps; ++ks) {
         const int pc = 2 * ks + a_chunk;
         ldmatrix_x4(pa[ks], p_base + a_row * kPRowBytes + ((pc ^ ((a_row >> 1) & 3)) * 16));
       }
@@ -575,12 +585,12 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
     // O += P V over the tile's two 16-key steps; the row sums come from the rounded P.
     float sum[2] = {0.0f, 0.0f};
 #pragma unroll
-    for (int ks = 0; ks < kKeysPerTile / 16; ++ks) {
+    for (int ks = 0; ks < kPSteps; ++ks) {
       const float2 f0 = S::unpack(pa[ks][0]), f1 = S::unpack(pa[ks][1]);
       const float2 f2 = S::unpack(pa[ks][2]), f3 = S::unpack(pa[ks][3]);
       sum[0] += (f0.x + f0.y) + (f2.x + f2.y);
       sum[1] += (f1.x + f1.y) + (f3.x + f3.y);
-      const int vr = ks * 16 + v_row;
+      const int vr = (key_set * kPSteps + ks) * 16 + v_row;
       const uint32_t v_row_address = v_tile + vr * kRowBytes;
 #pragma unroll
       for (int np = 0; np < kNTiles / 2; ++np) {
@@ -602,13 +612,48 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
   cp_async_wait<0>();  // nothing in flight at exit (Q alone when the range is empty)
   WIDEATTN_TRACE(p, 4 * int64_t{blockIdx.x} + 2);
 
+  if constexpr (KeySets == 2) {
+    // Set 1 hands its running state to set 0 through the idle K/V stages (the same thread of
+    // the twin warp holds the same rows and columns: [warp][float4][lane], conflict-free);
+    // set 0 merges it into its own, in that order, and writes the results.
+    __syncthreads();  // every copy has landed; every warp is past its last tile
+    float4* hand = reinterpret_cast<float4*>(s_kv) + wq * (kNTiles + 1) * 32 + lane;
+    if (key_set == 1) {
+#pragma unroll
+      for (int n = 0; n < kNTiles; ++n) hand[n * 32] = make_float4(acc[n][0], acc[n][1], acc[n][2], acc[n][3]);
+      hand[kNTiles * 32] = make_float4(m_run[0], m_run[1], l_run[0], l_run[1]);
+    }
+    __syncthreads();
+    if (key_set == 1) return;
+    const float4 state = hand[kNTiles * 32];
+    const float other_m[2] = {state.x, state.y}, other_l[2] = {state.z, state.w};
+    float mine[2], other[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float m = fmaxf(m_run[h], other_m[h]);
+      const float base = m == neg_inf() ? 0.0f : m;  // neither set saw a key
+      mine[h] = exp2f(m_run[h] - base);
+      other[h] = exp2f(other_m[h] - base);
+      l_run[h] = l_run[h] * mine[h] + other_l[h] * other[h];
+      m_run[h] = m;
+    }
+#pragma unroll
+    for (int n = 0; n < kNTiles; ++n) {
+      const float4 o = hand[n * 32];
+      acc[n][0] = acc[n][0] * mine[0] + o.x * other[0];
+      acc[n][1] = acc[n][1] * mine[0] + o.y * other[0];
+      acc[n][2] = acc[n][2] * mine[1] + o.z * other[1];
+      acc[n][3] = acc[n][3] * mine[1] + o.w * other[1];
+    }
+  }
+
   // ---- epilogue: rows g and g + 8 of this warp group, columns of this warp ----
   const int col0 = wq * kColsPerWarp + qd * 2;
   // fp8: a stored V stands for V * v_scale; the partial states scale alike (the merge is linear).
   const float v_scale = Fp8 ? fp8_scale(p.v_scale, p.scales_per_head, w.kv_head) : 1.0f;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    const int32_t row = w.row0 + group * kRowsPerBlock + g + h * 8;
+    const int32_t row = w.row0 + row_block * kRowsPerBlock + g + h * 8;
     if (row < w.rows) {
       const RowTarget t = row_target(w, p.gqa, row);
       if (p.splits == 1) {
@@ -644,20 +689,29 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
 template <int D>
 void launch_decode_mma(const DecodeParams& p, DType dtype, dim3 grid, std::size_t smem,
                        bool programmatic, cudaStream_t stream) {
-  const dim3 block(p.groups * kThreadsPerGroup);
+  const dim3 block(p.groups * p.key_sets * kThreadsPerGroup);
   auto launch = [&](auto kernel) {
     allow_dynamic_smem(kernel, smem, "decode_mma_kernel: dynamic shared memory");
     launch_kernel("launch of decode_mma_kernel", kernel, grid, block, smem, stream, programmatic,
                   p);
   };
+  // Key sets are built where the split by head_dim is (key_sets_for).
+  auto launch_typed = [&](auto type, auto fp8) {
+    using T = decltype(type);
+    constexpr bool kFp8 = decltype(fp8)::value;
+    if constexpr (qk_split_by_head_dim(D)) {
+      if (p.key_sets == 2) return launch(decode_mma_kernel<T, D, kFp8, 2>);
+    }
+    launch(decode_mma_kernel<T, D, kFp8, 1>);
+  };
   switch (dtype) {
     case DType::f16:
-      if (p.kv_fp8) launch(decode_mma_kernel<__half, D, true>);
-      else launch(decode_mma_kernel<__half, D, false>);
+      if (p.kv_fp8) launch_typed(__half{}, std::true_type{});
+      else launch_typed(__half{}, std::false_type{});
       break;
     case DType::bf16:
-      if (p.kv_fp8) launch(decode_mma_kernel<__nv_bfloat16, D, true>);
-      else launch(decode_mma_kernel<__nv_bfloat16, D, false>);
+      if (p.kv_fp8) launch_typed(__nv_bfloat16{}, std::true_type{});
+      else launch_typed(__nv_bfloat16{}, std::false_type{});
       break;
     default:
       wideattn::detail::throw_invalid("run_decode", "dtype", to_string(dtype),
