@@ -267,7 +267,7 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
     constexpr int kQuarterKvChunks = kKvChunks / kWarpsPerGroup;
     constexpr int kQuarterTileChunks = 2 * kKeysPerTile * kQuarterKvChunks;
     constexpr int kBatch = 4;
-    static_assert(kQuarterTileChunks % (kBatch * 32 * kMaxGroups) == 0, "decode: quarter widening passes");
+    static_assert(!kByHeadDim || kQuarterTileChunks % (kBatch * 32 * kMaxGroups) == 0, "decode: quarter widening passes");
     const unsigned char* src = s_kv + stage * kShape.stage_bytes;
     const int team = 32 * p.groups;
     for (int base = group * 32 + lane; base < kQuarterTileChunks; base += kBatch * team) {
