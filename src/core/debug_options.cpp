@@ -30,4 +30,13 @@ int decode_row_blocks_override() {
   return value;
 }
 
+int decode_key_sets_override() {
+  static const int value = [] {
+    const char* text = std::getenv("WIDEATTN_TUNE_DECODE_KEY_SETS");
+    const int n = text ? std::atoi(text) : 0;
+    return n == 1 || n == 2 ? n : 0;
+  }();
+  return value;
+}
+
 }  // namespace wideattn::detail
