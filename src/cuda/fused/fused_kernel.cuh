@@ -208,6 +208,13 @@ __device__ __forceinline__ void warpgroup_gemm_issue(Mma& mma, TA& a, const TB& 
   warpgroup_commit_batch();
 }
 
+// `p` as a value the compiler cannot trace to its origin (nor hoist what is computed from it).
+template <class T>
+__device__ __forceinline__ T* opaque_pointer(T* p) {
+  asm volatile("" : "+l"(p));
+  return p;
+}
+
 // Two f32 values as one register of two 16-bit values (one conversion instruction).
 template <class Element>
 __device__ __forceinline__ uint32_t pack_pair(float lo, float hi) {
@@ -236,12 +243,19 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
   typename Traits::MmaPV mma_pv;
   auto thr_qk = mma_qk.get_thread_slice(thread);
   auto thr_pv = mma_pv.get_thread_slice(thread);
-  Tensor sQ = make_tensor(make_smem_ptr(sh.q), typename Traits::LayoutQ{});
-  Tensor sK = make_tensor(make_smem_ptr(sh.k), typename Traits::LayoutKV{});
+  // The Q K^T operands' shared-memory descriptors (one 64-bit word per k step and stage), made
+  // where they are used from a base the compiler cannot see through: made once, they were
+  // hoisted out of every loop and held in registers the whole kernel (16 k steps of Q and of
+  // each K stage at head_dim 256), and the output accumulators spilled.
+  auto q_descriptors = [&] {
+    Tensor sQ = make_tensor(make_smem_ptr(opaque_pointer(sh.q)), typename Traits::LayoutQ{});
+    return thr_qk.partition_fragment_A(local_tile(sQ, Shape<_64, Int<kHeadDim>>{}, make_coord(warpgroup, _0{})));
+  };
+  auto k_descriptors = [&](uint32_t k_stage) {
+    Tensor sK = make_tensor(make_smem_ptr(opaque_pointer(sh.k)), typename Traits::LayoutKV{});
+    return thr_qk.partition_fragment_B(sK)(_, _, _, k_stage);
+  };
   Tensor sVt = make_tensor(make_smem_ptr(sh.v), typename Traits::LayoutVt{});
-  Tensor sQw = local_tile(sQ, Shape<_64, Int<kHeadDim>>{}, make_coord(warpgroup, _0{}));
-  Tensor tSrQ = thr_qk.partition_fragment_A(sQw);
-  Tensor tSrK = thr_qk.partition_fragment_B(sK);
   Tensor tOrV = thr_pv.partition_fragment_B(sVt);
   Tensor tSrS = partition_fragment_C(mma_qk, Shape<_64, Int<kBlockN>>{});
   Tensor tOrO = partition_fragment_C(mma_pv, Shape<_64, Int<kHeadDim>>{});
@@ -359,7 +373,8 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
     auto scores = [&](uint32_t k_stage, uint32_t k_phase) {
       sh.k_full[k_stage].wait(k_phase);
       take_turn();
-      warpgroup_gemm_issue<false>(mma_qk, tSrQ, tSrK(_, _, _, k_stage), tSrS, false);
+      auto q = q_descriptors();
+      warpgroup_gemm_issue<false>(mma_qk, q, k_descriptors(k_stage), tSrS, false);
       pass_turn();
       warpgroup_wait<0>();
       warpgroup_fence_operand(tSrS);
@@ -408,6 +423,9 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
       }
     };
 
+    // The first P V of an item ignores the output's old values, but the wgmma's operands say it
+    // reads them: zeroed here, they are dead between items instead of live across every one.
+    zero_output();
     sh.q_full.wait(q_parity);
     q_parity ^= 1;
     if constexpr (!Traits::kConfig.overlap) {
@@ -443,7 +461,8 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
           sh.k_full[stage].wait(phase);
           sh.v_full[v_stage].wait(v_phase);
           take_turn();
-          warpgroup_gemm_issue<false>(mma_qk, tSrQ, tSrK(_, _, _, stage), tSrS, false);
+          auto q = q_descriptors();
+          warpgroup_gemm_issue<false>(mma_qk, q, k_descriptors(stage), tSrS, false);
           warpgroup_gemm_issue<true>(mma_pv, tOrP, tOrV(_, _, _, v_stage), tOrO, accumulate);
           pass_turn();
           warpgroup_wait<1>();  // Q K^T done; P V may still run
