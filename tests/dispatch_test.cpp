@@ -108,7 +108,7 @@ TEST(Dispatch, FusedPrefillOnHopperWithReasonsForFallbacks) {
        }},
       {"ring", [](PlanProblem& p, DeviceInfo&) { p.p.mask.ring_length = 20; p.p.mask.ring_offset = 3; }},
       {"multiples of 8", [](PlanProblem& p, DeviceInfo&) { p.p.q_token_stride += 4; }},
-      {"paged KV cache: not served by the fused kernels yet", [](PlanProblem& p, DeviceInfo&) { p.use_pages(16); }},
+      {"pages of at least 16", [](PlanProblem& p, DeviceInfo&) { p.use_pages(8); }},
   };
   for (const Fallback& f : fallbacks) {
     SCOPED_TRACE(f.fragment);
@@ -129,6 +129,21 @@ TEST(Dispatch, FusedPrefillOnHopperWithReasonsForFallbacks) {
                           StatusCode::unsupported, {"prefill_fused", f.fragment}));
 #endif
   }
+}
+
+// Paged caches with pages of 16 tokens or more are fused (each page a TMA box of its own).
+TEST(Dispatch, PagedPrefillIsFusedWithPagesOf16OrMore) {
+#if defined(WIDEATTN_WITH_CUDA)
+  for (const int32_t page_size : {16, 64, 256}) {
+    SCOPED_TRACE(page_size);
+    PlanProblem paged({100, 3}, {150, 300}, 8, 2, 128);
+    paged.use_pages(page_size);
+    const Plan plan = plan_or_fail(paged.p, h100_device());
+    EXPECT_EQ(plan.kernel, Kernel::prefill_fused) << plan.reason;
+  }
+#else
+  GTEST_SKIP() << "built without the CUDA backend";
+#endif
 }
 
 TEST(Dispatch, FusedPrefillSplitsKeysOnlyWhenTilesLeaveSmsIdle) {
