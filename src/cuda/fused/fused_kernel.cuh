@@ -127,8 +127,8 @@ __device__ void produce(const FusedParams& p, typename Traits::Shared& sh, int32
   uint32_t stage = 0, phase = 0, q_empty_parity = 1, loaded_parity = 0;
 
   // Key tile n of K or V, all this CTA's column chunks, into `buffer` (the stage's), completing
-  // on `barrier`. Paged: each box of box_rows rows from its own page; the block-table entries are
-  // read once for all chunks (lane 0, the only issuing thread).
+  // on `barrier` (lane 0, the only issuing thread). Paged: each box of box_rows rows from its own
+  // page.
   auto load_tile = [&](const CUtensorMap* map, typename Traits::ElementType* buffer, Barrier* barrier, const Tile& t,
                        int32_t kv_head, int32_t n) {
     if (!p.block_table) {
@@ -137,23 +137,14 @@ __device__ void produce(const FusedParams& p, typename Traits::Shared& sh, int32
       }
       return;
     }
-    constexpr int kMaxBoxes = kBlockN / 16;  // pages of at least 16 rows (fused_support.cpp)
-    const int boxes = kBlockN / p.box_rows;
-    int32_t page[kMaxBoxes];
-#pragma unroll
-    for (int j = 0; j < kMaxBoxes; ++j) {
-      const int32_t key = n * kBlockN + j * p.box_rows;
-      page[j] = j < boxes && key < t.kv_length
-                    ? __ldg(p.block_table + t.b * p.block_table_stride + (key >> p.page_shift))
-                    : -1;
-    }
+    // One page a box: its entry read once, then its rows of every column chunk.
     const int32_t row_mask = (1 << p.page_shift) - 1;
-    for (int c = 0; c < kChunks; ++c) {
-#pragma unroll
-      for (int j = 0; j < kMaxBoxes; ++j) {
-        if (j >= boxes) break;
-        tma_load(buffer + (c * kBlockN + j * p.box_rows) * 64, map, barrier, column_base + c * 64,
-                 (n * kBlockN + j * p.box_rows) & row_mask, kv_head, page[j]);
+    for (int32_t key = n * kBlockN; key < (n + 1) * kBlockN; key += p.box_rows) {
+      const int32_t page =
+          key < t.kv_length ? __ldg(p.block_table + t.b * p.block_table_stride + (key >> p.page_shift)) : -1;
+      for (int c = 0; c < kChunks; ++c) {
+        tma_load(buffer + (c * kBlockN + key - n * kBlockN) * 64, map, barrier, column_base + c * 64,
+                 key & row_mask, kv_head, page);
       }
     }
   };
