@@ -2,7 +2,8 @@
 # One GPU call that decides whether a candidate build may replace the base: the candidate's CUDA
 # tests (sharded), compute-sanitizer over its small problems (gpu_check.sh's sanitizer step),
 # then each benchmark suite of both builds in turns (ab_bench.sh) with the side-by-side tables.
-# Stops before the benchmarks when a test or sanitizer fails (a wrong kernel's speed is moot).
+# A failed test or sanitizer is reported loudly and the benchmarks still run (STOP_ON_FAILURE=1
+# stops instead); the script then exits 1.
 # Each folder holds wideattn and wideattn_tests built from one tree (built elsewhere and carried,
 # or on the GPU machine). Logs and records: OUT/tests, OUT/sanitizers, OUT/<suite>/ab.md.
 # usage: scripts/gpu/candidate_check.sh OUT BASE_DIR CANDIDATE_DIR [BENCH_ARGS ...]
@@ -10,7 +11,8 @@
 #   "--suite gpu --filter decode" "--suite fused" '--suite gpu --filter "decode b"'
 #   (default: the first two)
 # environment: TEST_FILTER (gtest filter of the candidate's tests; default the CUDA suite),
-#   SHARDS (default 8), SKIP_SANITIZER=1, ROUNDS (ab_bench, default 2)
+#   SHARDS (default 16: the GPU machine's cores; the CPU oracle dominates), SKIP_SANITIZER=1,
+#   ROUNDS (ab_bench, default 2)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="$1" base="$2" candidate="$3"
@@ -23,7 +25,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader |
 echo "== candidate's tests"
 TEST_TIMEOUT="${TEST_TIMEOUT:-300}" scripts/gpu/sharded_tests.sh "$out/tests" "$candidate/wideattn_tests" \
   "${TEST_FILTER:-*cuda*:*Cuda*:*CUDA*:Planned*:Sanitizer*:Fp8*:Dispatch*:*Paged*:*FusedPrefill*:*Determinism*}" \
-  "${SHARDS:-8}" 2>&1 | tail -25
+  "${SHARDS:-16}" 2>&1 | tail -25
 tests_rc=${PIPESTATUS[0]}
 echo "tests rc=$tests_rc at $((SECONDS - start)) s"
 sanitizer_rc=0
@@ -35,9 +37,13 @@ if [ "${SKIP_SANITIZER:-0}" != 1 ]; then
   tail -8 "$out/sanitizers/summary.txt" 2>/dev/null
   echo "sanitizers rc=$sanitizer_rc at $((SECONDS - start)) s"
 fi
+failed=0
 if [ "$tests_rc" != 0 ] || [ "$sanitizer_rc" != 0 ]; then
-  echo "candidate_check: the candidate failed its tests or sanitizers; no benchmarks"
-  exit 1
+  failed=1
+  echo "candidate_check: THE CANDIDATE FAILED ITS TESTS OR SANITIZERS (see above)"
+  # Its other kernels' speed still counts (each result row is checked against the oracle and
+  # flagged ERROR when off); STOP_ON_FAILURE=1 skips the benchmarks instead.
+  [ "${STOP_ON_FAILURE:-0}" = 1 ] && exit 1
 fi
 i=0
 for args in "${suites[@]}"; do
@@ -47,3 +53,4 @@ for args in "${suites[@]}"; do
   scripts/gpu/ab_bench.sh "$out/bench$i" base="$base/wideattn" candidate="$candidate/wideattn" -- "${bench_args[@]}"
   echo "bench $i done at $((SECONDS - start)) s"
 done
+exit "$failed"

@@ -126,14 +126,33 @@ __device__ void produce(const FusedParams& p, typename Traits::Shared& sh, int32
   const int32_t column_base = cta_first_column<Traits>();
   uint32_t stage = 0, phase = 0, q_empty_parity = 1, loaded_parity = 0;
 
+  // Key tile n of K or V, all this CTA's column chunks, into `buffer` (the stage's), completing
+  // on `barrier` (lane 0, the only issuing thread). Paged: each box of box_rows rows from its own
+  // page.
+  auto load_tile = [&](const CUtensorMap* map, typename Traits::ElementType* buffer, Barrier* barrier, const Tile& t,
+                       int32_t kv_head, int32_t n) {
+    if (!p.block_table) {
+      for (int c = 0; c < kChunks; ++c) {
+        tma_load(buffer + c * kBlockN * 64, map, barrier, column_base + c * 64, n * kBlockN, kv_head, t.b);
+      }
+      return;
+    }
+    // One page a box: its entry read once, then its rows of every column chunk.
+    const int32_t row_mask = (1 << p.page_shift) - 1;
+    for (int32_t key = n * kBlockN; key < (n + 1) * kBlockN; key += p.box_rows) {
+      const int32_t page =
+          key < t.kv_length ? __ldg(p.block_table + t.b * p.block_table_stride + (key >> p.page_shift)) : -1;
+      for (int c = 0; c < kChunks; ++c) {
+        tma_load(buffer + (c * kBlockN + key - n * kBlockN) * 64, map, barrier, column_base + c * 64,
+                 key & row_mask, kv_head, page);
+      }
+    }
+  };
   auto load_k = [&](const Tile& t, int32_t kv_head, int32_t n) {
     sh.k_empty[stage].wait(phase ^ 1);
     if (lane == 0) {
       sh.k_full[stage].arrive_expect_bytes(Traits::kKVBytes);
-      for (int c = 0; c < kChunks; ++c) {
-        tma_load(sh.k + (stage * kChunks + c) * kBlockN * 64, &p.k_map, &sh.k_full[stage],
-                 column_base + c * 64, n * kBlockN, kv_head, t.b);
-      }
+      load_tile(&p.k_map, sh.k + stage * kChunks * kBlockN * 64, &sh.k_full[stage], t, kv_head, n);
     }
   };
   auto load_v = [&](const Tile& t, int32_t kv_head, int32_t n) {
@@ -142,10 +161,7 @@ __device__ void produce(const FusedParams& p, typename Traits::Shared& sh, int32
     Barrier* target = valid >= kBlockN ? &sh.v_full[stage] : &sh.v_loaded[stage];
     if (lane == 0) {
       target->arrive_expect_bytes(Traits::kKVBytes);
-      for (int c = 0; c < kChunks; ++c) {
-        tma_load(sh.v + (stage * kChunks + c) * kBlockN * 64, &p.v_map, target, column_base + c * 64,
-                 n * kBlockN, kv_head, t.b);
-      }
+      load_tile(&p.v_map, sh.v + stage * kChunks * kBlockN * 64, target, t, kv_head, n);
     }
     if (valid < kBlockN) {
       // P is 0 there, but 0 x NaN is NaN: clear those V rows before the consumers see the tile.
