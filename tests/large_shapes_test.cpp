@@ -192,6 +192,33 @@ TEST(LargeShapes, DecodeWithKvCachePast4GiB) {
   EXPECT_GT(plan.num_splits, 1) << plan.reason;
 }
 
+// Page pools past 2^31 slots: 2^23 + 2^20 pages of 256 tokens (2.4e9 slots, 1.5e11 elements a
+// pool), the sequences' pages at the far end of the pools, token- and head-major. The CPU
+// backend reads the block table while validating (it is host memory there): the table is real.
+TEST(LargeShapes, PagePoolsPast2To31Slots) {
+  constexpr int64_t kPages = (int64_t{1} << 23) + (int64_t{1} << 20);
+  constexpr int32_t kPageSize = 256, kMaxPages = 64;
+  for (const bool head_major : {false, true}) {
+    SCOPED_TRACE(head_major ? "head-major pages" : "token-major pages");
+    BigProblem paged({1, 4, 1}, {kMaxPages * kPageSize, 5000, 300}, 1, 8, 1, 64);
+    std::vector<int32_t> table(3 * kMaxPages);
+    for (std::size_t i = 0; i < table.size(); ++i) table[i] = static_cast<int32_t>(kPages - 1 - 3 * i);
+    set_paged_kv(paged.p, fake_address(2), fake_address(3), kPages, kPageSize, table.data(), kMaxPages, head_major);
+    ASSERT_GT(Wide{kPages} * kPageSize, Wide{1} << 31);
+    for (const DeviceInfo& device : kDevices) {
+      SCOPED_TRACE(device.name);
+      const Plan plan = plan_sanely(paged.p, device);
+      EXPECT_TRUE(plan.kernel == Kernel::single_pass || plan.kernel == Kernel::two_pass) << plan.reason;
+      plan_sanely(paged.p, device, Kernel::two_pass);
+    }
+    // A page index past the pool is caught where the host holds the table.
+    table[5] = static_cast<int32_t>(kPages);
+    Plan plan;
+    EXPECT_TRUE(has_error(plan_attention(paged.p, cpu_device(), Kernel::automatic, &plan), StatusCode::invalid_argument,
+                          {"kv.block_table[0][5]"}));
+  }
+}
+
 TEST(LargeShapes, Int32LimitsOfTokensAndLengths) {
   // 2^31 - 1 tokens in one sequence, and a cache of as many slots: the most query_offsets and
   // kv_lengths (int32) can describe.
