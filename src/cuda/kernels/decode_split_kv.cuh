@@ -186,6 +186,36 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
         }
         return;
       }
+      if constexpr (KeySets == 2) {
+        // A whole tile that starts on a multiple of 32 keys, over pages of 16 rows or more, lies
+        // on at most two pages: rows [0, first_rows) on the first, the rest on the next. Each
+        // thread's rows are compile-time steps apart, so a row picks one of two base pointers.
+        constexpr int kStep = kThreadsPerGroup * kMaxGroups / kKvChunks;
+        const int page_rows = 1 << p.pages.page_shift;
+        if (key0 + kKeysPerTile <= w.key_end && (key0 & (kKeysPerTile - 1)) == 0 && page_rows >= 16) {
+          const int in_page = static_cast<int>(key0 & p.pages.page_mask);
+          const int first_rows = min(kKeysPerTile, page_rows - in_page);
+          const int64_t page_a = pages[0], page_b = first_rows < kKeysPerTile ? pages[1] : page_a;
+          const bool valid_a = page_a >= 0 && page_a < p.num_pages;
+          const bool valid_b = page_b >= 0 && page_b < p.num_pages;
+          // Row r at base + r * token_stride, on either page (b's base is first_rows rows back).
+          const int64_t chunk_offset = copy_chunk * kKvPerChunk;
+          const KvT* k_a = k_pool + page_a * p.k.page_stride + in_page * p.k.token_stride + chunk_offset;
+          const KvT* v_a = v_pool + page_a * p.v.page_stride + in_page * p.v.token_stride + chunk_offset;
+          const KvT* k_b = k_pool + page_b * p.k.page_stride - first_rows * p.k.token_stride + chunk_offset;
+          const KvT* v_b = v_pool + page_b * p.v.page_stride - first_rows * p.v.token_stride + chunk_offset;
+#pragma unroll
+          for (int i = 0; i < kKeysPerTile / kStep; ++i) {
+            const int r = copy_row0 + i * kStep;
+            const bool on_b = r >= first_rows;
+            const bool valid = on_b ? valid_b : valid_a;
+            const uint32_t offset = stage_offset(r);
+            cp_async_16(k_dst + offset, valid ? (on_b ? k_b : k_a) + r * p.k.token_stride : k_pool, valid);
+            cp_async_16(v_dst + offset, valid ? (on_b ? v_b : v_a) + r * p.v.token_stride : v_pool, valid);
+          }
+          return;
+        }
+      }
       // A row on the page of the thread's previous row is one step of pointers further; only
       // a row that starts a new page reads the block table, and the loop counts in 32 bits
       // (pages hold at most 4096 rows). A shared load and two 64-bit products per row made
