@@ -6,9 +6,9 @@ turns, A B A B, so that clock and thermal drift fall on both; scripts/gpu/ab_ben
 Per problem and build the table gives the lowest median over its runs, its % of the ceiling the
 suite reports (matmul or bandwidth, measured in the same run), and the ratio to the first build
 (> 1: faster). A result whose sampled rows miss the f64 oracle (rel_error above 2e-2) is
-flagged ERROR.
+flagged ERROR. --host adds each build's host time to issue a call (host_s_per_call).
 
-usage: python3 bench/compare_runs.py main=a1.json,a2.json branch=b1.json,b2.json [--markdown]
+usage: python3 bench/compare_runs.py main=a1.json,a2.json branch=b1.json,b2.json [--markdown] [--host]
 """
 import json
 import sys
@@ -45,7 +45,8 @@ def ceiling_pct(p):
 
 def main(argv):
     markdown = "--markdown" in argv
-    specs = [a for a in argv if a != "--markdown"]
+    host = "--host" in argv
+    specs = [a for a in argv if a not in ("--markdown", "--host")]
     if len(specs) < 2:
         sys.exit(__doc__)
     builds = [load(s) for s in specs]
@@ -71,6 +72,8 @@ def main(argv):
                 cell += f" {first['median_s'] / p['median_s']:.3f}x"
             if (p.get("rel_error") or 0.0) > 2e-2:  # bf16 results sit near 3e-3
                 cell += " ERROR"
+            if host and p.get("host_s_per_call") is not None:
+                cell += f", host {p['host_s_per_call'] * 1e6:.1f} us"
             cells.append(cell)
         rows.append(cells)
     if markdown:

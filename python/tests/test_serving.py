@@ -424,6 +424,66 @@ def test_context_parallel_decode_is_the_merge_of_its_shards(rng, softcap):
     assert_close(lse, to_f64(whole_lse), 2e-5, 1e-5, "merged lse")
 
 
+def ring_prefill(q, k, v, length, ranks, sinks, softcap, to_array):
+    """Causal prefill of one sequence as ring attention over `ranks` ranks with zig-zag sharding
+    would compute it: 2 * ranks equal chunks, rank r holding query and key chunks r and
+    2 * ranks - 1 - r (each rank the same causal work); at ring step t rank r has rank
+    (r - t) mod ranks's key chunks in hand. A key chunk before the query chunk is wholly
+    visible (bidirectional), the query chunk's own is the causal diagonal (and carries the sinks,
+    counted once), a later one is hidden (skipped). Each query chunk's partial (out, lse) merge.
+    Equal chunks: a key chunk must hold at least as many rows as the queries' (kv_length >=
+    suffix); a shorter one, or a window across chunks, needs key/query position offsets (issue
+    14, docs/design.md). Returns (out, lse) of the sequence's tokens."""
+    chunk = length // (2 * ranks)
+    assert chunk * 2 * ranks == length
+
+    def holds(r):  # the rank's two chunks
+        return (r, 2 * ranks - 1 - r)
+
+    parts = {i: ([], []) for i in range(2 * ranks)}
+    for r in range(ranks):
+        for step in range(ranks):
+            for i in holds(r):
+                for j in holds((r - step) % ranks):
+                    if j > i:
+                        continue
+                    rows = slice(j * chunk, (j + 1) * chunk)
+                    out, lse = wideattn.attention(
+                        to_array(q[i * chunk:(i + 1) * chunk]), to_array(k[None, rows]),
+                        to_array(v[None, rows]), query_offsets=[0, chunk], kv_lengths=[chunk],
+                        causal=i == j, sinks=to_array(sinks) if i == j else None, softcap=softcap,
+                        return_lse=True)
+                    parts[i][0].append(out)
+                    parts[i][1].append(lse)
+    merged = [wideattn.merge_states(*parts[i]) for i in range(2 * ranks)]
+    return [m[0] for m in merged], [m[1] for m in merged]
+
+
+RING_CASE = dict(length=96, ranks=3, q_heads=8, kv_heads=2, head_dim=64)
+
+
+def ring_inputs(rng):
+    c = RING_CASE
+    q = random(rng, (c["length"], c["q_heads"], c["head_dim"]), np.float32)
+    k = random(rng, (c["length"], c["kv_heads"], c["head_dim"]), np.float32)
+    v = random(rng, k.shape, np.float32)
+    sinks = random(rng, (c["q_heads"],), np.float32)
+    return q, k, v, sinks
+
+
+@pytest.mark.parametrize("softcap", [0.0, 30.0])
+def test_ring_prefill_is_the_merge_of_its_zigzag_chunks(rng, softcap):
+    # Issue 14's prefill on one device: ring attention's pieces, merged, are the whole call.
+    c = RING_CASE
+    q, k, v, sinks = ring_inputs(rng)
+    outs, lses = ring_prefill(q, k, v, c["length"], c["ranks"], sinks, softcap, lambda x: x)
+    whole_out, whole_lse = wideattn.attention(q, k[None], v[None], query_offsets=[0, c["length"]],
+                                              kv_lengths=[c["length"]], causal=True, sinks=sinks,
+                                              softcap=softcap, return_lse=True)
+    assert_close(np.concatenate(outs), to_f64(whole_out), 2e-5, 1e-4, "merged out")
+    assert_close(np.concatenate(lses), to_f64(whole_lse), 2e-5, 1e-5, "merged lse")
+
+
 def test_merge_states_return_forms(rng):
     outs, lses = make_states(rng, 2, 3, 2, 8, [np.float32])
     out = wideattn.merge_states(outs, lses, return_lse=False)
@@ -661,6 +721,27 @@ def test_cuda_context_parallel_decode_is_the_merge_of_its_shards(rng):
     torch.cuda.synchronize()
     assert_close(out.float().cpu(), whole_out.float().cpu(), *MERGE_TOLERANCE["bfloat16"], "merged out")
     assert_close(lse.cpu(), whole_lse.cpu(), 1e-3, 1e-3, "merged lse")
+
+
+def test_cuda_ring_prefill_is_the_merge_of_its_zigzag_chunks(rng):
+    # As test_ring_prefill_is_the_merge_of_its_zigzag_chunks, on the CUDA prefill kernels
+    # (bfloat16): the pieces are rounded to bfloat16 before the merge, the whole call once.
+    torch = cuda_torch()
+    c = RING_CASE
+    q, k, v, sinks = ring_inputs(rng)
+
+    def to_cuda(x):  # tensors in bfloat16, the sinks in float32
+        x = torch.from_numpy(np.ascontiguousarray(x)).cuda()
+        return x.to(torch.bfloat16) if x.dim() > 1 else x
+
+    outs, lses = ring_prefill(q, k, v, c["length"], c["ranks"], sinks, 0.0, to_cuda)
+    whole_out, whole_lse = wideattn.attention(to_cuda(q), to_cuda(k[None]), to_cuda(v[None]),
+                                              query_offsets=[0, c["length"]], kv_lengths=[c["length"]],
+                                              causal=True, sinks=to_cuda(sinks), return_lse=True)
+    torch.cuda.synchronize()
+    assert_close(torch.cat(outs).float().cpu(), whole_out.float().cpu(), *MERGE_TOLERANCE["bfloat16"],
+                 "merged out")
+    assert_close(torch.cat(lses).cpu(), whole_lse.cpu(), 1e-3, 1e-3, "merged lse")
 
 
 def test_cuda_merge_states(rng):

@@ -29,4 +29,4 @@ for b in "${builds[@]}"; do
   name="${b%%=*}"
   [ -n "${files[$name]:-}" ] && args+=("$name=${files[$name]}")
 done
-python3 bench/compare_runs.py "${args[@]}" --markdown | tee "$out/ab.md"
+python3 bench/compare_runs.py "${args[@]}" --markdown --host | tee "$out/ab.md"

@@ -19,7 +19,7 @@ for spec in "$@"; do
   [ -x "$dir/wideattn" ] || { echo "pack_carry: $dir/wideattn not found (build it first)" >&2; exit 1; }
   mkdir -p "$stage/$name"
   for binary in $binaries; do
-    [ -x "$dir/$binary" ] && cp "$dir/$binary" "$stage/$name/"
+    if [ -x "$dir/$binary" ]; then cp "$dir/$binary" "$stage/$name/"; fi
   done
   # The libraries outside the CUDA toolkit and glibc that the GPU machine may not have.
   ldd "$dir/wideattn" | awk '/=> \// {print $3}' | grep -E "openblas|gfortran|quadmath|gomp" |
