@@ -108,7 +108,7 @@ TEST(Dispatch, FusedPrefillOnHopperWithReasonsForFallbacks) {
        }},
       {"ring", [](PlanProblem& p, DeviceInfo&) { p.p.mask.ring_length = 20; p.p.mask.ring_offset = 3; }},
       {"multiples of 8", [](PlanProblem& p, DeviceInfo&) { p.p.q_token_stride += 4; }},
-      {"paged KV cache: not served by the fused kernels yet", [](PlanProblem& p, DeviceInfo&) { p.use_pages(16); }},
+      {"pages of at least 16", [](PlanProblem& p, DeviceInfo&) { p.use_pages(8); }},
   };
   for (const Fallback& f : fallbacks) {
     SCOPED_TRACE(f.fragment);
@@ -129,6 +129,21 @@ TEST(Dispatch, FusedPrefillOnHopperWithReasonsForFallbacks) {
                           StatusCode::unsupported, {"prefill_fused", f.fragment}));
 #endif
   }
+}
+
+// Paged caches with pages of 16 tokens or more are fused (each page a TMA box of its own).
+TEST(Dispatch, PagedPrefillIsFusedWithPagesOf16OrMore) {
+#if defined(WIDEATTN_WITH_CUDA)
+  for (const int32_t page_size : {16, 64, 256}) {
+    SCOPED_TRACE(page_size);
+    PlanProblem paged({100, 3}, {150, 300}, 8, 2, 128);
+    paged.use_pages(page_size);
+    const Plan plan = plan_or_fail(paged.p, h100_device());
+    EXPECT_EQ(plan.kernel, Kernel::prefill_fused) << plan.reason;
+  }
+#else
+  GTEST_SKIP() << "built without the CUDA backend";
+#endif
 }
 
 TEST(Dispatch, FusedPrefillSplitsKeysOnlyWhenTilesLeaveSmsIdle) {
@@ -172,13 +187,21 @@ TEST(Dispatch, PagedCachesPlanLikeContiguousOnes) {
       EXPECT_EQ(b.kernel, a.kernel);
       EXPECT_EQ(b.num_splits, a.num_splits);
       EXPECT_EQ(b.workspace_bytes, a.workspace_bytes);
+      // Prefill: the fused kernels read pages of 16 tokens or more as they read a contiguous
+      // cache; the unfused pipeline gathers the rows into its workspace.
       PlanProblem prefill({300, 40}, {300, 777});
       prefill.use_pages(page);
-      const Plan unfused = plan_or_fail(prefill.p, device);
-      EXPECT_EQ(unfused.kernel, Kernel::prefill_unfused) << unfused.reason;
+      const Plan planned = plan_or_fail(prefill.p, device);
       PlanProblem same({300, 40}, {300, 777});
-      EXPECT_GT(unfused.workspace_bytes, plan_or_fail(same.p, device, Kernel::prefill_unfused).workspace_bytes)
-          << "the gathered K/V rows need workspace";
+      const Plan contiguous_prefill = plan_or_fail(same.p, device);
+      if (page >= 16) EXPECT_EQ(planned.kernel, contiguous_prefill.kernel) << planned.reason;
+      if (planned.kernel == Kernel::prefill_unfused) {
+        EXPECT_GT(planned.workspace_bytes, plan_or_fail(same.p, device, Kernel::prefill_unfused).workspace_bytes)
+            << "the gathered K/V rows need workspace";
+      } else {
+        EXPECT_EQ(planned.kernel, Kernel::prefill_fused) << planned.reason;
+        EXPECT_EQ(planned.workspace_bytes, contiguous_prefill.workspace_bytes);
+      }
     }
   }
 }

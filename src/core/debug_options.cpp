@@ -21,12 +21,24 @@ bool mark_library_outputs() {
   return enabled;
 }
 
+namespace {
+
+// A tuning override of 1 or 2 from the environment variable `name` (0 when unset or other).
+int one_or_two(const char* name) {
+  const char* text = std::getenv(name);
+  const int n = text ? std::atoi(text) : 0;
+  return n == 1 || n == 2 ? n : 0;
+}
+
+}  // namespace
+
 int decode_row_blocks_override() {
-  static const int value = [] {
-    const char* text = std::getenv("WIDEATTN_TUNE_DECODE_ROW_BLOCKS");
-    const int n = text ? std::atoi(text) : 0;
-    return n == 1 || n == 2 ? n : 0;
-  }();
+  static const int value = one_or_two("WIDEATTN_TUNE_DECODE_ROW_BLOCKS");
+  return value;
+}
+
+int decode_key_sets_override() {
+  static const int value = one_or_two("WIDEATTN_TUNE_DECODE_KEY_SETS");
   return value;
 }
 

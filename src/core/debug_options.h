@@ -20,4 +20,9 @@ bool mark_library_outputs();
 // CTA of two, for 17-32 query rows per KV group). 0 when unset.
 int decode_row_blocks_override();
 
+// WIDEATTN_TUNE_DECODE_KEY_SETS=N (1 or 2): warp groups per row block of the CUDA decode at
+// head_dim 512 when a CTA holds one row block (decode_config.h, key_sets_for), instead of 2
+// (a tuning experiment). 0 when unset.
+int decode_key_sets_override();
+
 }  // namespace wideattn::detail

@@ -31,8 +31,12 @@ std::string fused_prefill_unsupported(const AttentionProblem& p, const DeviceInf
     why << "needs a CUDA device";
   } else if (device.compute_capability != 90) {
     why << "built for sm_90a (Hopper); the device is sm_" << device.compute_capability;
-  } else if (p.kv.paged()) {
-    why << "paged KV cache: not served by the fused kernels yet";
+  } else if (p.kv.paged() && p.kv.page_size < 16) {
+    // Each page is a TMA box of its own: at least 16 rows (a multiple of the 8-row swizzle
+    // pattern, and at most 8 boxes a key tile).
+    why << "paged KV cache with pages of " << p.kv.page_size << " tokens: the fused kernels need pages of at least 16";
+  } else if (p.kv.paged() && p.kv.num_pages >= (int64_t{1} << 31)) {
+    why << "paged KV cache of 2^31 pages or more";
   } else if (p.kv.fp8) {
     why << "fp8 KV cache: not served by the fused kernels yet";
   } else if (p.dtype == DType::f32) {
@@ -48,7 +52,8 @@ std::string fused_prefill_unsupported(const AttentionProblem& p, const DeviceInf
   } else if (!tma_stride(p.q_token_stride) || !tma_stride(p.q_head_stride) ||
              !tma_stride(p.kv.k_token_stride) || !tma_stride(p.kv.k_head_stride) ||
              !tma_stride(p.kv.k_sequence_stride) || !tma_stride(p.kv.v_token_stride) ||
-             !tma_stride(p.kv.v_head_stride) || !tma_stride(p.kv.v_sequence_stride)) {
+             !tma_stride(p.kv.v_head_stride) || !tma_stride(p.kv.v_sequence_stride) ||
+             !tma_stride(p.kv.k_page_stride) || !tma_stride(p.kv.v_page_stride)) {
     why << "q, k and v strides must be multiples of 8 elements (16 bytes, for TMA)";
   } else {
     int32_t sequences = 0;

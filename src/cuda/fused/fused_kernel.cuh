@@ -126,14 +126,33 @@ __device__ void produce(const FusedParams& p, typename Traits::Shared& sh, int32
   const int32_t column_base = cta_first_column<Traits>();
   uint32_t stage = 0, phase = 0, q_empty_parity = 1, loaded_parity = 0;
 
+  // Key tile n of K or V, all this CTA's column chunks, into `buffer` (the stage's), completing
+  // on `barrier` (lane 0, the only issuing thread). Paged: each box of box_rows rows from its own
+  // page.
+  auto load_tile = [&](const CUtensorMap* map, typename Traits::ElementType* buffer, Barrier* barrier, const Tile& t,
+                       int32_t kv_head, int32_t n) {
+    if (!p.block_table) {
+      for (int c = 0; c < kChunks; ++c) {
+        tma_load(buffer + c * kBlockN * 64, map, barrier, column_base + c * 64, n * kBlockN, kv_head, t.b);
+      }
+      return;
+    }
+    // One page a box: its entry read once, then its rows of every column chunk.
+    const int32_t row_mask = (1 << p.page_shift) - 1;
+    for (int32_t key = n * kBlockN; key < (n + 1) * kBlockN; key += p.box_rows) {
+      const int32_t page =
+          key < t.kv_length ? __ldg(p.block_table + t.b * p.block_table_stride + (key >> p.page_shift)) : -1;
+      for (int c = 0; c < kChunks; ++c) {
+        tma_load(buffer + (c * kBlockN + key - n * kBlockN) * 64, map, barrier, column_base + c * 64,
+                 key & row_mask, kv_head, page);
+      }
+    }
+  };
   auto load_k = [&](const Tile& t, int32_t kv_head, int32_t n) {
     sh.k_empty[stage].wait(phase ^ 1);
     if (lane == 0) {
       sh.k_full[stage].arrive_expect_bytes(Traits::kKVBytes);
-      for (int c = 0; c < kChunks; ++c) {
-        tma_load(sh.k + (stage * kChunks + c) * kBlockN * 64, &p.k_map, &sh.k_full[stage],
-                 column_base + c * 64, n * kBlockN, kv_head, t.b);
-      }
+      load_tile(&p.k_map, sh.k + stage * kChunks * kBlockN * 64, &sh.k_full[stage], t, kv_head, n);
     }
   };
   auto load_v = [&](const Tile& t, int32_t kv_head, int32_t n) {
@@ -142,10 +161,7 @@ __device__ void produce(const FusedParams& p, typename Traits::Shared& sh, int32
     Barrier* target = valid >= kBlockN ? &sh.v_full[stage] : &sh.v_loaded[stage];
     if (lane == 0) {
       target->arrive_expect_bytes(Traits::kKVBytes);
-      for (int c = 0; c < kChunks; ++c) {
-        tma_load(sh.v + (stage * kChunks + c) * kBlockN * 64, &p.v_map, target, column_base + c * 64,
-                 n * kBlockN, kv_head, t.b);
-      }
+      load_tile(&p.v_map, sh.v + stage * kChunks * kBlockN * 64, target, t, kv_head, n);
     }
     if (valid < kBlockN) {
       // P is 0 there, but 0 x NaN is NaN: clear those V rows before the consumers see the tile.
@@ -208,6 +224,13 @@ __device__ __forceinline__ void warpgroup_gemm_issue(Mma& mma, TA& a, const TB& 
   warpgroup_commit_batch();
 }
 
+// `p` as a value the compiler cannot trace to its origin (nor hoist what is computed from it).
+template <class T>
+__device__ __forceinline__ T* opaque_pointer(T* p) {
+  asm volatile("" : "+l"(p));
+  return p;
+}
+
 // Two f32 values as one register of two 16-bit values (one conversion instruction).
 template <class Element>
 __device__ __forceinline__ uint32_t pack_pair(float lo, float hi) {
@@ -236,12 +259,19 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
   typename Traits::MmaPV mma_pv;
   auto thr_qk = mma_qk.get_thread_slice(thread);
   auto thr_pv = mma_pv.get_thread_slice(thread);
-  Tensor sQ = make_tensor(make_smem_ptr(sh.q), typename Traits::LayoutQ{});
-  Tensor sK = make_tensor(make_smem_ptr(sh.k), typename Traits::LayoutKV{});
+  // The Q K^T operands' shared-memory descriptors (one 64-bit word per k step and stage), made
+  // where they are used from a base the compiler cannot see through: made once, they were
+  // hoisted out of every loop and held in registers the whole kernel (16 k steps of Q and of
+  // each K stage at head_dim 256), and the output accumulators spilled.
+  auto q_descriptors = [&] {
+    Tensor sQ = make_tensor(make_smem_ptr(opaque_pointer(sh.q)), typename Traits::LayoutQ{});
+    return thr_qk.partition_fragment_A(local_tile(sQ, Shape<_64, Int<kHeadDim>>{}, make_coord(warpgroup, _0{})));
+  };
+  auto k_descriptors = [&](uint32_t k_stage) {
+    Tensor sK = make_tensor(make_smem_ptr(opaque_pointer(sh.k)), typename Traits::LayoutKV{});
+    return thr_qk.partition_fragment_B(sK)(_, _, _, k_stage);
+  };
   Tensor sVt = make_tensor(make_smem_ptr(sh.v), typename Traits::LayoutVt{});
-  Tensor sQw = local_tile(sQ, Shape<_64, Int<kHeadDim>>{}, make_coord(warpgroup, _0{}));
-  Tensor tSrQ = thr_qk.partition_fragment_A(sQw);
-  Tensor tSrK = thr_qk.partition_fragment_B(sK);
   Tensor tOrV = thr_pv.partition_fragment_B(sVt);
   Tensor tSrS = partition_fragment_C(mma_qk, Shape<_64, Int<kBlockN>>{});
   Tensor tOrO = partition_fragment_C(mma_pv, Shape<_64, Int<kHeadDim>>{});
@@ -359,7 +389,8 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
     auto scores = [&](uint32_t k_stage, uint32_t k_phase) {
       sh.k_full[k_stage].wait(k_phase);
       take_turn();
-      warpgroup_gemm_issue<false>(mma_qk, tSrQ, tSrK(_, _, _, k_stage), tSrS, false);
+      auto q = q_descriptors();
+      warpgroup_gemm_issue<false>(mma_qk, q, k_descriptors(k_stage), tSrS, false);
       pass_turn();
       warpgroup_wait<0>();
       warpgroup_fence_operand(tSrS);
@@ -408,6 +439,9 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
       }
     };
 
+    // The first P V of an item ignores the output's old values, but the wgmma's operands say it
+    // reads them: zeroed here, they are dead between items instead of live across every one.
+    zero_output();
     sh.q_full.wait(q_parity);
     q_parity ^= 1;
     if constexpr (!Traits::kConfig.overlap) {
@@ -443,7 +477,8 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
           sh.k_full[stage].wait(phase);
           sh.v_full[v_stage].wait(v_phase);
           take_turn();
-          warpgroup_gemm_issue<false>(mma_qk, tSrQ, tSrK(_, _, _, stage), tSrS, false);
+          auto q = q_descriptors();
+          warpgroup_gemm_issue<false>(mma_qk, q, k_descriptors(stage), tSrS, false);
           warpgroup_gemm_issue<true>(mma_pv, tOrP, tOrV(_, _, _, v_stage), tOrO, accumulate);
           pass_turn();
           warpgroup_wait<1>();  // Q K^T done; P V may still run

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "core/kv_layout.h"
 #include "core/workspace_layout.h"
 #include "cuda/fused/fused_params.h"
 #include "cuda/fused/tile_config.h"
@@ -168,10 +169,20 @@ void run_fused_prefill(const AttentionProblem& p, const Plan& plan, const Device
   const uint32_t q_box[4] = {64, static_cast<uint32_t>(params.packed),
                              static_cast<uint32_t>(params.tokens_per_tile), 1};
   params.q_map = encode(p.q, bf16, q_dims, q_strides, q_box, "q");
-  const int64_t kv_dims[4] = {p.head_dim, p.kv.capacity, p.kv_heads, p.batch};
-  const uint32_t kv_box[4] = {64, static_cast<uint32_t>(config.block_n), 1, 1};
-  const int64_t k_strides[3] = {p.kv.k_token_stride, p.kv.k_head_stride, p.kv.k_sequence_stride};
-  const int64_t v_strides[3] = {p.kv.v_token_stride, p.kv.v_head_stride, p.kv.v_sequence_stride};
+  // K and V as (d, rows, kv_heads, sequences or pages); paged, a box is at most one page.
+  const bool paged = p.kv.paged();
+  const int64_t kv_dims[4] = {p.head_dim, paged ? p.kv.page_size : p.kv.capacity, p.kv_heads,
+                              paged ? p.kv.num_pages : p.batch};
+  const int32_t box_rows = paged ? std::min(config.block_n, p.kv.page_size) : config.block_n;
+  const uint32_t kv_box[4] = {64, static_cast<uint32_t>(box_rows), 1, 1};
+  const int64_t k_strides[3] = {p.kv.k_token_stride, p.kv.k_head_stride,
+                                paged ? p.kv.k_page_stride : p.kv.k_sequence_stride};
+  const int64_t v_strides[3] = {p.kv.v_token_stride, p.kv.v_head_stride,
+                                paged ? p.kv.v_page_stride : p.kv.v_sequence_stride};
+  params.block_table = paged ? p.kv.block_table : nullptr;
+  params.block_table_stride = paged ? p.kv.block_table_stride : 0;
+  params.page_shift = paged ? detail::log2_exact(p.kv.page_size) : 0;
+  params.box_rows = box_rows;
   params.k_map = encode(p.kv.k, bf16, kv_dims, k_strides, kv_box, "k");
   params.v_map = encode(p.kv.v, bf16, kv_dims, v_strides, kv_box, "v");
 

@@ -13,7 +13,8 @@ namespace wideattn::fused {
 
 struct FusedParams {
   // Q as [tokens, q_heads, d] viewed 4-D (d, packed heads, tokens, head groups); K and V as
-  // (d, capacity, kv_heads, batch). 128-byte swizzled boxes of 64 columns.
+  // (d, capacity, kv_heads, batch), or paged (d, page_size, kv_heads, num_pages). 128-byte
+  // swizzled boxes of 64 columns.
   CUtensorMap q_map;
   CUtensorMap k_map;
   CUtensorMap v_map;
@@ -35,6 +36,14 @@ struct FusedParams {
   float softcap = 0.0f;     // > 0: logits = softcap * tanh(scale * q.k / softcap)
   int32_t causal = 1;
   int32_t window = 0;
+
+  // Paged KV cache (block_table not null): a key tile is block_n / box_rows boxes of box_rows
+  // rows (block_n, or the page size when smaller), each from the page its block-table entry
+  // names; an entry past the sequence's rows is not read (the box gets page -1: zeros).
+  const int32_t* block_table = nullptr;
+  int64_t block_table_stride = 0;
+  int32_t page_shift = 0;  // log2(page_size)
+  int32_t box_rows = 0;
 
   // KV splits per query tile (> 1: each work item covers 1/splits of its tile's key tiles and
   // leaves its partial state, [token * q_heads + head][split], for the decode merge kernel).

@@ -28,8 +28,8 @@ struct TileConfig {
 inline constexpr TileConfig kTileConfigs[] = {
     {64, 128, 128, 2, true, true, 1},    // Q 16 KB + K/V 2 x 2 x 16 KB =  80 KB
     {128, 128, 128, 2, true, true, 1},   // Q 32 KB + K/V 2 x 2 x 32 KB = 160 KB
-    {256, 128, 64, 2, false, true, 1},   // Q 64 KB + K/V 2 x 2 x 32 KB = 192 KB
-    {512, 128, 64, 2, false, false, 2},  // per CTA: the 256 row + 32 KB of partial scores = 224 KB
+    {256, 128, 64, 2, true, true, 1},    // Q 64 KB + K/V 2 x 2 x 32 KB = 192 KB
+    {512, 128, 64, 2, true, false, 2},   // per CTA: the 256 row + 32 KB of partial scores = 224 KB
 };
 
 // The row of `head_dim`, or null when no fused kernel is built for it.

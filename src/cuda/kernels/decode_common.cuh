@@ -160,6 +160,11 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t add
                : "r"(address));
 }
 
+// Hardware barrier `id` (1-15; 0 is __syncthreads) for `threads` threads (a multiple of 32).
+__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
 // ---- programmatic dependent launch (sm_90; no-ops elsewhere and when not launched so) ------
 // Lets the grid launched after this one on the stream start scheduling.
 __device__ __forceinline__ void allow_next_grid() {

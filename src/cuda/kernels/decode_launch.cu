@@ -161,6 +161,8 @@ void run_decode(const AttentionProblem& problem, const Plan& plan, const DeviceI
   d.gqa = gqa;
   d.head_dim = p.head_dim;
   d.groups = groups;
+  d.key_sets = tensor_cores ? decode::key_sets_for(p.head_dim, groups) : 1;
+  if (d.key_sets > 1 && detail::decode_key_sets_override()) d.key_sets = detail::decode_key_sets_override();
   d.stages = stages;
   d.row_items = static_cast<int32_t>((row_blocks + groups - 1) / groups);
   d.splits = splits;

@@ -60,6 +60,7 @@ struct DecodeParams {
   // Grid: blockIdx.x = row_item + row_items * (split + splits * (kv_head + kv_heads * seq)).
   int32_t row_items = 1;  // CTAs per (sequence, KV head, split) along the query rows
   int32_t groups = 1;     // row blocks per CTA (tensor-core kernel)
+  int32_t key_sets = 1;   // warp groups per row block, each taking its share of every tile's keys
   int32_t stages = 2;     // K/V pipeline depth (tensor-core kernel)
   int32_t splits = 1;     // KV splits; 1: write the final output directly
 

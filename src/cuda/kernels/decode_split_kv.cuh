@@ -1,14 +1,24 @@
 // The tensor-core decode kernel (f16/bf16, sm_80+): one CTA per (sequence, KV head, 1-2 row
 // blocks of 16 query rows, KV split). Layout and tile sizes: decode_config.h.
 //
-// Per K/V tile of 32 keys, each warp group (one row block) does
-//   S = Q K^T          warp w: keys 8w..8w+7 over the whole head_dim (mma m16n8k16)
-//   mask, soft-cap     only in tiles that touch a masked key (CtaWork::unmasked_end)
-//   row max            quad shuffles, then the 4 warps' maxima through shared memory
-//   P = exp2(S - m)    rounded to the storage type, exchanged through shared memory
-//   O = O * alpha + P V   warp w: output columns [w D/4, (w+1) D/4), f32 accumulators
-// while the next stages-1 tiles are in flight (cp.async). splits == 1 writes the normalised
-// output and LSE; otherwise the unnormalised partial state for decode_merge.
+// Per K/V tile of 32 keys, each warp group (one row block) computes S = Q K^T (mma m16n8k16)
+// split one of two ways (decode_config.h, qk_split_by_head_dim):
+//   by key (head_dim <= 256)
+//     S                warp w: keys 8w..8w+7 over the whole head_dim, Q from shared memory
+//     mask, soft-cap   only in tiles that touch a masked key (CtaWork::unmasked_end)
+//     row max          quad shuffles, then the 4 warps' maxima through shared memory
+//     P = exp2(S - m)  rounded to the MMA type, exchanged through shared memory
+//   by head_dim (512)
+//     S_w              warp w: all 32 keys over its quarter of the head_dim, that quarter of Q
+//                      in registers since tile 0
+//     S = sum of S_w   through shared memory; every warp adds the four in the same order, so
+//                      every warp holds the same S, maxima and P, bit for bit
+//     mask, soft-cap, row max (quad shuffles), P: in registers; P's accumulator layout is the
+//                      A operand of P V as it stands
+// then O = O * alpha + P V, warp w: output columns [w D/4, (w+1) D/4), f32 accumulators,
+// while the next stages-1 tiles are in flight (cp.async). Three CTA barriers a tile by key,
+// two by head_dim. splits == 1 writes the normalised output and LSE; otherwise the
+// unnormalised partial state for decode_merge.
 //
 // An fp8 (e4m3) cache streams its bytes through the same stages (half the size, so one stage
 // deeper at head_dim 256 and 512); at the top of each tile the CTA widens the tile into one f16
@@ -29,7 +39,10 @@
 
 namespace wideattn::cuda::decode {
 
-template <typename T, int D, bool Fp8>
+// KeySets: warp groups per row block (key_sets_for; 2 only when split by head_dim, with one row
+// block a CTA): set k scores keys [16k, 16k + 16) of every tile with its own running state, and
+// the sets' states merge after the last tile.
+template <typename T, int D, bool Fp8, int KeySets>
 __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
                                   wideattn::detail::cuda_decode_items_per_sm(D))
     decode_mma_kernel(const __grid_constant__ DecodeParams p) {
@@ -44,8 +57,17 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
   constexpr int kKvPerChunk = 16 / static_cast<int>(sizeof(KvT));
   constexpr int kColsPerWarp = D / kWarpsPerGroup;
   constexpr int kNTiles = kColsPerWarp / 8;  // m16n8 output tiles per warp
+  constexpr bool kByHeadDim = qk_split_by_head_dim(D);
   constexpr int kPRowBytes = kKeysPerTile * 2;
-  static_assert(kChunks % 8 == 0 && kNTiles % 2 == 0, "decode_mma_kernel: head_dim");
+  constexpr int kQuarterChunks = kChunks / kWarpsPerGroup;  // a warp's 16-byte chunks of a row
+  constexpr int kQSteps = kQuarterChunks / 2;               // its k16 steps of Q K^T
+  // n8 score tiles a warp holds: its key set's share of the tile's 4 (by head_dim), or its own
+  // (by key); and the k16 steps of P V they make.
+  constexpr int kKeyTiles = kByHeadDim ? kKeysPerTile / 8 / KeySets : 1;
+  constexpr int kPSteps = kByHeadDim ? kKeyTiles / 2 : kKeysPerTile / 16;
+  static_assert(KeySets == 1 || (kByHeadDim && KeySets == 2 && kMaxGroups == 2), "decode: key sets");
+  static_assert(kChunks % 8 == 0 && kNTiles % 2 == 0 && (!kByHeadDim || kQuarterChunks % 4 == 0),
+                "decode_mma_kernel: head_dim");
 
   extern __shared__ __align__(128) unsigned char smem[];
   // Launched as a programmatic dependent on sm_90: wait for the kernel before it (which may
@@ -62,22 +84,31 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
   if (!cta_work(p, p.groups * kRowsPerBlock, w)) return;
 
   const int tid = threadIdx.x;
-  const int threads = p.groups * kThreadsPerGroup;
+  const int warp_groups = p.groups * KeySets;  // KeySets 2: one row block
+  const int threads = warp_groups * kThreadsPerGroup;
   const int warp = tid / 32, lane = tid % 32;
-  const int group = warp / kWarpsPerGroup, wq = warp % kWarpsPerGroup;
+  const int warp_group = warp / kWarpsPerGroup, wq = warp % kWarpsPerGroup;
+  const int row_block = KeySets == 1 ? warp_group : 0;
+  const int key_set = KeySets == 1 ? 0 : warp_group;
   const int g = lane / 4, qd = lane % 4;  // MMA fragment row and column pair
 
-  // Shared memory: Q [groups][16][D] | K/V stages [stages][K 32 x D | V 32 x D] | (fp8: the
-  // widened tile [K 32 x D | V 32 x D]) | exchange [groups][row max 4 x 16 f32 | P 16 x 32].
+  // Shared memory: Q [groups][16][D] (by head_dim: each row block's region holds its partial
+  // scores, one 4 KB part a key set, once its warps hold Q) | K/V stages [stages][K 32 x D | V 32 x D] | (fp8: the
+  // widened tile [K 32 x D | V 32 x D]) | by key: exchange [groups][row max 4 x 16 f32 |
+  // P 16 x 32], by head_dim: scratch words | (paged: block-table entries [stages][32]).
   // Rows of Q and of 16-bit K and V are 16-byte chunks XOR-swizzled by row % 8 (fp8 stages are
   // not: only the widening reads them, row by row); P rows (4 chunks) by (row / 2) % 4.
   unsigned char* s_q = smem;
   unsigned char* s_kv = s_q + p.groups * kShape.q_bytes;
   unsigned char* s_wide = s_kv + p.stages * kShape.stage_bytes;
-  unsigned char* s_x = s_wide + kShape.convert_bytes + group * kShape.exchange_bytes;
+  unsigned char* s_x = s_wide + kShape.convert_bytes + row_block * kShape.exchange_bytes;
   float* s_max = reinterpret_cast<float*>(s_x);  // [4 warps][16 rows]
   const uint32_t p_base = smem_address(s_x + kWarpsPerGroup * kRowsPerBlock * sizeof(float));
-  const uint32_t q_base = smem_address(s_q + group * kShape.q_bytes);
+  const uint32_t q_base = smem_address(s_q + row_block * kShape.q_bytes);
+  // Partial scores [warp][score tile][lane] of float4, one accumulator fragment a lane: the
+  // stores and loads of a warp touch 512 consecutive bytes (conflict-free).
+  float4* s_scores = reinterpret_cast<float4*>(s_q + row_block * kShape.q_bytes) +
+                     key_set * (kWarpsPerGroup * kKeyTiles * 32);
   const uint32_t kv_base = smem_address(s_kv);
 
   // ---- Q: [groups * 16 rows, D] -> shared (cp.async, zeros for padding rows); it joins the
@@ -110,8 +141,8 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
   // is rewritten (for tile t + 2 stages - 2, at iteration t) only after the barrier that ends
   // its last reads (tile t + stages - 2's copies, iteration t - 1).
   const bool paged = p.pages.block_table != nullptr;
-  int32_t* s_pages = reinterpret_cast<int32_t*>(s_wide + kShape.convert_bytes +
-                                                p.groups * kShape.exchange_bytes);  // [stages][32]
+  int32_t* s_pages = reinterpret_cast<int32_t*>(s_wide + kShape.convert_bytes + p.groups * kShape.exchange_bytes +
+                                                kShape.scratch_bytes);  // [stages][32]
   // Entries of `tile` into its slot: cp.async (uncommitted), or `now` with plain loads.
   auto fetch_pages = [&](int tile, bool now) {
     if (tile >= num_tiles || tid >= kKeysPerTile) return;
@@ -155,6 +186,36 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
         }
         return;
       }
+      if constexpr (KeySets == 2) {
+        // A whole tile that starts on a multiple of 32 keys, over pages of 16 rows or more, lies
+        // on at most two pages: rows [0, first_rows) on the first, the rest on the next. Each
+        // thread's rows are compile-time steps apart, so a row picks one of two base pointers.
+        constexpr int kStep = kThreadsPerGroup * kMaxGroups / kKvChunks;
+        const int page_rows = 1 << p.pages.page_shift;
+        if (key0 + kKeysPerTile <= w.key_end && (key0 & (kKeysPerTile - 1)) == 0 && page_rows >= 16) {
+          const int in_page = static_cast<int>(key0 & p.pages.page_mask);
+          const int first_rows = min(kKeysPerTile, page_rows - in_page);
+          const int64_t page_a = pages[0], page_b = first_rows < kKeysPerTile ? pages[1] : page_a;
+          const bool valid_a = page_a >= 0 && page_a < p.num_pages;
+          const bool valid_b = page_b >= 0 && page_b < p.num_pages;
+          // Row r at base + r * token_stride, on either page (b's base is first_rows rows back).
+          const int64_t chunk_offset = copy_chunk * kKvPerChunk;
+          const KvT* k_a = k_pool + page_a * p.k.page_stride + in_page * p.k.token_stride + chunk_offset;
+          const KvT* v_a = v_pool + page_a * p.v.page_stride + in_page * p.v.token_stride + chunk_offset;
+          const KvT* k_b = k_pool + page_b * p.k.page_stride - first_rows * p.k.token_stride + chunk_offset;
+          const KvT* v_b = v_pool + page_b * p.v.page_stride - first_rows * p.v.token_stride + chunk_offset;
+#pragma unroll
+          for (int i = 0; i < kKeysPerTile / kStep; ++i) {
+            const int r = copy_row0 + i * kStep;
+            const bool on_b = r >= first_rows;
+            const bool valid = on_b ? valid_b : valid_a;
+            const uint32_t offset = stage_offset(r);
+            cp_async_16(k_dst + offset, valid ? (on_b ? k_b : k_a) + r * p.k.token_stride : k_pool, valid);
+            cp_async_16(v_dst + offset, valid ? (on_b ? v_b : v_a) + r * p.v.token_stride : v_pool, valid);
+          }
+          return;
+        }
+      }
       // A row on the page of the thread's previous row is one step of pointers further; only
       // a row that starts a new page reads the block table, and the loop counts in 32 bits
       // (pages hold at most 4096 rows). A shared load and two 64-bit products per row made
@@ -196,6 +257,22 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
     const KvT* v_head = static_cast<const KvT*>(p.v.base) + w.seq * p.v.page_stride + w.kv_head * p.v.head_stride;
     const KvT* k_src = k_head + (key0 + copy_row0) * p.k.token_stride + copy_chunk * kKvPerChunk;
     const KvT* v_src = v_head + (key0 + copy_row0) * p.v.token_stride + copy_chunk * kKvPerChunk;
+    if constexpr (KeySets == 2) {
+      // 256 threads: a thread's rows are compile-time steps apart, and a whole tile (all but a
+      // range's last) needs no per-row test: ~8 instructions a row instead of ~23 (the copies
+      // are a large share of what a warp issues a tile).
+      constexpr int kStep = kThreadsPerGroup * kMaxGroups / kKvChunks;
+      static_assert(kKeysPerTile % kStep == 0, "decode: copy rows");
+      if (key0 + kKeysPerTile <= w.key_end) {
+#pragma unroll
+        for (int i = 0; i < kKeysPerTile / kStep; ++i) {
+          const uint32_t offset = stage_offset(copy_row0 + i * kStep);
+          cp_async_16(k_dst + offset, k_src + i * (kStep * p.k.token_stride), true);
+          cp_async_16(v_dst + offset, v_src + i * (kStep * p.v.token_stride), true);
+        }
+        return;
+      }
+    }
     const int64_t k_step = copy_row_step * p.k.token_stride;
     const int64_t v_step = copy_row_step * p.v.token_stride;
     for (int r = copy_row0; r < kKeysPerTile; r += copy_row_step) {
@@ -237,6 +314,42 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
         *reinterpret_cast<uint4*>(row + ((2 * c + 1) ^ (r & 7)) * 16) = b;
       }
     }
+  };
+
+  // fp8, split by head_dim: the warps of quarter wq (one a warp group) read only that quarter of the
+  // widened K and V, so they widen only it, and meet on hardware barrier 1 + wq instead of a
+  // CTA barrier. Rows are K's 32 then V's 32 in the stage and in the widened buffer alike.
+  auto widen_quarter = [&](int stage) {
+    constexpr int kQuarterKvChunks = kKvChunks / kWarpsPerGroup;
+    constexpr int kQuarterTileChunks = 2 * kKeysPerTile * kQuarterKvChunks;
+    constexpr int kBatch = 4;
+    static_assert(!kByHeadDim || kQuarterTileChunks % (kBatch * 32 * kMaxGroups) == 0, "decode: quarter widening passes");
+    const unsigned char* src = s_kv + stage * kShape.stage_bytes;
+    const int team = 32 * warp_groups;
+    for (int base = warp_group * 32 + lane; base < kQuarterTileChunks; base += kBatch * team) {
+      uint4 codes[kBatch];
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const int j = base + u * team;
+        codes[u] = *reinterpret_cast<const uint4*>(src + (j / kQuarterKvChunks) * kKvRowBytes +
+                                                   (wq * kQuarterKvChunks + j % kQuarterKvChunks) * 16);
+      }
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const int j = base + u * team;
+        const int r = j / kQuarterKvChunks;  // K rows 0-31, then V rows
+        const int c = wq * kQuarterKvChunks + j % kQuarterKvChunks;
+        uint4 a, b;
+        widen_fp8x4(codes[u].x, a.x, a.y);
+        widen_fp8x4(codes[u].y, a.z, a.w);
+        widen_fp8x4(codes[u].z, b.x, b.y);
+        widen_fp8x4(codes[u].w, b.z, b.w);
+        unsigned char* row = s_wide + r * kRowBytes;
+        *reinterpret_cast<uint4*>(row + ((2 * c) ^ (r & 7)) * 16) = a;
+        *reinterpret_cast<uint4*>(row + ((2 * c + 1) ^ (r & 7)) * 16) = b;
+      }
+    }
+    named_barrier_sync(1 + wq, team);
   };
 
   // fp8 with bf16 queries: Q (landed with tile 0) rewritten in place as f16 x 2^-q_shift, where
@@ -291,9 +404,11 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
   // ldmatrix lane roles. A operands (Q, P): matrices (rows 0-7 | 8-15) x (k 0-7 | 8-15).
   const int a_row = (lane & 7) + ((lane >> 3) & 1) * 8;
   const int a_chunk = lane >> 4;
-  // K (B of S = Q K^T, non-transposed): this warp's 8 keys, 4 consecutive k chunks.
-  const int k_row = wq * 8 + (lane & 7);
-  const int k_chunk = lane >> 3;
+  // K (B of S = Q K^T, non-transposed): 8 keys of a score tile (by key: this warp's), and
+  // consecutive k chunks (by head_dim: of this warp's quarter).
+  const int k_row = (kByHeadDim ? 0 : wq * 8) + (lane & 7);
+  const int k_chunk =
+      (kByHeadDim ? wq * kQuarterChunks : 0) + (lane >> 3);
   // V (B of O = P V, transposed): keys (0-7 | 8-15) x two adjacent 8-column tiles.
   const int v_row = a_row;
   const int v_chunk = wq * (kColsPerWarp / 8) + (lane >> 4);
@@ -301,8 +416,9 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
   const float inv_softcap = p.softcap > 0.0f ? 1.0f / p.softcap : 0.0f;
   // fp8: a stored K stands for K * k_scale, so the logits scale by it too.
   float qk_scale = Fp8 ? p.scale * fp8_scale(p.k_scale, p.scales_per_head, w.kv_head) : p.scale;
-  // fp8 with bf16 queries: the largest |q| meets in group 0's exchange words, free until tile
-  // 0's first row maxima (written after the barrier that follows the widening).
+  // fp8 with bf16 queries: the largest |q| meets in the scratch word (by key: group 0's exchange
+  // words, free until tile 0's first row maxima, written after the barrier that follows the
+  // widening).
   unsigned int* q_max = reinterpret_cast<unsigned int*>(s_wide + kShape.convert_bytes);
   if constexpr (Fp8 && std::is_same_v<T, __nv_bfloat16>) {
     if (tid == 0) *q_max = 0u;  // before the loop's first barrier
@@ -312,6 +428,7 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
   for (int n = 0; n < kNTiles; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
   float m_run[2] = {neg_inf(), neg_inf()};  // rows g and g + 8, log2 units
   float l_run[2] = {0.0f, 0.0f};
+  uint32_t q_frag[kByHeadDim ? kQSteps : 1][4];  // by head_dim: this warp's quarter of Q
 
   int stage = 0;
   for (int tile = 0; tile < num_tiles; ++tile) {
@@ -329,71 +446,180 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
       if (tile == 0) qk_scale = ldexpf(qk_scale, convert_q_to_f16(q_max));
     }
     if constexpr (Fp8) {
-      widen_tile(stage);
-      __syncthreads();  // widened tile visible (the barrier above ordered the last reads of it)
+      if constexpr (kByHeadDim) {
+        // The converted Q (bf16 queries) must reach every warp before tile 0's Q fragments.
+        if (std::is_same_v<T, __nv_bfloat16> && tile == 0) __syncthreads();
+        widen_quarter(stage);  // ends on its quarter's barrier
+      } else {
+        widen_tile(stage);
+        __syncthreads();  // widened tile visible (the barrier above ordered the last reads of it)
+      }
       k_tile = smem_address(s_wide);
     }
     const uint32_t v_tile = k_tile + kKeysPerTile * kRowBytes;
 
-    // S = Q K^T for keys 8 wq .. 8 wq + 7: s[0..1] row g, s[2..3] row g + 8. Two
-    // accumulators (even and odd k steps) halve the dependent MMA chain.
-    float s[4] = {0.0f, 0.0f, 0.0f, 0.0f}, s_odd[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    // Scores of this warp's score tiles (score tile n: keys 8n .. 8n + 7 of the tile, or the
+    // warp's own 8 by key): s[n][0..1] row g, keys 8n + 2qd, +1; s[n][2..3] row g + 8.
+    float s[kKeyTiles][4];
 #pragma unroll
-    for (int kc = 0; kc < kChunks; kc += 4) {
-      uint32_t kb[4], qa[4];
-      ldmatrix_x4(kb, k_tile + k_row * kRowBytes + (((kc + k_chunk) ^ (k_row & 7)) * 16));
-      ldmatrix_x4(qa, q_base + a_row * kRowBytes + (((kc + a_chunk) ^ (a_row & 7)) * 16));
-      S::mma(s, qa, kb[0], kb[1]);
-      ldmatrix_x4(qa, q_base + a_row * kRowBytes + (((kc + 2 + a_chunk) ^ (a_row & 7)) * 16));
-      S::mma(s_odd, qa, kb[2], kb[3]);
+    for (int n = 0; n < kKeyTiles; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+    if constexpr (kByHeadDim) {
+      if (tile == 0) {
+        // Q has landed (and, with an fp8 cache and bf16 queries, been converted; the barrier
+        // before the widening published it). The group's Q region then holds partial scores:
+        // every warp must have its quarter before any warp overwrites Q.
+#pragma unroll
+        for (int ks = 0; ks < kQSteps; ++ks) {
+          const int chunk = wq * kQuarterChunks + 2 * ks + a_chunk;
+          ldmatrix_x4(q_frag[ks], q_base + a_row * kRowBytes + ((chunk ^ (a_row & 7)) * 16));
+        }
+        __syncthreads();
+      }
+#pragma unroll
+      for (int kc = 0; kc < kQuarterChunks; kc += 4) {
+#pragma unroll
+        for (int n = 0; n < kKeyTiles; ++n) {
+          uint32_t kb[4];
+          const int key = (key_set * kKeyTiles + n) * 8 + k_row;
+          ldmatrix_x4(kb, k_tile + key * kRowBytes + (((kc + k_chunk) ^ (key & 7)) * 16));
+          S::mma(s[n], q_frag[kc / 2], kb[0], kb[1]);
+          S::mma(s[n], q_frag[kc / 2 + 1], kb[2], kb[3]);
+        }
+      }
+      // S = S_0 + S_1 + S_2 + S_3 in that order in every warp (the same bits everywhere). The
+      // barrier at the top of the next tile ends these reads before the region is rewritten.
+#pragma unroll
+      for (int n = 0; n < kKeyTiles; ++n) {
+        s_scores[(wq * kKeyTiles + n) * 32 + lane] = make_float4(s[n][0], s[n][1], s[n][2], s[n][3]);
+      }
+      __syncthreads();
+#pragma unroll
+      for (int n = 0; n < kKeyTiles; ++n) {
+        float4 total = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+        for (int x = 0; x < kWarpsPerGroup; ++x) {
+          // The warp's own part from its registers (the same bits it stored).
+          const float4 part = x == wq ? make_float4(s[n][0], s[n][1], s[n][2], s[n][3])
+                                      : s_scores[(x * kKeyTiles + n) * 32 + lane];
+          total = x == 0 ? part : make_float4(total.x + part.x, total.y + part.y,
+                                              total.z + part.z, total.w + part.w);
+        }
+        s[n][0] = total.x;
+        s[n][1] = total.y;
+        s[n][2] = total.z;
+        s[n][3] = total.w;
+      }
+    } else {
+      // Keys 8 wq .. 8 wq + 7 over the whole head_dim. Two accumulators (even and odd k steps)
+      // halve the dependent MMA chain.
+      float s_odd[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+      for (int kc = 0; kc < kChunks; kc += 4) {
+        uint32_t kb[4], qa[4];
+        ldmatrix_x4(kb, k_tile + k_row * kRowBytes + (((kc + k_chunk) ^ (k_row & 7)) * 16));
+        ldmatrix_x4(qa, q_base + a_row * kRowBytes + (((kc + a_chunk) ^ (a_row & 7)) * 16));
+        S::mma(s[0], qa, kb[0], kb[1]);
+        ldmatrix_x4(qa, q_base + a_row * kRowBytes + (((kc + 2 + a_chunk) ^ (a_row & 7)) * 16));
+        S::mma(s_odd, qa, kb[2], kb[3]);
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) s[0][j] += s_odd[j];
     }
-#pragma unroll
-    for (int j = 0; j < 4; ++j) s[j] += s_odd[j];
 
-    const int64_t key0 = w.key_begin + int64_t{tile} * kKeysPerTile;
-    const bool check = key0 + kKeysPerTile > w.unmasked_end;
+    // Logits (log2 units), the soft-cap's branch taken once for all of the warp's scores.
+    if (p.softcap > 0.0f) {
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      s[j] = logit_log2(s[j], qk_scale, p.softcap, inv_softcap);
-      if (check) {
-        const int32_t row = w.row0 + group * kRowsPerBlock + g + (j >> 1) * 8;
-        const int64_t key = key0 + wq * 8 + qd * 2 + (j & 1);
-        if (!visible(w, p.gqa, row, key)) s[j] = neg_inf();
+      for (int n = 0; n < kKeyTiles; ++n) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) s[n][j] = logit_log2(s[n][j], qk_scale, p.softcap, inv_softcap);
+      }
+    } else {
+#pragma unroll
+      for (int n = 0; n < kKeyTiles; ++n) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) s[n][j] = logit_log2(s[n][j], qk_scale, 0.0f, 0.0f);
+      }
+    }
+    const int64_t key0 = w.key_begin + int64_t{tile} * kKeysPerTile;
+    if (key0 + kKeysPerTile > w.unmasked_end) {
+      // The mask predicate once per score in a loop (one copy of it in the code), as bits.
+      const int64_t warp_key0 = key0 + (kByHeadDim ? key_set * kKeyTiles * 8 : wq * 8) + qd * 2;
+      uint32_t hidden = 0;
+#pragma unroll 1
+      for (int i = 0; i < kKeyTiles * 4; ++i) {
+        const int32_t row = w.row0 + row_block * kRowsPerBlock + g + ((i >> 1) & 1) * 8;
+        const int64_t key = warp_key0 + (i >> 2) * 8 + (i & 1);
+        if (!visible(w, p.gqa, row, key)) hidden |= 1u << i;
+      }
+#pragma unroll
+      for (int n = 0; n < kKeyTiles; ++n) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          if ((hidden >> (n * 4 + j)) & 1u) s[n][j] = neg_inf();
+        }
       }
     }
 
-    // Row maxima of the tile: over the quad, then over the group's 4 warps.
-    float mx[2] = {fmaxf(s[0], s[1]), fmaxf(s[2], s[3])};
+    // Row maxima of the tile: the thread's keys of each row, then over the quad (by key: then
+    // over the group's 4 warps through shared memory).
+    float mx[2] = {neg_inf(), neg_inf()};
+#pragma unroll
+    for (int n = 0; n < kKeyTiles; ++n) {
+      mx[0] = fmaxf(mx[0], fmaxf(s[n][0], s[n][1]));
+      mx[1] = fmaxf(mx[1], fmaxf(s[n][2], s[n][3]));
+    }
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
       mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
     }
-    if (qd == 0) {
-      s_max[wq * kRowsPerBlock + g] = mx[0];
-      s_max[wq * kRowsPerBlock + g + 8] = mx[1];
+    if constexpr (!kByHeadDim) {
+      if (qd == 0) {
+        s_max[wq * kRowsPerBlock + g] = mx[0];
+        s_max[wq * kRowsPerBlock + g + 8] = mx[1];
+      }
+      __syncthreads();
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+#pragma unroll
+        for (int x = 0; x < kWarpsPerGroup; ++x) mx[h] = fmaxf(mx[h], s_max[x * kRowsPerBlock + g + h * 8]);
+      }
     }
-    __syncthreads();
     float alpha[2], base[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      float m = m_run[h];
-#pragma unroll
-      for (int x = 0; x < kWarpsPerGroup; ++x) m = fmaxf(m, s_max[x * kRowsPerBlock + g + h * 8]);
+      const float m = fmaxf(m_run[h], mx[h]);
       base[h] = m == neg_inf() ? 0.0f : m;  // a row with no key yet: exp2(-inf - 0) = 0
       alpha[h] = exp2f(m_run[h] - base[h]);
       m_run[h] = m;
     }
-    // P in the storage type: row g (and g + 8), keys 8 wq + 2 qd, +1 -> chunk wq of the row.
-    {
+
+    // P in the MMA type as the A operands of P V's 16-key steps (the key set's): score tiles
+    // 2ks and 2ks + 1 of step ks as they stand (by head_dim), or through shared memory (by key).
+    uint32_t pa[kPSteps][4];
+    if constexpr (kByHeadDim) {
+#pragma unroll
+      for (int ks = 0; ks < kPSteps; ++ks) {
+        pa[ks][0] = S::pack(exp2f(s[2 * ks][0] - base[0]), exp2f(s[2 * ks][1] - base[0]));
+        pa[ks][1] = S::pack(exp2f(s[2 * ks][2] - base[1]), exp2f(s[2 * ks][3] - base[1]));
+        pa[ks][2] = S::pack(exp2f(s[2 * ks + 1][0] - base[0]), exp2f(s[2 * ks + 1][1] - base[0]));
+        pa[ks][3] = S::pack(exp2f(s[2 * ks + 1][2] - base[1]), exp2f(s[2 * ks + 1][3] - base[1]));
+      }
+    } else {
+      // Row g (and g + 8), keys 8 wq + 2 qd, +1 -> chunk wq of the row.
       const uint32_t chunk = (wq ^ ((g >> 1) & 3)) * 16 + qd * 4;
-      const uint32_t p0 = S::pack(exp2f(s[0] - base[0]), exp2f(s[1] - base[0]));
-      const uint32_t p1 = S::pack(exp2f(s[2] - base[1]), exp2f(s[3] - base[1]));
+      const uint32_t p0 = S::pack(exp2f(s[0][0] - base[0]), exp2f(s[0][1] - base[0]));
+      const uint32_t p1 = S::pack(exp2f(s[0][2] - base[1]), exp2f(s[0][3] - base[1]));
       asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(p_base + g * kPRowBytes + chunk), "r"(p0));
       asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(p_base + (g + 8) * kPRowBytes + chunk),
                    "r"(p1));
+      __syncthreads();
+#pragma unroll
+      for (int ks = 0; ks < kPSteps; ++ks) {
+        const int pc = 2 * ks + a_chunk;
+        ldmatrix_x4(pa[ks], p_base + a_row * kPRowBytes + ((pc ^ ((a_row >> 1) & 3)) * 16));
+      }
     }
-    __syncthreads();
 
 #pragma unroll
     for (int n = 0; n < kNTiles; ++n) {
@@ -405,22 +631,19 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
     // O += P V over the tile's two 16-key steps; the row sums come from the rounded P.
     float sum[2] = {0.0f, 0.0f};
 #pragma unroll
-    for (int ks = 0; ks < kKeysPerTile / 16; ++ks) {
-      uint32_t pa[4];
-      const int pc = 2 * ks + a_chunk;
-      ldmatrix_x4(pa, p_base + a_row * kPRowBytes + ((pc ^ ((a_row >> 1) & 3)) * 16));
-      const float2 f0 = S::unpack(pa[0]), f1 = S::unpack(pa[1]);
-      const float2 f2 = S::unpack(pa[2]), f3 = S::unpack(pa[3]);
+    for (int ks = 0; ks < kPSteps; ++ks) {
+      const float2 f0 = S::unpack(pa[ks][0]), f1 = S::unpack(pa[ks][1]);
+      const float2 f2 = S::unpack(pa[ks][2]), f3 = S::unpack(pa[ks][3]);
       sum[0] += (f0.x + f0.y) + (f2.x + f2.y);
       sum[1] += (f1.x + f1.y) + (f3.x + f3.y);
-      const int vr = ks * 16 + v_row;
+      const int vr = (key_set * kPSteps + ks) * 16 + v_row;
       const uint32_t v_row_address = v_tile + vr * kRowBytes;
 #pragma unroll
       for (int np = 0; np < kNTiles / 2; ++np) {
         uint32_t vb[4];
         ldmatrix_x4_trans(vb, v_row_address + (((v_chunk + 2 * np) ^ (vr & 7)) * 16));
-        S::mma(acc[2 * np], pa, vb[0], vb[1]);
-        S::mma(acc[2 * np + 1], pa, vb[2], vb[3]);
+        S::mma(acc[2 * np], pa[ks], vb[0], vb[1]);
+        S::mma(acc[2 * np + 1], pa[ks], vb[2], vb[3]);
       }
     }
 #pragma unroll
@@ -435,13 +658,48 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
   cp_async_wait<0>();  // nothing in flight at exit (Q alone when the range is empty)
   WIDEATTN_TRACE(p, 4 * int64_t{blockIdx.x} + 2);
 
+  if constexpr (KeySets == 2) {
+    // Set 1 hands its running state to set 0 through the idle K/V stages (the same thread of
+    // the twin warp holds the same rows and columns: [warp][float4][lane], conflict-free);
+    // set 0 merges it into its own, in that order, and writes the results.
+    __syncthreads();  // every copy has landed; every warp is past its last tile
+    float4* hand = reinterpret_cast<float4*>(s_kv) + wq * (kNTiles + 1) * 32 + lane;
+    if (key_set == 1) {
+#pragma unroll
+      for (int n = 0; n < kNTiles; ++n) hand[n * 32] = make_float4(acc[n][0], acc[n][1], acc[n][2], acc[n][3]);
+      hand[kNTiles * 32] = make_float4(m_run[0], m_run[1], l_run[0], l_run[1]);
+    }
+    __syncthreads();
+    if (key_set == 1) return;
+    const float4 state = hand[kNTiles * 32];
+    const float other_m[2] = {state.x, state.y}, other_l[2] = {state.z, state.w};
+    float mine[2], other[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float m = fmaxf(m_run[h], other_m[h]);
+      const float base = m == neg_inf() ? 0.0f : m;  // neither set saw a key
+      mine[h] = exp2f(m_run[h] - base);
+      other[h] = exp2f(other_m[h] - base);
+      l_run[h] = l_run[h] * mine[h] + other_l[h] * other[h];
+      m_run[h] = m;
+    }
+#pragma unroll
+    for (int n = 0; n < kNTiles; ++n) {
+      const float4 o = hand[n * 32];
+      acc[n][0] = acc[n][0] * mine[0] + o.x * other[0];
+      acc[n][1] = acc[n][1] * mine[0] + o.y * other[0];
+      acc[n][2] = acc[n][2] * mine[1] + o.z * other[1];
+      acc[n][3] = acc[n][3] * mine[1] + o.w * other[1];
+    }
+  }
+
   // ---- epilogue: rows g and g + 8 of this warp group, columns of this warp ----
   const int col0 = wq * kColsPerWarp + qd * 2;
   // fp8: a stored V stands for V * v_scale; the partial states scale alike (the merge is linear).
   const float v_scale = Fp8 ? fp8_scale(p.v_scale, p.scales_per_head, w.kv_head) : 1.0f;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    const int32_t row = w.row0 + group * kRowsPerBlock + g + h * 8;
+    const int32_t row = w.row0 + row_block * kRowsPerBlock + g + h * 8;
     if (row < w.rows) {
       const RowTarget t = row_target(w, p.gqa, row);
       if (p.splits == 1) {
@@ -477,20 +735,29 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
 template <int D>
 void launch_decode_mma(const DecodeParams& p, DType dtype, dim3 grid, std::size_t smem,
                        bool programmatic, cudaStream_t stream) {
-  const dim3 block(p.groups * kThreadsPerGroup);
+  const dim3 block(p.groups * p.key_sets * kThreadsPerGroup);
   auto launch = [&](auto kernel) {
     allow_dynamic_smem(kernel, smem, "decode_mma_kernel: dynamic shared memory");
     launch_kernel("launch of decode_mma_kernel", kernel, grid, block, smem, stream, programmatic,
                   p);
   };
+  // Key sets are built where the split by head_dim is (key_sets_for).
+  auto launch_typed = [&](auto type, auto fp8) {
+    using T = decltype(type);
+    constexpr bool kFp8 = decltype(fp8)::value;
+    if constexpr (qk_split_by_head_dim(D)) {
+      if (p.key_sets == 2) return launch(decode_mma_kernel<T, D, kFp8, 2>);
+    }
+    launch(decode_mma_kernel<T, D, kFp8, 1>);
+  };
   switch (dtype) {
     case DType::f16:
-      if (p.kv_fp8) launch(decode_mma_kernel<__half, D, true>);
-      else launch(decode_mma_kernel<__half, D, false>);
+      if (p.kv_fp8) launch_typed(__half{}, std::true_type{});
+      else launch_typed(__half{}, std::false_type{});
       break;
     case DType::bf16:
-      if (p.kv_fp8) launch(decode_mma_kernel<__nv_bfloat16, D, true>);
-      else launch(decode_mma_kernel<__nv_bfloat16, D, false>);
+      if (p.kv_fp8) launch_typed(__nv_bfloat16{}, std::true_type{});
+      else launch_typed(__nv_bfloat16{}, std::false_type{});
       break;
     default:
       wideattn::detail::throw_invalid("run_decode", "dtype", to_string(dtype),
