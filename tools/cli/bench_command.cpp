@@ -28,6 +28,7 @@ std::vector<FlagSpec> bench_flags() {
       {"json", "PATH", "write the record to PATH"},
       {"dtype", "T", "storage dtype of every problem (default bf16)"},
       {"kernel", "K", "force a kernel for every problem (default auto)"},
+      {"kv-splits", "N", "fix the KV splits of every problem (default 0: each plan chooses)"},
       {"call", "MODE", "how decode problems are called: attention (default), planned (a plan from "
                        "bounds, metadata on the device) or graph (planned calls replayed from "
                        "captured CUDA graphs)"},
@@ -104,6 +105,10 @@ int bench_command(int argc, char** argv) {
   if (args.has("dtype")) {
     const DType dtype = parse_dtype(args.get_string("dtype", "bf16"));
     for (ProblemSpec& s : suite) s.dtype = dtype;
+  }
+  if (args.has("kv-splits")) {
+    const int32_t splits = static_cast<int32_t>(args.get_int("kv-splits", 0, 0, kMaxKvSplits));
+    for (ProblemSpec& s : suite) s.kv_splits = splits;
   }
   if (args.has("list")) {
     for (const ProblemSpec& s : suite) std::cout << s.name << ": " << describe(s) << "\n";

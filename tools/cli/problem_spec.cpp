@@ -32,6 +32,7 @@ std::vector<FlagSpec> problem_flags() {
       {"page-size", "N", "paged KV cache with pages of N tokens in shuffled order (default 0: contiguous)"},
       {"pages-in-order", nullptr, "paged: each sequence's pages in pool order, not shuffled (locality A/B)"},
       {"kv-fp8", nullptr, "fp8 (e4m3) KV cache with per-tensor scales (CUDA prefill: the unfused pipeline)"},
+      {"kv-splits", "N", "KV splits, fixed (batch-invariant; default 0: the plan chooses)"},
   };
 }
 
@@ -147,6 +148,7 @@ void apply_problem_flags(const Args& args, ProblemSpec* spec) {
   spec->page_size = static_cast<int32_t>(args.get_int("page-size", spec->page_size, 0, kMaxPageSize));
   if (args.get_switch("pages-in-order")) spec->pages_in_order = true;
   if (args.has("kv-fp8")) spec->kv_fp8 = true;
+  spec->kv_splits = static_cast<int32_t>(args.get_int("kv-splits", spec->kv_splits, 0, kMaxKvSplits));
 }
 
 std::string describe(const ProblemSpec& s) {
@@ -162,6 +164,7 @@ std::string describe(const ProblemSpec& s) {
   if (s.tree != TreeKind::none) o << ", tree " << to_string(s.tree);
   if (s.sinks) o << ", sinks";
   if (s.kv_fp8) o << ", fp8 KV";
+  if (s.kv_splits > 0) o << ", " << s.kv_splits << " KV split(s) fixed";
   if (s.lse) o << ", lse";
   if (s.page_size > 0) o << ", paged " << s.page_size << (s.pages_in_order ? " (in order)" : " (shuffled)");
   return o.str();

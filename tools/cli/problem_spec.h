@@ -35,6 +35,7 @@ struct ProblemSpec {
   int32_t page_size = 0;  // > 0: a paged cache, pages in shuffled order (0: contiguous)
   bool pages_in_order = false;  // paged: pool order instead of shuffled
   bool kv_fp8 = false;    // fp8 (e4m3) cache with per-tensor scales (KvCache::fp8)
+  int32_t kv_splits = 0;  // AttentionProblem::kv_splits (0: the plan chooses)
 
   int64_t kv_length() const { return prefix + suffix; }
 };

@@ -221,6 +221,7 @@ void Workload::build_phase(const std::string& label, const ProblemSpec& spec, ui
   base.scale = spec.scale;
   base.softcap = spec.softcap;
   base.kv.fp8 = spec.kv_fp8;
+  base.kv_splits = spec.kv_splits;
   set_dense_strides(base);
 
   for (std::size_t c = 0; c < k_copies_.size(); ++c) {
