@@ -8,8 +8,10 @@
 //   prefill_unfused: cuBLASLt GEMMs, the masked softmax (interval masks and tree/ring masks),
 //                    the non-finite repair of P V, scatter_values; rows that see no key
 //   paged caches:    decode (both passes) and the prefill pipeline's gather, 1- and 16-token pages
+//   decode at d=512: Q K^T split by head_dim, two key sets a row block, whole-tile copies (also
+//                    across two pages), fp8 quarters widened by their own warps
 //   fp8 prefill:     the gather's exact widening, the softmax's K and V scales
-//   prefill_fused:   head_dim 64, 128, 256 and 512 (a CTA pair)
+//   prefill_fused:   head_dim 64, 128, 256 and 512 (a CTA pair), over paged caches too
 #include <gtest/gtest.h>
 
 #include <vector>
@@ -80,6 +82,21 @@ TEST_F(SanitizerSmallProblems, Fp8Decode) {
   check(c, Kernel::two_pass);
 }
 
+// head_dim 512 decode has kernels of its own: each warp scores a quarter of the head_dim and the
+// partial scores meet in shared memory; with one row block a CTA, two key sets (8 warps) take
+// half of every tile each and merge at the end; whole tiles are copied without per-row tests,
+// paged ones from at most two pages. 150 keys: four whole 32-key tiles and a partial one.
+TEST_F(SanitizerSmallProblems, WideDecode) {
+  AttentionCase c = small(DType::bf16, 512, {{1, 150}, {4, 70}, {1, 33}});
+  c.sinks = true;
+  check(c, Kernel::single_pass);
+  check(c, Kernel::two_pass);
+  c.page_size = 16;
+  check(c, Kernel::two_pass);
+  c.fp8_kv = true;
+  check(c, Kernel::single_pass);
+}
+
 // Paged caches: the decode kernels' block-table reads and the prefill pipeline's gather.
 TEST_F(SanitizerSmallProblems, PagedCaches) {
   AttentionCase c = small(DType::bf16, 128, {{1, 150}, {4, 37}, {0, 5}});
@@ -145,6 +162,12 @@ TEST_F(SanitizerSmallProblems, FusedPrefill) {
   d256.q_heads = 6;
   check(d256, Kernel::prefill_fused);
   AttentionCase d512 = small(DType::bf16, 512, {{70, 100}});
+  check(d512, Kernel::prefill_fused);
+  // Paged: one TMA box per page, entries past a sequence's rows never read.
+  AttentionCase paged = small(DType::bf16, 128, {{40, 100}, {7, 20}});
+  paged.page_size = 16;
+  check(paged, Kernel::prefill_fused);
+  d512.page_size = 32;
   check(d512, Kernel::prefill_fused);
 }
 

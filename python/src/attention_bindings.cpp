@@ -160,6 +160,7 @@ struct AttentionArgs {
   nb::handle block_table;  // None: contiguous caches
   nb::handle kv_layout;    // paged pools: "NHD" [pages, page_size, kv_heads, head_dim] or "HND"
   nb::handle k_scale, v_scale, kv_cache_dtype;  // fp8 caches (kv_cache.h); None: absent / "auto"
+  nb::handle kv_splits;  // None or 0: the plan chooses; else fixed (AttentionProblem::kv_splits)
 };
 
 // Where query_offsets and kv_lengths come from.
@@ -411,6 +412,7 @@ void build(const char* f, const AttentionArgs& a, bool plan_only, AttentionCall*
   }
   p.scale = scale_arg(f, a.scale);
   p.softcap = static_cast<float>(float_arg(f, a.softcap, "softcap"));
+  if (a.kv_splits.is_valid() && !a.kv_splits.is_none()) p.kv_splits = int32_arg(f, a.kv_splits, "kv_splits");
   if (c->sinks.present()) p.sinks = static_cast<const float*>(c->sinks.data());
 }
 
@@ -502,13 +504,14 @@ void bind_attention(nb::module_& m) {
          nb::handle softcap, nb::handle scale, nb::handle kernel, uintptr_t stream,
          bool u16_is_bf16, bool return_plan, nb::handle block_table,
          nb::handle kv_layout, nb::handle k_scale, nb::handle v_scale,
-         nb::handle kv_cache_dtype) -> nb::object {
+         nb::handle kv_cache_dtype, nb::handle kv_splits) -> nb::object {
         const char* f = "attention";
         AttentionCall call;
         build(f,
               AttentionArgs{q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal,
                             window, ring_length, ring_offset, tree, sinks, softcap, scale, kernel,
-                            u16_is_bf16, block_table, kv_layout, k_scale, v_scale, kv_cache_dtype},
+                            u16_is_bf16, block_table, kv_layout, k_scale, v_scale, kv_cache_dtype,
+                            kv_splits},
               false, &call);
         Plan plan;
         if (call.problem.total_tokens() != 0) {
@@ -526,12 +529,12 @@ void bind_attention(nb::module_& m) {
       nb::arg("stream"), nb::arg("u16_is_bf16"), nb::arg("return_plan"),
       nb::arg("block_table").none() = nb::none(), nb::arg("kv_layout").none() = nb::none(),
       nb::arg("k_scale").none() = nb::none(), nb::arg("v_scale").none() = nb::none(),
-      nb::arg("kv_cache_dtype").none() = nb::none(),
+      nb::arg("kv_cache_dtype").none() = nb::none(), nb::arg("kv_splits").none() = nb::none(),
       "Low-level attention (use wideattn.attention): arrays (DLPack producers or capsules) and "
       "Python scalars as wideattn.attention takes them, tree as None or a 3-tuple, out given; "
       "block_table (None: contiguous caches) and kv_layout ('NHD' or 'HND') for paged pools; "
       "k_scale, v_scale (None, a float on the CPU, or a float32 array) and kv_cache_dtype (None, "
-      "'auto', 'fp8', 'fp8_e4m3') for fp8 caches. "
+      "'auto', 'fp8', 'fp8_e4m3') for fp8 caches; kv_splits (None or 0: the plan chooses). "
       "Checks and converts every argument once. Returns None, or with return_plan the plan used "
       "as (kernel, num_splits, query_rows_per_chunk, workspace_bytes, reason, parts).");
 
@@ -542,13 +545,14 @@ void bind_attention(nb::module_& m) {
          nb::handle ring_length, nb::handle ring_offset, nb::handle tree, nb::handle sinks,
          nb::handle softcap, nb::handle scale, nb::handle kernel, bool u16_is_bf16,
          nb::handle block_table, nb::handle kv_layout, nb::handle k_scale, nb::handle v_scale,
-         nb::handle kv_cache_dtype) {
+         nb::handle kv_cache_dtype, nb::handle kv_splits) {
         const char* f = "plan_attention";
         AttentionCall call;
         build(f,
               AttentionArgs{q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal,
                             window, ring_length, ring_offset, tree, sinks, softcap, scale, kernel,
-                            u16_is_bf16, block_table, kv_layout, k_scale, v_scale, kv_cache_dtype},
+                            u16_is_bf16, block_table, kv_layout, k_scale, v_scale, kv_cache_dtype,
+                            kv_splits},
               true, &call);
         const DeviceInfo& device = context_for(call.device).device();
         Plan plan;
@@ -564,6 +568,7 @@ void bind_attention(nb::module_& m) {
       nb::arg("u16_is_bf16"), nb::arg("block_table").none() = nb::none(),
       nb::arg("kv_layout").none() = nb::none(), nb::arg("k_scale").none() = nb::none(),
       nb::arg("v_scale").none() = nb::none(), nb::arg("kv_cache_dtype").none() = nb::none(),
+      nb::arg("kv_splits").none() = nb::none(),
       "Low-level plan_attention (use wideattn.plan); the arguments of attention without stream.");
 
   nb::class_<PlannedDecode>(m, "PlannedDecode",
@@ -577,12 +582,13 @@ void bind_attention(nb::module_& m) {
              nb::handle sinks, nb::handle softcap, nb::handle scale, nb::handle kernel,
              bool u16_is_bf16, nb::handle block_table, nb::handle kv_layout,
              nb::handle max_total_tokens, nb::handle max_suffix, nb::handle max_kv_length,
-             nb::handle errors, nb::handle k_scale, nb::handle v_scale, nb::handle kv_cache_dtype) {
+             nb::handle errors, nb::handle k_scale, nb::handle v_scale, nb::handle kv_cache_dtype,
+             nb::handle kv_splits) {
             new (self) PlannedDecode(
                 AttentionArgs{q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal,
                               window, ring_length, ring_offset, tree, sinks, softcap, scale,
                               kernel, u16_is_bf16, block_table, kv_layout, k_scale, v_scale,
-                              kv_cache_dtype},
+                              kv_cache_dtype, kv_splits},
                 max_total_tokens, max_suffix, max_kv_length, errors);
           },
           nb::arg("q").none(), nb::arg("k_cache").none(), nb::arg("v_cache").none(),
@@ -594,7 +600,7 @@ void bind_attention(nb::module_& m) {
           nb::arg("kv_layout").none(), nb::arg("max_total_tokens").none(),
           nb::arg("max_suffix").none(), nb::arg("max_kv_length").none(), nb::arg("errors").none(),
           nb::arg("k_scale").none() = nb::none(), nb::arg("v_scale").none() = nb::none(),
-          nb::arg("kv_cache_dtype").none() = nb::none(),
+          nb::arg("kv_cache_dtype").none() = nb::none(), nb::arg("kv_splits").none() = nb::none(),
           "The arguments of attention, query_offsets and kv_lengths as int32 arrays on the arrays' "
           "device, and the bounds (max_total_tokens None: q.shape[0]; max_kv_length None: the "
           "cache's capacity) and an optional int32 [1] errors word. Makes the plan.")

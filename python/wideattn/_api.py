@@ -114,6 +114,7 @@ def attention(
     v_scale: Optional[Union[float, ArrayLike]] = None,
     kv_cache_dtype: str = "auto",
     window_left: Optional[int] = None,
+    kv_splits: int = 0,
 ) -> Any:
     """Attention of new tokens over a contiguous or paged KV cache, on the arrays' own device,
     without copies.
@@ -157,7 +158,13 @@ def attention(
       (ValueError otherwise): FlashInfer's non-causal window_left limits only the keys before
       the query, while wideattn's bidirectional window is symmetric; use `window` there.
     kernel: "auto" (dispatch chooses), "single_pass", "two_pass", "prefill_unfused" or
-        "prefill_fused" (Hopper, head_dim 64/128/256, f16/bf16).
+        "prefill_fused" (Hopper, head_dim 64/128/256/512, f16/bf16).
+    kv_splits: 0 (the default) lets the plan choose how many parts each row's keys are split
+      into (decode's two_pass, the fused prefill), from the device and the whole batch, so a
+      sequence's result may differ in the last bits with the batch around it (within the
+      tolerance of docs/reliability.md). 1 to 128 fixes the count: a sequence's output is then
+      the same bits whatever the batch and the GPU's SM count (batch-invariant serving; 1:
+      single_pass, more: two_pass; the unfused prefill has no splits and ignores it).
 
     fp8 KV caches (vLLM's kv_cache_dtype="fp8"): k_cache and v_cache may hold fp8 e4m3 (OCP
     E4M3FN: largest finite 448, no infinities) while q and out keep float32/float16/bfloat16:
@@ -206,13 +213,14 @@ def attention(
             v_scale = host_scale(v_scale, "v_scale", "attention")
         _native_attention(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal,
                           window, ring_length, ring_offset, tree, sinks, softcap, scale, kernel, 0,
-                          False, False, block_table, kv_layout, k_scale, v_scale, kv_cache_dtype)
+                          False, False, block_table, kv_layout, k_scale, v_scale, kv_cache_dtype,
+                          kv_splits)
         return out if lse is None else (out, lse)
     if type(q).__module__.startswith("torch"):
         return torch_ops.call(q, k_cache, v_cache, out, lse, return_lse, query_offsets,
                               kv_lengths, causal, window, ring_length, ring_offset, tree, sinks,
                               softcap, scale, kernel, block_table, kv_layout, k_scale, v_scale,
-                              kv_cache_dtype)
+                              kv_cache_dtype, kv_splits)
     want_lse = return_lse or lse is not None
     call = fw.Call(q, "q")
     _check_device(call)
@@ -231,7 +239,7 @@ def attention(
         causal, window, ring_length, ring_offset, _export_tree(call, tree),
         call.export(sinks, "sinks"), softcap, scale, kernel, call.stream(), call.u16_is_bf16,
         False, call.export(block_table, "block_table"), kv_layout, *scales,
-        call.kv_cache_dtype(kv_cache_dtype))
+        call.kv_cache_dtype(kv_cache_dtype), kv_splits)
     if call.needs_sync():
         native.synchronize("cuda", call.device_index, 0)
     out = call.finish(out)
@@ -265,11 +273,12 @@ def plan(
     v_scale: Optional[Union[float, ArrayLike]] = None,
     kv_cache_dtype: str = "auto",
     window_left: Optional[int] = None,
+    kv_splits: int = 0,
 ) -> Plan:
     """The kernel, KV splits, workspace bytes and reason that `attention` would use for these
     arguments (same shapes as `attention`) on their device. Pure: reads no array data (a CPU
     block table's entries excepted: they are checked) and allocates nothing (`out` may be
-    omitted)."""
+    omitted). kv_splits as in `attention`."""
     if seqused_k is not None:
         kv_lengths = _seqused_k(kv_lengths, seqused_k)
     if window_left is not None:
@@ -283,7 +292,8 @@ def plan(
         call.export(sinks, "sinks"), softcap, scale, kernel, call.u16_is_bf16,
         call.export(block_table, "block_table"), None if block_table is None else kv_layout,
         call.export_scale(k_scale, "k_scale", "plan_attention"),
-        call.export_scale(v_scale, "v_scale", "plan_attention"), call.kv_cache_dtype(kv_cache_dtype))
+        call.export_scale(v_scale, "v_scale", "plan_attention"), call.kv_cache_dtype(kv_cache_dtype),
+        kv_splits)
     return Plan(*result)
 
 
@@ -311,11 +321,12 @@ def attention_into(
     v_scale: Optional[Union[float, ArrayLike]] = None,
     kv_cache_dtype: str = "auto",
     window_left: Optional[int] = None,
+    kv_splits: int = 0,
 ) -> Plan:
     """`attention` writing into given `out` (and `lse`) with every argument explicit and no
     framework routing (PyTorch tensors too: no operator); returns the plan used. block_table,
-    kv_layout, k_scale, v_scale, kv_cache_dtype and window_left as in `attention` (window_left
-    replaces `window`, which must then be 0)."""
+    kv_layout, k_scale, v_scale, kv_cache_dtype, window_left and kv_splits as in `attention`
+    (window_left replaces `window`, which must then be 0)."""
     if window_left is not None:
         window = _window_from_left(window, window_left, causal, "attention")
     call = fw.Call(q, "q")
@@ -327,7 +338,8 @@ def attention_into(
         call.export(sinks, "sinks"), softcap, scale, kernel, call.stream(), call.u16_is_bf16, True,
         call.export(block_table, "block_table"), None if block_table is None else kv_layout,
         call.export_scale(k_scale, "k_scale", "attention"),
-        call.export_scale(v_scale, "v_scale", "attention"), call.kv_cache_dtype(kv_cache_dtype))
+        call.export_scale(v_scale, "v_scale", "attention"), call.kv_cache_dtype(kv_cache_dtype),
+        kv_splits)
     if call.needs_sync():
         native.synchronize("cuda", call.device_index, 0)
     return Plan(*result)

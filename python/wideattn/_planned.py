@@ -74,8 +74,9 @@ class PlannedDecode:
     that captured it. The first run() sizes it: a first run inside a capture raises
     NotImplementedError.
 
-    causal, window, ring_length, ring_offset, softcap and scale as in `wideattn.attention`, which
-    also says what FlashInfer's window_left (window = window_left + 1; -1: none) accepts.
+    causal, window, ring_length, ring_offset, softcap, scale and kv_splits as in
+    `wideattn.attention`, which also says what FlashInfer's window_left (window = window_left + 1;
+    -1: none) accepts. kv_splits fixes the split count of the plan (0: chosen from the bounds).
 
     fp8 KV caches: k_cache/v_cache, k_scale, v_scale and kv_cache_dtype as in
     `wideattn.attention`. A scale given as a Python float becomes a float32 [1] array on the
@@ -122,6 +123,7 @@ class PlannedDecode:
         v_scale: Optional[Union[float, ArrayLike]] = None,
         kv_cache_dtype: str = "auto",
         window_left: Optional[int] = None,
+        kv_splits: int = 0,
     ) -> None:
         if seqused_k is not None:
             kv_lengths = _seqused_k(kv_lengths, seqused_k)
@@ -155,7 +157,7 @@ class PlannedDecode:
             call.export(block_table, "block_table"), None if block_table is None else kv_layout,
             max_total_tokens, max_suffix, max_kv_length, call.export(errors, "errors"),
             call.export(k_scale, "k_scale"), call.export(v_scale, "v_scale"),
-            call.kv_cache_dtype(kv_cache_dtype))
+            call.kv_cache_dtype(kv_cache_dtype), kv_splits)
         self._call = call
         #: The buffers, as given (or allocated): rewrite their contents in place between runs.
         self.q, self.k_cache, self.v_cache = q, k_cache, v_cache

@@ -134,7 +134,8 @@ def _scale_tensor(x: Any, ref: Any, name: str, function: str) -> Any:
 
 def _run(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window, ring_length,
          ring_offset, tree_start, tree_end, tree_height, sinks, softcap, scale, kernel,
-         block_table, kv_layout, k_scale=None, v_scale=None, kv_cache_dtype="auto") -> None:
+         block_table, kv_layout, k_scale=None, v_scale=None, kv_cache_dtype="auto",
+         kv_splits=0) -> None:
     """The operators' real implementation: the extension call (scale NaN: the default)."""
     tree = None if tree_start is None else (
         _capsule(tree_start), _capsule(tree_end), _capsule(tree_height))
@@ -145,7 +146,7 @@ def _run(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, windo
         _capsule(sinks), softcap, None if math.isnan(scale) else scale, kernel, stream, False,
         False, _capsule(block_table), None if block_table is None else kv_layout,
         _scale_capsule(k_scale, q, "k_scale", "attention"),
-        _scale_capsule(v_scale, q, "v_scale", "attention"), kv_cache_dtype)
+        _scale_capsule(v_scale, q, "v_scale", "attention"), kv_cache_dtype, kv_splits)
 
 
 def _stream_of(t: Any) -> int:
@@ -210,21 +211,22 @@ def _register() -> None:
         sinks: Optional[torch.Tensor], softcap: float, scale: float, kernel: str,
         return_lse: bool, block_table: Optional[torch.Tensor] = None, kv_layout: str = "NHD",
         k_scale: Optional[torch.Tensor] = None, v_scale: Optional[torch.Tensor] = None,
-        kv_cache_dtype: str = "auto",
+        kv_cache_dtype: str = "auto", kv_splits: int = 0,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         lse_shape = (q.shape[0], q.shape[1]) if return_lse else (0,)
         lse = torch.empty(lse_shape, dtype=torch.float32, device=q.device)
         _run(q, k_cache, v_cache, out, lse if return_lse else None, query_offsets, kv_lengths,
              causal, window, ring_length, ring_offset, tree_start, tree_end, tree_height, sinks,
-             softcap, scale, kernel, block_table, kv_layout, k_scale, v_scale, kv_cache_dtype)
+             softcap, scale, kernel, block_table, kv_layout, k_scale, v_scale, kv_cache_dtype,
+             kv_splits)
         return out, lse
 
     @attention_op.register_fake
     def _(q, k_cache, v_cache, query_offsets, kv_lengths, causal, window, ring_length,
           ring_offset, tree_start, tree_end, tree_height, sinks, softcap, scale, kernel,
           return_lse, block_table=None, kv_layout="NHD", k_scale=None, v_scale=None,
-          kv_cache_dtype="auto"):
+          kv_cache_dtype="auto", kv_splits=0):
         out = q.new_empty(q.shape)
         lse_shape = (q.shape[0], q.shape[1]) if return_lse else (0,)
         return out, q.new_empty(lse_shape, dtype=torch.float32)
@@ -240,15 +242,17 @@ def _register() -> None:
         scale: float, kernel: str, block_table: Optional[torch.Tensor] = None,
         kv_layout: str = "NHD", k_scale: Optional[torch.Tensor] = None,
         v_scale: Optional[torch.Tensor] = None, kv_cache_dtype: str = "auto",
+        kv_splits: int = 0,
     ) -> None:
         _run(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window,
              ring_length, ring_offset, tree_start, tree_end, tree_height, sinks, softcap, scale,
-             kernel, block_table, kv_layout, k_scale, v_scale, kv_cache_dtype)
+             kernel, block_table, kv_layout, k_scale, v_scale, kv_cache_dtype, kv_splits)
 
     @attention_out_op.register_fake
     def _(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window, ring_length,
           ring_offset, tree_start, tree_end, tree_height, sinks, softcap, scale, kernel,
-          block_table=None, kv_layout="NHD", k_scale=None, v_scale=None, kv_cache_dtype="auto"):
+          block_table=None, kv_layout="NHD", k_scale=None, v_scale=None, kv_cache_dtype="auto",
+          kv_splits=0):
         return None
 
 
@@ -366,7 +370,7 @@ def uses_fast_path(q: Any, k_cache: Any, v_cache: Any, out: Any = None, lse: Any
 
 def _fast(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window, ring_length,
           ring_offset, tree, sinks, softcap, scale, kernel, block_table, kv_layout, k_scale=None,
-          v_scale=None, kv_cache_dtype="auto") -> None:
+          v_scale=None, kv_cache_dtype="auto", kv_splits=0) -> None:
     if tree is not None:
         tree = (_to_dlpack(tree[0]), _to_dlpack(tree[1]), _to_dlpack(tree[2]))
     stream = _raw_stream(q.get_device()) if q.is_cuda else 0
@@ -378,12 +382,12 @@ def _fast(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, wind
         None if block_table is None else _to_dlpack(block_table), kv_layout,
         None if k_scale is None else _scale_capsule(k_scale, q, "k_scale", "attention"),
         None if v_scale is None else _scale_capsule(v_scale, q, "v_scale", "attention"),
-        kv_cache_dtype)
+        kv_cache_dtype, kv_splits)
 
 
 def call(q, k_cache, v_cache, out, lse, return_lse, query_offsets, kv_lengths, causal, window,
          ring_length, ring_offset, tree, sinks, softcap, scale, kernel, block_table=None,
-         kv_layout=None, k_scale=None, v_scale=None, kv_cache_dtype="auto") -> Any:
+         kv_layout=None, k_scale=None, v_scale=None, kv_cache_dtype="auto", kv_splits=0) -> Any:
     """wideattn.attention for a PyTorch q (every argument positional, as wideattn.attention
     takes them): the eager fast path, else the operators. Returns out or (out, lse)."""
     if _registered is None:
@@ -399,7 +403,7 @@ def call(q, k_cache, v_cache, out, lse, return_lse, query_offsets, kv_lengths, c
             lse = _empty((q.shape[0], q.shape[1]), dtype=_float32, device=q.device)
         _fast(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window,
               ring_length, ring_offset, tree, sinks, softcap, scale, kernel, block_table, kv_layout,
-              k_scale, v_scale, kv_cache_dtype)
+              k_scale, v_scale, kv_cache_dtype, kv_splits)
         return out if lse is None else (out, lse)
     want_lse = return_lse or lse is not None
     k_scale = _scale_tensor(k_scale, q, "k_scale", "attention")
@@ -407,7 +411,7 @@ def call(q, k_cache, v_cache, out, lse, return_lse, query_offsets, kv_lengths, c
     if out is None and lse is None:
         return _op_attention(q, k_cache, v_cache, want_lse, query_offsets, kv_lengths, causal,
                              window, ring_length, ring_offset, tree, sinks, softcap, scale, kernel,
-                             block_table, kv_layout, k_scale, v_scale, kv_cache_dtype)
+                             block_table, kv_layout, k_scale, v_scale, kv_cache_dtype, kv_splits)
     import torch
 
     if out is None:
@@ -416,7 +420,7 @@ def call(q, k_cache, v_cache, out, lse, return_lse, query_offsets, kv_lengths, c
         lse = torch.empty(q.shape[:2], dtype=torch.float32, device=q.device)
     _op_attention_out(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window,
                       ring_length, ring_offset, tree, sinks, softcap, scale, kernel, block_table,
-                      kv_layout, k_scale, v_scale, kv_cache_dtype)
+                      kv_layout, k_scale, v_scale, kv_cache_dtype, kv_splits)
     return (out, lse) if want_lse else out
 
 
@@ -442,7 +446,7 @@ def _op_arguments(query_offsets: Any, kv_lengths: Any, tree: Any, scale: Optiona
 
 def _op_attention(q, k_cache, v_cache, return_lse, query_offsets, kv_lengths, causal, window,
                   ring_length, ring_offset, tree, sinks, softcap, scale, kernel, block_table,
-                  kv_layout, k_scale=None, v_scale=None, kv_cache_dtype="auto") -> Any:
+                  kv_layout, k_scale=None, v_scale=None, kv_cache_dtype="auto", kv_splits=0) -> Any:
     import torch
 
     offsets, lengths, (ts, te, th), scale_value = _op_arguments(query_offsets, kv_lengths, tree, scale)
@@ -450,20 +454,22 @@ def _op_attention(q, k_cache, v_cache, return_lse, query_offsets, kv_lengths, ca
         q, k_cache, v_cache, offsets, lengths, bool(causal), int(window), int(ring_length),
         int(ring_offset), ts, te, th, sinks, float(softcap), scale_value, str(kernel),
         bool(return_lse), block_table, str(kv_layout or "NHD"), k_scale, v_scale,
-        str(kv_cache_dtype))
+        str(kv_cache_dtype), fw.check_int32(kv_splits, "kv_splits"))
     return (out, lse) if return_lse else out
 
 
 def _op_attention_out(q, k_cache, v_cache, out, lse, query_offsets, kv_lengths, causal, window,
                       ring_length, ring_offset, tree, sinks, softcap, scale, kernel, block_table,
-                      kv_layout, k_scale=None, v_scale=None, kv_cache_dtype="auto") -> None:
+                      kv_layout, k_scale=None, v_scale=None, kv_cache_dtype="auto",
+                      kv_splits=0) -> None:
     import torch
 
     offsets, lengths, (ts, te, th), scale_value = _op_arguments(query_offsets, kv_lengths, tree, scale)
     torch.ops.wideattn.attention_out(
         q, k_cache, v_cache, out, lse, offsets, lengths, bool(causal), int(window),
         int(ring_length), int(ring_offset), ts, te, th, sinks, float(softcap), scale_value,
-        str(kernel), block_table, str(kv_layout or "NHD"), k_scale, v_scale, str(kv_cache_dtype))
+        str(kernel), block_table, str(kv_layout or "NHD"), k_scale, v_scale, str(kv_cache_dtype),
+        fw.check_int32(kv_splits, "kv_splits"))
 
 
 def attention(
@@ -489,6 +495,7 @@ def attention(
     v_scale: Optional[Any] = None,
     kv_cache_dtype: str = "auto",
     window_left: Optional[int] = None,
+    kv_splits: int = 0,
 ) -> Any:
     """wideattn.attention for PyTorch tensors (same arguments and shapes): the eager fast path
     when it applies, else torch.ops.wideattn.attention; returns out, or (out, lse) with
@@ -500,7 +507,7 @@ def attention(
         window = fw.window_from_left(window, window_left, causal, "attention")
     return call(q, k_cache, v_cache, None, None, return_lse, query_offsets, kv_lengths, causal,
                 window, ring_length, ring_offset, tree, sinks, softcap, scale, kernel, block_table,
-                kv_layout, k_scale, v_scale, kv_cache_dtype)
+                kv_layout, k_scale, v_scale, kv_cache_dtype, kv_splits)
 
 
 def attention_out(
@@ -527,6 +534,7 @@ def attention_out(
     v_scale: Optional[Any] = None,
     kv_cache_dtype: str = "auto",
     window_left: Optional[int] = None,
+    kv_splits: int = 0,
 ) -> None:
     """Writes attention into `out` [total_tokens, q_heads, head_dim] (and `lse`
     [total_tokens, q_heads] float32 when given): the eager fast path when it applies, else
@@ -539,4 +547,4 @@ def attention_out(
         raise TypeError("attention_out: out is required")
     call(q, k_cache, v_cache, out, lse, False, query_offsets, kv_lengths, causal, window,
          ring_length, ring_offset, tree, sinks, softcap, scale, kernel, block_table, kv_layout,
-         k_scale, v_scale, kv_cache_dtype)
+         k_scale, v_scale, kv_cache_dtype, kv_splits)
