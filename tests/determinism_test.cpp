@@ -147,10 +147,15 @@ TEST_P(DeterminismTest, EverySplitCountIsRepeatable) {
 // AttentionProblem::kv_splits fixes the split count (docs/reliability.md, batch-invariant
 // serving): the first sequence's output is the same bits alone and inside the batch, whatever
 // dispatch would have chosen for either; and each split count agrees with one split within the
-// dtype's tolerance (check_attention also checks every run against the oracle).
+// dtype's tolerance (check_attention also checks every run against the oracle). The fused
+// prefill cuts each query tile's keys from that tile's own range: the same holds.
 TEST_P(DeterminismTest, FixedKvSplitsAreBatchInvariant) {
-  if (kernel() != Kernel::two_pass && kernel() != Kernel::single_pass) GTEST_SKIP() << "decode kernels only";
+  const bool fused = kernel() == Kernel::prefill_fused;
+  if (kernel() != Kernel::two_pass && kernel() != Kernel::single_pass && !fused) {
+    GTEST_SKIP() << "decode kernels and the fused prefill only (the unfused prefill has no splits)";
+  }
   const std::vector<int32_t> split_counts = kernel() == Kernel::single_pass ? std::vector<int32_t>{1}
+                                            : fused                         ? std::vector<int32_t>{2, 3, 8}
                                                                             : std::vector<int32_t>{2, 7, 64};
   for (int32_t splits : split_counts) {
     SCOPED_TRACE("kv_splits " + std::to_string(splits));
@@ -173,7 +178,8 @@ TEST_P(DeterminismTest, FixedKvSplitsAreBatchInvariant) {
       return status;
     };
     AttentionCase c = cases(kernel())[2];  // bf16, sinks
-    c.sequences = {{3, 1500}, {1, 4000}, {8, 300}, {2, 9}};
+    c.sequences = fused ? std::vector<SequenceShape>{{40, 1500}, {100, 4000}, {64, 300}, {20, 90}}
+                        : std::vector<SequenceShape>{{3, 1500}, {1, 4000}, {8, 300}, {2, 9}};
     AttentionOutcome outcome;
     check_attention(*session_.context, session_.rng, c, kernel(), &outcome, runner);
     EXPECT_EQ(outcome.plan.num_splits, splits);
