@@ -203,3 +203,113 @@ def test_refused_shardings_and_masks_name_the_argument(one_process_group):
     with pytest.raises(TypeError, match="torch.Tensor"):
         wideattn.distributed.context_parallel_attention(q.numpy(), k, v, shard_starts=[0, 0, 0],
                                                         shard_kv_lengths=c["lengths"], **common)
+
+
+# ---- ring prefill -------------------------------------------------------------------------------
+
+RING_CASES = {
+    "causal-2": dict(world=2, chunk=24, causal=True),
+    "causal-3": dict(world=3, chunk=16, causal=True),
+    "bidirectional-2": dict(world=2, chunk=20, causal=False),
+}
+RING_HEADS = dict(q_heads=8, kv_heads=2, head_dim=64)
+
+
+def ring_inputs(name, seed):
+    c = RING_CASES[name]
+    rng = np.random.default_rng(seed)
+    length = 2 * c["world"] * c["chunk"]
+    q = rng.standard_normal((length, RING_HEADS["q_heads"], RING_HEADS["head_dim"])).astype(np.float32)
+    k = rng.standard_normal((length, RING_HEADS["kv_heads"], RING_HEADS["head_dim"])).astype(np.float32)
+    v = rng.standard_normal((length, RING_HEADS["kv_heads"], RING_HEADS["head_dim"])).astype(np.float32)
+    sinks = rng.standard_normal(RING_HEADS["q_heads"]).astype(np.float32)
+    return c, q, k, v, sinks
+
+
+def rows_of(rank, c):
+    chunk = c["chunk"]
+    return np.concatenate([np.arange(i * chunk, (i + 1) * chunk)
+                           for i in wideattn.distributed.zigzag_chunks(rank, c["world"])])
+
+
+def ring_worker(rank, name, seed, port, results, backend="gloo"):
+    c = RING_CASES[name]
+    device = "cpu"
+    if backend == "nccl":
+        os.environ["NCCL_NVLS_ENABLE"] = "0"
+        torch.cuda.set_device(rank)
+        device = f"cuda:{rank}"
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=c["world"])
+    try:
+        c, q, k, v, sinks = ring_inputs(name, seed)
+        rows = rows_of(rank, c)
+        dtype = torch.bfloat16 if backend == "nccl" else torch.float32
+        on = lambda x: torch.from_numpy(np.ascontiguousarray(x)).to(device=device, dtype=dtype)  # noqa: E731
+        out, lse = wideattn.distributed.ring_prefill_attention(
+            on(q[rows]), on(k[rows]), on(v[rows]), causal=c["causal"], sinks=torch.from_numpy(sinks).to(device),
+            softcap=30.0, return_lse=True)
+        results.put((rank, out.float().cpu().numpy(), lse.cpu().numpy(), ""))
+    except Exception as error:
+        results.put((rank, None, None, f"{type(error).__name__}: {error}"))
+    finally:
+        dist.destroy_process_group()
+
+
+def run_ring(name, backend):
+    seed = (SEED + zlib.crc32(name.encode())) % 2**32
+    print(f"seed {seed} (WIDEATTN_TEST_SEED={SEED})")
+    c, q, k, v, sinks = ring_inputs(name, seed)
+    if backend == "nccl":
+        q, k, v = (torch.from_numpy(x).to(torch.bfloat16).float().numpy() for x in (q, k, v))
+    length = q.shape[0]
+    expected = wideattn.attention(q, k[None], v[None], query_offsets=[0, length], kv_lengths=[length],
+                                  causal=c["causal"], sinks=sinks, softcap=30.0, return_lse=True)
+    context = torch.multiprocessing.get_context("spawn")
+    results = context.Queue()
+    port = free_port()
+    workers = [context.Process(target=ring_worker, args=(r, name, seed, port, results, backend))
+               for r in range(c["world"])]
+    for w in workers:
+        w.start()
+    got = [results.get(timeout=180) for _ in workers]
+    for w in workers:
+        w.join(timeout=60)
+    return c, sorted(got, key=lambda x: x[0]), expected
+
+
+@pytest.mark.parametrize("name", sorted(RING_CASES))
+def test_ring_prefill_equals_one_call_over_the_sequence(name):
+    c, got, (expected_out, expected_lse) = run_ring(name, "gloo")
+    for rank, out, lse, error in got:
+        assert not error, f"rank {rank}: {error}"
+        rows = rows_of(rank, c)
+        assert_close(out, expected_out[rows], 2e-5, 1e-4, f"rank {rank} out ({name})")
+        assert_close(lse, expected_lse[rows], 1e-4, 1e-5, f"rank {rank} lse ({name})")
+
+
+@pytest.mark.parametrize("name", sorted(RING_CASES))
+def test_ring_prefill_over_nccl(name):
+    world = RING_CASES[name]["world"]
+    if not torch.cuda.is_available() or torch.cuda.device_count() < world or not dist.is_nccl_available():
+        pytest.skip(f"needs {world} CUDA GPUs and NCCL ({torch.cuda.device_count() if torch.cuda.is_available() else 0} "
+                    "GPUs here)")
+    if not wideattn.backend_available("cuda")[0]:
+        pytest.skip("wideattn was built without its CUDA backend")
+    c, got, (expected_out, expected_lse) = run_ring(name, "nccl")
+    for rank, out, lse, error in got:
+        assert not error, f"rank {rank}: {error}"
+        rows = rows_of(rank, c)
+        assert_close(out, expected_out[rows], 3e-2, 3e-2, f"rank {rank} out ({name}, nccl)")
+        assert_close(lse, expected_lse[rows], 3e-2, 1e-2, f"rank {rank} lse ({name}, nccl)")
+
+
+def test_ring_prefill_refusals_name_the_argument(one_process_group):
+    q = torch.zeros((7, 4, 64))
+    kv = torch.zeros((7, 2, 64))
+    with pytest.raises(ValueError, match="even count"):
+        wideattn.distributed.ring_prefill_attention(q, kv, kv)
+    q, kv = q[:6], kv[:6]
+    with pytest.raises(NotImplementedError, match="window"):
+        wideattn.distributed.ring_prefill_attention(q, kv, kv, window=4)
+    with pytest.raises(TypeError, match="k must be"):
+        wideattn.distributed.ring_prefill_attention(q, kv.numpy(), kv)

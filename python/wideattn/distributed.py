@@ -1,6 +1,7 @@
-"""Context parallelism through torch.distributed: one attention call over a KV cache sharded by
-position across the processes of a group (one process per GPU with the NCCL backend; gloo on
-the CPU), for decode and speculative steps.
+"""Context parallelism through torch.distributed (one process per GPU with the NCCL backend;
+gloo on the CPU): `context_parallel_attention`, one attention call of decode and speculative
+steps over a KV cache sharded by position across the processes of a group; and
+`ring_prefill_attention`, the prefill of one sequence by ring attention with zig-zag sharding.
 
     out = wideattn.distributed.context_parallel_attention(
         q, k_shard, v_shard, query_offsets=cu_seqlens_q, kv_lengths=seq_lens,
@@ -170,3 +171,92 @@ def context_parallel_attention(
         dist.all_gather(lses, lse, group=group)
     merged_out, merged_lse = merge_states(outs, lses)
     return (merged_out, merged_lse) if return_lse else merged_out
+
+
+def zigzag_chunks(rank: int, world: int) -> tuple:
+    """The two chunks (of 2 * world equal ones) that `rank` holds under zig-zag sharding: rank
+    and 2 * world - 1 - rank, so every rank has the same causal work."""
+    return rank, 2 * world - 1 - rank
+
+
+def ring_prefill_attention(
+    q: Any,
+    k: Any,
+    v: Any,
+    *,
+    group: Any = None,
+    causal: bool = True,
+    sinks: Optional[Any] = None,
+    return_lse: bool = False,
+    **options: Any,
+) -> Any:
+    """Prefill of one sequence by ring attention over the ranks of a torch.distributed group,
+    with zig-zag sharding: the sequence is cut into 2 x world equal chunks and this rank holds
+    chunks `zigzag_chunks(rank, world)`, concatenated in that order: q [2c, q_heads, head_dim]
+    (its queries), k and v [2c, kv_heads, head_dim] (the same positions' keys and values). At
+    each of world steps the rank attends its query chunks to the key chunks in hand, then passes
+    those on to the next rank while it works (isend/irecv, posted before the local attention): a
+    key chunk before a query chunk is wholly visible, the query chunk's own is causal (with the
+    sinks, counted once), a later one is skipped; each query chunk's partial states merge with
+    `merge_states`. Returns this rank's out [2c, q_heads, head_dim] (q's dtype), or (out, lse).
+    `options` as `attention`'s scale, softcap, kernel, kv_splits. Windows and uneven chunks need
+    the keys' positions in the kernels: NotImplementedError."""
+    import torch
+    import torch.distributed as dist
+
+    for name, off in _POSITIONAL.items():
+        value = options.pop(name, None)
+        if value is not None and (off is None or value != off):
+            raise NotImplementedError(f"ring_prefill_attention: {name} = {value!r} is not served yet (a window "
+                                      "across chunks needs the keys' positions in the kernels)")
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(x, torch.Tensor) or x.dim() != 3:
+            raise TypeError(f"ring_prefill_attention: {name} must be a 3-dimensional torch.Tensor "
+                            f"[2 chunks x rows, heads, head_dim], got {type(x).__qualname__}"
+                            f"{'' if not isinstance(x, torch.Tensor) else ' of shape ' + str(tuple(x.shape))}")
+    rows = q.shape[0]
+    if rows % 2 or k.shape[0] != rows or v.shape[0] != rows:
+        raise ValueError(f"ring_prefill_attention: q, k and v hold {rows}, {k.shape[0]} and {v.shape[0]} rows, "
+                         "expected the same even count (two equal chunks; uneven ones need key position "
+                         "offsets)")
+    rank = dist.get_rank(group)
+    world = dist.get_world_size(group)
+    if 2 * world > 32:
+        raise NotImplementedError(f"ring_prefill_attention: {world} ranks; merge_states combines at most 32 "
+                                  "states (16 ranks)")
+    chunk = rows // 2
+    mine = zigzag_chunks(rank, world)
+    states = {i: ([], []) for i in mine}
+    # K and V in one buffer, so that a step is one message each way.
+    in_hand = torch.stack((k, v)).contiguous()
+    arriving = torch.empty_like(in_hand)
+    next_rank = dist.get_global_rank(group, (rank + 1) % world) if group is not None else (rank + 1) % world
+    previous_rank = dist.get_global_rank(group, (rank - 1) % world) if group is not None else (rank - 1) % world
+    for step in range(world):
+        requests = []
+        if step + 1 < world:  # the next step's chunks travel while this one's are attended
+            requests = dist.batch_isend_irecv([dist.P2POp(dist.isend, in_hand, next_rank, group),
+                                               dist.P2POp(dist.irecv, arriving, previous_rank, group)])
+        source = (rank - step) % world
+        for slot_k, j in enumerate(zigzag_chunks(source, world)):
+            for slot_q, i in enumerate(mine):
+                if causal and j > i:
+                    continue  # every key of chunk j comes after every query of chunk i
+                keys = in_hand[0, slot_k * chunk:(slot_k + 1) * chunk].unsqueeze(0)
+                values = in_hand[1, slot_k * chunk:(slot_k + 1) * chunk].unsqueeze(0)
+                out, lse = attention(q[slot_q * chunk:(slot_q + 1) * chunk], keys, values,
+                                     query_offsets=[0, chunk], kv_lengths=[chunk], causal=causal and i == j,
+                                     sinks=sinks if i == j else None, return_lse=True, **options)
+                states[i][0].append(out)
+                states[i][1].append(lse)
+        for request in requests:
+            request.wait()
+        if step + 1 < world:
+            in_hand, arriving = arriving, in_hand
+    outs, lses = [], []
+    for i in mine:
+        merged_out, merged_lse = merge_states(*states[i])
+        outs.append(merged_out)
+        lses.append(merged_lse)
+    out = torch.cat(outs)
+    return (out, torch.cat(lses)) if return_lse else out
