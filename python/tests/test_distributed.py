@@ -83,18 +83,56 @@ def shard_of(c, k, v, bounds, rank):
     return k_shard, v_shard, starts, locals_
 
 
-def worker(rank, name, seed, port, results, backend="gloo"):
-    c = CASES[name]
-    device = "cpu"
-    if backend == "nccl":  # one GPU a process; NVLink multicast stays off
+def join_group(backend, rank, world, port):
+    """Joins the test's process group; returns this rank's device (one GPU a process on NCCL,
+    NVLink multicast off) and the inputs' dtype there."""
+    device, dtype = "cpu", torch.float32
+    if backend == "nccl":
         os.environ["NCCL_NVLS_ENABLE"] = "0"
         torch.cuda.set_device(rank)
-        device = f"cuda:{rank}"
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=c["world"])
+        device, dtype = f"cuda:{rank}", torch.bfloat16
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    return device, dtype
+
+
+def spawn(target, world, args):
+    """Runs target(rank, *args, results) in `world` spawned processes; returns what each put on
+    the results queue, (rank, out, lse, error), in rank order."""
+    context = torch.multiprocessing.get_context("spawn")
+    results = context.Queue()
+    workers = [context.Process(target=target, args=(r, *args, results)) for r in range(world)]
+    for w in workers:
+        w.start()
+    got = [results.get(timeout=180) for _ in workers]
+    for w in workers:
+        w.join(timeout=60)
+    return sorted(got, key=lambda x: x[0])
+
+
+def check_ranks(got, expected_out, expected_lse, rows_of_rank, bf16, what):
+    """Every rank's result against the one-call reference (its rows_of_rank(rank) rows)."""
+    out_tolerance, lse_tolerance = ((3e-2, 3e-2), (3e-2, 1e-2)) if bf16 else ((2e-5, 1e-4), (1e-4, 1e-5))
+    for rank, out, lse, error in got:
+        assert not error, f"rank {rank}: {error}"
+        rows = rows_of_rank(rank)
+        assert_close(out, expected_out[rows], *out_tolerance, f"rank {rank} out ({what})")
+        assert_close(lse, expected_lse[rows], *lse_tolerance, f"rank {rank} lse ({what})")
+
+
+def gpus_or_skip(world):
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count < world or not dist.is_nccl_available():
+        pytest.skip(f"needs {world} CUDA GPUs and NCCL ({count} GPUs here)")
+    if not wideattn.backend_available("cuda")[0]:
+        pytest.skip("wideattn was built without its CUDA backend")
+
+
+def worker(rank, name, seed, port, backend, results):
+    c = CASES[name]
+    device, dtype = join_group(backend, rank, c["world"], port)
     try:
         c, q, k, v, offsets, sinks, bounds = make_case(name, seed)
         k_shard, v_shard, starts, locals_ = shard_of(c, k, v, bounds, rank)
-        dtype = torch.bfloat16 if backend == "nccl" else torch.float32
         on = lambda x: torch.from_numpy(x).to(device=device, dtype=dtype)  # noqa: E731
         out, lse = wideattn.distributed.context_parallel_attention(
             on(q), on(k_shard), on(v_shard), query_offsets=offsets,
@@ -115,51 +153,29 @@ def free_port():
 
 
 def run_sharded(name, backend):
-    """Every rank's (out, lse) of case `name` over `backend`, and the one-call reference (f32 on
-    the CPU: against bf16 inputs on GPUs the inputs are rounded to bf16 first)."""
+    """Case `name` over `backend`, every rank's (out, lse) against one call over the whole
+    cache (bf16 on GPUs: the reference takes the inputs rounded to bf16)."""
     seed = (SEED + zlib.crc32(name.encode())) % 2**32
     print(f"seed {seed} (WIDEATTN_TEST_SEED={SEED})")
     c, q, k, v, offsets, sinks, bounds = make_case(name, seed)
     if backend == "nccl":
         q, k, v = (torch.from_numpy(x).to(torch.bfloat16).float().numpy() for x in (q, k, v))
-    expected = wideattn.attention(q, k, v, query_offsets=offsets, kv_lengths=c["lengths"], causal=c["causal"],
+    out, lse = wideattn.attention(q, k, v, query_offsets=offsets, kv_lengths=c["lengths"], causal=c["causal"],
                                   sinks=sinks, softcap=c["softcap"], scale=0.3, return_lse=True)
-    context = torch.multiprocessing.get_context("spawn")
-    results = context.Queue()
-    port = free_port()
-    workers = [context.Process(target=worker, args=(r, name, seed, port, results, backend))
-               for r in range(c["world"])]
-    for w in workers:
-        w.start()
-    got = [results.get(timeout=180) for _ in workers]
-    for w in workers:
-        w.join(timeout=60)
-    return sorted(got, key=lambda x: x[0]), expected
+    got = spawn(worker, c["world"], (name, seed, free_port(), backend))
+    check_ranks(got, out, lse, lambda rank: slice(None), backend == "nccl", f"{name}, {backend}")
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_sharded_cache_equals_one_call_over_the_whole_cache(name):
-    got, (expected_out, expected_lse) = run_sharded(name, "gloo")
-    for rank, out, lse, error in got:
-        assert not error, f"rank {rank}: {error}"
-        assert_close(out, expected_out, 2e-5, 1e-4, f"rank {rank} out ({name})")
-        assert_close(lse, expected_lse, 1e-4, 1e-5, f"rank {rank} lse ({name})")
+    run_sharded(name, "gloo")
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_nccl_over_the_gpus_of_one_host(name):
     """The same over NCCL, one process a GPU, bf16 (needs as many GPUs as the case's ranks)."""
-    world = CASES[name]["world"]
-    if not torch.cuda.is_available() or torch.cuda.device_count() < world or not dist.is_nccl_available():
-        pytest.skip(f"needs {world} CUDA GPUs and NCCL ({torch.cuda.device_count() if torch.cuda.is_available() else 0} "
-                    "GPUs here)")
-    if not wideattn.backend_available("cuda")[0]:
-        pytest.skip("wideattn was built without its CUDA backend")
-    got, (expected_out, expected_lse) = run_sharded(name, "nccl")
-    for rank, out, lse, error in got:
-        assert not error, f"rank {rank}: {error}"
-        assert_close(out, expected_out, 3e-2, 3e-2, f"rank {rank} out ({name}, nccl)")
-        assert_close(lse, expected_lse, 3e-2, 1e-2, f"rank {rank} lse ({name}, nccl)")
+    gpus_or_skip(CASES[name]["world"])
+    run_sharded(name, "nccl")
 
 
 @pytest.fixture
@@ -232,18 +248,12 @@ def rows_of(rank, c):
                            for i in wideattn.distributed.zigzag_chunks(rank, c["world"])])
 
 
-def ring_worker(rank, name, seed, port, results, backend="gloo"):
+def ring_worker(rank, name, seed, port, backend, results):
     c = RING_CASES[name]
-    device = "cpu"
-    if backend == "nccl":
-        os.environ["NCCL_NVLS_ENABLE"] = "0"
-        torch.cuda.set_device(rank)
-        device = f"cuda:{rank}"
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=c["world"])
+    device, dtype = join_group(backend, rank, c["world"], port)
     try:
         c, q, k, v, sinks = ring_inputs(name, seed)
         rows = rows_of(rank, c)
-        dtype = torch.bfloat16 if backend == "nccl" else torch.float32
         on = lambda x: torch.from_numpy(np.ascontiguousarray(x)).to(device=device, dtype=dtype)  # noqa: E731
         out, lse = wideattn.distributed.ring_prefill_attention(
             on(q[rows]), on(k[rows]), on(v[rows]), causal=c["causal"], sinks=torch.from_numpy(sinks).to(device),
@@ -262,45 +272,21 @@ def run_ring(name, backend):
     if backend == "nccl":
         q, k, v = (torch.from_numpy(x).to(torch.bfloat16).float().numpy() for x in (q, k, v))
     length = q.shape[0]
-    expected = wideattn.attention(q, k[None], v[None], query_offsets=[0, length], kv_lengths=[length],
+    out, lse = wideattn.attention(q, k[None], v[None], query_offsets=[0, length], kv_lengths=[length],
                                   causal=c["causal"], sinks=sinks, softcap=30.0, return_lse=True)
-    context = torch.multiprocessing.get_context("spawn")
-    results = context.Queue()
-    port = free_port()
-    workers = [context.Process(target=ring_worker, args=(r, name, seed, port, results, backend))
-               for r in range(c["world"])]
-    for w in workers:
-        w.start()
-    got = [results.get(timeout=180) for _ in workers]
-    for w in workers:
-        w.join(timeout=60)
-    return c, sorted(got, key=lambda x: x[0]), expected
+    got = spawn(ring_worker, c["world"], (name, seed, free_port(), backend))
+    check_ranks(got, out, lse, lambda rank: rows_of(rank, c), backend == "nccl", f"{name}, {backend}")
 
 
 @pytest.mark.parametrize("name", sorted(RING_CASES))
 def test_ring_prefill_equals_one_call_over_the_sequence(name):
-    c, got, (expected_out, expected_lse) = run_ring(name, "gloo")
-    for rank, out, lse, error in got:
-        assert not error, f"rank {rank}: {error}"
-        rows = rows_of(rank, c)
-        assert_close(out, expected_out[rows], 2e-5, 1e-4, f"rank {rank} out ({name})")
-        assert_close(lse, expected_lse[rows], 1e-4, 1e-5, f"rank {rank} lse ({name})")
+    run_ring(name, "gloo")
 
 
 @pytest.mark.parametrize("name", sorted(RING_CASES))
 def test_ring_prefill_over_nccl(name):
-    world = RING_CASES[name]["world"]
-    if not torch.cuda.is_available() or torch.cuda.device_count() < world or not dist.is_nccl_available():
-        pytest.skip(f"needs {world} CUDA GPUs and NCCL ({torch.cuda.device_count() if torch.cuda.is_available() else 0} "
-                    "GPUs here)")
-    if not wideattn.backend_available("cuda")[0]:
-        pytest.skip("wideattn was built without its CUDA backend")
-    c, got, (expected_out, expected_lse) = run_ring(name, "nccl")
-    for rank, out, lse, error in got:
-        assert not error, f"rank {rank}: {error}"
-        rows = rows_of(rank, c)
-        assert_close(out, expected_out[rows], 3e-2, 3e-2, f"rank {rank} out ({name}, nccl)")
-        assert_close(lse, expected_lse[rows], 3e-2, 1e-2, f"rank {rank} lse ({name}, nccl)")
+    gpus_or_skip(RING_CASES[name]["world"])
+    run_ring(name, "nccl")
 
 
 def test_ring_prefill_refusals_name_the_argument(one_process_group):

@@ -42,6 +42,15 @@ from ._serving import merge_states
 _POSITIONAL = {"window": 0, "window_left": -1, "ring_length": 0, "ring_offset": 0, "tree": None}
 
 
+def _refuse_positional_masks(options: dict, function: str) -> None:
+    """Removes the positional mask options from `options`; raises for one that is on."""
+    for name, off in _POSITIONAL.items():
+        value = options.pop(name, None)
+        if value is not None and (off is None or value != off):
+            raise NotImplementedError(f"{function}: {name} = {value!r} is not served yet (a sharded window, "
+                                      "ring or tree needs the keys' positions in the kernels)")
+
+
 def _plan_rows(query_offsets, kv_lengths, shard_starts, shard_kv_lengths, causal):
     """Per sequence, how this rank's shard is attended: 'causal' (it ends at the sequence's end
     and holds every new token's key), 'visible' (all of it precedes every new token, or the mask
@@ -123,11 +132,7 @@ def context_parallel_attention(
     import torch
     import torch.distributed as dist
 
-    for name, off in _POSITIONAL.items():
-        value = options.pop(name, None)
-        if value is not None and (off is None or value != off):
-            raise NotImplementedError(f"context_parallel_attention: {name} = {value!r} is not served yet (a "
-                                      "sharded window, ring or tree needs the keys' positions in the kernels)")
+    _refuse_positional_masks(options, "context_parallel_attention")
     for name in ("out", "lse", "return_lse"):
         if name in options:
             raise TypeError(f"context_parallel_attention: {name} is not an option here")
@@ -204,11 +209,7 @@ def ring_prefill_attention(
     import torch
     import torch.distributed as dist
 
-    for name, off in _POSITIONAL.items():
-        value = options.pop(name, None)
-        if value is not None and (off is None or value != off):
-            raise NotImplementedError(f"ring_prefill_attention: {name} = {value!r} is not served yet (a window "
-                                      "across chunks needs the keys' positions in the kernels)")
+    _refuse_positional_masks(options, "ring_prefill_attention")
     for name, x in (("q", q), ("k", k), ("v", v)):
         if not isinstance(x, torch.Tensor) or x.dim() != 3:
             raise TypeError(f"ring_prefill_attention: {name} must be a 3-dimensional torch.Tensor "
