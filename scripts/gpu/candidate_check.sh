@@ -7,6 +7,8 @@
 # Each folder holds wideattn and wideattn_tests built from one tree (built elsewhere and carried,
 # or on the GPU machine). Logs and records: OUT/tests, OUT/sanitizers, OUT/benchN/ab.md (N: the
 # suite's place in BENCH_ARGS).
+# On the device, give an OUT outside the call's $OUT and pack it into $OUT afterwards (tar czf
+# $OUT/cc.tgz -C /tmp cc): a call brings back only a handful of loose files (2026-12-02: 8 of 57).
 # usage: scripts/gpu/candidate_check.sh OUT BASE_DIR CANDIDATE_DIR [BENCH_ARGS ...]
 #   BENCH_ARGS: one quoted argument list per suite, e.g.
 #   "--suite gpu --filter decode" "--suite fused" '--suite gpu --filter "decode b"'
