@@ -11,6 +11,7 @@ struct Shape {
 };
 
 // The 512-wide (global) layers of Gemma 4 (scale 1.0, causal).
+constexpr Shape kE2B{"E2B", 8, 1, 512};
 constexpr Shape kE4B{"E4B", 8, 2, 512};
 constexpr Shape k26B{"26B", 16, 2, 512};
 constexpr Shape k31B{"31B", 32, 4, 512};
@@ -122,6 +123,10 @@ std::vector<ProblemSpec> bench_suite(const std::string& name) {
       suite.push_back(decode(shape, 1, 1, 131072));
       suite.push_back(decode(shape, 8, 4, 8192));
     }
+    // E2B (one KV head): issue 9's 1K and 4K prefill, issue 12's batch-1 decode over 32K.
+    suite.push_back(prefill(kE2B, 1024));
+    suite.push_back(prefill(kE2B, 4096));
+    suite.push_back(decode(kE2B, 1, 1, 32768));
     // The shapes peers.md reports other implementations at (d=512 16/4; d=128, d=256).
     suite.push_back(prefill(kPeer512, 4096));
     suite.push_back(prefill(kPeer512, 16384));
