@@ -33,9 +33,10 @@ import wideattn  # noqa: E402
 import wideattn.distributed as cp  # noqa: E402
 
 
-def timed(fn, repeat, device):
+def timed(fn, repeat, device, warmup=True):
     """Median seconds of `repeat` calls after one warm-up (CUDA events on a GPU)."""
-    fn()
+    if warmup:
+        fn()
     times = []
     for _ in range(repeat):
         if device.type == "cuda":
@@ -60,15 +61,19 @@ def report(name, rank, world, sharded_s, whole_s, error):
           f"{whole_s * 1e6 if whole_s else float('nan'):.1f} us, {ratio}; max |error| {error:.2e}")
 
 
+def random(shape, generator, device, dtype):
+    return torch.randn(shape, generator=generator, device=device, dtype=torch.float32).to(dtype)
+
+
 def decode(args, rank, world, device, dtype, generator):
     b, heads, kv_heads, d, length = args.batch, args.q_heads, args.kv_heads, args.head_dim, args.kv_length
-    q = torch.randn((b, heads, d), generator=generator).to(device, dtype)
+    q = random((b, heads, d), generator, device, dtype)
     # Rank r's range of every sequence: [r * length / world, (r + 1) * length / world).
     start, stop = rank * length // world, (rank + 1) * length // world
     local = stop - start
-    shard_generator = torch.Generator().manual_seed(1000 + rank)
-    k = torch.randn((b, local, kv_heads, d), generator=shard_generator).to(device, dtype)
-    v = torch.randn((b, local, kv_heads, d), generator=shard_generator).to(device, dtype)
+    shard_generator = torch.Generator(device=device).manual_seed(1000 + rank)
+    k = random((b, local, kv_heads, d), shard_generator, device, dtype)
+    v = random((b, local, kv_heads, d), shard_generator, device, dtype)
     offsets = list(range(b + 1))
     call = lambda: cp.context_parallel_attention(  # noqa: E731
         q, k, v, query_offsets=offsets, kv_lengths=[length] * b, shard_starts=[start] * b,
@@ -98,21 +103,21 @@ def prefill(args, rank, world, device, dtype, generator):
     heads, kv_heads, d, tokens = args.q_heads, args.kv_heads, args.head_dim, args.prefill_tokens
     chunk = tokens // (2 * world)
     tokens = chunk * 2 * world
-    q = torch.randn((tokens, heads, d), generator=generator).to(device, dtype)
-    k = torch.randn((tokens, kv_heads, d), generator=generator).to(device, dtype)
-    v = torch.randn((tokens, kv_heads, d), generator=generator).to(device, dtype)
+    q = random((tokens, heads, d), generator, device, dtype)
+    k = random((tokens, kv_heads, d), generator, device, dtype)
+    v = random((tokens, kv_heads, d), generator, device, dtype)
     rows = torch.cat([torch.arange(i * chunk, (i + 1) * chunk) for i in cp.zigzag_chunks(rank, world)]).to(device)
     q_mine, k_mine, v_mine = q.index_select(0, rows), k.index_select(0, rows), v.index_select(0, rows)
     call = lambda: cp.ring_prefill_attention(q_mine, k_mine, v_mine, scale=args.scale)  # noqa: E731
-    out = call()
-    sharded_s = timed(call, args.repeat, device)
+    out = call()  # also the warm-up
+    sharded_s = timed(call, args.prefill_repeat, device, warmup=False)
     error, whole_s = 0.0, 0.0
     expected_rows = None
     if rank == 0:  # every rank generated the same whole sequence (same seed)
         whole = lambda: wideattn.attention(q, k[None], v[None], query_offsets=[0, tokens],  # noqa: E731
                                            kv_lengths=[tokens], scale=args.scale)
         expected_rows = whole()
-        whole_s = timed(whole, args.repeat, device)
+        whole_s = timed(whole, args.prefill_repeat, device, warmup=False)
     # Every rank checks its own rows against the whole call, computed here on each rank when
     # the problem is small enough, else only rank 0's.
     if expected_rows is None and args.small:
@@ -128,7 +133,12 @@ def prefill(args, rank, world, device, dtype, generator):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", action="store_true", help="a CPU-sized problem")
-    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=10, help="timed decode calls (median)")
+    parser.add_argument("--prefill-repeat", type=int, default=1,
+                        help="timed prefill calls (65536 tokens take minutes on one GPU)")
+    parser.add_argument("--batch", type=int, help="decode sequences (default 8; 3 with --small)")
+    parser.add_argument("--kv-length", type=int, help="decode KV length (default 262144)")
+    parser.add_argument("--prefill-tokens", type=int, help="prefill length (default 65536)")
     args = parser.parse_args()
     cuda = torch.cuda.is_available() and not args.small
     backend = "nccl" if cuda else "gloo"
@@ -140,9 +150,10 @@ def main() -> int:
     dtype = torch.bfloat16 if cuda else torch.float32
     # Gemma 4 31B's global layer on GPUs (issue 14's problems); a small one on the CPU.
     args.q_heads, args.kv_heads, args.head_dim, args.scale = (32, 4, 512, 1.0) if cuda else (8, 2, 64, 0.125)
-    args.batch, args.kv_length = (8, 262144) if cuda else (3, 96 * world)  # a multiple of world
-    args.prefill_tokens = 65536 if cuda else 64 * world
-    generator = torch.Generator().manual_seed(7)
+    args.batch = args.batch or (8 if cuda else 3)
+    args.kv_length = (args.kv_length or (262144 if cuda else 96 * world)) // world * world  # equal ranges
+    args.prefill_tokens = args.prefill_tokens or (65536 if cuda else 64 * world)
+    generator = torch.Generator(device=device).manual_seed(7)
     tolerance = 3e-2 if dtype == torch.bfloat16 else 1e-4
     try:
         errors = [decode(args, rank, world, device, dtype, generator),
