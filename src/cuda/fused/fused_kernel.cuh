@@ -260,11 +260,12 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
   auto thr_qk = mma_qk.get_thread_slice(thread);
   auto thr_pv = mma_pv.get_thread_slice(thread);
   // The Q K^T operands' shared-memory descriptors (one 64-bit word per k step and stage). The
-  // compiler hoists them out of every loop and holds them in registers the whole kernel: right
-  // for 128 columns a CTA (made at use, d=128 16K prefill lost 14%: 3305 -> 3843 us, H200), but
-  // with the overlapping schedule at 256 columns (16 k steps of Q and of each K stage) the
-  // output accumulators spilled (1168 bytes). There they are made at use from a base the
-  // compiler cannot see through.
+  // compiler hoists them out of every loop and holds them in registers the whole kernel: fine
+  // at 128 columns a CTA (made at use there, one H200 A/B had d=128 16K 14% slower by median,
+  // though 16K medians are noisy; the hoisted form is kept where it fits), but with the
+  // overlapping schedule at 256 columns (16 k steps of Q and of each K stage) the output
+  // accumulators spilled (1168 bytes). There they are made at use from a base the compiler
+  // cannot see through.
   constexpr bool kDescriptorsAtUse = Traits::kConfig.overlap && kHeadDim >= 256;
   auto smem_base = [](auto* pointer) {
     if constexpr (kDescriptorsAtUse) return opaque_pointer(pointer);
