@@ -80,12 +80,12 @@ def decode(args, rank, world, device, dtype, generator):
         shard_kv_lengths=[local] * b, scale=args.scale)
     out = call()
     sharded_s = timed(call, args.repeat, device)
-    # The whole cache (the shards gathered; equal ranges when length divides by world), for
-    # rank 0's check and the one-device time.
-    shards_k = [torch.empty_like(k) for _ in range(world)]
-    shards_v = [torch.empty_like(v) for _ in range(world)]
-    dist.all_gather(shards_k, k)
-    dist.all_gather(shards_v, v)
+    # The whole cache on rank 0 (the equal shards gathered there), for its check and the
+    # one-device time.
+    shards_k = [torch.empty_like(k) for _ in range(world)] if rank == 0 else None
+    shards_v = [torch.empty_like(v) for _ in range(world)] if rank == 0 else None
+    dist.gather(k, shards_k, dst=0)
+    dist.gather(v, shards_v, dst=0)
     error, whole_s = 0.0, 0.0
     if rank == 0:
         k_whole, v_whole = torch.cat(shards_k, dim=1), torch.cat(shards_v, dim=1)

@@ -91,8 +91,7 @@ def _plan_rows(query_offsets, kv_lengths, shard_starts, shard_kv_lengths, causal
     return modes
 
 
-def _local_call(torch, q, k_shard, v_shard, query_offsets, shard_kv_lengths, modes, want, causal,
-                options):
+def _local_call(q, k_shard, v_shard, query_offsets, shard_kv_lengths, modes, want, causal, options):
     """One attention call over the sequences whose mode is `want`, the others given no new
     token: their q rows are gathered (cheap: a step's tokens), the cache is passed whole."""
     rows: List[int] = []
@@ -103,6 +102,8 @@ def _local_call(torch, q, k_shard, v_shard, query_offsets, shard_kv_lengths, mod
         offsets.append(len(rows))
     if not rows:
         return None, None
+    import torch
+
     index = torch.tensor(rows, dtype=torch.long, device=q.device)
     q_rows = q.index_select(0, index)
     lengths = [n if mode == want else 0 for n, mode in zip(shard_kv_lengths, modes)]
@@ -133,7 +134,7 @@ def context_parallel_attention(
     import torch.distributed as dist
 
     _refuse_positional_masks(options, "context_parallel_attention")
-    for name in ("out", "lse", "return_lse"):
+    for name in ("out", "lse"):
         if name in options:
             raise TypeError(f"context_parallel_attention: {name} is not an option here")
     if not isinstance(q, torch.Tensor):
@@ -157,8 +158,8 @@ def context_parallel_attention(
     # At most two calls: the shards that hold their sequence's new tokens (causal; every decode
     # row), and the shards wholly before them (visible, bidirectional).
     for mode in ("causal", "visible"):
-        index, result = _local_call(torch, q, k_shard, v_shard, query_offsets, shard_kv_lengths, modes,
-                                    mode, mode == "causal", options)
+        index, result = _local_call(q, k_shard, v_shard, query_offsets, shard_kv_lengths, modes, mode,
+                                    mode == "causal", options)
         if result is not None:
             out.index_copy_(0, index, result[0])
             lse.index_copy_(0, index, result[1])
