@@ -74,10 +74,11 @@ struct KernelTraits {
       cute::GMMA::rs_op_selector<Element, Element, float, cute::Shape<cute::_64, D, BN>,
                                  cute::GMMA::Major::K, cute::GMMA::Major::MN>()));
 
-  // The output's staging area: its own when it fits beside Q and the rings (kOutColumns of a
-  // warpgroup's 64 rows at a time, a power-of-two share of the CTA's columns), so the Q buffer is
-  // free once the item's last Q K^T completes and the next item's Q loads under this item's
-  // last P V and epilogue. 0: no room (the pair at 512), O is staged in the Q buffer.
+  // The output's staging area: its own where the row asks for it (kOutColumns of a warpgroup's
+  // 64 rows at a time, the widest power-of-two share of the CTA's columns that fits beside Q
+  // and the rings), so the Q buffer is free once the item's last Q K^T completes and the next
+  // item's Q loads under this item's last P V and epilogue. Otherwise O is staged in the Q
+  // buffer (0 columns).
   static constexpr int kRingBytes = (kBlockM + 2 * kStages * kBlockN) * kHeadDimension * int(sizeof(Element)) +
                                     (kCluster > 1 ? kBlockM * kBlockN * 4 : 0);
   static constexpr int kOutColumnsFor(int columns) {
@@ -85,7 +86,8 @@ struct KernelTraits {
            : kRingBytes + 2 * 64 * columns * int(sizeof(Element)) + 2048 <= 232448 ? columns
                                                                                  : kOutColumnsFor(columns / 2);
   }
-  static constexpr int kOutColumns = kOutColumnsFor(kHeadDimension);
+  static constexpr int kOutColumns = kConfig.out_stage ? kOutColumnsFor(kHeadDimension) : 0;
+  static_assert(!kConfig.out_stage || kOutColumns > 0, "no room for the output's own staging area");
   static constexpr bool kOutStaged = kOutColumns > 0;
   static constexpr int kOutPasses = kOutStaged ? kHeadDimension / kOutColumns : 1;
 
