@@ -74,10 +74,29 @@ struct KernelTraits {
       cute::GMMA::rs_op_selector<Element, Element, float, cute::Shape<cute::_64, D, BN>,
                                  cute::GMMA::Major::K, cute::GMMA::Major::MN>()));
 
+  // The output's staging area: its own where the row asks for it (kOutColumns of a warpgroup's
+  // 64 rows at a time, the widest power-of-two share of the CTA's columns that fits beside Q
+  // and the rings), so the Q buffer is free once the item's last Q K^T completes and the next
+  // item's Q loads under this item's last P V and epilogue. Otherwise O is staged in the Q
+  // buffer (0 columns).
+  static constexpr int kRingBytes = (kBlockM + 2 * kStages * kBlockN) * kHeadDimension * int(sizeof(Element)) +
+                                    (kCluster > 1 ? kBlockM * kBlockN * 4 : 0);
+  static constexpr int kOutColumnsFor(int columns) {
+    return columns < 64 ? 0
+           : kRingBytes + 2 * 64 * columns * int(sizeof(Element)) + 2048 <= 232448 ? columns
+                                                                                 : kOutColumnsFor(columns / 2);
+  }
+  static constexpr int kOutColumns = kConfig.out_stage ? kOutColumnsFor(kHeadDimension) : 0;
+  static_assert(!kConfig.out_stage || kOutColumns > 0, "no room for the output's own staging area");
+  static constexpr bool kOutStaged = kOutColumns > 0;
+  static constexpr int kOutPasses = kOutStaged ? kHeadDimension / kOutColumns : 1;
+
   struct Shared {
-    alignas(1024) Element q[cute::cosize_v<LayoutQ>];  // also the output's staging area
+    alignas(1024) Element q[cute::cosize_v<LayoutQ>];  // also the output's staging area without o
     alignas(1024) Element k[cute::cosize_v<LayoutKV>];
     alignas(1024) Element v[cute::cosize_v<LayoutKV>];
+    // [warpgroup][64-column chunk][row][128 bytes], 128B-swizzled as Q (kOutStaged only).
+    alignas(1024) Element o[kOutStaged ? 2 * 64 * kOutColumns : 1];
     Barrier q_full, q_empty;
     Barrier k_full[kStages], k_empty[kStages];
     Barrier v_full[kStages], v_empty[kStages];
@@ -295,6 +314,13 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
     __syncwarp();
     if (threadIdx.x % 32 == 0) barrier.arrive();
   };
+  // With its own output staging area, the Q buffer is free once the item's last Q K^T (key
+  // tile `key_begin`, walked last) has completed: the producer loads the next item's Q then.
+  auto q_read = [&](int32_t n, int32_t key_begin) {
+    if constexpr (Traits::kOutStaged) {
+      if (n == key_begin) release(sh.q_empty);
+    }
+  };
 
   // Ping-pong: each warpgroup issues its products only in its turn (hardware barriers 3 and 4),
   // then hands the turn over; warpgroup 0 starts.
@@ -458,6 +484,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
       bool accumulate = false;
       for (int32_t n = t.key_end - 1; n >= t.key_begin; --n) {
         scores(stage, phase);
+        q_read(n, t.key_begin);
         exchange_scores();
         float factor[2];
         softmax_step(n, factor);
@@ -474,6 +501,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
       int32_t n = t.key_end - 1;
       if (n >= t.key_begin) {
         scores(stage, phase);
+        q_read(n, t.key_begin);
         exchange_scores();
         float factor[2];
         softmax_step(n, factor);
@@ -492,6 +520,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
           warpgroup_wait<1>();  // Q K^T done; P V may still run
           warpgroup_fence_operand(tSrS);
           release(sh.k_empty[stage]);
+          q_read(n, t.key_begin);
           exchange_scores();  // a pair: the round trip to the peer runs under P V
           softmax_step(n, factor);
           warpgroup_wait<0>();
@@ -510,6 +539,8 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
         zero_output();  // no key tile at all
       }
     }
+
+    if (Traits::kOutStaged && t.key_end <= t.key_begin) release(sh.q_empty);  // no Q K^T at all
 
     float row_total[2];
     CUTE_UNROLL
@@ -537,7 +568,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
           p.partial_sum[state] = row_total[r];
         }
       }
-      release(sh.q_empty);  // Q's last reader, this warpgroup's Q K^T, has completed
+      if (!Traits::kOutStaged) release(sh.q_empty);  // Q's last reader, this warpgroup's Q K^T, has completed
       continue;
     }
 
@@ -568,55 +599,61 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
       }
     }
 
-    // Epilogue: O -> this warpgroup's rows of the Q buffer (its last reader was our own Q K^T),
-    // then 16-byte pieces to global memory. The buffer is TMA's 128B-swizzled layout: 64-column
-    // chunks of kBlockM rows x 128 bytes, 16-byte unit u of row r stored at unit u ^ (r % 8).
+    // Epilogue: O -> a staging area, then 16-byte pieces to global memory. The area is the
+    // output's own (kOutColumns a pass) or, without room for one, this warpgroup's rows of the Q
+    // buffer (its last reader was our own Q K^T). Both are TMA's 128B-swizzled layout: 64-column
+    // chunks of rows x 128 bytes, 16-byte unit u of row r stored at unit u ^ (r % 8).
     // Element i of the O fragment: row row0 + 8 * ((i / 2) % 2), column 8 * (i / 4) + col0 + i % 2.
-    {
-      const int col0 = get<1>(tOcO(0));
-      char* q_bytes = reinterpret_cast<char*>(sh.q);
-      char* row_base[2];
-      CUTE_UNROLL
-      for (int r = 0; r < 2; ++r) {
-        const int row = warpgroup * 64 + row0 + 8 * r;
-        row_base[r] = q_bytes + row * 128 + col0 * 2;
-      }
-      const int swizzle = row0 % 8;  // same for both rows (8 apart)
+    constexpr int kPassColumns = Traits::kOutStaged ? Traits::kOutColumns : kHeadDim;
+    constexpr int kPassChunks = kPassColumns / 64;
+    constexpr int kChunkRows = Traits::kOutStaged ? 64 : Traits::kBlockM;  // rows between chunks
+    constexpr int kPieces = kPassColumns / 8;  // 16-byte pieces of a row, per pass
+    char* area = Traits::kOutStaged ? reinterpret_cast<char*>(sh.o) + warpgroup * (kPassChunks * 64 * 128)
+                                    : reinterpret_cast<char*>(sh.q) + warpgroup * (64 * 128);
+    const int col0 = get<1>(tOcO(0));
+    const int swizzle = row0 % 8;  // same for both rows (8 apart)
+    Element* out = static_cast<Element*>(p.out);
+    CUTE_UNROLL
+    for (int pass = 0; pass < Traits::kOutPasses; ++pass) {
+      // The area's previous readers (the last pass, the last item) are done.
+      if constexpr (Traits::kOutStaged) named_barrier_sync(1 + warpgroup, 128);
       CUTE_UNROLL
       for (int i = 0; i < size(tOrO); i += 2) {
         const int r = (i >> 1) & 1, group = i / 4;  // 8-column group
         const int chunk = group / 8, unit = group % 8;
+        if (chunk / kPassChunks != pass) continue;  // resolved at compile time
         const Element lo = static_cast<Element>(tOrO(i) * out_scale[r]);
         const Element hi = static_cast<Element>(tOrO(i + 1) * out_scale[r]);
-        *reinterpret_cast<uint32_t*>(row_base[r] + chunk * Traits::kBlockM * 128 + ((unit ^ swizzle) << 4)) =
+        *reinterpret_cast<uint32_t*>(area + (chunk % kPassChunks) * (kChunkRows * 128) + (row0 + 8 * r) * 128 +
+                                     col0 * 2 + ((unit ^ swizzle) << 4)) =
             uint32_t{lo.raw()} | (uint32_t{hi.raw()} << 16);
       }
-    }
-    named_barrier_sync(1 + warpgroup, 128);
-    constexpr int kPieces = kHeadDim / 8;  // 16-byte pieces per row
-    Element* out = static_cast<Element*>(p.out);
-    for (int i = thread; i < 64 * kPieces; i += 128) {
-      const int row = warpgroup * 64 + i / kPieces, piece = i % kPieces;
-      const int32_t token = t.token_begin + row / p.packed;
-      if (token >= t.token_end) continue;
-      const int32_t h = t.tile_head * p.packed + row % p.packed;
-      const uint4 value = *reinterpret_cast<const uint4*>(
-          reinterpret_cast<const char*>(sh.q) + (piece / 8) * Traits::kBlockM * 128 + row * 128 +
-          (((piece % 8) ^ (row % 8)) << 4));
-      Element* destination = out + int64_t{t.query_start + token} * p.out_token_stride +
-                             int64_t{h} * p.out_head_stride + column_base + piece * 8;
-      if (p.out_aligned16) {
-        *reinterpret_cast<uint4*>(destination) = value;
-      } else {
-        const uint32_t words[4] = {value.x, value.y, value.z, value.w};
-        CUTE_UNROLL
-        for (int e = 0; e < 8; ++e) {
-          destination[e] = Element::bitcast(static_cast<uint16_t>(words[e / 2] >> (16 * (e % 2))));
+      named_barrier_sync(1 + warpgroup, 128);
+      for (int i = thread; i < 64 * kPieces; i += 128) {
+        const int local_row = i / kPieces, piece = i % kPieces;
+        const int row = warpgroup * 64 + local_row;
+        const int32_t token = t.token_begin + row / p.packed;
+        if (token >= t.token_end) continue;
+        const int32_t h = t.tile_head * p.packed + row % p.packed;
+        const uint4 value = *reinterpret_cast<const uint4*>(area + (piece / 8) * (kChunkRows * 128) +
+                                                            local_row * 128 + (((piece % 8) ^ (local_row % 8)) << 4));
+        Element* destination = out + int64_t{t.query_start + token} * p.out_token_stride +
+                               int64_t{h} * p.out_head_stride + column_base + pass * kPassColumns + piece * 8;
+        if (p.out_aligned16) {
+          *reinterpret_cast<uint4*>(destination) = value;
+        } else {
+          const uint32_t words[4] = {value.x, value.y, value.z, value.w};
+          CUTE_UNROLL
+          for (int e = 0; e < 8; ++e) {
+            destination[e] = Element::bitcast(static_cast<uint16_t>(words[e / 2] >> (16 * (e % 2))));
+          }
         }
       }
     }
-    fence_async_shared();  // our reads of the Q buffer before the producer's next TMA write
-    release(sh.q_empty);
+    if constexpr (!Traits::kOutStaged) {
+      fence_async_shared();  // our reads of the Q buffer before the producer's next TMA write
+      release(sh.q_empty);
+    }
   }
 }
 

@@ -19,18 +19,23 @@ struct TileConfig {
   int32_t cluster;  // CTAs per tile, splitting head_dim: 2 runs each CTA of a pair as the
                     // head_dim / 2 kernel, the pair exchanging partial scores (Q K^T over its
                     // half of d) through distributed shared memory
+  bool out_stage;   // the output is staged in its own shared memory (else in the Q buffer), so
+                    // the next item's Q loads under this item's last P V and epilogue
   constexpr int32_t cta_head_dim() const { return head_dim / cluster; }
 };
 
 // Shared memory per CTA: Q (block_m x d / cluster) plus the K and V rings (stages x block_n x
 // d / cluster each), 16-bit elements, plus, in a pair, the peer's partial scores (block_m x
-// block_n f32), plus barriers. The H100/H200 limit is 227 KB per block. Overlap at 256 was
-// measured against none on an H200 (2026-12-02): 4K +1.2%, 16K -3.0%, so off (docs/design.md).
+// block_n f32), plus the output's staging area where it has its own, plus barriers. The
+// H100/H200 limit is 227 KB per block. Measured on an H200 (2026-12-02/03, docs/design.md):
+// overlap at 256 against none, 4K +1.2%, 16K -3.0%, so off; the output's own staging area,
+// sliding layers +3.3-3.5% at 256, d128 4K +0.7% but 16K -1.0% (by minimum), so at 256 only;
+// ping-pong at 512 with the overlap, 4K and 16K equal, so off.
 inline constexpr TileConfig kTileConfigs[] = {
-    {64, 128, 128, 2, true, true, 1},    // Q 16 KB + K/V 2 x 2 x 16 KB =  80 KB
-    {128, 128, 128, 2, true, true, 1},   // Q 32 KB + K/V 2 x 2 x 32 KB = 160 KB
-    {256, 128, 64, 2, false, true, 1},   // Q 64 KB + K/V 2 x 2 x 32 KB = 192 KB
-    {512, 128, 64, 2, true, false, 2},   // per CTA: the 256 row + 32 KB of partial scores = 224 KB
+    {64, 128, 128, 2, true, true, 1, false},   // Q 16 KB + K/V 2 x 2 x 16 KB =  80 KB
+    {128, 128, 128, 2, true, true, 1, false},  // Q 32 KB + K/V 2 x 2 x 32 KB = 160 KB
+    {256, 128, 64, 2, false, true, 1, true},   // Q 64 KB + K/V 2 x 2 x 32 KB + O 2 x 16 KB = 224 KB
+    {512, 128, 64, 2, true, false, 2, false},  // per CTA: the 256 row + 32 KB of partial scores = 224 KB
 };
 
 // The row of `head_dim`, or null when no fused kernel is built for it.
