@@ -13,6 +13,21 @@ __device__ __forceinline__ uint32_t shared_address(const void* pointer) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(pointer));
 }
 
+// Plain shared-memory accesses at 32-bit shared addresses: a pointer into the dynamic shared
+// memory that the compiler cannot trace back to it becomes generic (LD.E/ST.E, an address-space
+// test and 64-bit arithmetic per access); these stay LDS/STS.
+__device__ __forceinline__ void store_shared(uint32_t address, uint32_t value) {
+  asm volatile("st.shared.b32 [%0], %1;" ::"r"(address), "r"(value) : "memory");
+}
+__device__ __forceinline__ uint4 load_shared_16(uint32_t address) {
+  uint4 v;
+  asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "r"(address));  // volatile keeps it after the barrier asm; no clobber, so the
+                                  // loads of a loop may all issue before its global stores
+  return v;
+}
+
 struct Barrier {  // one mbarrier in shared memory
   uint64_t word;
 

@@ -341,12 +341,12 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
     bool row_valid[2];
     for (int r = 0; r < 2; ++r) {
       const int row = warpgroup * 64 + row0 + 8 * r;
-      const int32_t token = t.token_begin + row / p.packed;
+      const int32_t token = t.token_begin + (row >> p.packed_shift);
       row_valid[r] = token < t.token_end;
       const int32_t qpos = t.prefix + min(token, t.token_end - 1);
       first_key[r] = row_first_key(p, qpos);
       last_key[r] = row_last_key(p, qpos, t.kv_length);
-      head[r] = t.tile_head * p.packed + row % p.packed;
+      head[r] = t.tile_head * p.packed + (row & (p.packed - 1));
     }
     float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
     Tensor tOrP32 = recast<uint32_t>(tOrP);
@@ -556,7 +556,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
       for (int r = 0; r < 2; ++r) {
         if (!row_valid[r]) continue;
         const int row = warpgroup * 64 + row0 + 8 * r;
-        const int64_t token = t.query_start + t.token_begin + row / p.packed;
+        const int64_t token = t.query_start + t.token_begin + (row >> p.packed_shift);
         const int64_t state = (token * p.q_heads + head[r]) * p.splits + t.split;
         float* partial = p.partial_out + state * Traits::kFullHeadDim + column_base + col0;
         CUTE_UNROLL
@@ -594,7 +594,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
       for (int r = 0; r < 2; ++r) {
         if (!row_valid[r]) continue;
         const int row = warpgroup * 64 + row0 + 8 * r;
-        const int64_t token = t.query_start + t.token_begin + row / p.packed;
+        const int64_t token = t.query_start + t.token_begin + (row >> p.packed_shift);
         p.lse[token * p.lse_token_stride + int64_t{head[r]} * p.lse_head_stride] = lse[r];
       }
     }
@@ -606,13 +606,19 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
     // Element i of the O fragment: row row0 + 8 * ((i / 2) % 2), column 8 * (i / 4) + col0 + i % 2.
     constexpr int kPassColumns = Traits::kOutStaged ? Traits::kOutColumns : kHeadDim;
     constexpr int kPassChunks = kPassColumns / 64;
-    constexpr int kChunkRows = Traits::kOutStaged ? 64 : Traits::kBlockM;  // rows between chunks
+    constexpr int kChunkBytes = (Traits::kOutStaged ? 64 : Traits::kBlockM) * 128;  // between chunks
     constexpr int kPieces = kPassColumns / 8;  // 16-byte pieces of a row, per pass
-    char* area = Traits::kOutStaged ? reinterpret_cast<char*>(sh.o) + warpgroup * (kPassChunks * 64 * 128)
-                                    : reinterpret_cast<char*>(sh.q) + warpgroup * (64 * 128);
+    static_assert(128 % kPieces == 0, "a thread copies one piece column of every 128 / kPieces-th row");
+    constexpr int kRowStep = 128 / kPieces;    // rows between a thread's pieces
+    // Shared addresses, not pointers: through a pointer the compiler cannot trace to the shared
+    // window, every access here was a generic one (Nsight Compute: the copy loop held 9% of the
+    // sliding layer's warp samples, with an integer division per piece for row / packed).
+    const uint32_t area = Traits::kOutStaged ? shared_address(sh.o) + warpgroup * (kPassChunks * 64 * 128)
+                                             : shared_address(sh.q) + warpgroup * (64 * 128);
     const int col0 = get<1>(tOcO(0));
     const int swizzle = row0 % 8;  // same for both rows (8 apart)
-    Element* out = static_cast<Element*>(p.out);
+    const int piece = thread % kPieces;
+    Element* out = static_cast<Element*>(p.out) + int64_t{t.query_start} * p.out_token_stride + column_base + piece * 8;
     CUTE_UNROLL
     for (int pass = 0; pass < Traits::kOutPasses; ++pass) {
       // The area's previous readers (the last pass, the last item) are done.
@@ -624,21 +630,19 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
         if (chunk / kPassChunks != pass) continue;  // resolved at compile time
         const Element lo = static_cast<Element>(tOrO(i) * out_scale[r]);
         const Element hi = static_cast<Element>(tOrO(i + 1) * out_scale[r]);
-        *reinterpret_cast<uint32_t*>(area + (chunk % kPassChunks) * (kChunkRows * 128) + (row0 + 8 * r) * 128 +
-                                     col0 * 2 + ((unit ^ swizzle) << 4)) =
-            uint32_t{lo.raw()} | (uint32_t{hi.raw()} << 16);
+        store_shared(area + (chunk % kPassChunks) * kChunkBytes + (row0 + 8 * r) * 128 + col0 * 2 + ((unit ^ swizzle) << 4),
+                     uint32_t{lo.raw()} | (uint32_t{hi.raw()} << 16));
       }
       named_barrier_sync(1 + warpgroup, 128);
-      for (int i = thread; i < 64 * kPieces; i += 128) {
-        const int local_row = i / kPieces, piece = i % kPieces;
+      const uint32_t piece_offset = (piece / 8) * kChunkBytes;
+#pragma unroll 4
+      for (int local_row = thread / kPieces; local_row < 64; local_row += kRowStep) {
         const int row = warpgroup * 64 + local_row;
-        const int32_t token = t.token_begin + row / p.packed;
+        const int32_t token = t.token_begin + (row >> p.packed_shift);
         if (token >= t.token_end) continue;
-        const int32_t h = t.tile_head * p.packed + row % p.packed;
-        const uint4 value = *reinterpret_cast<const uint4*>(area + (piece / 8) * (kChunkRows * 128) +
-                                                            local_row * 128 + (((piece % 8) ^ (local_row % 8)) << 4));
-        Element* destination = out + int64_t{t.query_start + token} * p.out_token_stride +
-                               int64_t{h} * p.out_head_stride + column_base + pass * kPassColumns + piece * 8;
+        const int32_t h = t.tile_head * p.packed + (row & (p.packed - 1));
+        const uint4 value = load_shared_16(area + piece_offset + local_row * 128 + (((piece % 8) ^ (local_row % 8)) << 4));
+        Element* destination = out + int64_t{token} * p.out_token_stride + int64_t{h} * p.out_head_stride + pass * kPassColumns;
         if (p.out_aligned16) {
           *reinterpret_cast<uint4*>(destination) = value;
         } else {

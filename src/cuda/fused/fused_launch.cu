@@ -106,6 +106,12 @@ void run_fused_prefill(const AttentionProblem& p, const Plan& plan, const Device
   params.kv_heads = p.kv_heads;
   params.group = group;
   params.packed = packed_heads(config, group);
+  params.packed_shift = 0;
+  while ((1 << params.packed_shift) < params.packed) ++params.packed_shift;
+  if ((1 << params.packed_shift) != params.packed) {
+    detail::throw_error(StatusCode::internal, "fused prefill: packed heads " + std::to_string(params.packed) +
+                                                  " is not a power of two");
+  }
   params.tile_heads = p.q_heads / params.packed;
   params.tokens_per_tile = config.block_m / params.packed;
   params.scale_log2 = p.effective_scale() * 1.4426950408889634f;

@@ -29,6 +29,7 @@ struct FusedParams {
   int32_t q_heads = 0, kv_heads = 0;
   int32_t group = 0;         // q_heads / kv_heads
   int32_t packed = 0;        // query heads per tile (packed_heads)
+  int32_t packed_shift = 0;  // log2(packed): packed divides block_m (128), so a power of two
   int32_t tile_heads = 0;    // q_heads / packed: tiles side by side per query block
   int32_t tokens_per_tile = 0;  // block_m / packed
 
