@@ -635,23 +635,34 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
       }
       named_barrier_sync(1 + warpgroup, 128);
       const uint32_t piece_offset = (piece / 8) * kChunkBytes;
+      // The alignment test outside the loop: its body is then free of branches and the loads of
+      // a few rows issue before their stores.
+      auto copy_out = [&](auto aligned16) {
 #pragma unroll 4
-      for (int local_row = thread / kPieces; local_row < 64; local_row += kRowStep) {
-        const int row = warpgroup * 64 + local_row;
-        const int32_t token = t.token_begin + (row >> p.packed_shift);
-        if (token >= t.token_end) continue;
-        const int32_t h = t.tile_head * p.packed + (row & (p.packed - 1));
-        const uint4 value = load_shared_16(area + piece_offset + local_row * 128 + (((piece % 8) ^ (local_row % 8)) << 4));
-        Element* destination = out + int64_t{token} * p.out_token_stride + int64_t{h} * p.out_head_stride + pass * kPassColumns;
-        if (p.out_aligned16) {
-          *reinterpret_cast<uint4*>(destination) = value;
-        } else {
-          const uint32_t words[4] = {value.x, value.y, value.z, value.w};
-          CUTE_UNROLL
-          for (int e = 0; e < 8; ++e) {
-            destination[e] = Element::bitcast(static_cast<uint16_t>(words[e / 2] >> (16 * (e % 2))));
+        for (int local_row = thread / kPieces; local_row < 64; local_row += kRowStep) {
+          const int row = warpgroup * 64 + local_row;
+          const int32_t token = t.token_begin + (row >> p.packed_shift);
+          if (token >= t.token_end) continue;
+          const int32_t h = t.tile_head * p.packed + (row & (p.packed - 1));
+          const uint4 value =
+              load_shared_16(area + piece_offset + local_row * 128 + (((piece % 8) ^ (local_row % 8)) << 4));
+          Element* destination =
+              out + int64_t{token} * p.out_token_stride + int64_t{h} * p.out_head_stride + pass * kPassColumns;
+          if constexpr (decltype(aligned16)::value) {
+            *reinterpret_cast<uint4*>(destination) = value;
+          } else {
+            const uint32_t words[4] = {value.x, value.y, value.z, value.w};
+            CUTE_UNROLL
+            for (int e = 0; e < 8; ++e) {
+              destination[e] = Element::bitcast(static_cast<uint16_t>(words[e / 2] >> (16 * (e % 2))));
+            }
           }
         }
+      };
+      if (p.out_aligned16) {
+        copy_out(std::true_type{});
+      } else {
+        copy_out(std::false_type{});
       }
     }
     if constexpr (!Traits::kOutStaged) {
