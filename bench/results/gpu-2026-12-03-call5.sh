@@ -4,7 +4,7 @@
 # by more than 2^8 and skips the output's 128 multiplies; they were 4.9% of the sliding layer's
 # warp samples) on the fused suite, three rounds each in turns; the candidate's CUDA tests and
 # compute-sanitizer; then main built from source here (the Python package) and the peers script
-# on the prefill cases (issue 8's Flex ratio for the sliding layers with the epilogue change).
+# on the sliding layers (issue 8's Flex ratio for the sliding layers with the epilogue change).
 set -uo pipefail
 out="$1"; logs=/tmp/c5; rm -rf $logs; mkdir -p $logs
 export PATH=/usr/local/cuda/bin:$PATH
@@ -32,8 +32,8 @@ SKIP_BUILD=1 SKIP_TESTS=1 SKIP_PYTHON=1 SKIP_PEERS=1 SKIP_BENCH=1 BUILD_DIR=$PWD
   SANITIZER_TIMEOUT=90 scripts/gpu_check.sh $logs/gc-cand > /dev/null 2>&1; echo "gpu_check rc=$?"
 tail -5 $logs/gc-cand/summary.txt; grep -h "selects" $logs/gc-cand/gpu_check.log | head -2
 wait $job; cat $logs/pydone
-left=$((540 - (SECONDS-start)))
-echo "== peers (prefill cases, ${left} s left)"
-timeout $left /tmp/v5/bin/python bench/peers.py $logs/peers --skip decode --peers wideattn,sdpa_mem_efficient_repeat_kv,sdpa_cudnn,flex > $logs/peers.txt 2>&1; echo "peers rc=$?"
+left=$((330 - (SECONDS-start)))
+echo "== peers (the sliding layers, ${left} s left)"
+timeout $left /tmp/v5/bin/python bench/peers.py $logs/peers --cases sliding --peers wideattn,sdpa_mem_efficient_repeat_kv,sdpa_cudnn,flex > $logs/peers.txt 2>&1; echo "peers rc=$?"
 cat $logs/peers/peers.md 2>/dev/null | head -40 || tail -30 $logs/peers.txt
 echo "done at $((SECONDS-start)) s"
