@@ -34,6 +34,6 @@ tail -5 $logs/gc-cand/summary.txt; grep -h "selects" $logs/gc-cand/gpu_check.log
 wait $job; cat $logs/pydone
 left=$((330 - (SECONDS-start)))
 echo "== peers (the sliding layers, ${left} s left)"
-timeout $left /tmp/v5/bin/python bench/peers.py $logs/peers --cases sliding --peers wideattn,sdpa_mem_efficient_repeat_kv,sdpa_cudnn,flex > $logs/peers.txt 2>&1; echo "peers rc=$?"
+timeout $left /tmp/v5/bin/python bench/peers.py $logs/peers --cases sliding --peers wideattn,flex > $logs/peers.txt 2>&1; echo "peers rc=$?"
 cat $logs/peers/peers.md 2>/dev/null | head -40 || tail -30 $logs/peers.txt
 echo "done at $((SECONDS-start)) s"
