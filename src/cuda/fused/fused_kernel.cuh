@@ -352,7 +352,13 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
     Tensor tOrP32 = recast<uint32_t>(tOrP);
 
     // Scores of key tile n (in tSrS) -> probabilities in place, running max and sum updated;
-    // returns in `factor` how much the output accumulated so far must be scaled down.
+    // returns whether the output accumulated so far must be scaled down, by `factor`. Lazy
+    // rescaling: while no row of the warp's maximum grows by more than kRescaleSlack (log2
+    // units), the rows keep their old maximum, so probabilities reach at most 2^kRescaleSlack
+    // (exact in bf16/f16 P and in the f32 sums) and the warp skips the 128 multiplies of its
+    // output (the same maximum serves out, LSE and split states, so the result is consistent).
+    // The decision is warp-uniform and a function of the scores alone: both CTAs of a pair,
+    // with bit-identical scores, decide alike.
     // The soft-cap and the mask are each one whole loop behind one uniform test per tile
     // (tested per element, they became a branch per score pair and a mask predicate on every
     // tile: 16% of the consumer warps' stall samples in Nsight Compute).
@@ -362,7 +368,8 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
     const float multiplier = capped ? 1.0f : p.scale_log2;
     const float scale_natural = p.scale_log2 * kLn2;
     const float cap_factor = capped ? 2.0f * kLog2e / p.softcap : 0.0f;
-    auto softmax_step = [&](int32_t n, float(&factor)[2]) {
+    constexpr float kRescaleSlack = 8.0f;
+    auto softmax_step = [&](int32_t n, float(&factor)[2]) -> bool {
       const int32_t key0 = n * kBlockN;
       if (capped) {
         CUTE_UNROLL
@@ -381,16 +388,27 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
       float tile_max[2] = {-INFINITY, -INFINITY};
       CUTE_UNROLL
       for (int i = 0; i < size(tSrS); ++i) tile_max[(i >> 1) & 1] = fmaxf(tile_max[(i >> 1) & 1], tSrS(i));
-      float use_max[2];
+      float use_max[2], new_max[2];
+      bool keep = true;  // every row's old maximum still within kRescaleSlack of its new one
       CUTE_UNROLL
       for (int r = 0; r < 2; ++r) {
         tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffff, tile_max[r], 1));
         tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffff, tile_max[r], 2));
-        const float new_max = fmaxf(row_max[r], tile_max[r] * multiplier);
-        use_max[r] = new_max == -INFINITY ? 0.0f : new_max;  // a row that has seen no key yet
-        factor[r] = exp2_fast(row_max[r] - use_max[r]);
-        row_max[r] = new_max;
-        row_sum[r] *= factor[r];
+        new_max[r] = fmaxf(row_max[r], tile_max[r] * multiplier);
+        keep = keep && new_max[r] - row_max[r] <= kRescaleSlack;  // false for -inf - -inf (NaN)
+      }
+      keep = __all_sync(0xffffffff, keep);
+      CUTE_UNROLL
+      for (int r = 0; r < 2; ++r) {
+        if (keep) {
+          use_max[r] = row_max[r];
+          factor[r] = 1.0f;
+        } else {
+          use_max[r] = new_max[r] == -INFINITY ? 0.0f : new_max[r];  // a row that has seen no key yet
+          factor[r] = exp2_fast(row_max[r] - use_max[r]);
+          row_max[r] = new_max[r];
+          row_sum[r] *= factor[r];
+        }
       }
       CUTE_UNROLL
       for (int i = 0; i < size(tSrS); ++i) {
@@ -399,6 +417,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
         row_sum[r] += prob;
         tSrS(i) = prob;
       }
+      return !keep;
     };
     auto convert_probabilities = [&] {
       CUTE_UNROLL
@@ -487,8 +506,8 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
         q_read(n, t.key_begin);
         exchange_scores();
         float factor[2];
-        softmax_step(n, factor);
-        if (accumulate) rescale_output(factor);
+        const bool rescale = softmax_step(n, factor);
+        if (accumulate && rescale) rescale_output(factor);
         convert_probabilities();
         values(stage, phase, accumulate);
         accumulate = true;
@@ -522,12 +541,12 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
           release(sh.k_empty[stage]);
           q_read(n, t.key_begin);
           exchange_scores();  // a pair: the round trip to the peer runs under P V
-          softmax_step(n, factor);
+          const bool rescale = softmax_step(n, factor);
           warpgroup_wait<0>();
           warpgroup_fence_operand(tOrO);
           warpgroup_fence_operand(tOrP);
           release(sh.v_empty[v_stage]);
-          rescale_output(factor);
+          if (rescale) rescale_output(factor);
           convert_probabilities();
           accumulate = true;
           v_stage = stage;
