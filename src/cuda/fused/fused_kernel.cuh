@@ -654,8 +654,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
       }
       named_barrier_sync(1 + warpgroup, 128);
       const uint32_t piece_offset = (piece / 8) * kChunkBytes;
-      // The alignment test outside the loop: its body is then free of branches and the loads of
-      // a few rows issue before their stores.
+      // The alignment test outside the loop (uniform for the call), not once per piece.
       auto copy_out = [&](auto aligned16) {
 #pragma unroll 4
         for (int local_row = thread / kPieces; local_row < 64; local_row += kRowStep) {
