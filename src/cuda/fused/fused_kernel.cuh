@@ -50,15 +50,16 @@ struct KernelTraits {
   static constexpr int kConsumerThreads = 256;
   static constexpr int kConsumerWarps = 8;  // arrivals that release a K/V stage or the Q buffer
   using ElementType = Element;
-  // setmaxnreg budgets (x128 producer + x256 consumer threads <= 64K registers).
+  // setmaxnreg budgets. The launch gives each thread 64K / 384 registers in steps of 8 (168);
+  // the producer warpgroup hands back what the consumers then take, so 128 x producer + 256 x
+  // consumer <= 384 x 168. A consumer's setmaxnreg.inc waits until the registers are free: a
+  // budget past the pool hangs the kernel (a ring/tree variant with 64 + 224 did).
 #ifndef WIDEATTN_FUSED_PRODUCER_REGISTERS
 #define WIDEATTN_FUSED_PRODUCER_REGISTERS 56
 #endif
+  static constexpr uint32_t kLaunchRegisters = 65536 / kThreads / 8 * 8;
   static constexpr uint32_t kProducerRegisters = WIDEATTN_FUSED_PRODUCER_REGISTERS;
-  static constexpr uint32_t kConsumerRegisters = (65536 - 128 * kProducerRegisters) / 256 / 8 * 8;
-  // The ring/tree variant's producer also carries the walk's hole (it spilled at 56, at d512);
-  // 224 consumer registers leave it 64.
-  static constexpr uint32_t kRingTreeProducerRegisters = (65536 - 256 * kConsumerRegisters) / 128 / 8 * 8;
+  static constexpr uint32_t kConsumerRegisters = (kLaunchRegisters * kThreads - 128 * kProducerRegisters) / 256 / 8 * 8;
   static_assert(kBlockM == 128, "two consumer warpgroups of 64 rows");
   static_assert(kHeadDimension % 64 == 0 && kBlockN % 16 == 0);
   static_assert(kCluster == 1 || kCluster == 2, "a CTA or a pair");
@@ -112,6 +113,10 @@ struct KernelTraits {
     // collects the peer's arrivals once it has read what this CTA stored into it.
     alignas(128) float4 exchange[kCluster > 1 ? kBlockM * kBlockN / 4 : 1];
     Barrier exchange_full[2], peer_free[2];
+    // The ring/tree variant's producer keeps its item's hole here, not in registers: at 56
+    // registers it spilled (d512), and 64 would leave the consumers 216 (they spilled); a slot
+    // a lane spilled too (its address takes a register).
+    int32_t producer_hole[2];
   };
   static constexpr int kSharedBytes = int(sizeof(Shared)) + 1024;  // + alignment slack
   static constexpr uint32_t kQBytes = kBlockM * kHeadDimension * sizeof(Element);
@@ -204,10 +209,26 @@ __device__ void produce(const FusedParams& p, typename Traits::Shared& sh, int32
     }
   };
 
+  // The walk's next key tile (next_key_tile), the hole read back from shared memory.
+  volatile int32_t* hole = sh.producer_hole;
+  auto next_tile = [&](int32_t n) {
+    if constexpr (kRingOrTree) {
+      if (n == hole[1]) return hole[0] - 1;
+    }
+    return n - 1;
+  };
   for (int32_t round = 0, index = tile_of_round(0, worker, workers); index < p.total_tiles;
        index = tile_of_round(++round, worker, workers)) {
     const Tile t = decode_tile<kBlockN, kRingOrTree>(p, index);
     const int32_t kv_head = t.tile_head * p.packed / p.group;
+    if constexpr (kRingOrTree) {
+      __syncwarp();  // every lane has left the previous item's walk
+      if (lane == 0) {
+        hole[0] = t.hole_begin;
+        hole[1] = t.hole_end;
+      }
+      __syncwarp();  // and every lane sees the new hole
+    }
     int32_t n = t.key_end - 1;
     // The first K tile goes out before Q waits for the previous tile's epilogue.
     if (n >= t.key_begin) load_k(t, kv_head, n);
@@ -220,7 +241,7 @@ __device__ void produce(const FusedParams& p, typename Traits::Shared& sh, int32
                  t.query_start + t.token_begin, t.tile_head);
       }
     }
-    for (; n >= t.key_begin; n = next_key_tile<kRingOrTree>(t, n)) {
+    for (; n >= t.key_begin; n = next_tile(n)) {
       if (n != t.key_end - 1) load_k(t, kv_head, n);
       load_v(t, kv_head, n);
       if (++stage == kStages) {
@@ -759,7 +780,7 @@ __global__ void __launch_bounds__(384, 1) fused_prefill_kernel(const __grid_cons
     __syncthreads();
   }
   if (warpgroup == 0) {
-    registers_decrease<kRingOrTree ? Traits::kRingTreeProducerRegisters : Traits::kProducerRegisters>();
+    registers_decrease<Traits::kProducerRegisters>();
     if (threadIdx.x < 32) produce<Traits, kRingOrTree>(p, sh, worker, workers);
   } else {
     registers_increase<Traits::kConsumerRegisters>();
