@@ -5,7 +5,8 @@
 // - every key a row sees lies in a key tile its item visits, and the splits of an item visit
 //   each tile at most once (a hole or a split that drops a visible tile fails here);
 // - a tile that the kernel treats as free (no predicate) is seen whole by every row;
-// - on the other tiles the kernel's predicate is the oracle's, key by key.
+// - on the other tiles the kernel's predicate is the oracle's, key by key, and so is the
+//   interval it uses instead where a tile allows one.
 // The GPU tests (fused_prefill_test.cpp) then check the kernel's numbers on a subset.
 #include <gtest/gtest.h>
 
@@ -114,6 +115,15 @@ std::string check_walk(const Walk& w) {
             bool kernel;
             if constexpr (kRingOrTree) {
               kernel = fused::ring_tree_key_visible(p, t, token, qpos, key);
+              int32_t shift, lo, hi;
+              if (fused::ring_tree_interval_tile<kBlockN>(p, t, key0, shift)) {  // the kernel's faster test
+                fused::ring_tree_row_interval(p, t, key0, shift, token, lo, hi);
+                if ((key >= lo && key <= hi) != oracle) {
+                  failure << "item " << index << ": row " << token << ", key " << key << ": the interval [" << lo
+                          << ", " << hi << "] of tile " << n << " disagrees with key_visible (" << oracle << ")";
+                  return failure.str();
+                }
+              }
             } else {
               kernel = key >= fused::row_first_key(p, static_cast<int32_t>(qpos)) &&
                        key <= fused::row_last_key(p, static_cast<int32_t>(qpos), w.kv_length);

@@ -405,7 +405,24 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
         }
       }
       if constexpr (kRingOrTree) {
-        if (!ring_tree_tile_free<kBlockN>(p, t, key0)) {
+        int32_t shift;
+        if (ring_tree_tile_free<kBlockN>(p, t, key0)) {
+          // every row sees every key: no predicate
+        } else if (ring_tree_interval_tile<kBlockN>(p, t, key0, shift)) {  // a row's keys: one interval
+          int32_t lo[2], hi[2];
+          CUTE_UNROLL
+          for (int r = 0; r < 2; ++r) {
+            const int row = warpgroup * 64 + row0 + 8 * r;
+            const int32_t token = min(t.token_begin + (row >> p.packed_shift), t.token_end - 1);
+            ring_tree_row_interval(p, t, key0, shift, token, lo[r], hi[r]);
+          }
+          CUTE_UNROLL
+          for (int i = 0; i < size(tSrS); ++i) {
+            const int32_t key = key0 + get<1>(tScS(i));
+            const int r = (i >> 1) & 1;
+            if (key < lo[r] || key > hi[r]) tSrS(i) = -INFINITY;
+          }
+        } else {
           // key_visible, key by key: first a bit per (row, column) in a rolled loop (few live
           // registers next to the scores and the output), then one select per score.
           // Element i's column index c = 2 (i / 4) + i % 2, at key 8 (c / 2) + c % 2 + 2 (lane % 4).

@@ -46,6 +46,39 @@ WIDEATTN_HOST_DEVICE bool ring_tree_tile_free(const FusedParams& p, const Tile& 
   return logical0 >= t.free_first && logical0 + kBlockN - 1 <= t.free_last;
 }
 
+// Boundary tiles that an interval serves, as in the plain kernel: no tree, and the tile wholly
+// in the suffix (positions are rows) or in the prefix without the ring's oldest slot inside it
+// (its logical positions are then the rows less `shift`). The rest (a tree's suffix tiles, the
+// tile with the wrap point, a tile across the prefix's end) takes the key-by-key predicate.
+template <int kBlockN>
+WIDEATTN_HOST_DEVICE bool ring_tree_interval_tile(const FusedParams& p, const Tile& t, int32_t key0, int32_t& shift) {
+  const int32_t key1 = key0 + kBlockN - 1;
+  shift = 0;
+  if (p.tree_start != nullptr) return false;
+  if (key0 >= t.prefix) return true;
+  if (key1 >= t.prefix) return false;
+  if (p.ring_length == 0 || key0 >= p.ring_offset) {
+    if (p.ring_length > 0) shift = p.ring_offset;
+    return true;
+  }
+  if (key1 < p.ring_offset) {
+    shift = p.ring_offset - t.prefix;
+    return true;
+  }
+  return false;
+}
+
+// On such a tile, the keys [lo, hi] that the row of suffix index `token` sees.
+WIDEATTN_HOST_DEVICE void ring_tree_row_interval(const FusedParams& p, const Tile& t, int32_t key0, int32_t shift,
+                                                 int32_t token, int32_t& lo, int32_t& hi) {
+  const int32_t qpos = t.prefix + token;
+  lo = row_first_key(p, qpos);
+  hi = row_last_key(p, qpos, t.kv_length);
+  if (key0 < t.prefix) hi = std::min(hi, (p.ring_length > 0 ? std::min(p.ring_length, t.prefix) : t.prefix) - 1);
+  lo += shift;
+  hi += shift;
+}
+
 // The position of the row with suffix index `token` (a tree: prefix + its height).
 WIDEATTN_HOST_DEVICE int64_t ring_tree_query_position(const FusedParams& p, const Tile& t, int32_t token) {
   return int64_t{t.prefix} + (p.tree_height ? read_only(p.tree_height + t.query_start + token) : token);
