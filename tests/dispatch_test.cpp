@@ -102,11 +102,6 @@ TEST(Dispatch, FusedPrefillOnHopperWithReasonsForFallbacks) {
       {"needs a CUDA device", [](PlanProblem&, DeviceInfo& d) { d = cpu_device(); }},
       {"sm_80", [](PlanProblem&, DeviceInfo& d) { d.compute_capability = 80; }},
       {"f16 or bf16", [](PlanProblem& p, DeviceInfo&) { p.p.dtype = DType::f32; }},
-      {"speculative trees", [](PlanProblem& p, DeviceInfo&) {
-         static const std::vector<int32_t> tree(256, 0);  // planning reads none of it
-         p.p.mask.tree_start = p.p.mask.tree_end = p.p.mask.tree_height = tree.data();
-       }},
-      {"ring", [](PlanProblem& p, DeviceInfo&) { p.p.mask.ring_length = 20; p.p.mask.ring_offset = 3; }},
       {"multiples of 8", [](PlanProblem& p, DeviceInfo&) { p.p.q_token_stride += 4; }},
       {"pages of at least 16", [](PlanProblem& p, DeviceInfo&) { p.use_pages(8); }},
   };
@@ -132,6 +127,31 @@ TEST(Dispatch, FusedPrefillOnHopperWithReasonsForFallbacks) {
 }
 
 // Paged caches with pages of 16 tokens or more are fused (each page a TMA box of its own).
+// Ring caches and speculative trees of more than 8 new tokens run on the fused kernel (its
+// ring/tree variant), alone and together, with a window and paged.
+TEST(Dispatch, RingCachesAndTreesAreFused) {
+#if defined(WIDEATTN_WITH_CUDA)
+  static const std::vector<int32_t> tree(512, 0);  // planning reads none of it
+  for (int variant = 0; variant < 4; ++variant) {
+    SCOPED_TRACE(variant);
+    PlanProblem problem({100, 30}, {150, 300}, 8, 2, 256);
+    if (variant != 1) {
+      problem.p.mask.ring_length = 20;
+      problem.p.mask.ring_offset = 3;
+    }
+    if (variant != 0) problem.p.mask.tree_start = problem.p.mask.tree_end = problem.p.mask.tree_height = tree.data();
+    if (variant == 3) {
+      problem.p.mask.window = 64;
+      problem.use_pages(16);
+    }
+    const Plan plan = plan_or_fail(problem.p, h100_device());
+    EXPECT_EQ(plan.kernel, Kernel::prefill_fused) << plan.reason;
+  }
+#else
+  GTEST_SKIP() << "built without the CUDA backend";
+#endif
+}
+
 TEST(Dispatch, PagedPrefillIsFusedWithPagesOf16OrMore) {
 #if defined(WIDEATTN_WITH_CUDA)
   for (const int32_t page_size : {16, 64, 256}) {

@@ -1,7 +1,7 @@
 // The fused Hopper prefill kernel (Kernel::prefill_fused) against the f64 oracle: awkward
-// lengths, every mask it serves, GQA packings, sinks, soft-cap, LSE, strided layouts, varlen
-// batches with prefixes, and NaN in the stale cache slots past each kv_length. CUDA on sm_90
-// only; elsewhere the tests skip and say why.
+// lengths, every mask (causal, bidirectional, windows, ring caches, speculative trees), GQA
+// packings, sinks, soft-cap, LSE, strided layouts, varlen batches with prefixes, and NaN in the
+// stale cache slots past each kv_length. CUDA on sm_90 only; elsewhere the tests skip and say why.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -137,6 +137,73 @@ TEST_P(FusedPrefillTest, SplitKeyRangesOfFewTiles) {
   }
 }
 
+TEST_P(FusedPrefillTest, RingCaches) {
+  // A ring of `prefix` slots before the new tokens: the oldest slot anywhere (the window's live
+  // slots then wrap around the ring's end: the walk skips the hole between its two runs of key
+  // tiles), dead slots (ring_length < prefix), windows that hide the whole ring, and splits.
+  struct Ring {
+    std::vector<SequenceShape> sequences;
+    int32_t ring_length, ring_offset, window;
+    bool causal;
+  };
+  const Ring rings[] = {{{{200, 900}}, 700, 100, 300, true},   // live slots [601, 700) and [0, 100)
+                        {{{200, 900}}, 700, 0, 0, true},       // no window: every slot
+                        {{{130, 830}}, 450, 333, 0, true},     // dead slots, wrapped
+                        {{{130, 830}}, 999, 699, 64, true},    // ring_length past the prefix
+                        {{{77, 1100}, {300, 400}}, 90, 37, 150, false},
+                        {{{300, 400}}, 100, 50, 20, true},     // later query tiles skip the whole ring
+                        {{{24, 3000}}, 2900, 1234, 0, true},   // few query tiles: KV splits
+                        {{{40, 2500}}, 2460, 2000, 700, true}};
+  for (const Ring& ring : rings) {
+    AttentionCase c = base();
+    c.sequences = ring.sequences;
+    c.ring_length = ring.ring_length;
+    c.ring_offset = ring.ring_offset;
+    c.window = ring.window;
+    c.causal = ring.causal;
+    c.sinks = ring.window == 0;
+    check(c);
+    if (HasFailure()) return;
+  }
+  AttentionCase paged = base();  // paged, head-major pages
+  paged.sequences = {{150, 650}, {90, 1000}};
+  paged.ring_length = 480;
+  paged.ring_offset = 411;
+  paged.window = 257;
+  paged.page_size = 64;
+  paged.kv_head_major = true;
+  check(paged);
+}
+
+TEST_P(FusedPrefillTest, SpeculativeTrees) {
+  // Random DFS tries of more than 8 nodes (the decode kernels take up to 8), on prefixes, with
+  // windows (positions from the tree heights), a ring, sinks, soft-cap and KV splits.
+  struct Tree {
+    std::vector<SequenceShape> sequences;
+    int32_t window, ring_length, ring_offset;
+    bool causal;
+  };
+  const Tree trees[] = {{{{9, 9}}, 0, 0, 0, true},
+                        {{{40, 500}, {150, 150}}, 0, 0, 0, true},
+                        {{{64, 700}}, 30, 0, 0, true},
+                        {{{129, 600}}, 100, 0, 0, false},
+                        {{{33, 800}}, 200, 700, 333, true},
+                        {{{17, 3000}}, 0, 0, 0, true}};  // few query tiles: KV splits
+  for (const Tree& tree : trees) {
+    AttentionCase c = base();
+    c.sequences = tree.sequences;
+    c.tree = true;
+    c.window = tree.window;
+    c.ring_length = tree.ring_length;
+    c.ring_offset = tree.ring_offset;
+    c.causal = tree.causal;
+    c.sinks = tree.window == 0;
+    if (tree.causal && tree.window == 0) c.softcap = 25.0f;
+    check(c);
+    if (HasFailure()) return;
+  }
+}
+
 TEST_P(FusedPrefillTest, StridedLayouts) {
   AttentionCase c = base();
   c.q_head_major = true;
@@ -187,6 +254,11 @@ TEST_P(FusedPrefillTest, AutomaticDispatchChoosesIt) {
   AttentionCase c = base();
   c.sequences = {{100, 100}};
   AttentionOutcome outcome;
+  check_attention(context(), rng(), c, Kernel::automatic, &outcome);
+  EXPECT_EQ(outcome.plan.kernel, Kernel::prefill_fused) << outcome.plan.reason;
+  c.sequences = {{100, 400}};
+  c.ring_length = 250;
+  c.ring_offset = 120;
   check_attention(context(), rng(), c, Kernel::automatic, &outcome);
   EXPECT_EQ(outcome.plan.kernel, Kernel::prefill_fused) << outcome.plan.reason;
 }

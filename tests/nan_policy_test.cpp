@@ -232,10 +232,6 @@ class NanPolicyTest : public ::testing::TestWithParam<Param> {
                                        : std::vector<SequenceShape>{{4, 40}, {8, 8}, {1, 70}};
     return s;
   }
-  // The fused kernel serves neither trees nor rings (plan_attention refuses them).
-  bool kernel_serves(bool tree, bool ring) const {
-    return kernel() != Kernel::prefill_fused || (!tree && !ring);
-  }
   BackendSession session_;
   Context* context_ = nullptr;
   std::mt19937_64 rng_;
@@ -384,9 +380,6 @@ class HiddenRowsTest : public NanPolicyTest {
   }
 
   void run_all(Hider hider, char tensor) {
-    if (!kernel_serves(hider == Hider::tree, hider == Hider::ring)) {
-      GTEST_SKIP() << wideattn::to_string(kernel()) << " serves no " << to_string(hider) << " mask";
-    }
     const std::string why = documented_limitation(backend(), kernel(), dtype(), hider, tensor);
     if (!why.empty() && !run_known_failures()) GTEST_SKIP() << why << " (WIDEATTN_RUN_KNOWN_FAILURES=1 runs it)";
     for (double bad : {kNaN, kInf, -kInf}) {
@@ -414,7 +407,6 @@ TEST_P(HiddenRowsTest, NonFiniteVPastKvLength) { run_all(Hider::past_kv_length, 
 // inputs, once with NaN in K of every key no row sees (not in V: see the documented limitation
 // above).
 TEST_P(NanPolicyTest, RowsThatSeeNoKeyAreZeroWithLseMinusInfinityOrTheSink) {
-  if (!kernel_serves(/*tree=*/true, false)) GTEST_SKIP() << "prefill_fused serves no trees";
   for (int variant = 0; variant < 4; ++variant) {
     const bool sinks = variant % 2 == 1, poison = variant >= 2;
     SCOPED_TRACE(std::string(sinks ? "with sinks" : "without sinks") + (poison ? ", NaN in hidden K" : ""));

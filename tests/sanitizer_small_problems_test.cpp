@@ -11,7 +11,8 @@
 //   decode at d=512: Q K^T split by head_dim, two key sets a row block, whole-tile copies (also
 //                    across two pages), fp8 quarters widened by their own warps
 //   fp8 prefill:     the gather's exact widening, the softmax's K and V scales
-//   prefill_fused:   head_dim 64, 128, 256 and 512 (a CTA pair), over paged caches too
+//   prefill_fused:   head_dim 64, 128, 256 and 512 (a CTA pair), over paged caches too, and
+//                    its ring/tree variant
 #include <gtest/gtest.h>
 
 #include <vector>
@@ -169,6 +170,21 @@ TEST_F(SanitizerSmallProblems, FusedPrefill) {
   check(paged, Kernel::prefill_fused);
   d512.page_size = 32;
   check(d512, Kernel::prefill_fused);
+  // The ring/tree variant: a wrapped ring in a window (the walk's hole), a tree read through
+  // the read-only cache, and a tree at 512 with a ring.
+  AttentionCase ring = small(DType::bf16, 128, {{40, 400}});
+  ring.ring_length = 360;
+  ring.ring_offset = 100;
+  ring.window = 150;
+  check(ring, Kernel::prefill_fused);
+  AttentionCase tree = small(DType::f16, 256, {{20, 90}});
+  tree.tree = true;
+  check(tree, Kernel::prefill_fused);
+  tree = small(DType::bf16, 512, {{12, 150}});
+  tree.tree = true;
+  tree.ring_length = 100;
+  tree.ring_offset = 37;
+  check(tree, Kernel::prefill_fused);
 }
 
 }  // namespace

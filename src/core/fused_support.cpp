@@ -43,10 +43,6 @@ std::string fused_prefill_unsupported(const AttentionProblem& p, const DeviceInf
     why << "needs f16 or bf16 storage (f32 given)";
   } else if (!config) {
     why << "no fused kernel for head_dim " << p.head_dim << " (built: 64, 128, 256, 512)";
-  } else if (p.mask.tree_start) {
-    why << "speculative trees are not fused yet";
-  } else if (p.mask.ring_length > 0) {
-    why << "ring caches are not fused yet";
   } else if (!aligned16(p.q) || !aligned16(p.kv.k) || !aligned16(p.kv.v)) {
     why << "q, k and v must be 16-byte aligned for TMA";
   } else if (!tma_stride(p.q_token_stride) || !tma_stride(p.q_head_stride) ||

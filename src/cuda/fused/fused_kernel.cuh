@@ -8,8 +8,10 @@
 //   in registers and fed to the P V wgmma as its A operand.
 // Rows of a tile are (token, head) pairs: the `packed` query heads of one KV group share every
 // K/V tile (GQA packing). Key tiles that the mask hides for every row of the tile are neither
-// loaded nor computed; only tiles that cross a row's visible interval pay for the predicate.
-// Tiles are walked from the last key tile down, so the diagonal (masked) tile comes first.
+// loaded nor computed (causal, windows, a ring cache's dead or out-of-window slots); only tiles
+// that cross a row's visible interval pay for the predicate (ring caches and trees: key_visible's,
+// ring_tree_mask.cuh). Tiles are walked from the last key tile down, so the diagonal (masked)
+// tile comes first.
 #pragma once
 
 #include <cuda.h>
@@ -28,6 +30,7 @@
 #include "cuda/fused/async_copy.cuh"
 #include "cuda/fused/cluster.cuh"
 #include "cuda/fused/fused_params.h"
+#include "cuda/fused/ring_tree_mask.cuh"
 #include "cuda/fused/tile_schedule.cuh"
 #include "cuda/fused/tile_config.h"
 
@@ -47,12 +50,16 @@ struct KernelTraits {
   static constexpr int kConsumerThreads = 256;
   static constexpr int kConsumerWarps = 8;  // arrivals that release a K/V stage or the Q buffer
   using ElementType = Element;
-  // setmaxnreg budgets (x128 producer + x256 consumer threads <= 64K registers).
+  // setmaxnreg budgets. The launch gives each thread 64K / 384 registers in steps of 8 (168);
+  // the producer warpgroup hands back what the consumers then take, so 128 x producer + 256 x
+  // consumer <= 384 x 168. A consumer's setmaxnreg.inc waits until the registers are free: a
+  // budget past the pool hangs the kernel (a ring/tree variant with 64 + 224 did).
 #ifndef WIDEATTN_FUSED_PRODUCER_REGISTERS
 #define WIDEATTN_FUSED_PRODUCER_REGISTERS 56
 #endif
+  static constexpr uint32_t kLaunchRegisters = 65536 / kThreads / 8 * 8;
   static constexpr uint32_t kProducerRegisters = WIDEATTN_FUSED_PRODUCER_REGISTERS;
-  static constexpr uint32_t kConsumerRegisters = (65536 - 128 * kProducerRegisters) / 256 / 8 * 8;
+  static constexpr uint32_t kConsumerRegisters = (kLaunchRegisters * kThreads - 128 * kProducerRegisters) / 256 / 8 * 8;
   static_assert(kBlockM == 128, "two consumer warpgroups of 64 rows");
   static_assert(kHeadDimension % 64 == 0 && kBlockN % 16 == 0);
   static_assert(kCluster == 1 || kCluster == 2, "a CTA or a pair");
@@ -106,6 +113,10 @@ struct KernelTraits {
     // collects the peer's arrivals once it has read what this CTA stored into it.
     alignas(128) float4 exchange[kCluster > 1 ? kBlockM * kBlockN / 4 : 1];
     Barrier exchange_full[2], peer_free[2];
+    // The ring/tree variant's producer keeps its item's hole here, not in registers: at 56
+    // registers it spilled (d512), and 64 would leave the consumers 216 (they spilled); a slot
+    // a lane spilled too (its address takes a register).
+    int32_t producer_hole[2];
   };
   static constexpr int kSharedBytes = int(sizeof(Shared)) + 1024;  // + alignment slack
   static constexpr uint32_t kQBytes = kBlockM * kHeadDimension * sizeof(Element);
@@ -138,7 +149,7 @@ __device__ __forceinline__ int32_t cta_first_column() {
 }
 
 // Work items are numbered for `worker` of `workers` (a CTA, or a pair of CTAs splitting d).
-template <class Traits>
+template <class Traits, bool kRingOrTree>
 __device__ void produce(const FusedParams& p, typename Traits::Shared& sh, int32_t worker, int32_t workers) {
   constexpr int kBlockN = Traits::kBlockN, kStages = Traits::kStages, kChunks = Traits::kChunks;
   const int lane = threadIdx.x % 32;
@@ -198,10 +209,26 @@ __device__ void produce(const FusedParams& p, typename Traits::Shared& sh, int32
     }
   };
 
+  // The walk's next key tile (next_key_tile), the hole read back from shared memory.
+  volatile int32_t* hole = sh.producer_hole;
+  auto next_tile = [&](int32_t n) {
+    if constexpr (kRingOrTree) {
+      if (n == hole[1]) return hole[0] - 1;
+    }
+    return n - 1;
+  };
   for (int32_t round = 0, index = tile_of_round(0, worker, workers); index < p.total_tiles;
        index = tile_of_round(++round, worker, workers)) {
-    const Tile t = decode_tile<kBlockN>(p, index);
+    const Tile t = decode_tile<kBlockN, kRingOrTree>(p, index);
     const int32_t kv_head = t.tile_head * p.packed / p.group;
+    if constexpr (kRingOrTree) {
+      __syncwarp();  // every lane has left the previous item's walk
+      if (lane == 0) {
+        hole[0] = t.hole_begin;
+        hole[1] = t.hole_end;
+      }
+      __syncwarp();  // and every lane sees the new hole
+    }
     int32_t n = t.key_end - 1;
     // The first K tile goes out before Q waits for the previous tile's epilogue.
     if (n >= t.key_begin) load_k(t, kv_head, n);
@@ -214,7 +241,7 @@ __device__ void produce(const FusedParams& p, typename Traits::Shared& sh, int32
                  t.query_start + t.token_begin, t.tile_head);
       }
     }
-    for (; n >= t.key_begin; --n) {
+    for (; n >= t.key_begin; n = next_tile(n)) {
       if (n != t.key_end - 1) load_k(t, kv_head, n);
       load_v(t, kv_head, n);
       if (++stage == kStages) {
@@ -262,7 +289,7 @@ __device__ __forceinline__ uint32_t pack_pair(float lo, float hi) {
   }
 }
 
-template <class Traits>
+template <class Traits, bool kRingOrTree>
 __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int warpgroup, int32_t worker,
                         int32_t workers) {
   using namespace cute;
@@ -336,7 +363,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
   uint32_t stage = 0, phase = 0, q_parity = 0, exchange_parity = 0;
   for (int32_t round = 0, index = tile_of_round(0, worker, workers); index < p.total_tiles;
        index = tile_of_round(++round, worker, workers)) {
-    const Tile t = decode_tile<kBlockN>(p, index);
+    const Tile t = decode_tile<kBlockN, kRingOrTree>(p, index);
     int32_t first_key[2], last_key[2], head[2];
     bool row_valid[2];
     for (int r = 0; r < 2; ++r) {
@@ -377,7 +404,47 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
           tSrS(i) = soft_cap(tSrS(i) * scale_natural, p.softcap, cap_factor) * kLog2e;
         }
       }
-      if (key0 < t.free_first || key0 + kBlockN - 1 > t.free_last) {  // a boundary tile
+      if constexpr (kRingOrTree) {
+        int32_t shift;
+        if (ring_tree_tile_free<kBlockN>(p, t, key0)) {
+          // every row sees every key: no predicate
+        } else if (ring_tree_interval_tile<kBlockN>(p, t, key0, shift)) {  // a row's keys: one interval
+          int32_t lo[2], hi[2];
+          CUTE_UNROLL
+          for (int r = 0; r < 2; ++r) {
+            const int row = warpgroup * 64 + row0 + 8 * r;
+            const int32_t token = min(t.token_begin + (row >> p.packed_shift), t.token_end - 1);
+            ring_tree_row_interval(p, t, key0, shift, token, lo[r], hi[r]);
+          }
+          CUTE_UNROLL
+          for (int i = 0; i < size(tSrS); ++i) {
+            const int32_t key = key0 + get<1>(tScS(i));
+            const int r = (i >> 1) & 1;
+            if (key < lo[r] || key > hi[r]) tSrS(i) = -INFINITY;
+          }
+        } else {
+          // key_visible, key by key: first a bit per (row, column) in a rolled loop (few live
+          // registers next to the scores and the output), then one select per score.
+          // Element i's column index c = 2 (i / 4) + i % 2, at key 8 (c / 2) + c % 2 + 2 (lane % 4).
+          constexpr int kColumns = kBlockN / 4;
+          static_assert(kColumns <= 32, "a 32-bit mask per row");
+          uint32_t visible[2] = {0, 0};
+          for (int r = 0; r < 2; ++r) {
+            const int row = warpgroup * 64 + row0 + 8 * r;
+            const int32_t token = min(t.token_begin + (row >> p.packed_shift), t.token_end - 1);
+            const int64_t qpos = ring_tree_query_position(p, t, token);
+#pragma unroll 1
+            for (int c = 0; c < kColumns; ++c) {
+              const int32_t key = key0 + 8 * (c / 2) + c % 2 + 2 * (thread % 4);
+              if (ring_tree_key_visible(p, t, token, qpos, key)) visible[r] |= 1u << c;
+            }
+          }
+          CUTE_UNROLL
+          for (int i = 0; i < size(tSrS); ++i) {
+            if (!((visible[(i >> 1) & 1] >> (2 * (i / 4) + i % 2)) & 1)) tSrS(i) = -INFINITY;
+          }
+        }
+      } else if (key0 < t.free_first || key0 + kBlockN - 1 > t.free_last) {  // a boundary tile
         CUTE_UNROLL
         for (int i = 0; i < size(tSrS); ++i) {
           const int32_t key = key0 + get<1>(tScS(i));
@@ -501,7 +568,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
       // One tile at a time (Q K^T, softmax, P V); the other warpgroup's products fill the
       // tensor cores meanwhile.
       bool accumulate = false;
-      for (int32_t n = t.key_end - 1; n >= t.key_begin; --n) {
+      for (int32_t n = t.key_end - 1; n >= t.key_begin; n = next_key_tile<kRingOrTree>(t, n)) {
         scores(stage, phase);
         q_read(n, t.key_begin);
         exchange_scores();
@@ -528,7 +595,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
         uint32_t v_stage = stage, v_phase = phase;
         advance(stage, phase);
         bool accumulate = false;
-        for (--n; n >= t.key_begin; --n) {
+        for (n = next_key_tile<kRingOrTree>(t, n); n >= t.key_begin; n = next_key_tile<kRingOrTree>(t, n)) {
           sh.k_full[stage].wait(phase);
           sh.v_full[v_stage].wait(v_phase);
           take_turn();
@@ -690,7 +757,10 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
   }
 }
 
-template <int kHeadDim, class Element>
+// kRingOrTree: the variant for ring caches and speculative trees (a walk with a hole, and
+// key_visible's predicate on boundary tiles); a template parameter so that the plain masks'
+// kernel keeps its registers (the runtime test spilled its accumulators).
+template <int kHeadDim, class Element, bool kRingOrTree>
 __global__ void __launch_bounds__(384, 1) fused_prefill_kernel(const __grid_constant__ FusedParams p) {
   using Traits = KernelTraits<kHeadDim, Element>;
   using Shared = typename Traits::Shared;
@@ -728,19 +798,19 @@ __global__ void __launch_bounds__(384, 1) fused_prefill_kernel(const __grid_cons
   }
   if (warpgroup == 0) {
     registers_decrease<Traits::kProducerRegisters>();
-    if (threadIdx.x < 32) produce<Traits>(p, sh, worker, workers);
+    if (threadIdx.x < 32) produce<Traits, kRingOrTree>(p, sh, worker, workers);
   } else {
     registers_increase<Traits::kConsumerRegisters>();
-    consume<Traits>(p, sh, warpgroup - 1, worker, workers);
+    consume<Traits, kRingOrTree>(p, sh, warpgroup - 1, worker, workers);
   }
   // No CTA of a pair leaves while its peer may still store into or arrive on its shared memory.
   if constexpr (Traits::kCluster > 1) cluster_sync();
 }
 
-template <int kHeadDim, class Element>
+template <int kHeadDim, class Element, bool kRingOrTree>
 void launch_typed(const FusedParams& params, int32_t work_items, int32_t compute_units, cudaStream_t stream) {
   using Traits = KernelTraits<kHeadDim, Element>;
-  auto kernel = fused_prefill_kernel<kHeadDim, Element>;
+  auto kernel = fused_prefill_kernel<kHeadDim, Element, kRingOrTree>;
   // The shared-memory opt-in is a per-device attribute: set once on each device used; a pair's
   // kernel also records how many pairs fit on the device at once.
   static std::atomic<uint64_t> configured_devices{0};
@@ -793,10 +863,13 @@ void launch_typed(const FusedParams& params, int32_t work_items, int32_t compute
 template <int kHeadDim>
 void launch_fused_kernel(const FusedParams& params, bool bf16, int32_t work_items, int32_t compute_units,
                          cudaStream_t stream) {
+  const bool ring_or_tree = params.ring_length > 0 || params.tree_start != nullptr;
   if (bf16) {
-    launch_typed<kHeadDim, cutlass::bfloat16_t>(params, work_items, compute_units, stream);
+    if (ring_or_tree) launch_typed<kHeadDim, cutlass::bfloat16_t, true>(params, work_items, compute_units, stream);
+    else launch_typed<kHeadDim, cutlass::bfloat16_t, false>(params, work_items, compute_units, stream);
   } else {
-    launch_typed<kHeadDim, cutlass::half_t>(params, work_items, compute_units, stream);
+    if (ring_or_tree) launch_typed<kHeadDim, cutlass::half_t, true>(params, work_items, compute_units, stream);
+    else launch_typed<kHeadDim, cutlass::half_t, false>(params, work_items, compute_units, stream);
   }
 }
 

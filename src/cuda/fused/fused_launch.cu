@@ -118,6 +118,11 @@ void run_fused_prefill(const AttentionProblem& p, const Plan& plan, const Device
   params.softcap = p.softcap;
   params.causal = p.mask.causal ? 1 : 0;
   params.window = p.mask.window;
+  params.ring_length = p.mask.ring_length;
+  params.ring_offset = p.mask.ring_offset;
+  params.tree_start = p.mask.tree_start;
+  params.tree_end = p.mask.tree_end;
+  params.tree_height = p.mask.tree_height;
   params.out = p.out;
   params.out_token_stride = p.out_token_stride;
   params.out_head_stride = p.out_head_stride;

@@ -37,6 +37,12 @@ struct FusedParams {
   float softcap = 0.0f;     // > 0: logits = softcap * tanh(scale * q.k / softcap)
   int32_t causal = 1;
   int32_t window = 0;
+  // A ring cache (ring_length > 0) and a speculative tree (tree_start not null), as MaskSpec
+  // (wideattn/problem.h); the tree arrays are indexed by query row (query_start + suffix index).
+  int32_t ring_length = 0, ring_offset = 0;
+  const int32_t* tree_start = nullptr;
+  const int32_t* tree_end = nullptr;
+  const int32_t* tree_height = nullptr;
 
   // Paged KV cache (block_table not null): a key tile is block_n / box_rows boxes of box_rows
   // rows (block_n, or the page size when smaller), each from the page its block-table entry
