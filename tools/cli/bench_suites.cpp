@@ -79,8 +79,29 @@ ProblemSpec sliding(const Shape& shape, int64_t tokens, int32_t window) {
   return s;
 }
 
+// A sliding layer's chunk over a ring cache of `window` slots, the oldest mid-ring (the window's
+// live slots wrap around the ring's end): the fused kernel's ring/tree variant.
+ProblemSpec ring_chunk(const Shape& shape, int64_t new_tokens, int32_t window, int32_t oldest) {
+  ProblemSpec s = make(shape, "chunk " + std::to_string(new_tokens) + " on a " + std::to_string(window / 1024) +
+                                  "K ring window " + std::to_string(window),
+                       1, window, new_tokens);
+  s.window = window;
+  s.ring_length = window;
+  s.ring_offset = oldest;
+  return s;
+}
+
+// A speculative token tree (random, DFS order) over a prefix.
+ProblemSpec tree(const Shape& shape, int64_t nodes, int64_t kv) {
+  ProblemSpec s = make(shape, "tree " + std::to_string(nodes) + " on " + std::to_string(kv / 1024) + "K", 1,
+                       kv - nodes, nodes);
+  s.tree = TreeKind::tree;
+  return s;
+}
+
 // The fused kernels' problems: head_dim 128/256 prefill, a chunk on a prefix, the sliding
-// layers (part 1's targets), and head_dim 512 at the peers' shape and Gemma 4 31B's (part 2).
+// layers (part 1's targets), head_dim 512 at the peers' shape and Gemma 4 31B's (part 2), and
+// the ring/tree variant.
 void append_fused_problems(std::vector<ProblemSpec>& suite) {
   suite.push_back(prefill(kPeer128, 4096));
   suite.push_back(prefill(kPeer128, 16384));
@@ -98,6 +119,8 @@ void append_fused_problems(std::vector<ProblemSpec>& suite) {
   suite.push_back(paged(chunk(kPeer256, 512, 8192), 16));
   suite.push_back(paged(chunk(kPeer512, 512, 8192), 16));
   suite.push_back(paged(prefill(k31B, 4096), 16));
+  suite.push_back(ring_chunk(kSliding26B, 2048, 1024, 377));
+  suite.push_back(tree(k31B, 64, 4096));
 }
 
 }  // namespace
