@@ -86,7 +86,7 @@ WIDEATTN_HOST_DEVICE int64_t ring_tree_query_position(const FusedParams& p, cons
 
 // Whether that row (suffix index `token`, position `qpos`) sees cache row `key`: key_visible.
 WIDEATTN_HOST_DEVICE bool ring_tree_key_visible(const FusedParams& p, const Tile& t, int32_t token, int64_t qpos,
-                                                    int32_t key) {
+                                                int32_t key) {
   if (key >= t.kv_length) return false;
   int64_t kpos = key;
   if (key >= t.prefix) {

@@ -76,7 +76,7 @@ WIDEATTN_HOST_DEVICE int32_t row_last_key(const FusedParams& p, int32_t qpos, in
 // by construction: a tile is left out only when no row can see any of its keys.
 template <int kBlockN>
 WIDEATTN_HOST_DEVICE void ring_or_tree_walk(const FusedParams& p, Tile& t, int32_t first_pos,
-                                                  int32_t last_pos) {
+                                            int32_t last_pos) {
   const bool tree = p.tree_start != nullptr;
   const bool window = p.window > 0 && !tree;
   const int32_t reach = p.causal ? p.window - 1 : p.window / 2;
