@@ -45,9 +45,9 @@ struct Walk {
   }
 };
 
-// Checks every item of `w` for key tiles of kBlockN rows; returns the first failure, or "".
-template <int kBlockN, bool kRingOrTree>
-std::string check_walk(const Walk& w) {
+// The launch parameters of `w`'s one sequence, as fused_launch.cu fills them (one query head a
+// tile: the walks do not depend on the packing).
+std::unique_ptr<fused::FusedParams> params_of(const Walk& w) {
   auto params = std::make_unique<fused::FusedParams>();
   fused::FusedParams& p = *params;
   p.q_heads = p.kv_heads = p.group = p.packed = p.tile_heads = 1;
@@ -71,6 +71,15 @@ std::string check_walk(const Walk& w) {
   p.kv_length[0] = w.kv_length;
   p.tile_start[0] = 0;
   p.tile_start[1] = blocks;
+  return params;
+}
+
+// Checks every item of `w` for key tiles of kBlockN rows; returns the first failure, or "".
+template <int kBlockN, bool kRingOrTree>
+std::string check_walk(const Walk& w) {
+  const std::unique_ptr<fused::FusedParams> params = params_of(w);
+  const fused::FusedParams& p = *params;
+  const int32_t blocks = p.tile_start[1];
 
   SequenceMask m;
   m.prefix_length = w.kv_length - w.suffix;
@@ -213,23 +222,11 @@ TEST(FusedWalk, WrappedRingSkipsTheHole) {
   w.window = 300;
   w.tokens_per_tile = 64;
   ASSERT_EQ((check_walk<64, true>(w)), "");
-  auto params = std::make_unique<fused::FusedParams>();
-  fused::FusedParams& p = *params;
-  p.packed = p.tile_heads = 1;
-  p.tokens_per_tile = 64;
-  p.causal = 1;
-  p.window = w.window;
-  p.ring_length = w.ring_length;
-  p.ring_offset = w.ring_offset;
-  p.splits = 1;
-  p.num_sequences = 1;
-  p.suffix[0] = w.suffix;
-  p.kv_length[0] = w.kv_length;
-  p.tile_start[1] = 4;
-  p.total_tiles = 4;
+  const std::unique_ptr<fused::FusedParams> params = params_of(w);
+  ASSERT_EQ(params->total_tiles, 4);
   // Item 3 is the first query block (positions 700..763): logical 401..699 live in its window,
   // slots 501..699 and 0..99; tiles 0-1 and 7-11, rows 128..447 (tiles 2..6) skipped.
-  const fused::Tile t = fused::decode_tile<64, true>(p, 3);
+  const fused::Tile t = fused::decode_tile<64, true>(*params, 3);
   EXPECT_EQ(t.token_begin, 0);
   EXPECT_EQ(t.key_begin, 0);
   EXPECT_EQ(t.key_end, 12);
