@@ -170,6 +170,10 @@ TEST_F(SanitizerSmallProblems, FusedPrefill) {
   check(paged, Kernel::prefill_fused);
   d512.page_size = 32;
   check(d512, Kernel::prefill_fused);
+  // More query tiles than SM pairs: a CTA runs several items, so its epilogue writes follow
+  // the previous item's reads of the same staging rows (the Q buffer's, at 512).
+  AttentionCase items = small(DType::bf16, 512, std::vector<SequenceShape>(40, SequenceShape{9, 30}));
+  check(items, Kernel::prefill_fused);
   // The ring/tree variant: a wrapped ring in a window (the walk's hole), a tree read through
   // the read-only cache, and a tree at 512 with a ring.
   AttentionCase ring = small(DType::bf16, 128, {{40, 400}});

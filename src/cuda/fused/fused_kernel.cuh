@@ -707,8 +707,11 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
     Element* out = static_cast<Element*>(p.out) + int64_t{t.query_start} * p.out_token_stride + column_base + piece * 8;
     CUTE_UNROLL
     for (int pass = 0; pass < Traits::kOutPasses; ++pass) {
-      // The area's previous readers (the last pass, the last item) are done.
-      if constexpr (Traits::kOutStaged) named_barrier_sync(1 + warpgroup, 128);
+      // The area's previous readers (the last pass, the last item) are done. Without an output
+      // area (the Q buffer's rows) the Q barriers order them already, through the producer's
+      // next Q load; this barrier makes that order one that racecheck sees too (it reported the
+      // previous item's reads against these writes when a CTA ran several items at 512).
+      named_barrier_sync(1 + warpgroup, 128);
       CUTE_UNROLL
       for (int i = 0; i < size(tOrO); i += 2) {
         const int r = (i >> 1) & 1, group = i / 4;  // 8-column group
