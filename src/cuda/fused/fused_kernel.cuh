@@ -253,6 +253,74 @@ __device__ void produce(const FusedParams& p, typename Traits::Shared& sh, int32
 }
 
 // ---- consumers ---------------------------------------------------------------------------------
+// The NaN policy's slow path (consume): this thread's elements of tile row `row` (its
+// accumulator elements i with (i / 2) % 2 == r, at columns column + 8 (i / 4) + i % 2), again
+// from global memory: every key of the item's walk the row sees, in probability order of the
+// kernel (scores against the item's final maximum, rounded to the P operand's type), keys of
+// probability 0 left out (key_visible's semantics: an interval for the plain masks,
+// ring_tree_key_visible in the ring/tree variant). Slow (a head_dim dot product per key and
+// thread), rare.
+template <class Traits, bool kRingOrTree, class Accumulator>
+__device__ __forceinline__ void recompute_values(const FusedParams& p, int32_t item, Accumulator& acc, int r, int row,
+                                                 int column, float row_max) {
+  using Element = typename Traits::ElementType;
+  constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
+  constexpr int kBlockN = Traits::kBlockN;
+  // The item decoded again: its fields, held across the key loop for this rare path, spilled
+  // the pair's consumers.
+  const Tile t = decode_tile<kBlockN, kRingOrTree>(p, item);
+  const int32_t token = t.token_begin + (row >> p.packed_shift);
+  CUTE_UNROLL
+  for (int i = 2 * r; i < cute::size(acc); i += 4) acc(i) = acc(i + 1) = 0.0f;
+  if (token >= t.token_end || row_max == -INFINITY) return;  // a padding row, or one that sees no key
+  const int32_t first_key = row_first_key(p, t.prefix + token);
+  const int32_t last_key = row_last_key(p, t.prefix + token, t.kv_length);
+  const int32_t head = t.tile_head * p.packed + (row & (p.packed - 1));
+  const int32_t kv_head = head / p.group;
+  const Element* q = static_cast<const Element*>(p.q_rows) + int64_t{t.query_start + token} * p.q_token_stride +
+                     int64_t{head} * p.q_head_stride;
+  const int64_t qpos = kRingOrTree ? ring_tree_query_position(p, t, token) : 0;
+  const bool capped = p.softcap > 0.0f;
+  const float cap_factor = capped ? 2.0f * kLog2e / p.softcap : 0.0f;
+  auto widen = [](uint32_t word, int half) {
+    return static_cast<float>(Element::bitcast(static_cast<uint16_t>(word >> (16 * half))));
+  };
+  for (int32_t n = t.key_end - 1; n >= t.key_begin; n = next_key_tile<kRingOrTree>(t, n)) {
+#pragma unroll 1
+    for (int32_t key = n * kBlockN; key < (n + 1) * kBlockN; ++key) {
+      bool visible;
+      if constexpr (kRingOrTree) {
+        visible = ring_tree_key_visible(p, t, token, qpos, key);
+      } else {
+        visible = key >= first_key && key <= last_key;
+      }
+      if (!visible) continue;
+      const int64_t page = detail::page_of(p.pages, t.b, key);
+      const Element* k = static_cast<const Element*>(p.k_pool.base) + detail::row_offset(p.k_pool, p.pages, page, key, kv_head);
+      float raw = 0.0f;
+#pragma unroll 1
+      for (int c = 0; c < Traits::kFullHeadDim; c += 8) {
+        const uint4 qw = *reinterpret_cast<const uint4*>(q + c);
+        const uint4 kw = *reinterpret_cast<const uint4*>(k + c);
+        const uint32_t qs[4] = {qw.x, qw.y, qw.z, qw.w}, ks[4] = {kw.x, kw.y, kw.z, kw.w};
+        CUTE_UNROLL
+        for (int e = 0; e < 8; ++e) raw = fmaf(widen(qs[e / 2], e % 2), widen(ks[e / 2], e % 2), raw);
+      }
+      const float score = capped ? soft_cap(raw * p.scale_log2 * kLn2, p.softcap, cap_factor) * kLog2e : raw * p.scale_log2;
+      const float probability = static_cast<float>(static_cast<Element>(exp2f(score - row_max)));
+      if (probability == 0.0f) continue;  // select, not multiply: a hidden or vanished key adds nothing
+      const Element* v = static_cast<const Element*>(p.v_pool.base) +
+                         detail::row_offset(p.v_pool, p.pages, page, key, kv_head) + column;
+      CUTE_UNROLL
+      for (int i = 2 * r; i < cute::size(acc); i += 4) {
+        const uint32_t pair = *reinterpret_cast<const uint32_t*>(v + 8 * (i / 4));
+        acc(i) = fmaf(probability, widen(pair, 0), acc(i));
+        acc(i + 1) = fmaf(probability, widen(pair, 1), acc(i + 1));
+      }
+    }
+  }
+}
+
 // Issues C (+)= A B on one warpgroup without waiting: A from registers when kRegisterA, else
 // shared-memory descriptors. Complete with warpgroup_wait<N>() and fence C (and A) after it.
 template <bool kRegisterA, class Mma, class TA, class TB, class TC>
@@ -627,6 +695,31 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
     }
 
     if (Traits::kOutStaged && t.key_end <= t.key_begin) release(sh.q_empty);  // no Q K^T at all
+
+    // The NaN policy (docs/reliability.md, "Non-finite values"): a key the mask hides has
+    // probability exactly 0, but P V multiplies by it inside wgmma, and 0 x inf or NaN is NaN.
+    // Such a product can only leave inf or NaN in the output (NaN survives every sum), so a
+    // thread whose elements of a row are all finite is done; else it computes them again, key by
+    // key from global memory, leaving out the keys of probability 0. The item's maximum and sum
+    // stay (they come from the scores, which V does not touch), so a pair's two halves and a
+    // split's parts stay consistent. Only caches holding inf or NaN get here.
+    // (Not in the pair's ring/tree variant: its consumers have no registers left for it; the
+    // documented limitation there.)
+    constexpr bool kRecompute = !(kRingOrTree && Traits::kCluster > 1);
+    CUTE_UNROLL
+    for (int r = 0; r < 2 && kRecompute; ++r) {
+      float poison[2] = {0.0f, 0.0f};  // x * 0 is NaN exactly when x is inf or NaN
+      CUTE_UNROLL
+      for (int i = 2 * r; i < size(tOrO); i += 4) {
+        poison[0] = fmaf(tOrO(i), 0.0f, poison[0]);
+        poison[1] = fmaf(tOrO(i + 1), 0.0f, poison[1]);
+      }
+      if (poison[0] + poison[1] == 0.0f) continue;
+      int32_t opaque_round = round;  // so that the item's first decode is not kept for this
+      asm volatile("" : "+r"(opaque_round));
+      recompute_values<Traits, kRingOrTree>(p, tile_of_round(opaque_round, worker, workers), tOrO, r,
+                                            warpgroup * 64 + row0 + 8 * r, column_base + get<1>(tOcO(0)), row_max[r]);
+    }
 
     float row_total[2];
     CUTE_UNROLL

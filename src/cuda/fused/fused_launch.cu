@@ -194,6 +194,12 @@ void run_fused_prefill(const AttentionProblem& p, const Plan& plan, const Device
   params.block_table_stride = paged ? p.kv.block_table_stride : 0;
   params.page_shift = paged ? detail::log2_exact(p.kv.page_size) : 0;
   params.box_rows = box_rows;
+  params.q_rows = p.q;
+  params.q_token_stride = p.q_token_stride;
+  params.q_head_stride = p.q_head_stride;
+  params.k_pool = detail::k_pool(p.kv);
+  params.v_pool = detail::v_pool(p.kv);
+  params.pages = detail::kv_pages(p.kv);
   params.k_map = encode(p.kv.k, bf16, kv_dims, k_strides, kv_box, "k");
   params.v_map = encode(p.kv.v, bf16, kv_dims, v_strides, kv_box, "v");
 

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "core/kv_layout.h"
 #include "cuda/fused/tile_config.h"
 
 namespace wideattn::fused {
@@ -51,6 +52,14 @@ struct FusedParams {
   int64_t block_table_stride = 0;
   int32_t page_shift = 0;  // log2(page_size)
   int32_t box_rows = 0;
+
+  // The same tensors as plain pointers, for the rare rows whose output came out non-finite
+  // (the NaN policy's key-by-key pass, fused_kernel.cuh): Q rows [tokens, q_heads, d] by
+  // strides, K and V rows through kv_layout.h (contiguous or paged).
+  const void* q_rows = nullptr;
+  int64_t q_token_stride = 0, q_head_stride = 0;
+  detail::KvPool k_pool, v_pool;
+  detail::KvPages pages;
 
   // KV splits per query tile (> 1: each work item covers 1/splits of its tile's key tiles and
   // leaves its partial state, [token * q_heads + head][split], for the decode merge kernel).
