@@ -31,6 +31,8 @@
 #include <type_traits>
 
 #include "core/error.h"
+#include <cuda_fp8.h>
+
 #include "cuda/kernels/decode_common.cuh"
 #include "cuda/kernels/decode_trace.h"
 #include "cuda/primitives/check.h"
@@ -38,6 +40,67 @@
 #include "cuda/primitives/launch.h"
 
 namespace wideattn::cuda::decode {
+
+// The NaN policy's slow path (docs/reliability.md, "Non-finite values"): this thread's output
+// elements of row `row` (columns col0 + 8n, +1) again, stored as the epilogue stores them, from
+// global memory: every key of the CTA's range the row sees, its probability against the row's
+// final maximum m_log2 (log2 units) rounded to the MMA type, keys of probability 0 left out.
+// Slow (a head_dim dot product per key), rare: only for rows whose output came out inf or NaN.
+template <typename T, int D, bool Fp8, int NTiles>
+__device__ __forceinline__ void recompute_row_output(const DecodeParams& p, const CtaWork& w, int32_t row, int col0,
+                                                     float m_log2, float l, float v_scale) {
+  using Tc = std::conditional_t<Fp8, __half, T>;
+  using KvT = std::conditional_t<Fp8, uint8_t, T>;
+  float acc[NTiles][2];
+#pragma unroll
+  for (int n = 0; n < NTiles; ++n) acc[n][0] = acc[n][1] = 0.0f;
+  if (row >= w.rows) return;  // a padding row
+  auto widen = [](const KvT* x) {
+    if constexpr (Fp8) {
+      return __half2float(__half(__nv_cvt_fp8_to_halfraw(*x, __NV_E4M3)));
+    } else {
+      return Storage<T>::load(x);
+    }
+  };
+  const RowTarget target = row_target(w, p.gqa, row);
+  const T* q = static_cast<const T*>(p.q) + target.token * p.q_token_stride + target.head * p.q_head_stride;
+  const float scale = Fp8 ? p.scale * fp8_scale(p.k_scale, p.scales_per_head, w.kv_head) : p.scale;
+  const float inv_softcap = p.softcap > 0.0f ? 1.0f / p.softcap : 0.0f;
+  for (int64_t key = w.key_begin; key < w.key_end && m_log2 != neg_inf(); ++key) {  // -inf: sees no key
+    if (!visible(w, p.gqa, row, key)) continue;
+    const int64_t page = wideattn::detail::page_of(p.pages, w.seq, key);
+    const KvT* k = static_cast<const KvT*>(p.k.base) + wideattn::detail::row_offset(p.k, p.pages, page, key, w.kv_head);
+    float dot = 0.0f;
+#pragma unroll 1
+    for (int c = 0; c < D; ++c) dot = fmaf(Storage<T>::load(q + c), widen(k + c), dot);
+    const float logit = logit_log2(dot, scale, p.softcap, inv_softcap);
+    const float probability = Storage<Tc>::unpack(Storage<Tc>::pack(exp2f(logit - m_log2), 0.0f)).x;
+    if (probability == 0.0f) continue;  // select, not multiply: a hidden or vanished key adds nothing
+    const KvT* v = static_cast<const KvT*>(p.v.base) +
+                   wideattn::detail::row_offset(p.v, p.pages, page, key, w.kv_head) + col0;
+#pragma unroll
+    for (int n = 0; n < NTiles; ++n) {
+      acc[n][0] = fmaf(probability, widen(v + n * 8), acc[n][0]);
+      acc[n][1] = fmaf(probability, widen(v + n * 8 + 1), acc[n][1]);
+    }
+  }
+  // Stored over what the epilogue wrote, as it does.
+  const RowTarget t = row_target(w, p.gqa, row);
+  if (p.splits == 1) {
+    float factor, lse;
+    final_scaling(m_log2, l, p.sinks, t.head, factor, lse);
+    factor *= v_scale;
+    T* o = static_cast<T*>(p.out) + t.token * p.out_token_stride + t.head * p.out_head_stride + col0;
+#pragma unroll
+    for (int n = 0; n < NTiles; ++n) Storage<T>::store2(o + n * 8, acc[n][0] * factor, acc[n][1] * factor);
+  } else {
+    float* o = p.partial_out + ((t.token * p.q_heads + t.head) * p.splits + w.split) * D + col0;
+#pragma unroll
+    for (int n = 0; n < NTiles; ++n) {
+      *reinterpret_cast<float2*>(o + n * 8) = make_float2(acc[n][0] * v_scale, acc[n][1] * v_scale);
+    }
+  }
+}
 
 // KeySets: warp groups per row block (key_sets_for; 2 only when split by head_dim, with one row
 // block a CTA): set k scores keys [16k, 16k + 16) of every tile with its own running state, and
@@ -695,6 +758,21 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
 
   // ---- epilogue: rows g and g + 8 of this warp group, columns of this warp ----
   const int col0 = wq * kColsPerWarp + qd * 2;
+  // The NaN policy: a hidden key's probability is exactly 0, but P V multiplies by it inside
+  // mma, and 0 x inf or NaN is NaN. Such a product can only leave inf or NaN in acc (NaN
+  // survives every sum), so a thread whose elements of a row are all finite is done; else,
+  // after the stores below (when acc is dead: the slow path costs the streaming loop no
+  // registers), it computes them again key by key and stores them over (recompute_row_values),
+  // against the row's final maximum and sum (they come from the scores, which V does not
+  // touch). Only caches holding inf or NaN get there.
+  bool poisoned[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float poison = 0.0f;  // x * 0 is NaN exactly when x is inf or NaN
+#pragma unroll
+    for (int n = 0; n < kNTiles; ++n) poison = fmaf(acc[n][2 * h], 0.0f, fmaf(acc[n][2 * h + 1], 0.0f, poison));
+    poisoned[h] = poison != 0.0f;
+  }
   // fp8: a stored V stands for V * v_scale; the partial states scale alike (the merge is linear).
   const float v_scale = Fp8 ? fp8_scale(p.v_scale, p.scales_per_head, w.kv_head) : 1.0f;
 #pragma unroll
@@ -728,6 +806,15 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
         }
       }
     }
+  }
+  // One copy of the slow path for both rows: a rolled loop whose row state comes by selects (an
+  // index into m_run or l_run would move those arrays to the stack).
+#pragma unroll 1
+  for (int h = 0; h < 2; ++h) {
+    const bool first = h == 0;
+    if (!(first ? poisoned[0] : poisoned[1])) continue;
+    recompute_row_output<T, D, Fp8, kNTiles>(p, w, w.row0 + row_block * kRowsPerBlock + g + h * 8, col0,
+                                             first ? m_run[0] : m_run[1], first ? l_run[0] : l_run[1], v_scale);
   }
   WIDEATTN_TRACE(p, 4 * int64_t{blockIdx.x} + 3);
 }
