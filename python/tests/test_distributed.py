@@ -1,8 +1,10 @@
-"""wideattn.distributed.context_parallel_attention: a KV cache sharded by position over the
+"""wideattn.distributed: context_parallel_attention, a KV cache sharded by position over the
 processes of a torch.distributed group (gloo on the CPU here; NCCL on GPUs), each rank's partial
 state gathered and merged, against one call over the whole cache: decode and speculative steps,
 GQA, sinks, soft-cap, bidirectional masks, uneven and empty shards, each sequence's newest keys
-on a different rank; and the shardings it refuses (errors naming the argument)."""
+on a different rank; and the shardings it refuses (errors naming the argument). Then the
+prefill of one sequence with zig-zag sharding, by ring attention and by an all-gather of K/V
+(causal, bidirectional, a sliding window), against one call over the sequence."""
 
 from __future__ import annotations
 
@@ -299,3 +301,75 @@ def test_ring_prefill_refusals_name_the_argument(one_process_group):
         wideattn.distributed.ring_prefill_attention(q, kv, kv, window=4)
     with pytest.raises(TypeError, match="k must be"):
         wideattn.distributed.ring_prefill_attention(q, kv.numpy(), kv)
+
+
+# allgather_prefill_attention: the same zig-zag inputs, every rank's K/V gathered first; it
+# also serves causal sliding windows (each query keeps its position).
+ALLGATHER_CASES = {
+    "causal-2": dict(ring="causal-2", window=0),
+    "causal-3-window": dict(ring="causal-3", window=21),
+    "bidirectional-2": dict(ring="bidirectional-2", window=0),
+}
+
+
+def allgather_worker(rank, name, seed, port, backend, results):
+    a = ALLGATHER_CASES[name]
+    c = RING_CASES[a["ring"]]
+    device, dtype = join_group(backend, rank, c["world"], port)
+    try:
+        c, q, k, v, sinks = ring_inputs(a["ring"], seed)
+        rows = rows_of(rank, c)
+        on = lambda x: torch.from_numpy(np.ascontiguousarray(x)).to(device=device, dtype=dtype)  # noqa: E731
+        out, lse = wideattn.distributed.allgather_prefill_attention(
+            on(q[rows]), on(k[rows]), on(v[rows]), causal=c["causal"], sinks=torch.from_numpy(sinks).to(device),
+            softcap=30.0, window=a["window"], return_lse=True)
+        results.put((rank, out.float().cpu().numpy(), lse.cpu().numpy(), ""))
+    except Exception as error:
+        results.put((rank, None, None, f"{type(error).__name__}: {error}"))
+    finally:
+        dist.destroy_process_group()
+
+
+def run_allgather(name, backend):
+    a = ALLGATHER_CASES[name]
+    seed = (SEED + zlib.crc32(name.encode())) % 2**32
+    print(f"seed {seed} (WIDEATTN_TEST_SEED={SEED})")
+    c, q, k, v, sinks = ring_inputs(a["ring"], seed)
+    if backend == "nccl":
+        q, k, v = (torch.from_numpy(x).to(torch.bfloat16).float().numpy() for x in (q, k, v))
+    length = q.shape[0]
+    out, lse = wideattn.attention(q, k[None], v[None], query_offsets=[0, length], kv_lengths=[length],
+                                  causal=c["causal"], sinks=sinks, softcap=30.0, window=a["window"],
+                                  return_lse=True)
+    got = spawn(allgather_worker, c["world"], (name, seed, free_port(), backend))
+    check_ranks(got, out, lse, lambda rank: rows_of(rank, c), backend == "nccl", f"{name}, {backend}")
+
+
+@pytest.mark.parametrize("name", sorted(ALLGATHER_CASES))
+def test_allgather_prefill_equals_one_call_over_the_sequence(name):
+    run_allgather(name, "gloo")
+
+
+@pytest.mark.parametrize("name", sorted(ALLGATHER_CASES))
+def test_allgather_prefill_over_nccl(name):
+    gpus_or_skip(RING_CASES[ALLGATHER_CASES[name]["ring"]]["world"])
+    run_allgather(name, "nccl")
+
+
+def test_allgather_prefill_refusals_name_the_argument(one_process_group):
+    q = torch.zeros((7, 4, 64))
+    kv = torch.zeros((7, 2, 64))
+    with pytest.raises(ValueError, match="even count"):
+        wideattn.distributed.allgather_prefill_attention(q, kv, kv)
+    q, kv = q[:6], kv[:6]
+    with pytest.raises(NotImplementedError, match="causal=False"):
+        wideattn.distributed.allgather_prefill_attention(q, kv, kv, causal=False, window=4)
+    with pytest.raises(NotImplementedError, match="ring_length"):
+        wideattn.distributed.allgather_prefill_attention(q, kv, kv, ring_length=4)
+    with pytest.raises(TypeError, match="k must be"):
+        wideattn.distributed.allgather_prefill_attention(q, kv.numpy(), kv)
+    # One rank: the plain call.
+    out = wideattn.distributed.allgather_prefill_attention(q + 1, kv + 1, kv + 2, window=3)
+    expected = wideattn.attention(q + 1, (kv + 1)[None], (kv + 2)[None], query_offsets=[0, 6], kv_lengths=[6],
+                                  causal=True, window=3)
+    assert_close(out.numpy(), np.asarray(expected), 1e-6, 1e-6, "one rank")

@@ -44,5 +44,6 @@ def test_context_parallel_over_two_cpu_processes():
                             env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "decode b3 x KV 192 (8/2, d=64, float32): 2 ranks" in result.stdout, result.stdout
-    assert "prefill 128 tokens (8/2, d=64, float32): 2 ranks" in result.stdout, result.stdout
+    assert "prefill 128 tokens by ring (8/2, d=64, float32): 2 ranks" in result.stdout, result.stdout
+    assert "prefill 128 tokens by all-gather (8/2, d=64, float32): 2 ranks" in result.stdout, result.stdout
     assert "ok: worst |error|" in result.stdout, result.stdout

@@ -1,7 +1,9 @@
 """Context parallelism through torch.distributed (one process per GPU with the NCCL backend;
 gloo on the CPU): `context_parallel_attention`, one attention call of decode and speculative
 steps over a KV cache sharded by position across the processes of a group; and
-`ring_prefill_attention`, the prefill of one sequence by ring attention with zig-zag sharding.
+`ring_prefill_attention`, the prefill of one sequence by ring attention with zig-zag sharding;
+and `allgather_prefill_attention`, the same prefill with every rank's K/V gathered first (one
+collective, then one local call per query chunk; sliding windows served).
 
     out = wideattn.distributed.context_parallel_attention(
         q, k_shard, v_shard, query_offsets=cu_seqlens_q, kv_lengths=seq_lens,
@@ -211,16 +213,8 @@ def ring_prefill_attention(
     import torch.distributed as dist
 
     _refuse_positional_masks(options, "ring_prefill_attention")
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(x, torch.Tensor) or x.dim() != 3:
-            raise TypeError(f"ring_prefill_attention: {name} must be a 3-dimensional torch.Tensor "
-                            f"[2 chunks x rows, heads, head_dim], got {type(x).__qualname__}"
-                            f"{'' if not isinstance(x, torch.Tensor) else ' of shape ' + str(tuple(x.shape))}")
+    _check_zigzag_inputs(q, k, v, "ring_prefill_attention")
     rows = q.shape[0]
-    if rows % 2 or k.shape[0] != rows or v.shape[0] != rows:
-        raise ValueError(f"ring_prefill_attention: q, k and v hold {rows}, {k.shape[0]} and {v.shape[0]} rows, "
-                         "expected the same even count (two equal chunks; uneven ones need key position "
-                         "offsets)")
     rank = dist.get_rank(group)
     world = dist.get_world_size(group)
     if 2 * world > 32:
@@ -260,5 +254,82 @@ def ring_prefill_attention(
         merged_out, merged_lse = merge_states(*states[i])
         outs.append(merged_out)
         lses.append(merged_lse)
+    out = torch.cat(outs)
+    return (out, torch.cat(lses)) if return_lse else out
+
+
+def _check_zigzag_inputs(q, k, v, function: str) -> None:
+    import torch
+
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(x, torch.Tensor) or x.dim() != 3:
+            raise TypeError(f"{function}: {name} must be a 3-dimensional torch.Tensor "
+                            f"[2 chunks x rows, heads, head_dim], got {type(x).__qualname__}"
+                            f"{'' if not isinstance(x, torch.Tensor) else ' of shape ' + str(tuple(x.shape))}")
+    rows = q.shape[0]
+    if rows % 2 or k.shape[0] != rows or v.shape[0] != rows:
+        raise ValueError(f"{function}: q, k and v hold {rows}, {k.shape[0]} and {v.shape[0]} rows, "
+                         "expected the same even count (two equal chunks; uneven ones need key position "
+                         "offsets)")
+
+
+def allgather_prefill_attention(
+    q: Any,
+    k: Any,
+    v: Any,
+    *,
+    group: Any = None,
+    causal: bool = True,
+    sinks: Optional[Any] = None,
+    return_lse: bool = False,
+    **options: Any,
+) -> Any:
+    """Prefill of one sequence over the ranks of a torch.distributed group, with the inputs of
+    `ring_prefill_attention` (zig-zag sharding: this rank holds chunks `zigzag_chunks(rank,
+    world)` of 2 x world equal ones, concatenated): every rank's K and V are gathered first (one
+    all_gather of 2 x world x chunk rows, on the group's backend), put back in sequence order,
+    and each of this rank's query chunks attends the keys up to its own end in one local call
+    (causal), or all of them (bidirectional). Against the ring: one collective instead of world
+    steps, no partial states to merge, and each query keeps its position, so causal sliding
+    windows (`window` / `window_left`) are served; the cost is the whole sequence's K and V on
+    every rank, and a transfer that does not overlap the attention. Which is faster depends on
+    the size and the links (docs/design.md). Returns this rank's out [2c, q_heads, head_dim]
+    (q's dtype), or (out, lse). `options` as `attention`'s (scale, softcap, kernel, kv_splits,
+    and windows when causal); rings and trees: NotImplementedError."""
+    import torch
+    import torch.distributed as dist
+
+    window_options = {name: options.pop(name) for name in ("window", "window_left") if name in options}
+    _refuse_positional_masks(options, "allgather_prefill_attention")
+    windowed = any(value not in (None, 0, -1) for value in window_options.values())
+    if windowed and not causal:
+        raise NotImplementedError("allgather_prefill_attention: a window with causal=False is not served (the "
+                                  "kernels place a chunk's queries at the end of the keys they are given)")
+    _check_zigzag_inputs(q, k, v, "allgather_prefill_attention")
+    rank = dist.get_rank(group)
+    world = dist.get_world_size(group)
+    chunk = q.shape[0] // 2
+    mine = torch.stack((k, v)).contiguous()  # [2, 2c, kv_heads, head_dim]: one message
+    if dist.get_backend(group) == "nccl":
+        gathered: Any = torch.empty((world, *mine.shape), dtype=mine.dtype, device=mine.device)
+        dist.all_gather_into_tensor(gathered, mine, group=group)
+        parts = [gathered[r] for r in range(world)]
+    else:  # gloo and others: lists
+        parts = [torch.empty_like(mine) for _ in range(world)]
+        dist.all_gather(parts, mine, group=group)
+    # Sequence order: rank r's two chunks go to positions zigzag_chunks(r, world).
+    ordered = [None] * (2 * world)
+    for r, part in enumerate(parts):
+        for slot, position in enumerate(zigzag_chunks(r, world)):
+            ordered[position] = part[:, slot * chunk:(slot + 1) * chunk]
+    sequence = torch.cat(ordered, dim=1)  # [2, 2 world c, kv_heads, head_dim]
+    outs, lses = [], []
+    for slot, i in enumerate(zigzag_chunks(rank, world)):
+        keys = (i + 1) * chunk if causal else sequence.shape[1]
+        out, lse = attention(q[slot * chunk:(slot + 1) * chunk], sequence[0, :keys].unsqueeze(0),
+                             sequence[1, :keys].unsqueeze(0), query_offsets=[0, chunk], kv_lengths=[keys],
+                             causal=causal, sinks=sinks, return_lse=True, **window_options, **options)
+        outs.append(out)
+        lses.append(lse)
     out = torch.cat(outs)
     return (out, torch.cat(lses)) if return_lse else out
