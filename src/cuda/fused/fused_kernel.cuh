@@ -255,9 +255,9 @@ __device__ void produce(const FusedParams& p, typename Traits::Shared& sh, int32
 // ---- consumers ---------------------------------------------------------------------------------
 // The NaN policy's slow path (consume): this thread's elements of tile row `row` (its
 // accumulator elements i with (i / 2) % 2 == r, at columns column + 8 (i / 4) + i % 2), again
-// from global memory: every key of the item's walk the row sees, in probability order of the
-// kernel (scores against the item's final maximum, rounded to the P operand's type), keys of
-// probability 0 left out (key_visible's semantics: an interval for the plain masks,
+// from global memory: every key of the item's walk the row sees, with the kernel's
+// probabilities (scores against the item's final maximum, rounded to the P operand's type), keys
+// of probability 0 left out (key_visible's semantics: an interval for the plain masks,
 // ring_tree_key_visible in the ring/tree variant). Slow (a head_dim dot product per key and
 // thread), rare.
 template <class Traits, bool kRingOrTree, class Accumulator>

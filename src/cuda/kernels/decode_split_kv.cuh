@@ -28,11 +28,11 @@
 // the logit scale, the V scale the output.
 #pragma once
 
+#include <cuda_fp8.h>
+
 #include <type_traits>
 
 #include "core/error.h"
-#include <cuda_fp8.h>
-
 #include "cuda/kernels/decode_common.cuh"
 #include "cuda/kernels/decode_trace.h"
 #include "cuda/primitives/check.h"
@@ -85,7 +85,7 @@ __device__ __forceinline__ void recompute_row_output(const DecodeParams& p, cons
     }
   }
   // Stored over what the epilogue wrote, as it does.
-  const RowTarget t = row_target(w, p.gqa, row);
+  const RowTarget& t = target;
   if (p.splits == 1) {
     float factor, lse;
     final_scaling(m_log2, l, p.sinks, t.head, factor, lse);
@@ -762,7 +762,7 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
   // mma, and 0 x inf or NaN is NaN. Such a product can only leave inf or NaN in acc (NaN
   // survives every sum), so a thread whose elements of a row are all finite is done; else,
   // after the stores below (when acc is dead: the slow path costs the streaming loop no
-  // registers), it computes them again key by key and stores them over (recompute_row_values),
+  // registers), it computes them again key by key and stores them over (recompute_row_output),
   // against the row's final maximum and sum (they come from the scores, which V does not
   // touch). Only caches holding inf or NaN get there.
   bool poisoned[2];
