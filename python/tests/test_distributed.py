@@ -250,16 +250,19 @@ def rows_of(rank, c):
                            for i in wideattn.distributed.zigzag_chunks(rank, c["world"])])
 
 
-def ring_worker(rank, name, seed, port, backend, results):
+def zigzag_worker(rank, method, name, window, seed, port, backend, results):
+    """One rank of a zig-zag prefill (`method`: ring_prefill_attention or
+    allgather_prefill_attention) of RING_CASES[name]."""
     c = RING_CASES[name]
     device, dtype = join_group(backend, rank, c["world"], port)
     try:
         c, q, k, v, sinks = ring_inputs(name, seed)
         rows = rows_of(rank, c)
         on = lambda x: torch.from_numpy(np.ascontiguousarray(x)).to(device=device, dtype=dtype)  # noqa: E731
-        out, lse = wideattn.distributed.ring_prefill_attention(
+        windowed = {"window": window} if window else {}
+        out, lse = getattr(wideattn.distributed, method)(
             on(q[rows]), on(k[rows]), on(v[rows]), causal=c["causal"], sinks=torch.from_numpy(sinks).to(device),
-            softcap=30.0, return_lse=True)
+            softcap=30.0, return_lse=True, **windowed)
         results.put((rank, out.float().cpu().numpy(), lse.cpu().numpy(), ""))
     except Exception as error:
         results.put((rank, None, None, f"{type(error).__name__}: {error}"))
@@ -267,17 +270,23 @@ def ring_worker(rank, name, seed, port, backend, results):
         dist.destroy_process_group()
 
 
-def run_ring(name, backend):
-    seed = (SEED + zlib.crc32(name.encode())) % 2**32
+def run_zigzag(method, name, backend, window=0, label=None):
+    """A zig-zag prefill over RING_CASES[name]'s ranks against one call over the sequence."""
+    label = label or name
+    seed = (SEED + zlib.crc32(label.encode())) % 2**32
     print(f"seed {seed} (WIDEATTN_TEST_SEED={SEED})")
     c, q, k, v, sinks = ring_inputs(name, seed)
     if backend == "nccl":
         q, k, v = (torch.from_numpy(x).to(torch.bfloat16).float().numpy() for x in (q, k, v))
     length = q.shape[0]
     out, lse = wideattn.attention(q, k[None], v[None], query_offsets=[0, length], kv_lengths=[length],
-                                  causal=c["causal"], sinks=sinks, softcap=30.0, return_lse=True)
-    got = spawn(ring_worker, c["world"], (name, seed, free_port(), backend))
-    check_ranks(got, out, lse, lambda rank: rows_of(rank, c), backend == "nccl", f"{name}, {backend}")
+                                  causal=c["causal"], sinks=sinks, softcap=30.0, window=window, return_lse=True)
+    got = spawn(zigzag_worker, c["world"], (method, name, window, seed, free_port(), backend))
+    check_ranks(got, out, lse, lambda rank: rows_of(rank, c), backend == "nccl", f"{method} {label}, {backend}")
+
+
+def run_ring(name, backend):
+    run_zigzag("ring_prefill_attention", name, backend)
 
 
 @pytest.mark.parametrize("name", sorted(RING_CASES))
@@ -312,37 +321,9 @@ ALLGATHER_CASES = {
 }
 
 
-def allgather_worker(rank, name, seed, port, backend, results):
-    a = ALLGATHER_CASES[name]
-    c = RING_CASES[a["ring"]]
-    device, dtype = join_group(backend, rank, c["world"], port)
-    try:
-        c, q, k, v, sinks = ring_inputs(a["ring"], seed)
-        rows = rows_of(rank, c)
-        on = lambda x: torch.from_numpy(np.ascontiguousarray(x)).to(device=device, dtype=dtype)  # noqa: E731
-        out, lse = wideattn.distributed.allgather_prefill_attention(
-            on(q[rows]), on(k[rows]), on(v[rows]), causal=c["causal"], sinks=torch.from_numpy(sinks).to(device),
-            softcap=30.0, window=a["window"], return_lse=True)
-        results.put((rank, out.float().cpu().numpy(), lse.cpu().numpy(), ""))
-    except Exception as error:
-        results.put((rank, None, None, f"{type(error).__name__}: {error}"))
-    finally:
-        dist.destroy_process_group()
-
-
 def run_allgather(name, backend):
     a = ALLGATHER_CASES[name]
-    seed = (SEED + zlib.crc32(name.encode())) % 2**32
-    print(f"seed {seed} (WIDEATTN_TEST_SEED={SEED})")
-    c, q, k, v, sinks = ring_inputs(a["ring"], seed)
-    if backend == "nccl":
-        q, k, v = (torch.from_numpy(x).to(torch.bfloat16).float().numpy() for x in (q, k, v))
-    length = q.shape[0]
-    out, lse = wideattn.attention(q, k[None], v[None], query_offsets=[0, length], kv_lengths=[length],
-                                  causal=c["causal"], sinks=sinks, softcap=30.0, window=a["window"],
-                                  return_lse=True)
-    got = spawn(allgather_worker, c["world"], (name, seed, free_port(), backend))
-    check_ranks(got, out, lse, lambda rank: rows_of(rank, c), backend == "nccl", f"{name}, {backend}")
+    run_zigzag("allgather_prefill_attention", a["ring"], backend, window=a["window"], label=name)
 
 
 @pytest.mark.parametrize("name", sorted(ALLGATHER_CASES))
