@@ -725,7 +725,10 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
     }
     // The late recompute of row r (kLateRecompute): its elements again into tOrO, whose values
     // are dead by then.
-    auto recompute_late = [&](int r) {
+    // The row comes as a compile-time constant: with a runtime one (a lambda not inlined at
+    // both of its calls) the accumulator's indices went dynamic and it moved to local memory.
+    auto recompute_late = [&](auto row_constant) {
+      constexpr int r = decltype(row_constant)::value;
       int32_t opaque_round = round;
       asm volatile("" : "+r"(opaque_round));
       recompute_values<Traits, kRingOrTree>(p, tile_of_round(opaque_round, worker, workers), tOrO, r,
@@ -754,7 +757,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
           *reinterpret_cast<float2*>(partial + 8 * (i / 4)) = make_float2(tOrO(i), tOrO(i + 1));
         }
         if (kLateRecompute && poisoned[r]) {
-          recompute_late(r);
+          if (r == 0) recompute_late(cute::Int<0>{}); else recompute_late(cute::Int<1>{});
           CUTE_UNROLL
           for (int i = 2 * r; i < size(tOrO); i += 4) {
             *reinterpret_cast<float2*>(partial + 8 * (i / 4)) = make_float2(tOrO(i), tOrO(i + 1));
@@ -838,7 +841,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
         CUTE_UNROLL
         for (int r = 0; r < 2; ++r) {
           if (!poisoned[r]) continue;
-          recompute_late(r);
+          if (r == 0) recompute_late(cute::Int<0>{}); else recompute_late(cute::Int<1>{});
           CUTE_UNROLL
           for (int i = 2 * r; i < size(tOrO); i += 4) {  // row r's elements, stored over
             const int group = i / 4, chunk = group / 8, unit = group % 8;
