@@ -703,23 +703,37 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
     // key from global memory, leaving out the keys of probability 0. The item's maximum and sum
     // stay (they come from the scores, which V does not touch), so a pair's two halves and a
     // split's parts stay consistent. Only caches holding inf or NaN get here.
-    // (Not in the pair's ring/tree variant: its consumers have no registers left for it; the
-    // documented limitation there.)
-    constexpr bool kRecompute = !(kRingOrTree && Traits::kCluster > 1);
+    // The pair's ring/tree variant has no registers for that here (it spilled): it recomputes
+    // late, once the rows' elements are stored (staging area or partial state) and the output
+    // registers are dead, and stores them again (kLateRecompute).
+    constexpr bool kLateRecompute = kRingOrTree && Traits::kCluster > 1;
+    bool poisoned[2];
     CUTE_UNROLL
-    for (int r = 0; r < 2 && kRecompute; ++r) {
+    for (int r = 0; r < 2; ++r) {
       float poison[2] = {0.0f, 0.0f};  // x * 0 is NaN exactly when x is inf or NaN
       CUTE_UNROLL
       for (int i = 2 * r; i < size(tOrO); i += 4) {
         poison[0] = fmaf(tOrO(i), 0.0f, poison[0]);
         poison[1] = fmaf(tOrO(i + 1), 0.0f, poison[1]);
       }
-      if (poison[0] + poison[1] == 0.0f) continue;
+      poisoned[r] = poison[0] + poison[1] != 0.0f;
+      if (kLateRecompute || !poisoned[r]) continue;
       int32_t opaque_round = round;  // so that the item's first decode is not kept for this
       asm volatile("" : "+r"(opaque_round));
       recompute_values<Traits, kRingOrTree>(p, tile_of_round(opaque_round, worker, workers), tOrO, r,
                                             warpgroup * 64 + row0 + 8 * r, column_base + get<1>(tOcO(0)), row_max[r]);
     }
+    // The late recompute of row r (kLateRecompute): its elements again into tOrO, whose values
+    // are dead by then.
+    // The row comes as a compile-time constant: with a runtime one (a lambda not inlined at
+    // both of its calls) the accumulator's indices went dynamic and it moved to local memory.
+    auto recompute_late = [&](auto row_constant) {
+      constexpr int r = decltype(row_constant)::value;
+      int32_t opaque_round = round;
+      asm volatile("" : "+r"(opaque_round));
+      recompute_values<Traits, kRingOrTree>(p, tile_of_round(opaque_round, worker, workers), tOrO, r,
+                                            warpgroup * 64 + row0 + 8 * r, column_base + get<1>(tOcO(0)), row_max[r]);
+    };
 
     float row_total[2];
     CUTE_UNROLL
@@ -741,6 +755,13 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
         CUTE_UNROLL
         for (int i = 2 * r; i < size(tOrO); i += 4) {  // elements of row r: (i / 2) % 2 == r
           *reinterpret_cast<float2*>(partial + 8 * (i / 4)) = make_float2(tOrO(i), tOrO(i + 1));
+        }
+        if (kLateRecompute && poisoned[r]) {
+          if (r == 0) recompute_late(cute::Int<0>{}); else recompute_late(cute::Int<1>{});
+          CUTE_UNROLL
+          for (int i = 2 * r; i < size(tOrO); i += 4) {
+            *reinterpret_cast<float2*>(partial + 8 * (i / 4)) = make_float2(tOrO(i), tOrO(i + 1));
+          }
         }
         if (thread % 4 == 0 && rank == 0) {  // the twin holds the same state
           p.partial_max[state] = row_max[r] == -INFINITY ? -INFINITY : row_max[r] * kLn2;
@@ -814,6 +835,22 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
         const Element hi = static_cast<Element>(tOrO(i + 1) * out_scale[r]);
         store_shared(area + (chunk % kPassChunks) * kChunkBytes + (row0 + 8 * r) * 128 + col0 * 2 + ((unit ^ swizzle) << 4),
                      uint32_t{lo.raw()} | (uint32_t{hi.raw()} << 16));
+      }
+      if constexpr (kLateRecompute) {
+        static_assert(Traits::kOutPasses == 1, "the late recompute stores one pass");
+        CUTE_UNROLL
+        for (int r = 0; r < 2; ++r) {
+          if (!poisoned[r]) continue;
+          if (r == 0) recompute_late(cute::Int<0>{}); else recompute_late(cute::Int<1>{});
+          CUTE_UNROLL
+          for (int i = 2 * r; i < size(tOrO); i += 4) {  // row r's elements, stored over
+            const int group = i / 4, chunk = group / 8, unit = group % 8;
+            const Element lo = static_cast<Element>(tOrO(i) * out_scale[r]);
+            const Element hi = static_cast<Element>(tOrO(i + 1) * out_scale[r]);
+            store_shared(area + chunk * kChunkBytes + (row0 + 8 * r) * 128 + col0 * 2 + ((unit ^ swizzle) << 4),
+                         uint32_t{lo.raw()} | (uint32_t{hi.raw()} << 16));
+          }
+        }
       }
       named_barrier_sync(1 + warpgroup, 128);
       const uint32_t piece_offset = (piece / 8) * kChunkBytes;
