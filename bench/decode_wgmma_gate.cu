@@ -9,7 +9,7 @@
 // warpgroup), not the 64 x 512 tile of the prefill kernel.
 //
 // Shape of this gate (one CTA per (sequence, KV head), the whole KV length; 31B: 32/4 heads):
-// - a producer warp brings Q once and the K/V of each 64-key tile as 8 chunks of 64 keys x 128
+// - a producer thread brings Q once and the K/V of each 64-key tile as 8 chunks of 64 keys x 128
 //   columns (16 KB bf16) by TMA into a ring of 11-12 chunks (176-192 KB): a tile need not fit whole;
 // - two consumer warpgroups take alternate tiles, each with its own running max, sum and O^T
 //   (merged at the end): QK over the tile's 4 K chunks, the max over the tile's keys through
@@ -64,8 +64,7 @@ constexpr int kHeadDim = 512;
 constexpr int kKeys = 64;          // keys per tile (wgmma M)
 constexpr int kChunkColumns = 128;  // columns per ring chunk
 constexpr int kChunksPerOperand = kHeadDim / kChunkColumns;  // 4 for K, 4 for V
-constexpr int kThreads = 288;
-       // two consumer warpgroups and a producer warp
+constexpr int kThreads = 384;       // two consumer warpgroups and a producer warpgroup (one thread issues)
 
 struct Params {
   int32_t batch, tokens, q_heads, kv_heads, kv_length;
@@ -191,8 +190,9 @@ __global__ void __launch_bounds__(kThreads, 1) gate_kernel(const __grid_constant
   fence_barrier_init();
   __syncthreads();
 
-  if (warp == 8) {  // ---- producer
-    if (lane != 0) return;
+  if (warp >= 8) {  // ---- producer: its registers go to the consumers (setmaxnreg)
+    registers_decrease<40>();
+    if (warp != 8 || lane != 0) return;
     if constexpr (!kFp8) {
       sh.q_full.arrive_expect_bytes(N * kHeadDim * 2);
       for (int c = 0; c < kHeadDim / 64; ++c) {
@@ -219,6 +219,7 @@ __global__ void __launch_bounds__(kThreads, 1) gate_kernel(const __grid_constant
   }
 
   // ---- consumers
+  registers_increase<232>();
   const int wg = warp / 4, thread = threadIdx.x % 128;
   if constexpr (kFp8) {
     // Q -> f16 into the SW128 layout, by both warpgroups (row n = token * group + g).
