@@ -259,6 +259,14 @@ __global__ void __launch_bounds__(kThreads, 1) gate_kernel(const __grid_constant
   if constexpr (!kFp8) sh.q_full.wait(0);
   else named_barrier_sync(3, 256);
 
+  // Chunk c's data. The stage's previous chunk (c - kRing) may belong to the other warpgroup
+  // and, were its load still in flight, the full barrier would show that older phase with the
+  // other parity: wait first for that chunk's release (its load has landed then).
+  auto await_chunk = [&](int c) {
+    const int stage = c % kRing;
+    if (c >= kRing) sh.empty[stage].wait(((c / kRing) & 1) ^ 1);
+    sh.full[stage].wait((c / kRing) & 1);
+  };
   auto chunk_operand = [&](int stage) -> E* {
     return reinterpret_cast<E*>(sh.ring[stage]);
   };
@@ -294,7 +302,7 @@ __global__ void __launch_bounds__(kThreads, 1) gate_kernel(const __grid_constant
       CUTE_UNROLL
       for (int j = 0; j < kChunksPerOperand; ++j) {
         const int c = 8 * t + j, stage = c % kRing;
-        sh.full[stage].wait((c / kRing) & 1);
+        await_chunk(c);
         if (j >= 2) warpgroup_wait<1>();  // chunk j - 2's products have read a[j % 2]
         auto a32 = recast<uint32_t>(a[j % 2]);
         const uint32_t base = shared_address(sh.ring[stage]);
@@ -331,7 +339,7 @@ __global__ void __launch_bounds__(kThreads, 1) gate_kernel(const __grid_constant
     CUTE_UNROLL
     for (int j = 0; j < kChunksPerOperand; ++j) {
       const int c = 8 * t + j, stage = c % kRing;
-      sh.full[stage].wait((c / kRing) & 1);
+      await_chunk(c);
       E* operand = chunk_operand(stage);
       if constexpr (kFp8) {
         widen_chunk(stage);
@@ -408,7 +416,7 @@ __global__ void __launch_bounds__(kThreads, 1) gate_kernel(const __grid_constant
     CUTE_UNROLL
     for (int j = 0; j < kChunksPerOperand; ++j) {
       CUTE_UNROLL
-      for (int i = 0; i < size(tOrO[j]); ++i) tOrO[j](i) *= alpha[slot(i)];
+      for (int i = 0; i < size(tOrO[j]); ++i) tOrO[j](i) *= alpha[slot(i % (N / 2))];  // i >= N / 2: rows 64-127 of the chunk
     }
     fence_async_shared();
     named_barrier_sync(1 + wg, 128);
@@ -419,7 +427,7 @@ __global__ void __launch_bounds__(kThreads, 1) gate_kernel(const __grid_constant
       CUTE_UNROLL
       for (int j = 0; j < kChunksPerOperand; ++j) {
         const int c = 8 * t + kChunksPerOperand + j, stage = c % kRing;
-        sh.full[stage].wait((c / kRing) & 1);
+        await_chunk(c);
         if (j >= 2) warpgroup_wait<1>();
         auto a32 = recast<uint32_t>(a[j % 2]);
         const uint32_t base = shared_address(sh.ring[stage]);
@@ -459,7 +467,7 @@ __global__ void __launch_bounds__(kThreads, 1) gate_kernel(const __grid_constant
     CUTE_UNROLL
     for (int j = 0; j < kChunksPerOperand; ++j) {
       const int c = 8 * t + kChunksPerOperand + j, stage = c % kRing;
-      sh.full[stage].wait((c / kRing) & 1);
+      await_chunk(c);
       E* operand = chunk_operand(stage);
       if constexpr (kFp8) {
         widen_chunk(stage);
@@ -539,7 +547,7 @@ __global__ void __launch_bounds__(kThreads, 1) gate_kernel(const __grid_constant
   for (int j = 0; j < kChunksPerOperand; ++j) {
     CUTE_UNROLL
     for (int i = 0; i < kFragment; ++i) {
-      const int k = slot(i);
+      const int k = slot(i % (N / 2));
       const float value =
           (tOrO[j](i) * scale0[k] + o_other[(j * kFragment + i) * 128 + thread] * scale1[k]) * inverse[k];
       const int row = get<0>(tOcO(i)), n = get<1>(tOcO(i));
