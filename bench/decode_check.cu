@@ -45,19 +45,12 @@
 #include "wideattn/context.h"
 #include "wideattn/convert.h"
 #include "wideattn/problem.h"
+#include "cuda_check.h"
 
 namespace {
 
 using namespace wideattn;
 
-#define CK(call)                                                                                 \
-  do {                                                                                           \
-    cudaError_t e_ = (call);                                                                     \
-    if (e_ != cudaSuccess) {                                                                     \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-      std::exit(2);                                                                              \
-    }                                                                                            \
-  } while (0)
 
 void ok_or_die(const Status& s, const char* what) {
   if (!s.ok()) {

@@ -29,17 +29,11 @@
 #include <vector>
 
 #include "cuda/fused/async_copy.cuh"
+#include "cuda/primitives/ldmatrix.cuh"
+#include "cuda_check.h"
 
 namespace {
 
-#define CK(call)                                                                               \
-  do {                                                                                         \
-    cudaError_t e_ = (call);                                                                   \
-    if (e_ != cudaSuccess) {                                                                   \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-      std::exit(2);                                                                            \
-    }                                                                                          \
-  } while (0)
 
 constexpr int kThreads = 128;
 constexpr int kKeys = 32;         // keys per tile
@@ -51,11 +45,7 @@ constexpr int kPaddedRow = kRowBytes + 16;
 __device__ __forceinline__ uint32_t smem(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t address) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(address));
-}
+using wideattn::cuda::ldmatrix_x4;
 
 // What every variant does with a tile: each warp reads its 8 keys of K over the whole row and
 // its quarter of V's columns for all keys (the kernel's ldmatrix traffic), folds them into

@@ -46,19 +46,16 @@
 #include <vector>
 
 #include "cuda/fused/async_copy.cuh"
+#include "cuda/primitives/ldmatrix.cuh"
+#include "cuda_check.h"
+#include "wideattn/convert.h"
 
 namespace gate {
 
 using namespace wideattn::fused;
+using wideattn::cuda::ldmatrix_x4;
+using wideattn::cuda::ldmatrix_x4_trans;
 
-#define CK(call)                                                                               \
-  do {                                                                                         \
-    cudaError_t e_ = (call);                                                                   \
-    if (e_ != cudaSuccess) {                                                                   \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-      std::exit(2);                                                                            \
-    }                                                                                          \
-  } while (0)
 
 constexpr int kHeadDim = 512;
 constexpr int kKeys = 64;          // keys per tile (wgmma M)
@@ -150,16 +147,6 @@ __device__ __forceinline__ uint32_t widen2(uint32_t two_codes_in_low16) {  // e4
   return r;
 }
 
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t address) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(address));
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t address) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(address));
-}
 
 // Mode 2's head_dim order in the Q K^T product: logical column l of a 16-column k step s holds
 // physical column 16 s + 4 (slot / 2 % 4) + 2 (slot >= 8) + slot % 2 (slot = l % 16), so that a
@@ -274,9 +261,7 @@ __global__ void __launch_bounds__(kThreads, 1) gate_kernel(const __grid_constant
     if (c >= kRing) sh.empty[stage].wait(((c / kRing) & 1) ^ 1);
     sh.full[stage].wait((c / kRing) & 1);
   };
-  auto chunk_operand = [&](int stage) -> E* {
-    return reinterpret_cast<E*>(sh.ring[stage]);
-  };
+
   // fp8: widen ring chunk `stage` into this warpgroup's staging chunk (same swizzled layout:
   // TMA wrote the e4m3 chunk as 64 rows of 128 bytes with the 128-byte swizzle, i.e. 16-byte
   // piece q of row r at piece q ^ (r % 8); the f16 chunk is two 64-column halves of 64 rows of
@@ -296,6 +281,19 @@ __global__ void __launch_bounds__(kThreads, 1) gate_kernel(const __grid_constant
     }
     fence_async_shared();
     named_barrier_sync(1 + wg, 128);
+  };
+  // Modes 0-1: chunk c as a shared-memory operand, once it has landed: the ring's chunk, or
+  // (fp8) this warpgroup's staging chunk widened from it, the ring's released.
+  auto shared_operand = [&](int c) -> E* {
+    const int stage = c % kRing;
+    await_chunk(c);
+    if constexpr (kFp8) {
+      widen_chunk(stage);
+      __syncwarp();
+      if (lane == 0) sh.empty[stage].arrive();
+      return sh.wide[wg];
+    }
+    return reinterpret_cast<E*>(sh.ring[stage]);
   };
 
   const int warp_in_group = warp % 4;
@@ -345,16 +343,7 @@ __global__ void __launch_bounds__(kThreads, 1) gate_kernel(const __grid_constant
     } else {
     CUTE_UNROLL
     for (int j = 0; j < kChunksPerOperand; ++j) {
-      const int c = 8 * t + j, stage = c % kRing;
-      await_chunk(c);
-      E* operand = chunk_operand(stage);
-      if constexpr (kFp8) {
-        widen_chunk(stage);
-        __syncwarp();
-        if (lane == 0) sh.empty[stage].arrive();
-        operand = sh.wide[wg];
-      }
-      Tensor sK = make_tensor(make_smem_ptr(operand), typename T::Chunk{});
+      Tensor sK = make_tensor(make_smem_ptr(shared_operand(8 * t + j)), typename T::Chunk{});
       Tensor tSrK = thr_qk.partition_fragment_A(sK);
       Tensor tSrQ = thr_qk.partition_fragment_B(local_tile(sQ, Shape<Int<N>, Int<kChunkColumns>>{}, make_coord(_0{}, j)));
       warpgroup_fence_operand(tSrS);
@@ -473,16 +462,7 @@ __global__ void __launch_bounds__(kThreads, 1) gate_kernel(const __grid_constant
     } else {
     CUTE_UNROLL
     for (int j = 0; j < kChunksPerOperand; ++j) {
-      const int c = 8 * t + kChunksPerOperand + j, stage = c % kRing;
-      await_chunk(c);
-      E* operand = chunk_operand(stage);
-      if constexpr (kFp8) {
-        widen_chunk(stage);
-        __syncwarp();
-        if (lane == 0) sh.empty[stage].arrive();
-        operand = sh.wide[wg];
-      }
-      Tensor sVt = make_tensor(make_smem_ptr(operand), typename T::ChunkT{});
+      Tensor sVt = make_tensor(make_smem_ptr(shared_operand(8 * t + kChunksPerOperand + j)), typename T::ChunkT{});
       Tensor tOrV = thr_pv.partition_fragment_A(sVt);
       warpgroup_fence_operand(tOrO[j]);
       warpgroup_arrive();
@@ -611,12 +591,6 @@ CUtensorMap encode(const void* base, CUtensorMapDataType type, int element_bytes
   return map;
 }
 
-float e4m3_value(uint8_t code) {  // OCP E4M3FN
-  const int sign = code >> 7, exponent = (code >> 3) & 15, mantissa = code & 7;
-  float v = exponent == 0 ? std::ldexp(float(mantissa) / 8.0f, -6) : std::ldexp(1.0f + float(mantissa) / 8.0f, exponent - 7);
-  if (exponent == 15 && mantissa == 7) v = NAN;
-  return sign ? -v : v;
-}
 
 struct Problem {
   int batch = 32, kv_length = 4096, tokens = 1, q_heads = 32, kv_heads = 4;
@@ -655,7 +629,7 @@ int run(const Problem& pr) {
         do code = uint8_t(rng() & 0xff) & 0xbf;  // |x| < 2 (exponent <= 7), never NaN
         while ((code & 0x7f) == 0x7f);
         bytes[i] = code;
-        values[i] = e4m3_value(code);
+        values[i] = wideattn::fp8_e4m3_to_float(code);
       } else {
         const __nv_bfloat16 x = __float2bfloat16(uniform(rng));
         std::memcpy(&bytes[2 * i], &x, 2);

@@ -10,6 +10,7 @@
 #include "core/mask.h"
 #include "cuda/kernels/decode_config.h"
 #include "cuda/kernels/decode_params.h"
+#include "cuda/primitives/ldmatrix.cuh"
 #include "wideattn/attention.h"
 
 namespace wideattn::cuda::decode {
@@ -149,16 +150,6 @@ __device__ __forceinline__ void cp_async_wait_dynamic(int pending) {
   }
 }
 
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t address) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(address));
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t address) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(address));
-}
 
 // Hardware barrier `id` (1-15; 0 is __syncthreads) for `threads` threads (a multiple of 32).
 __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
