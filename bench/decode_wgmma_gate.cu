@@ -23,8 +23,9 @@
 // codes) before its products, Q converted to f16 once. This is the simple way (widening through
 // shared memory); its cost against the bandwidth it saves is what the gate measures.
 //
-// Build: the CMake target decode_wgmma_gate. Run: build/bench/decode_wgmma_gate [--fp8]
-//   [--batch B] [--kv K] [--tokens T] [--q-heads H] [--kv-heads G]
+// Build: the CMake target decode_wgmma_gate. Run: build/bench/decode_wgmma_gate
+//   [--fp8 | --fp8-registers] [--batch B] [--kv K] [--tokens T] [--q-heads H] [--kv-heads G]
+//   [--ring R] [--compute-only]
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
