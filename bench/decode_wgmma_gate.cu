@@ -739,37 +739,32 @@ int run(const Problem& pr) {
   std::printf("check: %d rows, worst relative error %.3e, worst LSE error %.3e: %s\n", checked, worst, worst_lse,
               pr.compute_only ? "not checked (compute only)" : ok ? "ok" : "FAILED");
 
-  // Timing: the kernel, and the copy ceiling in the same run.
+  // Timing: the kernel, and the copy ceiling in the same run (event times of `repeats` calls, sorted).
   cudaEvent_t start, stop;
   CK(cudaEventCreate(&start));
   CK(cudaEventCreate(&stop));
-  std::vector<float> times;
-  for (int i = 0; i < 30; ++i) {
-    CK(cudaEventRecord(start));
-    launch();
-    CK(cudaEventRecord(stop));
-    CK(cudaEventSynchronize(stop));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, start, stop));
-    times.push_back(ms);
-  }
-  std::sort(times.begin(), times.end());
+  auto sorted_times = [&](auto&& work, int repeats) {
+    std::vector<float> times;
+    for (int i = 0; i < repeats; ++i) {
+      CK(cudaEventRecord(start));
+      work();
+      CK(cudaEventRecord(stop));
+      CK(cudaEventSynchronize(stop));
+      float ms;
+      CK(cudaEventElapsedTime(&ms, start, stop));
+      times.push_back(ms);
+    }
+    std::sort(times.begin(), times.end());
+    return times;
+  };
+  const std::vector<float> times = sorted_times(launch, 30);
   const double kernel_us = times[times.size() / 2] * 1e3;
   const size_t copy_bytes = size_t(1) << 30;
   void *a, *c;
   CK(cudaMalloc(&a, copy_bytes));
   CK(cudaMalloc(&c, copy_bytes));
-  std::vector<float> copies;
-  for (int i = 0; i < 10; ++i) {
-    CK(cudaEventRecord(start));
-    CK(cudaMemcpyAsync(c, a, copy_bytes, cudaMemcpyDeviceToDevice));
-    CK(cudaEventRecord(stop));
-    CK(cudaEventSynchronize(stop));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, start, stop));
-    copies.push_back(ms);
-  }
-  std::sort(copies.begin(), copies.end());
+  const std::vector<float> copies =
+      sorted_times([&] { CK(cudaMemcpyAsync(c, a, copy_bytes, cudaMemcpyDeviceToDevice)); }, 10);
   const double copy_gbs = 2.0 * copy_bytes / (copies[0] * 1e-3) / 1e9;  // read + write, best
   const double bytes = 2.0 * kv_count * element_bytes + 2.0 * q_count * 2;
   const double gbs = bytes / (kernel_us * 1e-6) / 1e9;
@@ -777,6 +772,8 @@ int run(const Problem& pr) {
               kMode == 0 ? "bf16" : kMode == 1 ? "fp8 (widened in shared memory)" : "fp8 (widened in registers)",
               pr.compute_only ? " COMPUTE ONLY (no K/V bytes moved; % of copy as if they had)" : "", p.ring, pr.batch, pr.tokens, pr.kv_length, pr.q_heads, pr.kv_heads, N, kernel_us, gbs,
               100.0 * gbs / copy_gbs, copy_gbs);
+  CK(cudaEventDestroy(start));
+  CK(cudaEventDestroy(stop));
   CK(cudaFree(a));
   CK(cudaFree(c));
   CK(cudaFree(dq));
