@@ -6,14 +6,12 @@
 //    cache slot past kv_length;
 // 3. rows that see no key give zeros and LSE -inf (or exactly the sink).
 // Each test injects the values into otherwise random inputs, runs one kernel and compares the
-// rows the policy protects with the f64 oracle of the clean problem. Where a kernel does not
-// give a guarantee, docs/reliability.md says so and the test skips naming that documented
-// limitation (WIDEATTN_RUN_KNOWN_FAILURES=1 runs it anyway) rather than checking something
-// weaker. The CUDA cases skip without a GPU, prefill_fused without Hopper.
+// rows the policy protects with the f64 oracle of the clean problem. Every kernel gives every
+// guarantee (docs/reliability.md, "Non-finite values"). The CUDA cases skip without a GPU,
+// prefill_fused without Hopper.
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <functional>
 #include <limits>
 #include <string>
@@ -30,11 +28,6 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kInf = std::numeric_limits<double>::infinity();
-
-bool run_known_failures() {
-  const char* value = std::getenv("WIDEATTN_RUN_KNOWN_FAILURES");
-  return value && *value && std::string(value) != "0";
-}
 
 // A dense problem on the host: q [tokens, q_heads, d], K/V [batch, capacity, kv_heads, d].
 struct PolicySetup {
@@ -301,18 +294,6 @@ const char* to_string(Hider h) {
   return "?";
 }
 
-// The documented limitation (docs/reliability.md, "Non-finite values", the table): none left.
-// The tensor-core kernels (decode, and prefill_fused in every variant) multiply a hidden key's
-// probability 0 by its V row inside mma/wgmma, where 0 x inf or NaN is NaN, and then compute a
-// row whose output came out inf or NaN again key by key; the CPU kernels, the CUDA f32 decode
-// kernel and the unfused pipeline leave keys of probability 0 out. Slots past kv_length are
-// never read (zero-filled); K rows are safe (their logits are replaced by -inf). Kept as a hook
-// for a kernel that cannot give the guarantee (WIDEATTN_RUN_KNOWN_FAILURES=1 would run it).
-std::string documented_limitation(Backend backend, Kernel kernel, Hider hider, char tensor, int32_t head_dim) {
-  (void)backend, (void)kernel, (void)hider, (void)tensor, (void)head_dim;
-  return "";
-}
-
 class HiddenRowsTest : public NanPolicyTest {
  protected:
   // Poisons the K or V rows (every KV head) of the chosen slots with `bad`, runs, and checks
@@ -409,11 +390,6 @@ class HiddenRowsTest : public NanPolicyTest {
     const std::vector<int32_t> head_dims =
         kernel() == Kernel::prefill_fused ? std::vector<int32_t>{64, 256, 512} : std::vector<int32_t>{64};
     for (const int32_t head_dim : head_dims) {
-      const std::string why = documented_limitation(backend(), kernel(), hider, tensor, head_dim);
-      if (!why.empty() && !run_known_failures()) {
-        if (head_dim == head_dims.front()) GTEST_SKIP() << why << " (WIDEATTN_RUN_KNOWN_FAILURES=1 runs it)";
-        continue;
-      }
       for (double bad : {kNaN, kInf, -kInf}) {
         SCOPED_TRACE(std::string(1, tensor) + " value " + std::to_string(bad) + ", hidden by " + to_string(hider) +
                      ", head_dim " + std::to_string(head_dim));
