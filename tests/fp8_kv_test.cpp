@@ -145,7 +145,66 @@ TEST_P(Fp8KvTest, AttentionMatchesTheOracle) {
   check_attention(context(), rng(), f32, Kernel::automatic);
 }
 
+// The shapes of the wgmma decode kernel (head_dim 512 over an fp8 cache, chosen by dispatch on
+// Hopper): 8, 16 and 32 query rows per KV head, lengths around its 64-key tiles, splits, pages
+// of 16 to 256 rows in shuffled order, head-major pools, every mask, sinks, soft-cap; NaN in
+// every unused slot and spare page. On the CPU the same cases check the reference kernels.
+TEST_P(Fp8KvTest, WideHeadDecodeShapesMatchTheOracle) {
+  struct Variant {
+    int32_t q_heads, kv_heads;
+    DType dtype;
+    Kernel kernel;
+    std::vector<SequenceShape> sequences;
+    int32_t page_size;
+    bool per_head, sinks, head_major;
+    int32_t window;
+    float softcap;
+    int32_t ring_length, ring_offset;
+    bool tree;
+  };
+  const Variant variants[] = {
+      // 31B (32/4): 8 rows; lengths of 1, 63, 64 + 1 keys and a long one
+      {32, 4, DType::bf16, Kernel::automatic, {{1, 3000}, {1, 63}, {1, 65}, {1, 1}}, 0, false, false, false, 0, 0.0f, 0, 0, false},
+      {32, 4, DType::bf16, Kernel::two_pass, {{1, 2500}, {1, 129}}, 16, true, true, false, 0, 0.0f, 0, 0, false},
+      // 26B (16/2), 2 tokens: 16 rows; f16 queries, soft-cap, pages of 32
+      {16, 2, DType::f16, Kernel::automatic, {{2, 777}, {2, 130}, {1, 64}}, 32, true, false, false, 0, 30.0f, 0, 0, false},
+      // 4 tokens x 8: 32 rows; a window, pages of 64, split
+      {32, 4, DType::bf16, Kernel::two_pass, {{4, 2000}, {3, 70}, {4, 4}}, 64, false, true, false, 300, 0.0f, 0, 0, false},
+      // E4B (8/2): 4 rows; head-major pools, pages of 256
+      {8, 2, DType::bf16, Kernel::automatic, {{1, 5000}, {2, 129}}, 256, false, false, true, 0, 0.0f, 0, 0, false},
+      // a ring cache and a speculative tree (32 rows)
+      {32, 4, DType::bf16, Kernel::automatic, {{1, 300}, {2, 200}}, 0, false, true, false, 0, 0.0f, 256, 70, false},
+      {32, 4, DType::f16, Kernel::two_pass, {{4, 900}, {3, 40}}, 16, false, false, false, 0, 0.0f, 0, 0, true},
+  };
+  for (const Variant& v : variants) {
+    AttentionCase c = fp8_case(512);
+    c.q_heads = v.q_heads;
+    c.kv_heads = v.kv_heads;
+    c.dtype = v.dtype;
+    c.sequences = v.sequences;
+    c.page_size = v.page_size;
+    c.kv_scales_per_head = v.per_head;
+    c.sinks = v.sinks;
+    c.kv_head_major = v.head_major;
+    c.window = v.window;
+    c.softcap = v.softcap;
+    c.ring_length = v.ring_length;
+    c.ring_offset = v.ring_offset;
+    c.tree = v.tree;
+    c.nan_past_kv_length = true;
+    c.extra_capacity = 70;  // NaN slots past a tile's end
+    SCOPED_TRACE(c.describe() + ", " + to_string(v.kernel));
+    AttentionOutcome outcome;
+    check_attention(context(), rng(), c, v.kernel, &outcome);
+    const DeviceInfo& device = context().device();
+    if (device.backend == Backend::cuda && device.compute_capability == 90) {
+      EXPECT_NE(outcome.plan.reason.find("wgmma kernel"), std::string::npos) << outcome.plan.reason;
+    }
+  }
+}
+
 WA_INSTANTIATE_BACKENDS(Fp8KvTest);
+
 
 // A small host-memory problem and write over an fp8 cache (planning and validation read no
 // tensor data).
@@ -210,6 +269,32 @@ TEST(Fp8Kv, CudaPlansDecodeAndUnfusedPrefillRefusesF32QueriesAndScalesNeedIt) {
   s.p.kv.fp8 = false;
   EXPECT_TRUE(has_error(plan_attention(s.p, cpu_device(), Kernel::automatic, &plan), StatusCode::invalid_argument,
                         {"kv.k_scale/kv.v_scale/kv.scales_per_head", "kv.fp8 = false"}));
+}
+
+// Dispatch names the wgmma decode kernel for head_dim 512 over an fp8 cache on sm_90, and only
+// there (planning is pure: this runs without a GPU).
+TEST(Fp8Kv, DispatchNamesTheWgmmaDecodeKernel) {
+  Fp8Setup s;
+  std::vector<uint16_t> q(32 * 512), out(32 * 512);
+  std::vector<uint8_t> cache(2 * 64 * 4 * 512);
+  s.p.q_heads = 32;
+  s.p.kv_heads = 4;
+  s.p.head_dim = 512;
+  s.p.kv.capacity = 64;
+  set_dense_strides(s.p);
+  s.p.q = q.data();
+  s.p.out = out.data();
+  s.p.kv.k = cache.data();
+  s.p.kv.v = cache.data() + cache.size() / 2;
+  Plan plan;
+  WA_EXPECT_OK(plan_attention(s.p, h100_device(), Kernel::automatic, &plan));
+#if defined(WIDEATTN_WITH_CUDA)
+  EXPECT_NE(plan.reason.find("wgmma kernel"), std::string::npos) << plan.reason;
+#endif
+  s.p.kv.fp8 = false;  // a 16-bit cache stays on the mma kernel
+  s.p.kv.k_scale = s.p.kv.v_scale = nullptr;
+  WA_EXPECT_OK(plan_attention(s.p, h100_device(), Kernel::automatic, &plan));
+  EXPECT_EQ(plan.reason.find("wgmma"), std::string::npos) << plan.reason;
 }
 
 using Fp8WriteKvTest = BackendTest;

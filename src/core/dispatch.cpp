@@ -5,6 +5,7 @@
 #include <type_traits>
 
 #include "core/bounded_plan.h"
+#include "core/decode_support.h"
 #include "core/dispatch.h"
 #include "core/error.h"
 #include "core/fused_support.h"
@@ -202,6 +203,9 @@ Plan plan_one(const AttentionProblem& p, const DeviceInfo& device, Kernel forced
     }
   } else {
     result.workspace_bytes = decode_workspace_layout(p, result.num_splits).bytes;
+    if (device.backend == Backend::cuda && decode_wgmma_unsupported(p, device, e.max_suffix).empty()) {
+      why << "; wgmma kernel (fp8 cache at head_dim 512)";
+    }
   }
   result.reason = why.str();
   return result;

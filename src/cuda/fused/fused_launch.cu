@@ -18,6 +18,7 @@
 #include "cuda/kernels/decode.h"
 #include "cuda/kernels/decode_params.h"
 #include "cuda/primitives/check.h"
+#include "cuda/primitives/tensor_map.h"
 
 namespace wideattn::fused {
 
@@ -27,56 +28,6 @@ void launch_fused_kernel(const FusedParams& params, bool bf16, int32_t work_item
                          cudaStream_t stream);
 
 namespace {
-
-using EncodeTiled = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
-                                 const cuuint64_t*, const cuuint32_t*, const cuuint32_t*,
-                                 CUtensorMapInterleave, CUtensorMapSwizzle, CUtensorMapL2promotion,
-                                 CUtensorMapFloatOOBfill);
-
-// cuTensorMapEncodeTiled through the runtime's driver entry point: the library links no libcuda,
-// so it loads on machines without a GPU driver.
-EncodeTiled encode_function() {
-  static const EncodeTiled function = [] {
-    void* pointer = nullptr;
-    cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
-    const cudaError_t status = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &pointer, 12000,
-                                                                cudaEnableDefault, &found);
-    if (status != cudaSuccess || found != cudaDriverEntryPointSuccess) pointer = nullptr;
-    return reinterpret_cast<EncodeTiled>(pointer);
-  }();
-  if (!function) {
-    detail::throw_error(StatusCode::internal, "fused prefill: the driver has no cuTensorMapEncodeTiled");
-  }
-  return function;
-}
-
-// A 4-D tensor of 16-bit elements: dims[0] contiguous, strides of dims 1..3 in elements.
-CUtensorMap encode(const void* base, bool bf16, const int64_t dims[4], const int64_t strides[3],
-                   const uint32_t box[4], const char* what) {
-  CUtensorMap map;
-  cuuint64_t size[4], stride[3];
-  cuuint32_t box_size[4], element_stride[4] = {1, 1, 1, 1};
-  for (int i = 0; i < 4; ++i) {
-    size[i] = static_cast<cuuint64_t>(std::max<int64_t>(dims[i], 1));
-    box_size[i] = box[i];
-  }
-  for (int i = 0; i < 3; ++i) {
-    // A dimension of extent 1 may have any stride; TMA still wants a valid one.
-    int64_t s = strides[i];
-    if (dims[i + 1] <= 1 && (s <= 0 || s % 8 != 0)) s = 8;
-    stride[i] = static_cast<cuuint64_t>(s) * 2;
-  }
-  const CUresult result = encode_function()(
-      &map, bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 4,
-      const_cast<void*>(base), size, stride, box_size, element_stride, CU_TENSOR_MAP_INTERLEAVE_NONE,
-      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (result != CUDA_SUCCESS) {
-    detail::throw_error(StatusCode::internal, std::string("fused prefill: cuTensorMapEncodeTiled(") +
-                                                  what + ") failed with CUresult " +
-                                                  std::to_string(static_cast<int>(result)));
-  }
-  return map;
-}
 
 template <std::size_t... I>
 void launch_row(int32_t head_dim, const FusedParams& params, bool bf16, int32_t work_items, int32_t compute_units,
@@ -174,12 +125,13 @@ void run_fused_prefill(const AttentionProblem& p, const Plan& plan, const Device
     params.partial_sum = reinterpret_cast<float*>(base + layout.partial_sum);
   }
 
+  const auto element = bf16 ? cuda::TensorMapElement::bf16 : cuda::TensorMapElement::f16;
   // Q [tokens, q_heads, d] as (d, packed heads, tokens, tile heads): a box is one tile's rows.
   const int64_t q_dims[4] = {p.head_dim, params.packed, p.total_tokens(), params.tile_heads};
   const int64_t q_strides[3] = {p.q_head_stride, p.q_token_stride, p.q_head_stride * params.packed};
   const uint32_t q_box[4] = {64, static_cast<uint32_t>(params.packed),
                              static_cast<uint32_t>(params.tokens_per_tile), 1};
-  params.q_map = encode(p.q, bf16, q_dims, q_strides, q_box, "q");
+  params.q_map = cuda::encode_tensor_map(p.q, element, q_dims, q_strides, q_box, "q");
   // K and V as (d, rows, kv_heads, sequences or pages); paged, a box is at most one page.
   const bool paged = p.kv.paged();
   const int64_t kv_dims[4] = {p.head_dim, paged ? p.kv.page_size : p.kv.capacity, p.kv_heads,
@@ -200,8 +152,8 @@ void run_fused_prefill(const AttentionProblem& p, const Plan& plan, const Device
   params.k_pool = detail::k_pool(p.kv);
   params.v_pool = detail::v_pool(p.kv);
   params.pages = detail::kv_pages(p.kv);
-  params.k_map = encode(p.kv.k, bf16, kv_dims, k_strides, kv_box, "k");
-  params.v_map = encode(p.kv.v, bf16, kv_dims, v_strides, kv_box, "v");
+  params.k_map = cuda::encode_tensor_map(p.kv.k, element, kv_dims, k_strides, kv_box, "k");
+  params.v_map = cuda::encode_tensor_map(p.kv.v, element, kv_dims, v_strides, kv_box, "v");
 
   launch_row(p.head_dim, params, bf16, params.total_tiles, device.compute_units, stream,
              std::make_index_sequence<std::size(kTileConfigs)>{});

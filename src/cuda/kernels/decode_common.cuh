@@ -199,8 +199,12 @@ static __device__ __noinline__ bool metadata_outside_bounds(const DecodeParams& 
 }
 
 // False when the CTA has no query rows (its sequence is shorter than the grid). `p` is the
-// kernel's __grid_constant__ parameter block (inline metadata is read in place).
-__device__ __forceinline__ bool cta_work(const DecodeParams& p, int rows_per_cta, CtaWork& w) {
+// kernel's __grid_constant__ parameter block (inline metadata is read in place). Splits are
+// whole numbers of `tile_keys`-key tiles; `aligned`: tiles on multiples of tile_keys in the
+// cache (a tile then never straddles a page of tile_keys rows or more; the first tile of the
+// range may start before key_begin).
+__device__ __forceinline__ bool cta_work(const DecodeParams& p, int rows_per_cta, CtaWork& w,
+                                         int tile_keys = kKeysPerTile, bool aligned = false) {
   int32_t x = static_cast<int32_t>(blockIdx.x);
   const int32_t row_item = x % p.row_items;
   x /= p.row_items;
@@ -236,11 +240,11 @@ __device__ __forceinline__ bool cta_work(const DecodeParams& p, int rows_per_cta
   const int64_t t1 = min(w.rows - 1, w.row0 + rows_per_cta - 1) / p.gqa + 1;  // <= suffix
   const wideattn::detail::KeyRange range = wideattn::detail::visible_key_range(w.mask, t0, t1);
   // Contiguous splits, each a whole number of tiles, so every CTA streams one range.
-  const int64_t keys = range.last - range.first;
-  const int64_t per_split =
-      ((keys + p.splits - 1) / p.splits + kKeysPerTile - 1) / kKeysPerTile * kKeysPerTile;
-  w.key_begin = min(range.last, range.first + w.split * per_split);
-  w.key_end = min(range.last, w.key_begin + per_split);
+  const int64_t base = aligned ? range.first - range.first % tile_keys : range.first;
+  const int64_t keys = range.last - base;
+  const int64_t per_split = ((keys + p.splits - 1) / p.splits + tile_keys - 1) / tile_keys * tile_keys;
+  w.key_begin = min(range.last, max(range.first, base + w.split * per_split));
+  w.key_end = max(w.key_begin, min(range.last, base + (w.split + 1) * per_split));
   if (!p.simple_mask) {
     w.unmasked_end = w.key_begin;
   } else if (p.mask.causal) {

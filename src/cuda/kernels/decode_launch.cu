@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/decode_support.h"
 #include "core/error.h"
 #include "core/kv_layout.h"
 #include "core/tuning.h"
@@ -16,6 +17,7 @@
 #include "cuda/kernels/decode_params.h"
 #include "cuda/kernels/decode_trace.h"
 #include "cuda/primitives/check.h"
+#include "cuda/primitives/tensor_map.h"
 
 namespace wideattn::cuda {
 namespace {
@@ -215,11 +217,31 @@ void run_decode(const AttentionProblem& problem, const Plan& plan, const DeviceI
     d.partial_sum = reinterpret_cast<float*>(base + ws.partial_sum);
   }
 
+  // Head_dim 512 over an fp8 cache on Hopper: the wgmma kernel (decode_wgmma.cuh), one CTA per
+  // (sequence, KV head, split), K and V by TMA.
+  const bool wgmma = detail::decode_wgmma_unsupported(p, device, max_suffix).empty();
+  if (wgmma) d.row_items = 1;
   const int64_t ctas = int64_t{p.batch} * p.kv_heads * splits * d.row_items;
   if (ctas > INT_MAX) {
     detail::throw_invalid(f, "batch x kv_heads x splits x row blocks", ctas, "<= 2^31 - 1");
   }
-  if (ctas > 0) {
+  if (wgmma && ctas > 0) {
+    decode::DecodeWgmmaParams w;
+    w.decode = d;
+    const bool paged = p.kv.paged();
+    const int64_t dims[4] = {p.head_dim, paged ? p.kv.page_size : p.kv.capacity, p.kv_heads,
+                             paged ? p.kv.num_pages : p.batch};
+    w.box_rows = paged ? std::min<int32_t>(64, p.kv.page_size) : 64;
+    const uint32_t box[4] = {128, static_cast<uint32_t>(w.box_rows), 1, 1};
+    const int64_t k_strides[3] = {p.kv.k_token_stride, p.kv.k_head_stride,
+                                  paged ? p.kv.k_page_stride : p.kv.k_sequence_stride};
+    const int64_t v_strides[3] = {p.kv.v_token_stride, p.kv.v_head_stride,
+                                  paged ? p.kv.v_page_stride : p.kv.v_sequence_stride};
+    w.k_map = encode_tensor_map(p.kv.k, TensorMapElement::u8, dims, k_strides, box, "k");
+    w.v_map = encode_tensor_map(p.kv.v, TensorMapElement::u8, dims, v_strides, box, "v");
+    decode::launch_decode_wgmma(w, p.dtype, max_suffix * gqa, dim3(static_cast<unsigned>(ctas)),
+                                device.compute_capability >= 90, stream);
+  } else if (ctas > 0) {
     // sm_90: the tensor-core split pass overlaps its launch with the end of the kernel before
     // it, and the merge with the split pass (programmatic dependent launches).
     launch_split_pass(d, p.dtype, tensor_cores, dim3(static_cast<unsigned>(ctas)), smem,

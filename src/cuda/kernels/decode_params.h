@@ -2,6 +2,7 @@
 // by run_decode (decode_launch.cu). Host-visible, no device code.
 #pragma once
 
+#include <cuda.h>
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -74,6 +75,16 @@ struct DecodeParams {
 #endif
 };
 
+// The wgmma decode kernel (decode_wgmma.cuh: head_dim 512, fp8 caches, sm_90a): the decode
+// parameters plus TMA maps of the two pools, e4m3 bytes as (head_dim, rows, kv_heads,
+// sequences) when contiguous or (head_dim, page rows, kv_heads, pages) when paged, boxes of 128
+// columns x box_rows rows (64, or a page of 16 or 32 rows).
+struct DecodeWgmmaParams {
+  DecodeParams decode;
+  CUtensorMap k_map, v_map;
+  int32_t box_rows = 64;
+};
+
 // Launchers, one translation unit per head_dim (decode_d<D>.cu). Each throws detail::Error on a
 // failed launch. `smem` is the dynamic shared memory of the tensor-core kernel; `programmatic`
 // launches it as a programmatic dependent of the work before it on the stream (sm_90).
@@ -85,6 +96,12 @@ template <int HeadDim>
 void launch_decode_simt(const DecodeParams& p, DType dtype, dim3 grid, cudaStream_t stream);
 // `dependent`: launch as a programmatic dependent of the split pass (sm_90).
 void launch_decode_merge(const DecodeParams& p, DType dtype, int64_t rows, bool dependent,
+                         cudaStream_t stream);
+
+// The wgmma decode kernel for `rows` query rows per (sequence, KV head) (<= kWgmmaMaxRows),
+// f16 or bf16 queries over an fp8 cache; grid: batch x kv_heads x splits.
+inline constexpr int kWgmmaMaxRows = 32;
+void launch_decode_wgmma(const DecodeWgmmaParams& p, DType dtype, int64_t rows, dim3 grid, bool programmatic,
                          cudaStream_t stream);
 
 extern template void launch_decode_mma<64>(const DecodeParams&, DType, dim3, std::size_t, bool,
