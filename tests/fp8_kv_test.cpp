@@ -203,6 +203,81 @@ TEST_P(Fp8KvTest, WideHeadDecodeShapesMatchTheOracle) {
   }
 }
 
+// The NaN policy over an fp8 cache at head_dim 512 (the wgmma kernel on Hopper): NaN codes in
+// K and V rows that a sliding window hides, in tiles the kernel streams next to visible rows,
+// reach no output. The result equals the clean cache's within the dtype's tolerance, single
+// pass and split; inf-free garbage would pass unnoticed, so the rows hold NaN codes.
+TEST_P(Fp8KvTest, NanCodesInRowsAWindowHidesReachNoOutput) {
+  constexpr int32_t kQHeads = 32, kKvHeads = 4, kDim = 512, kCapacity = 300;
+  const int32_t offsets[3] = {0, 1, 3}, lengths[2] = {300, 200};
+  const int64_t row_bytes = int64_t{kKvHeads} * kDim;  // one cache row, every KV head
+  std::mt19937_64& r = rng();
+  const HostTensor q = random_tensor(r, DType::bf16, int64_t{3} * kQHeads * kDim);
+  auto random_codes = [&] {
+    std::vector<uint8_t> codes(2 * kCapacity * row_bytes);
+    for (uint8_t& c : codes) {
+      do c = static_cast<uint8_t>(r() & 0xbf);  // |x| < 2
+      while ((c & 0x7f) == 0x7f);
+    }
+    return codes;
+  };
+  const std::vector<uint8_t> k = random_codes(), v = random_codes();
+  std::vector<uint8_t> k_nan = k, v_nan = v;
+  // Window 100: sequence 0's query (position 299) sees keys 200-299, sequence 1's (198, 199)
+  // keys 99-199. Hidden rows in the same 64-key tiles as visible ones, and whole hidden tiles.
+  for (const int64_t row : {int64_t{5}, int64_t{150}, int64_t{199}, kCapacity + int64_t{0},
+                            kCapacity + int64_t{60}, kCapacity + int64_t{98}}) {
+    std::fill_n(k_nan.begin() + row * row_bytes, row_bytes, uint8_t{0x7f});
+    std::fill_n(v_nan.begin() + row * row_bytes, row_bytes, uint8_t{0xff});
+  }
+  const float scales[2] = {0.5f, 2.0f};
+  auto run = [&](const std::vector<uint8_t>& keys, const std::vector<uint8_t>& values, Kernel kernel) {
+    const auto q_device = to_device(context(), q.data(), q.bytes());
+    const auto k_device = to_device(context(), keys.data(), keys.size());
+    const auto v_device = to_device(context(), values.data(), values.size());
+    const auto scales_device = to_device(context(), scales, sizeof(scales));
+    GuardedOutput out(context(), DType::bf16, q.size());
+    out.upload();
+    AttentionProblem p;
+    p.batch = 2;
+    p.q_heads = kQHeads;
+    p.kv_heads = kKvHeads;
+    p.head_dim = kDim;
+    p.dtype = DType::bf16;
+    p.kv.capacity = kCapacity;
+    set_dense_strides(p);
+    p.query_offsets = offsets;
+    p.kv_lengths = lengths;
+    p.q = q_device->get();
+    p.out = out.data();
+    p.kv.k = k_device->get();
+    p.kv.v = v_device->get();
+    p.kv.fp8 = true;
+    p.kv.k_scale = static_cast<const float*>(scales_device->get());
+    p.kv.v_scale = p.kv.k_scale + 1;
+    p.mask.window = 100;
+    Plan plan;
+    WA_EXPECT_OK(attention(context(), p, kernel, &plan));
+    WA_EXPECT_OK(context().synchronize());
+    out.download();
+    std::vector<double> values_out(q.size());
+    for (int64_t i = 0; i < q.size(); ++i) values_out[i] = out.value(i);
+    return std::make_pair(values_out, plan.reason);
+  };
+  for (const Kernel kernel : {Kernel::single_pass, Kernel::two_pass}) {
+    const auto clean = run(k, v, kernel);
+    const auto poisoned = run(k_nan, v_nan, kernel);
+    SCOPED_TRACE(std::string(to_string(kernel)) + ": " + poisoned.second);
+    double error = 0.0, norm = 0.0;
+    for (std::size_t i = 0; i < clean.first.size(); ++i) {
+      ASSERT_TRUE(std::isfinite(poisoned.first[i])) << "element " << i;
+      error += (poisoned.first[i] - clean.first[i]) * (poisoned.first[i] - clean.first[i]);
+      norm += clean.first[i] * clean.first[i];
+    }
+    EXPECT_LE(std::sqrt(error / norm), relative_tolerance(DType::bf16));
+  }
+}
+
 WA_INSTANTIATE_BACKENDS(Fp8KvTest);
 
 
