@@ -47,6 +47,7 @@
 #include <vector>
 
 #include "cuda/fused/async_copy.cuh"
+#include "cuda/kernels/decode_wgmma.cuh"
 #include "cuda/primitives/ldmatrix.cuh"
 #include "cuda_check.h"
 #include "wideattn/convert.h"
@@ -56,6 +57,11 @@ namespace gate {
 using namespace wideattn::fused;
 using wideattn::cuda::ldmatrix_x4;
 using wideattn::cuda::ldmatrix_x4_trans;
+// The library kernel's pieces (the gate's registers mode became decode_wgmma.cuh).
+namespace lib = wideattn::cuda::decode::wgmma;
+using lib::exp2_fast;
+using lib::output_column;
+using lib::physical_column;
 
 
 constexpr int kHeadDim = 512;
@@ -119,19 +125,9 @@ struct Traits {
   static_assert(kSharedBytes <= 232448);
 };
 
-__device__ __forceinline__ float exp2_fast(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
 // 16 e4m3 codes (a uint4) -> 16 f16 values (two uint4), exact.
 __device__ __forceinline__ void widen16(uint4 codes, uint4& lo, uint4& hi) {
-  auto cvt = [](uint32_t two_codes_in_low16) {
-    uint32_t r;
-    asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(r) : "h"(static_cast<uint16_t>(two_codes_in_low16)));
-    return r;
-  };
+  auto cvt = lib::widen2;
   lo.x = cvt(codes.x);
   lo.y = cvt(codes.x >> 16);
   lo.z = cvt(codes.y);
@@ -140,21 +136,6 @@ __device__ __forceinline__ void widen16(uint4 codes, uint4& lo, uint4& hi) {
   hi.y = cvt(codes.z >> 16);
   hi.z = cvt(codes.w);
   hi.w = cvt(codes.w >> 16);
-}
-
-__device__ __forceinline__ uint32_t widen2(uint32_t two_codes_in_low16) {  // e4m3 x2 -> f16 x2
-  uint32_t r;
-  asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(r) : "h"(static_cast<uint16_t>(two_codes_in_low16)));
-  return r;
-}
-
-
-// Mode 2's head_dim order in the Q K^T product: logical column l of a 16-column k step s holds
-// physical column 16 s + 4 (slot / 2 % 4) + 2 (slot >= 8) + slot % 2 (slot = l % 16), so that a
-// thread's A fragment of a key row is 4 consecutive codes of it (one ldmatrix word).
-__host__ __device__ __forceinline__ int physical_column(int l) {
-  const int slot = l % 16;
-  return 16 * (l / 16) + 4 * ((slot % 8) / 2) + 2 * (slot >= 8) + slot % 2;
 }
 
 template <int N, int kMode>
@@ -310,22 +291,7 @@ __global__ void __launch_bounds__(kThreads, 1) gate_kernel(const __grid_constant
         const int c = 8 * t + j, stage = c % kRing;
         await_chunk(c);
         if (j >= 2) warpgroup_wait<1>();  // chunk j - 2's products have read a[j % 2]
-        auto a32 = recast<uint32_t>(a[j % 2]);
-        const uint32_t base = shared_address(sh.ring[stage]);
-        const int quad = lane / 8, key = 16 * warp_in_group + 8 * (quad % 2) + lane % 8;
-        CUTE_UNROLL
-        for (int pair = 0; pair < kChunkColumns / 32; ++pair) {  // two k steps: 16-byte pieces 2 pair, +1
-          uint32_t x[4];
-          ldmatrix_x4(x, base + key * 128 + (((2 * pair + quad / 2) ^ (key % 8)) << 4));
-          CUTE_UNROLL
-          for (int h2 = 0; h2 < 2; ++h2) {  // x[2 h2]: row r, x[2 h2 + 1]: row r + 8 of k step 2 pair + h2
-            const int base_register = 4 * (2 * pair + h2);
-            a32(base_register + 0) = widen2(x[2 * h2]);
-            a32(base_register + 2) = widen2(x[2 * h2] >> 16);
-            a32(base_register + 1) = widen2(x[2 * h2 + 1]);
-            a32(base_register + 3) = widen2(x[2 * h2 + 1] >> 16);
-          }
-        }
+        lib::widen_k_chunk(recast<uint32_t>(a[j % 2]), shared_address(sh.ring[stage]), lane, warp_in_group);
         __syncwarp();
         if (lane == 0) sh.empty[stage].arrive();
         Tensor tSrQ = thr_qk.partition_fragment_B(local_tile(sQ, Shape<Int<N>, Int<kChunkColumns>>{}, make_coord(_0{}, j)));
@@ -426,29 +392,7 @@ __global__ void __launch_bounds__(kThreads, 1) gate_kernel(const __grid_constant
         const int c = 8 * t + kChunksPerOperand + j, stage = c % kRing;
         await_chunk(c);
         if (j >= 2) warpgroup_wait<1>();
-        auto a32 = recast<uint32_t>(a[j % 2]);
-        const uint32_t base = shared_address(sh.ring[stage]);
-        const int quad = lane / 8;
-        CUTE_UNROLL
-        for (int m = 0; m < kChunkColumns / 64; ++m) {
-          const int piece = 4 * m + warp_in_group;  // this warp's 16 columns of the m tile
-          CUTE_UNROLL
-          for (int pair = 0; pair < 2; ++pair) {  // k steps 2 pair, 2 pair + 1 (16 keys each)
-            const int key = 16 * (2 * pair + quad / 2) + 8 * (quad % 2) + lane % 8;
-            uint32_t x[4];
-            ldmatrix_x4_trans(x, base + key * 128 + ((piece ^ (key % 8)) << 4));
-            CUTE_UNROLL
-            for (int h2 = 0; h2 < 2; ++h2) {
-              // x[2 h2]: keys 2c, 2c + 1 (of the k step's first 8) at columns 2r, 2r + 1; x[2 h2 + 1]: keys 8 + ...
-              const int base_register = 4 * (m + 2 * (2 * pair + h2));
-              const uint32_t first = __byte_perm(x[2 * h2], 0, 0x3120), second = __byte_perm(x[2 * h2 + 1], 0, 0x3120);
-              a32(base_register + 0) = widen2(first);         // row r (column 2r), keys 2c, 2c + 1
-              a32(base_register + 1) = widen2(first >> 16);   // row r + 8 (column 2r + 1)
-              a32(base_register + 2) = widen2(second);        // row r, keys 8 + 2c, + 1
-              a32(base_register + 3) = widen2(second >> 16);  // row r + 8
-            }
-          }
-        }
+        lib::widen_v_chunk(recast<uint32_t>(a[j % 2]), shared_address(sh.ring[stage]), lane, warp_in_group, kKeys);
         __syncwarp();
         if (lane == 0) sh.empty[stage].arrive();
         warpgroup_fence_operand(a[j % 2]);
@@ -539,8 +483,7 @@ __global__ void __launch_bounds__(kThreads, 1) gate_kernel(const __grid_constant
       const float value =
           (tOrO[j](i) * scale0[k] + o_other[(j * kFragment + i) * 128 + thread] * scale1[k]) * inverse[k];
       const int row = get<0>(tOcO(i)), n = get<1>(tOcO(i));
-      // mode 2: logical row 16 w + r' of a chunk holds column 16 w + 2 r' (r' < 8) or 2 (r' - 8) + 1
-      const int d = j * kChunkColumns + (kRegisters ? 16 * (row / 16) + (row % 16 < 8 ? 2 * (row % 16) : 2 * (row % 16 - 8) + 1) : row);
+      const int d = j * kChunkColumns + (kRegisters ? output_column(row) : row);
       const int token = n / group, g = n % group;
       if (token < p.tokens) {
         p.out[(int64_t(b) * p.tokens + token) * p.q_heads * kHeadDim + (h * group + g) * kHeadDim + d] =

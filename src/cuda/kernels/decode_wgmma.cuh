@@ -91,14 +91,14 @@ struct Traits {
 // Q K^T's head_dim order: logical column l of a 16-column k step s is physical column
 // 16 s + 4 ((l % 8) / 2) + 2 (l % 16 >= 8) + l % 2, so that a thread's A fragment of a key row
 // is 4 consecutive codes of it (one ldmatrix word).
-__device__ __forceinline__ int physical_column(int l) {
+__host__ __device__ __forceinline__ int physical_column(int l) {
   const int slot = l % 16;
   return 16 * (l / 16) + 4 * ((slot % 8) / 2) + 2 * (slot >= 8) + slot % 2;
 }
 
 // P V's output order: row r of a 128-column chunk's O^T holds column
 // 16 (r / 16) + 2 (r % 16) (r % 16 < 8) or 2 (r % 16 - 8) + 1.
-__device__ __forceinline__ int output_column(int r) {
+__host__ __device__ __forceinline__ int output_column(int r) {
   const int i = r % 16;
   return 16 * (r / 16) + (i < 8 ? 2 * i : 2 * (i - 8) + 1);
 }
@@ -113,6 +113,66 @@ __device__ __forceinline__ float exp2_fast(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
+}
+
+// The A operand of S^T = K Q^T for one K chunk (64 keys x 128 e4m3 codes, 128-byte swizzled at
+// shared address `base`), this thread's 32 registers (`a32`: the f16 fragment as words): ldmatrix
+// of the codes gives a thread 4 consecutive codes of a key, its fragment of one k step in Q's
+// permuted head_dim order (physical_column), widened exactly.
+template <class Words>
+__device__ __forceinline__ void widen_k_chunk(Words&& a32, uint32_t base, int lane, int warp_in_group) {
+  const int quad = lane / 8, key = 16 * warp_in_group + 8 * (quad % 2) + lane % 8;
+#pragma unroll
+  for (int pair = 0; pair < kChunkColumns / 32; ++pair) {  // k steps 2 pair, +1: 16-byte pieces
+    uint32_t x[4];
+    ldmatrix_x4(x, base + key * 128 + (((2 * pair + quad / 2) ^ (key % 8)) << 4));
+#pragma unroll
+    for (int h2 = 0; h2 < 2; ++h2) {  // x[2 h2]: row r, x[2 h2 + 1]: row r + 8 of k step 2 pair + h2
+      const int r = 4 * (2 * pair + h2);
+      a32(r + 0) = widen2(x[2 * h2]);
+      a32(r + 2) = widen2(x[2 * h2] >> 16);
+      a32(r + 1) = widen2(x[2 * h2 + 1]);
+      a32(r + 3) = widen2(x[2 * h2 + 1] >> 16);
+    }
+  }
+}
+
+// The A operand of O^T += V^T P^T for one V chunk (64 keys x 128 codes): ldmatrix.trans of code
+// pairs and one prmt give the codes of two columns for two keys, so the output rows come out in
+// output_column's order. Codes of keys >= valid_keys are zeroed (P is 0 there, 0 x NaN is not).
+template <class Words>
+__device__ __forceinline__ void widen_v_chunk(Words&& a32, uint32_t base, int lane, int warp_in_group,
+                                              int valid_keys) {
+  const int quad = lane / 8;
+#pragma unroll
+  for (int m = 0; m < kChunkColumns / 64; ++m) {
+    const int piece = 4 * m + warp_in_group;  // this warp's 16 columns of the m tile
+#pragma unroll
+    for (int pair = 0; pair < 2; ++pair) {  // k steps 2 pair, 2 pair + 1 (16 keys each)
+      const int key = 16 * (2 * pair + quad / 2) + 8 * (quad % 2) + lane % 8;
+      uint32_t x[4];
+      ldmatrix_x4_trans(x, base + key * 128 + ((piece ^ (key % 8)) << 4));
+#pragma unroll
+      for (int h2 = 0; h2 < 2; ++h2) {
+        // first: rows r, r + 8 (bytes 0-1, 2-3) at keys 2 (lane % 4), +1 of the k step's first
+        // 8; second: the same at keys 8 + ...
+        const int step = 2 * pair + h2, r = 4 * (m + 2 * step);
+        uint32_t first = __byte_perm(x[2 * h2], 0, 0x3120), second = __byte_perm(x[2 * h2 + 1], 0, 0x3120);
+        if (valid_keys < kKeys) {
+          const int k0 = 16 * step + 2 * (lane % 4);
+          auto keep = [&](int key0) {
+            return (key0 < valid_keys ? 0x00ff00ffu : 0u) | (key0 + 1 < valid_keys ? 0xff00ff00u : 0u);
+          };
+          first &= keep(k0);
+          second &= keep(k0 + 8);
+        }
+        a32(r + 0) = widen2(first);
+        a32(r + 1) = widen2(first >> 16);
+        a32(r + 2) = widen2(second);
+        a32(r + 3) = widen2(second >> 16);
+      }
+    }
+  }
 }
 
 // The producer: K and V chunks of every tile into the ring, in consumption order.
@@ -284,7 +344,6 @@ __global__ void __launch_bounds__(kThreads, 1) decode_wgmma_kernel(const __grid_
 
   using AFragmentQK = decltype(make_tensor<E>(partition_shape_A(mma_qk, Shape<Int<kKeys>, Int<kChunkColumns>>{})));
   using AFragmentPV = decltype(make_tensor<E>(partition_shape_A(mma_pv, Shape<Int<kChunkColumns>, Int<kKeys>>{})));
-  const int quad = lane / 8;
   for (int t = wg; t < num_tiles; t += 2) {
     const int64_t tile_lo = tile_base + int64_t{t} * kKeys;
     // S^T = K Q^T over the tile's 4 K chunks.
@@ -295,22 +354,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_wgmma_kernel(const __grid_
         const int c = 8 * t + j, stage = c % kRing;
         await_chunk(c);
         if (j >= kF) warpgroup_wait<kF - 1>();  // chunk j - kF's products have read a[j % kF]
-        auto a32 = recast<uint32_t>(a[j % kF]);
-        const uint32_t base = fused::shared_address(sh.ring[stage]);
-        const int key = 16 * warp_in_group + 8 * (quad % 2) + lane % 8;
-        CUTE_UNROLL
-        for (int pair = 0; pair < kChunkColumns / 32; ++pair) {  // k steps 2 pair, +1: 16-byte pieces
-          uint32_t x[4];
-          ldmatrix_x4(x, base + key * 128 + (((2 * pair + quad / 2) ^ (key % 8)) << 4));
-          CUTE_UNROLL
-          for (int h2 = 0; h2 < 2; ++h2) {  // x[2 h2]: row r, x[2 h2 + 1]: row r + 8 of k step 2 pair + h2
-            const int r = 4 * (2 * pair + h2);
-            a32(r + 0) = widen2(x[2 * h2]);
-            a32(r + 2) = widen2(x[2 * h2] >> 16);
-            a32(r + 1) = widen2(x[2 * h2 + 1]);
-            a32(r + 3) = widen2(x[2 * h2 + 1] >> 16);
-          }
-        }
+        widen_k_chunk(recast<uint32_t>(a[j % kF]), fused::shared_address(sh.ring[stage]), lane, warp_in_group);
         __syncwarp();
         if (lane == 0) sh.empty[stage].arrive();
         Tensor tSrQ =
@@ -406,37 +450,8 @@ __global__ void __launch_bounds__(kThreads, 1) decode_wgmma_kernel(const __grid_
         const int c = 8 * t + kChunksPerOperand + j, stage = c % kRing;
         await_chunk(c);
         if (j >= kF) warpgroup_wait<kF - 1>();
-        auto a32 = recast<uint32_t>(a[j % kF]);
-        const uint32_t base = fused::shared_address(sh.ring[stage]);
-        CUTE_UNROLL
-        for (int m = 0; m < kChunkColumns / 64; ++m) {
-          const int piece = 4 * m + warp_in_group;  // this warp's 16 columns of the m tile
-          CUTE_UNROLL
-          for (int pair = 0; pair < 2; ++pair) {  // k steps 2 pair, 2 pair + 1 (16 keys each)
-            const int key = 16 * (2 * pair + quad / 2) + 8 * (quad % 2) + lane % 8;
-            uint32_t x[4];
-            ldmatrix_x4_trans(x, base + key * 128 + ((piece ^ (key % 8)) << 4));
-            CUTE_UNROLL
-            for (int h2 = 0; h2 < 2; ++h2) {
-              // first: rows r, r + 8 (bytes 0-1, 2-3) at keys 2 (lane % 4), +1 of the k step's
-              // first 8; second: the same at keys 8 + ...
-              const int step = 2 * pair + h2, r = 4 * (m + 2 * step);
-              uint32_t first = __byte_perm(x[2 * h2], 0, 0x3120), second = __byte_perm(x[2 * h2 + 1], 0, 0x3120);
-              if (valid_keys < kKeys) {
-                const int k0 = 16 * step + 2 * (lane % 4);
-                auto keep = [&](int key0) {
-                  return (key0 < valid_keys ? 0x00ff00ffu : 0u) | (key0 + 1 < valid_keys ? 0xff00ff00u : 0u);
-                };
-                first &= keep(k0);
-                second &= keep(k0 + 8);
-              }
-              a32(r + 0) = widen2(first);
-              a32(r + 1) = widen2(first >> 16);
-              a32(r + 2) = widen2(second);
-              a32(r + 3) = widen2(second >> 16);
-            }
-          }
-        }
+        widen_v_chunk(recast<uint32_t>(a[j % kF]), fused::shared_address(sh.ring[stage]), lane, warp_in_group,
+                      valid_keys);
         __syncwarp();
         if (lane == 0) sh.empty[stage].arrive();
         warpgroup_fence_operand(a[j % kF]);
