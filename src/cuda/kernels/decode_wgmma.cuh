@@ -9,12 +9,12 @@
 // so every instruction does useful work and a warpgroup's whole 512 x N output is 4N / 2
 // registers a thread.
 //
-// One CTA per (sequence, KV head, KV split), 384 threads:
-// - warp 8 (one thread) is the producer: each 64-key tile of the CTA's range comes as 8 chunks
+// One CTA per (sequence, KV head, KV split), 2-3 consumer warpgroups and a producer warpgroup:
+// - the producer's first thread: each 64-key tile of the CTA's range comes as 8 chunks
 //   (K then V, 64 keys x 128 columns, 8 KB) by TMA into a ring of kRing chunks, 128-byte
 //   swizzled; a paged chunk is one box per page (pages of 16 or 32 rows) or one box of a page;
-// - warpgroups 0 and 1 take alternate tiles, each with its own running max, sum and O^T, merged
-//   at the end. A tile: Q K^T over the 4 K chunks (ldmatrix on the e4m3 bytes, widened to f16 in
+// - the consumer warpgroups (three at 8 rows, two at 16-32) take tiles in turn, each with its
+//   own running max, sum and O^T, merged at the end. A tile: Q K^T over the 4 K chunks (ldmatrix on the e4m3 bytes, widened to f16 in
 //   registers with cvt.rn.f16x2.e4m3x2: the A operand from registers, Q's head_dim permuted to
 //   match, once), logits (scale, soft-cap), the mask where the tile needs it, the tile's maxima
 //   through shared memory, P^T (f16) into shared memory as the B operand, O^T += V^T P^T over
@@ -56,7 +56,7 @@ inline constexpr int kChunkColumns = 128;                       // columns per r
 inline constexpr int kChunksPerOperand = kHeadDim / kChunkColumns;  // 4 K chunks, then 4 V chunks
 inline constexpr int kChunkBytes = kKeys * kChunkColumns;       // e4m3
 inline constexpr int kRing = 12;  // chunks in flight (1.5 tiles; 12-24 measured alike in the gate)
-inline constexpr int kThreads = 384;  // two consumer warpgroups and the producer's warpgroup
+inline constexpr int kAllConsumers = 4;  // hardware barrier of every consumer warpgroup (1-3: each one's)
 
 // N: query rows per CTA (8, 16 or 32), the wgmma N of both products.
 template <int N>
@@ -72,14 +72,25 @@ struct Traits {
   // A fragments of chunks in flight: two (the products of one run while the next is widened),
   // one at 16 and 32 rows (two spill next to the 64 or 128 output registers).
   static constexpr int kFragmentsInFlight = N <= 8 ? 2 : 1;
+  // Consumer warpgroups, taking tiles in turn: three at 8 rows (~100 registers each: a third one
+  // hides more of each tile's latency), two at 16-32 (their accumulators need ~200). Registers
+  // after setmaxnreg: kConsumers x 128 x kConsumerRegisters + 128 x kProducerRegisters <= 64K.
+  static constexpr int kConsumers = N <= 8 ? 3 : 2;
+  static constexpr int kThreads = 128 * (kConsumers + 1);
+  static constexpr int kConsumerRegisters = kConsumers == 3 ? 152 : 232;
+  static constexpr int kProducerRegisters = 40;
+  static_assert(kConsumers * 128 * kConsumerRegisters + 128 * kProducerRegisters <= 65536, "decode_wgmma: registers");
   struct Shared {
     alignas(1024) uint8_t ring[kRing][kChunkBytes];
     alignas(1024) E q[N * kHeadDim];
-    alignas(1024) E p[2][N * kKeys];  // per warpgroup
-    float red[2][4][N];               // [warpgroup][warp][row]: a tile's maxima, then the final sums
-    float other_max[N];               // warpgroup 1's final maxima
+    alignas(1024) E p[kConsumers][N * kKeys];  // per warpgroup
+    float red[kConsumers][4][N];  // [warpgroup][warp][row]: a tile's maxima, then the final sums
+    float final_max[kConsumers][N];
     float row_max[N], row_sum[N];     // the merged state of each row (the NaN policy's slow path)
     int32_t poisoned[N];
+    // The CTA's work, read from here where used: held in registers across the tile loop it
+    // tipped the 3-warpgroup build (128 registers a thread) into spilling.
+    CtaWork work;
     uint32_t q_max;  // the largest finite |q| of the CTA's rows, as bits
     float qk_scale;  // logit = dot x qk_scale (log2 units without the soft-cap)
     fused::Barrier full[kRing], empty[kRing];
@@ -235,11 +246,12 @@ __device__ __forceinline__ void produce(const DecodeWgmmaParams& params, const C
 }
 
 template <typename T, int N>
-__global__ void __launch_bounds__(kThreads, 1) decode_wgmma_kernel(const __grid_constant__ DecodeWgmmaParams params) {
+__global__ void __launch_bounds__(Traits<N>::kThreads, 1) decode_wgmma_kernel(const __grid_constant__ DecodeWgmmaParams params) {
   using namespace cute;
   using Tr = Traits<N>;
   using E = typename Tr::E;
   constexpr int kF = Tr::kFragmentsInFlight;
+  constexpr int kConsumers = Tr::kConsumers, kConsumerThreads = 128 * kConsumers;
   const DecodeParams& p = params.decode;
   extern __shared__ uint8_t raw[];
   auto& sh = *reinterpret_cast<typename Tr::Shared*>((reinterpret_cast<uintptr_t>(raw) + 1023) & ~uintptr_t{1023});
@@ -247,11 +259,12 @@ __global__ void __launch_bounds__(kThreads, 1) decode_wgmma_kernel(const __grid_
   // before it; with splits, let the merge be scheduled now (it waits for this grid).
   wait_for_previous_grid();
   if (p.splits > 1) allow_next_grid();
-  CtaWork w;
-  if (!cta_work(p, N, w, kKeys, /*aligned=*/true)) return;
-  const int64_t tile_base = w.key_begin - w.key_begin % kKeys;
-  const int num_tiles = w.key_end > w.key_begin ? static_cast<int>((w.key_end - tile_base + kKeys - 1) / kKeys) : 0;
-  const int rows = min(w.rows, N);  // dispatch keeps suffix x gqa <= N
+  CtaWork work;
+  if (!cta_work(p, N, work, kKeys, /*aligned=*/true)) return;
+  const int64_t tile_base = work.key_begin - work.key_begin % kKeys;
+  const int num_tiles =
+      work.key_end > work.key_begin ? static_cast<int>((work.key_end - tile_base + kKeys - 1) / kKeys) : 0;
+  const int rows = min(work.rows, N);  // dispatch keeps suffix x gqa <= N
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (threadIdx.x == 0) {
     for (int i = 0; i < kRing; ++i) {
@@ -259,22 +272,24 @@ __global__ void __launch_bounds__(kThreads, 1) decode_wgmma_kernel(const __grid_
       sh.empty[i].init(4);  // one arrival per warp of the consuming warpgroup
     }
     sh.q_max = 0u;
+    sh.work = work;
   }
   if (threadIdx.x < N) sh.poisoned[threadIdx.x] = 0;
   fused::fence_barrier_init();
   __syncthreads();
+  const CtaWork& w = sh.work;
 
-  if (warp >= 8) {  // ---- producer: its registers go to the consumers
-    fused::registers_decrease<40>();
-    if (warp == 8 && lane == 0) produce(params, w, tile_base, num_tiles, sh.ring, sh.full, sh.empty);
+  if (warp >= 4 * kConsumers) {  // ---- producer: its registers go to the consumers
+    fused::registers_decrease<Tr::kProducerRegisters>();
+    if (warp == 4 * kConsumers && lane == 0) produce(params, w, tile_base, num_tiles, sh.ring, sh.full, sh.empty);
     return;
   }
 
   // ---- consumers
-  fused::registers_increase<232>();
+  fused::registers_increase<Tr::kConsumerRegisters>();
   const int wg = warp / 4, thread = threadIdx.x % 128, warp_in_group = warp % 4;
 
-  // Q -> f16 into the swizzled layout in Q K^T's head_dim order, by both warpgroups; rows past
+  // Q -> f16 into the swizzled layout in Q K^T's head_dim order, by every consumer; rows past
   // the sequence's are zeros. Row n: token n / gqa, head kv_head * gqa + n % gqa.
   auto q_row = [&](int n) {
     const RowTarget t = row_target(w, p.gqa, n);
@@ -283,12 +298,12 @@ __global__ void __launch_bounds__(kThreads, 1) decode_wgmma_kernel(const __grid_
   int q_shift = 0;
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     float local = 0.0f;
-    for (int i = threadIdx.x; i < rows * kHeadDim; i += 256) {
+    for (int i = threadIdx.x; i < rows * kHeadDim; i += kConsumerThreads) {
       const float x = fabsf(__bfloat162float(q_row(i / kHeadDim)[i % kHeadDim]));
       if (isfinite(x)) local = fmaxf(local, x);
     }
     atomicMax(&sh.q_max, __float_as_uint(local));  // non-negative floats order as their bits
-    fused::named_barrier_sync(3, 256);
+    fused::named_barrier_sync(kAllConsumers, kConsumerThreads);
     int exponent = 0;
     frexpf(__uint_as_float(sh.q_max), &exponent);  // max < 2^exponent
     q_shift = exponent > 15 ? exponent - 15 : 0;
@@ -296,18 +311,18 @@ __global__ void __launch_bounds__(kThreads, 1) decode_wgmma_kernel(const __grid_
   {
     const float down = ldexpf(1.0f, -q_shift);
     Tensor sQ = make_tensor(make_smem_ptr(sh.q), typename Tr::LayoutQ{});
-    for (int i = threadIdx.x; i < N * kHeadDim; i += 256) {
+    for (int i = threadIdx.x; i < N * kHeadDim; i += kConsumerThreads) {
       const int n = i / kHeadDim, l = i % kHeadDim;
       sQ(n, l) = E(n < rows ? Storage<T>::load(q_row(n) + physical_column(l)) * down : 0.0f);
     }
     fused::fence_async_shared();  // generic stores before wgmma's reads
-    fused::named_barrier_sync(3, 256);
+    fused::named_barrier_sync(kAllConsumers, kConsumerThreads);
   }
   // Logits in log2 units: dot x scale (x the K scale, x 2^q_shift), or the soft-cap of it. Read
   // from shared memory where used: one register less across the loop kept the 32-row kernel
   // from spilling.
   if (threadIdx.x == 0) sh.qk_scale = ldexpf(p.scale * fp8_scale(p.k_scale, p.scales_per_head, w.kv_head), q_shift);
-  fused::named_barrier_sync(3, 256);
+  fused::named_barrier_sync(kAllConsumers, kConsumerThreads);
 
   typename Tr::MmaQK mma_qk;
   typename Tr::MmaPV mma_pv;
@@ -344,7 +359,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_wgmma_kernel(const __grid_
 
   using AFragmentQK = decltype(make_tensor<E>(partition_shape_A(mma_qk, Shape<Int<kKeys>, Int<kChunkColumns>>{})));
   using AFragmentPV = decltype(make_tensor<E>(partition_shape_A(mma_pv, Shape<Int<kChunkColumns>, Int<kKeys>>{})));
-  for (int t = wg; t < num_tiles; t += 2) {
+  for (int t = wg; t < num_tiles; t += kConsumers) {
     const int64_t tile_lo = tile_base + int64_t{t} * kKeys;
     // S^T = K Q^T over the tile's 4 K chunks.
     {
@@ -469,7 +484,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_wgmma_kernel(const __grid_
     for (int j = 0; j < kChunksPerOperand; ++j) warpgroup_fence_operand(tOrO[j]);
   }
 
-  // ---- merge the two warpgroups' states; warpgroup 0 writes the results.
+  // ---- merge the warpgroups' states; warpgroup 0 writes the results.
   CUTE_UNROLL
   for (int k = 0; k < kColumns; ++k) {
     l_run[k] += __shfl_xor_sync(0xffffffffu, l_run[k], 4);
@@ -480,46 +495,56 @@ __global__ void __launch_bounds__(kThreads, 1) decode_wgmma_kernel(const __grid_
     CUTE_UNROLL
     for (int k = 0; k < kColumns; ++k) sh.red[wg][warp_in_group][slot_row(k)] = l_run[k];
   }
-  fused::named_barrier_sync(3, 256);  // every tile of both warpgroups consumed: the ring is free
-  float* o_other = reinterpret_cast<float*>(sh.ring);  // warpgroup 1's O^T, [j][i][thread]
+  if (warp_in_group == 0 && lane < 4) {
+    CUTE_UNROLL
+    for (int k = 0; k < kColumns; ++k) sh.final_max[wg][slot_row(k)] = m_run[k];
+  }
+  fused::named_barrier_sync(kAllConsumers, kConsumerThreads);  // every tile consumed: the ring is free
+  // Warpgroups 1.. hand their O^T to warpgroup 0 through the ring, [warpgroup - 1][j][i][thread].
+  float* o_other = reinterpret_cast<float*>(sh.ring);
   constexpr int kFragment = decltype(size(tOrO[0]))::value;
-  static_assert(kChunksPerOperand * kFragment * 128 * 4 <= kRing * kChunkBytes, "decode_wgmma: O^T hand-over");
-  if (wg == 1) {
+  constexpr int kHandOver = kChunksPerOperand * kFragment * 128;  // floats a warpgroup
+  static_assert((kConsumers - 1) * kHandOver * 4 <= kRing * kChunkBytes, "decode_wgmma: O^T hand-over");
+  if (wg > 0) {
     CUTE_UNROLL
     for (int j = 0; j < kChunksPerOperand; ++j) {
       CUTE_UNROLL
-      for (int i = 0; i < kFragment; ++i) o_other[(j * kFragment + i) * 128 + thread] = tOrO[j](i);
-    }
-    if (warp_in_group == 0 && lane < 4) {
-      CUTE_UNROLL
-      for (int k = 0; k < kColumns; ++k) sh.other_max[slot_row(k)] = m_run[k];
+      for (int i = 0; i < kFragment; ++i) o_other[(wg - 1) * kHandOver + (j * kFragment + i) * 128 + thread] = tOrO[j](i);
     }
   }
-  fused::named_barrier_sync(3, 256);
-  if (wg == 1) return;
+  fused::named_barrier_sync(kAllConsumers, kConsumerThreads);
+  if (wg > 0) return;
 
-  float scale0[kColumns], scale1[kColumns];  // each state's weight in the row's result
+  float weight[kConsumers][kColumns];  // each warpgroup's state's weight in the row's result
+  char* row_out[kColumns];              // each slot's output row (null past the sequence's rows)
   const float v_scale = fp8_scale(p.v_scale, p.scales_per_head, w.kv_head);
   CUTE_UNROLL
   for (int k = 0; k < kColumns; ++k) {
     const int n = slot_row(k);
-    const float l0 = sh.red[0][0][n] + sh.red[0][1][n] + sh.red[0][2][n] + sh.red[0][3][n];
-    const float l1 = sh.red[1][0][n] + sh.red[1][1][n] + sh.red[1][2][n] + sh.red[1][3][n];
-    const float m0 = m_run[k], m1 = sh.other_max[n];
-    const float m = fmaxf(m0, m1), use = m == neg_inf() ? 0.0f : m;
-    scale0[k] = exp2f(m0 - use);
-    scale1[k] = exp2f(m1 - use);
-    const float l = l0 * scale0[k] + l1 * scale1[k];
+    float m = neg_inf();
+    CUTE_UNROLL
+    for (int g = 0; g < kConsumers; ++g) m = fmaxf(m, sh.final_max[g][n]);
+    const float use = m == neg_inf() ? 0.0f : m;
+    float l = 0.0f;
+    CUTE_UNROLL
+    for (int g = 0; g < kConsumers; ++g) {
+      weight[g][k] = exp2f(sh.final_max[g][n] - use);
+      l += (sh.red[g][0][n] + sh.red[g][1][n] + sh.red[g][2][n] + sh.red[g][3][n]) * weight[g][k];
+    }
     float factor = v_scale;  // partial states: unnormalised
+    row_out[k] = nullptr;
     if (n < rows) {
       const RowTarget target = row_target(w, p.gqa, n);
+      const int64_t partial = (target.token * p.q_heads + target.head) * p.splits + w.split;
+      row_out[k] = p.splits == 1 ? reinterpret_cast<char*>(static_cast<T*>(p.out) + target.token * p.out_token_stride +
+                                                           target.head * p.out_head_stride)
+                                 : reinterpret_cast<char*>(p.partial_out + partial * kHeadDim);
       if (p.splits == 1) {
         float lse;
         final_scaling(m, l, p.sinks, target.head, factor, lse);
         factor *= v_scale;
         if (p.lse && warp_in_group == 0 && lane < 4) p.lse[target.token * p.lse_token_stride + target.head * p.lse_head_stride] = lse;
       } else if (warp_in_group == 0 && lane < 4) {
-        const int64_t partial = (target.token * p.q_heads + target.head) * p.splits + w.split;
         p.partial_max[partial] = m == neg_inf() ? neg_inf() : m * kLn2;
         p.partial_sum[partial] = l;
       }
@@ -528,8 +553,8 @@ __global__ void __launch_bounds__(kThreads, 1) decode_wgmma_kernel(const __grid_
       sh.row_max[n] = m;
       sh.row_sum[n] = l;
     }
-    scale0[k] *= factor;
-    scale1[k] *= factor;
+    CUTE_UNROLL
+    for (int g = 0; g < kConsumers; ++g) weight[g][k] *= factor;
   }
   Tensor tOcO = thr_pv.partition_C(make_identity_tensor(Shape<Int<kChunkColumns>, Int<N>>{}));
   float poison[kColumns];  // x * 0 is NaN exactly when x is inf or NaN
@@ -540,20 +565,18 @@ __global__ void __launch_bounds__(kThreads, 1) decode_wgmma_kernel(const __grid_
     CUTE_UNROLL
     for (int i = 0; i < kFragment; ++i) {
       const int k = slot(i % (N / 2));
-      // scale0, scale1 carry the row's factor (finite): the value is inf or NaN exactly when
-      // a state's element is (or overflows).
-      const float value = tOrO[j](i) * scale0[k] + o_other[(j * kFragment + i) * 128 + thread] * scale1[k];
+      // The weights carry the row's factor (finite): the value is inf or NaN exactly when a
+      // state's element is (or overflows).
+      float value = tOrO[j](i) * weight[0][k];
+      CUTE_UNROLL
+      for (int g = 1; g < kConsumers; ++g) value += o_other[(g - 1) * kHandOver + (j * kFragment + i) * 128 + thread] * weight[g][k];
       poison[k] = fmaf(value, 0.0f, poison[k]);
-      const int n = get<1>(tOcO(i));
-      if (n >= rows) continue;
-      const RowTarget target = row_target(w, p.gqa, n);
+      if (!row_out[k]) continue;
       const int d = j * kChunkColumns + output_column(get<0>(tOcO(i)));
       if (p.splits == 1) {
-        Storage<T>::store(static_cast<T*>(p.out) + target.token * p.out_token_stride +
-                              target.head * p.out_head_stride + d,
-                          value);
+        Storage<T>::store(reinterpret_cast<T*>(row_out[k]) + d, value);
       } else {
-        p.partial_out[((target.token * p.q_heads + target.head) * p.splits + w.split) * kHeadDim + d] = value;
+        reinterpret_cast<float*>(row_out[k])[d] = value;
       }
     }
   }
@@ -578,7 +601,7 @@ template <typename T, int N>
 void launch_typed(const DecodeWgmmaParams& p, dim3 grid, bool programmatic, cudaStream_t stream) {
   constexpr int kSmem = Traits<N>::kSharedBytes;
   allow_dynamic_smem(decode_wgmma_kernel<T, N>, kSmem, "decode_wgmma_kernel: dynamic shared memory");
-  launch_kernel("launch of decode_wgmma_kernel", decode_wgmma_kernel<T, N>, grid, dim3(kThreads), kSmem, stream,
+  launch_kernel("launch of decode_wgmma_kernel", decode_wgmma_kernel<T, N>, grid, dim3(Traits<N>::kThreads), kSmem, stream,
                 programmatic, p);
 }
 
