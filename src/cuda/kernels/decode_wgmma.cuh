@@ -61,6 +61,7 @@ inline constexpr int kAllConsumers = 4;  // hardware barrier of every consumer w
 // N: query rows per CTA (8, 16 or 32), the wgmma N of both products.
 template <int N>
 struct Traits {
+  static constexpr int kHandOver = kHeadDim * N;  // floats of a warpgroup's O^T
   using E = cutlass::half_t;  // the products' type: every e4m3 value is exact in f16
   using Atom = cute::GMMA::Layout_K_SW128_Atom<E>;
   using LayoutQ = decltype(cute::tile_to_shape(Atom{}, cute::Shape<cute::Int<N>, cute::Int<kHeadDim>>{}));
@@ -84,6 +85,10 @@ struct Traits {
     alignas(1024) uint8_t ring[kRing][kChunkBytes];
     alignas(1024) E q[N * kHeadDim];
     alignas(1024) E p[kConsumers][N * kKeys];  // per warpgroup
+    // Warpgroups 1.. hand their O^T to warpgroup 0 here, [warpgroup - 1][chunk][element][thread]
+    // (not in the ring: compute-sanitizer's racecheck flagged that reuse at three warpgroups,
+    // across the barrier that orders it).
+    float hand_over[(kConsumers - 1) * kHandOver];
     float red[kConsumers][4][N];  // [warpgroup][warp][row]: a tile's maxima, then the final sums
     float final_max[kConsumers][N];
     float row_max[N], row_sum[N];     // the merged state of each row (the NaN policy's slow path)
@@ -281,7 +286,7 @@ __global__ void __launch_bounds__(Traits<N>::kThreads, 1) decode_wgmma_kernel(co
 
   if (warp >= 4 * kConsumers) {  // ---- producer: its registers go to the consumers
     fused::registers_decrease<Tr::kProducerRegisters>();
-    if (warp == 4 * kConsumers && lane == 0) produce(params, w, tile_base, num_tiles, sh.ring, sh.full, sh.empty);
+    if (warp == 4 * kConsumers && lane == 0) produce(params, work, tile_base, num_tiles, sh.ring, sh.full, sh.empty);
     return;
   }
 
@@ -499,12 +504,11 @@ __global__ void __launch_bounds__(Traits<N>::kThreads, 1) decode_wgmma_kernel(co
     CUTE_UNROLL
     for (int k = 0; k < kColumns; ++k) sh.final_max[wg][slot_row(k)] = m_run[k];
   }
-  fused::named_barrier_sync(kAllConsumers, kConsumerThreads);  // every tile consumed: the ring is free
-  // Warpgroups 1.. hand their O^T to warpgroup 0 through the ring, [warpgroup - 1][j][i][thread].
-  float* o_other = reinterpret_cast<float*>(sh.ring);
+  fused::named_barrier_sync(kAllConsumers, kConsumerThreads);  // every warpgroup's state is final
+  float* o_other = sh.hand_over;
   constexpr int kFragment = decltype(size(tOrO[0]))::value;
-  constexpr int kHandOver = kChunksPerOperand * kFragment * 128;  // floats a warpgroup
-  static_assert((kConsumers - 1) * kHandOver * 4 <= kRing * kChunkBytes, "decode_wgmma: O^T hand-over");
+  constexpr int kHandOver = Tr::kHandOver;
+  static_assert(kHandOver == kChunksPerOperand * kFragment * 128, "decode_wgmma: O^T hand-over");
   if (wg > 0) {
     CUTE_UNROLL
     for (int j = 0; j < kChunksPerOperand; ++j) {
