@@ -3,10 +3,10 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/tuning.h"
+
 namespace wideattn::detail {
 namespace {
-
-inline constexpr int64_t kWgmmaMaxRows = 32;  // cuda/kernels/decode_params.h, kWgmmaMaxRows
 
 // TMA over e4m3 bytes: strides multiples of 16 bytes, below 2^40.
 bool tma_stride(int64_t bytes, int64_t extent) {
@@ -43,7 +43,7 @@ std::string decode_wgmma_unsupported(const AttentionProblem& p, const DeviceInfo
   if (!kv.fp8) return "16-bit caches run on the mma kernel";
   if (p.head_dim != 512) return "head_dim 512 only";
   if (p.dtype != DType::f16 && p.dtype != DType::bf16) return "needs f16 or bf16 queries";
-  if (rows > kWgmmaMaxRows) return "more than 32 query rows per KV head";
+  if (rows > kCudaWgmmaDecodeMaxRows) return "more than 32 query rows per KV head";
   if (kv.paged() && kv.page_size < 16) return "pages of fewer than 16 rows";
   if (outer >= (int64_t{1} << 31) || slots >= (int64_t{1} << 31)) return "2^31 pages or rows";
   if (!aligned16(kv.k) || !aligned16(kv.v)) return "k and v must be 16-byte aligned for TMA";

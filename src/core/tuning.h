@@ -39,6 +39,10 @@ struct Tuning {
 // Keys per K/V tile of the CUDA decode kernel (decode_config.h): splits are whole tiles.
 inline constexpr int64_t kCudaDecodeKeysPerTile = 32;
 
+// Query rows per (sequence, KV head) the wgmma decode kernel serves (decode_wgmma.cuh: wgmma's
+// N of 8, 16 or 32).
+inline constexpr int64_t kCudaWgmmaDecodeMaxRows = 32;
+
 // CUDA decode work items resident per SM at each head_dim: shared memory bounds them
 // (src/cuda/kernels/decode_config.h static_asserts its footprint against this table).
 constexpr int32_t cuda_decode_items_per_sm(int32_t head_dim) {

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "core/kv_layout.h"
+#include "core/tuning.h"
 #include "wideattn/problem.h"
 #include "wideattn/types.h"
 
@@ -100,7 +101,7 @@ void launch_decode_merge(const DecodeParams& p, DType dtype, int64_t rows, bool 
 
 // The wgmma decode kernel for `rows` query rows per (sequence, KV head) (<= kWgmmaMaxRows),
 // f16 or bf16 queries over an fp8 cache; grid: batch x kv_heads x splits.
-inline constexpr int kWgmmaMaxRows = 32;
+inline constexpr int kWgmmaMaxRows = static_cast<int>(wideattn::detail::kCudaWgmmaDecodeMaxRows);
 void launch_decode_wgmma(const DecodeWgmmaParams& p, DType dtype, int64_t rows, dim3 grid, bool programmatic,
                          cudaStream_t stream);
 
