@@ -24,7 +24,7 @@ bool wgmma_disabled() {
 
 }  // namespace
 
-std::string decode_wgmma_unsupported(const AttentionProblem& p, const DeviceInfo& device, int64_t max_suffix) {
+const char* decode_wgmma_unsupported(const AttentionProblem& p, const DeviceInfo& device, int64_t max_suffix) {
 #if !defined(WIDEATTN_WITH_CUDA)
   (void)p;
   (void)device;
@@ -53,7 +53,7 @@ std::string decode_wgmma_unsupported(const AttentionProblem& p, const DeviceInfo
     return "cache strides must be multiples of 16 bytes for TMA";
   }
   if (wgmma_disabled()) return "WIDEATTN_DECODE_WGMMA=0";
-  return "";
+  return nullptr;
 #endif
 }
 

@@ -4,15 +4,15 @@
 #pragma once
 
 #include <cstdint>
-#include <string>
 
 #include "wideattn/context.h"
 #include "wideattn/problem.h"
 
 namespace wideattn::detail {
 
-// Empty when the wgmma decode kernel runs `problem` (valid) on `device`, with at most
-// `max_suffix` new tokens per sequence; otherwise why not.
-std::string decode_wgmma_unsupported(const AttentionProblem& problem, const DeviceInfo& device, int64_t max_suffix);
+// Null when the wgmma decode kernel runs `problem` (valid) on `device`, with at most
+// `max_suffix` new tokens per sequence; otherwise why not. A static string: every CUDA decode
+// call asks, twice (dispatch and the launcher), so the answer allocates nothing.
+const char* decode_wgmma_unsupported(const AttentionProblem& problem, const DeviceInfo& device, int64_t max_suffix);
 
 }  // namespace wideattn::detail

@@ -203,7 +203,7 @@ Plan plan_one(const AttentionProblem& p, const DeviceInfo& device, Kernel forced
     }
   } else {
     result.workspace_bytes = decode_workspace_layout(p, result.num_splits).bytes;
-    if (device.backend == Backend::cuda && decode_wgmma_unsupported(p, device, e.max_suffix).empty()) {
+    if (device.backend == Backend::cuda && !decode_wgmma_unsupported(p, device, e.max_suffix)) {
       why << "; wgmma kernel (fp8 cache at head_dim 512)";
     }
   }

@@ -219,7 +219,7 @@ void run_decode(const AttentionProblem& problem, const Plan& plan, const DeviceI
 
   // Head_dim 512 over an fp8 cache on Hopper: the wgmma kernel (decode_wgmma.cuh), one CTA per
   // (sequence, KV head, split), K and V by TMA.
-  const bool wgmma = detail::decode_wgmma_unsupported(p, device, max_suffix).empty();
+  const bool wgmma = !detail::decode_wgmma_unsupported(p, device, max_suffix);
   if (wgmma) d.row_items = 1;
   const int64_t ctas = int64_t{p.batch} * p.kv_heads * splits * d.row_items;
   if (ctas > INT_MAX) {
