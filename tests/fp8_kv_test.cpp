@@ -356,7 +356,7 @@ TEST(Fp8Kv, CudaPlansDecodeAndUnfusedPrefillRefusesF32QueriesAndScalesNeedIt) {
 // there (planning is pure: this runs without a GPU).
 TEST(Fp8Kv, DispatchNamesTheWgmmaDecodeKernel) {
   Fp8Setup s;
-  std::vector<uint16_t> q(32 * 512), out(32 * 512);
+  std::vector<uint16_t> q(5 * 32 * 512), out(5 * 32 * 512);
   std::vector<uint8_t> cache(2 * 64 * 4 * 512);
   s.p.q_heads = 32;
   s.p.kv_heads = 4;
@@ -371,6 +371,31 @@ TEST(Fp8Kv, DispatchNamesTheWgmmaDecodeKernel) {
   WA_EXPECT_OK(plan_attention(s.p, h100_device(), Kernel::automatic, &plan));
 #if defined(WIDEATTN_WITH_CUDA)
   EXPECT_NE(plan.reason.find("wgmma kernel"), std::string::npos) << plan.reason;
+#endif
+  // Where it does not serve, the mma kernel runs: more than 32 query rows per KV head (5 tokens
+  // x gqa 8), pages of 8 rows, another GPU, another head_dim.
+  auto mma_kernel = [&](const char* what, const DeviceInfo& device) {
+    WA_EXPECT_OK(plan_attention(s.p, device, Kernel::automatic, &plan));
+    EXPECT_EQ(plan.reason.find("wgmma"), std::string::npos) << what << ": " << plan.reason;
+  };
+  s.offsets[1] = 5;
+  mma_kernel("40 rows", h100_device());
+  s.offsets[1] = 1;
+  DeviceInfo a100 = h100_device();
+  a100.compute_capability = 80;
+  mma_kernel("sm_80", a100);
+  s.p.head_dim = 256;
+  set_dense_strides(s.p);
+  mma_kernel("head_dim 256", h100_device());
+  s.p.head_dim = 512;
+  set_dense_strides(s.p);
+  const int32_t block_table[8] = {3, 1, 2, 0, 4, 5, 6, 7};
+  set_paged_kv(s.p, s.p.kv.k, s.p.kv.v, 8, 8, block_table, 8, /*head_major=*/false);
+  mma_kernel("pages of 8", h100_device());
+  set_paged_kv(s.p, s.p.kv.k, s.p.kv.v, 4, 16, block_table, 4, /*head_major=*/false);
+  WA_EXPECT_OK(plan_attention(s.p, h100_device(), Kernel::automatic, &plan));
+#if defined(WIDEATTN_WITH_CUDA)
+  EXPECT_NE(plan.reason.find("wgmma kernel"), std::string::npos) << "pages of 16: " << plan.reason;
 #endif
   s.p.kv.fp8 = false;  // a 16-bit cache stays on the mma kernel
   s.p.kv.k_scale = s.p.kv.v_scale = nullptr;
