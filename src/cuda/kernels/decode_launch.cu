@@ -1,6 +1,7 @@
 // run_decode: passes the sequence metadata (inline, or uploaded for large batches), picks the
-// kernel (tensor cores for 16-bit tensors whose rows are 16-byte aligned, SIMT otherwise),
-// launches the split pass over head_dim and, for two_pass, the merge.
+// kernel (wgmma for fp8 caches at head_dim 512 on Hopper, core/decode_support.h; mma.sync tensor
+// cores for 16-bit tensors whose rows are 16-byte aligned; SIMT otherwise), launches the split
+// pass over head_dim and, for two_pass, the merge.
 #include <algorithm>
 #include <climits>
 #include <cstdint>
