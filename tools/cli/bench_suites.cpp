@@ -171,6 +171,7 @@ std::vector<ProblemSpec> bench_suite(const std::string& name) {
     suite.push_back(fp8(decode(k31B, 1, 1, 131072)));
     suite.push_back(fp8(decode(k31B, 8, 4, 8192)));
     suite.push_back(fp8(decode(kE4B, 1, 1, 32768)));
+    suite.push_back(fp8(decode(kE4B, 8, 4, 8192)));  // 16 rows a KV head (gqa 4 x 4 tokens)
     suite.push_back(fp8(decode(k26B, 1, 1, 32768)));
     suite.push_back(fp8(paged(decode(k31B, 32, 1, 4096), 16)));
     suite.push_back(fp8(paged(decode(k31B, 1, 1, 32768), 64)));
