@@ -89,6 +89,22 @@ TEST_F(CudaGraphTest, SplitKvDecodeReplays) {
   check_attention(context(), rng(), c, Kernel::two_pass, nullptr, run_in_graph);
 }
 
+// The wgmma decode kernel (an fp8 cache at head_dim 512 on Hopper) takes its TMA maps as launch
+// parameters: a captured call replays with them.
+TEST_F(CudaGraphTest, WgmmaFp8DecodeReplays) {
+  AttentionCase c = gemma_31b_decode();
+  c.fp8_kv = true;
+  c.page_size = 16;
+  c.nan_past_kv_length = true;
+  for (const Kernel kernel : {Kernel::single_pass, Kernel::two_pass}) {
+    AttentionOutcome outcome;
+    check_attention(context(), rng(), c, kernel, &outcome, run_in_graph);
+    if (context().device().compute_capability == 90) {
+      EXPECT_NE(outcome.plan.reason.find("wgmma kernel"), std::string::npos) << outcome.plan.reason;
+    }
+  }
+}
+
 TEST_F(CudaGraphTest, UnfusedPrefillReplays) {
   AttentionCase c;
   c.head_dim = 256;
