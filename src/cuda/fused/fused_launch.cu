@@ -132,28 +132,18 @@ void run_fused_prefill(const AttentionProblem& p, const Plan& plan, const Device
   const uint32_t q_box[4] = {64, static_cast<uint32_t>(params.packed),
                              static_cast<uint32_t>(params.tokens_per_tile), 1};
   params.q_map = cuda::encode_tensor_map(p.q, element, q_dims, q_strides, q_box, "q");
-  // K and V as (d, rows, kv_heads, sequences or pages); paged, a box is at most one page.
+  // K and V by tiles of block_n keys x 64 columns; paged, a box is at most one page.
   const bool paged = p.kv.paged();
-  const int64_t kv_dims[4] = {p.head_dim, paged ? p.kv.page_size : p.kv.capacity, p.kv_heads,
-                              paged ? p.kv.num_pages : p.batch};
-  const int32_t box_rows = paged ? std::min(config.block_n, p.kv.page_size) : config.block_n;
-  const uint32_t kv_box[4] = {64, static_cast<uint32_t>(box_rows), 1, 1};
-  const int64_t k_strides[3] = {p.kv.k_token_stride, p.kv.k_head_stride,
-                                paged ? p.kv.k_page_stride : p.kv.k_sequence_stride};
-  const int64_t v_strides[3] = {p.kv.v_token_stride, p.kv.v_head_stride,
-                                paged ? p.kv.v_page_stride : p.kv.v_sequence_stride};
+  params.box_rows = cuda::encode_kv_tensor_maps(p, element, 64, config.block_n, params.k_map, params.v_map);
   params.block_table = paged ? p.kv.block_table : nullptr;
   params.block_table_stride = paged ? p.kv.block_table_stride : 0;
   params.page_shift = paged ? detail::log2_exact(p.kv.page_size) : 0;
-  params.box_rows = box_rows;
   params.q_rows = p.q;
   params.q_token_stride = p.q_token_stride;
   params.q_head_stride = p.q_head_stride;
   params.k_pool = detail::k_pool(p.kv);
   params.v_pool = detail::v_pool(p.kv);
   params.pages = detail::kv_pages(p.kv);
-  params.k_map = cuda::encode_tensor_map(p.kv.k, element, kv_dims, k_strides, kv_box, "k");
-  params.v_map = cuda::encode_tensor_map(p.kv.v, element, kv_dims, v_strides, kv_box, "v");
 
   launch_row(p.head_dim, params, bf16, params.total_tiles, device.compute_units, stream,
              std::make_index_sequence<std::size(kTileConfigs)>{});

@@ -229,17 +229,7 @@ void run_decode(const AttentionProblem& problem, const Plan& plan, const DeviceI
   if (wgmma && ctas > 0) {
     decode::DecodeWgmmaParams w;
     w.decode = d;
-    const bool paged = p.kv.paged();
-    const int64_t dims[4] = {p.head_dim, paged ? p.kv.page_size : p.kv.capacity, p.kv_heads,
-                             paged ? p.kv.num_pages : p.batch};
-    w.box_rows = paged ? std::min<int32_t>(64, p.kv.page_size) : 64;
-    const uint32_t box[4] = {128, static_cast<uint32_t>(w.box_rows), 1, 1};
-    const int64_t k_strides[3] = {p.kv.k_token_stride, p.kv.k_head_stride,
-                                  paged ? p.kv.k_page_stride : p.kv.k_sequence_stride};
-    const int64_t v_strides[3] = {p.kv.v_token_stride, p.kv.v_head_stride,
-                                  paged ? p.kv.v_page_stride : p.kv.v_sequence_stride};
-    w.k_map = encode_tensor_map(p.kv.k, TensorMapElement::u8, dims, k_strides, box, "k");
-    w.v_map = encode_tensor_map(p.kv.v, TensorMapElement::u8, dims, v_strides, box, "v");
+    w.box_rows = encode_kv_tensor_maps(p, TensorMapElement::u8, 128, 64, w.k_map, w.v_map);
     decode::launch_decode_wgmma(w, p.dtype, max_suffix * gqa, dim3(static_cast<unsigned>(ctas)),
                                 device.compute_capability >= 90, stream);
   } else if (ctas > 0) {

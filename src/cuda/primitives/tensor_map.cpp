@@ -64,4 +64,19 @@ CUtensorMap encode_tensor_map(const void* base, TensorMapElement element, const 
   return map;
 }
 
+int32_t encode_kv_tensor_maps(const AttentionProblem& p, TensorMapElement element, uint32_t box_columns,
+                              int32_t tile_rows, CUtensorMap& k_map, CUtensorMap& v_map) {
+  const KvCache& kv = p.kv;
+  const bool paged = kv.paged();
+  const int64_t dims[4] = {p.head_dim, paged ? kv.page_size : kv.capacity, p.kv_heads,
+                           paged ? kv.num_pages : p.batch};
+  const int32_t box_rows = paged ? std::min(tile_rows, kv.page_size) : tile_rows;
+  const uint32_t box[4] = {box_columns, static_cast<uint32_t>(box_rows), 1, 1};
+  const int64_t k_strides[3] = {kv.k_token_stride, kv.k_head_stride, paged ? kv.k_page_stride : kv.k_sequence_stride};
+  const int64_t v_strides[3] = {kv.v_token_stride, kv.v_head_stride, paged ? kv.v_page_stride : kv.v_sequence_stride};
+  k_map = encode_tensor_map(kv.k, element, dims, k_strides, box, "k");
+  v_map = encode_tensor_map(kv.v, element, dims, v_strides, box, "v");
+  return box_rows;
+}
+
 }  // namespace wideattn::cuda

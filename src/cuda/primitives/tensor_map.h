@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include "wideattn/problem.h"
+
 namespace wideattn::cuda {
 
 // Element types the kernels stream.
@@ -17,5 +19,12 @@ enum class TensorMapElement { f16, bf16, u8 };
 // less). Throws detail::Error naming `what` when the driver refuses the map.
 CUtensorMap encode_tensor_map(const void* base, TensorMapElement element, const int64_t dims[4],
                               const int64_t strides[3], const uint32_t box[4], const char* what);
+
+// K and V of `problem`'s cache: (head_dim, rows, kv_heads, sequences) when contiguous, (head_dim,
+// page rows, kv_heads, pages) when paged; boxes of box_columns x box rows, the box rows being
+// tile_rows, or the page size where that is smaller (a box never straddles pages). Returns the
+// box rows.
+int32_t encode_kv_tensor_maps(const AttentionProblem& problem, TensorMapElement element, uint32_t box_columns,
+                              int32_t tile_rows, CUtensorMap& k_map, CUtensorMap& v_map);
 
 }  // namespace wideattn::cuda
