@@ -35,7 +35,9 @@ run_cli(decode 0 "kernel;accuracy;ok: worst relative error" --
 run_cli(fp8_cache 0 "fp8 KV;kernel;ok: worst relative error" --
         run --backend cpu --prefix 200 --suffix 12 --page-size 16 --kv-fp8 --repeat 1 --warmup 0)
 run_cli(planned_bench 0 "(planned);host per call" --
-        bench --backend cpu --suite cpu --filter "E4B decode" --call planned --repeat 1 --warmup 0
-        --no-ceilings --check-rows 1)
+        bench --backend cpu --suite cpu --filter "no such problem|E4B decode" --call planned --repeat 1
+        --warmup 0 --no-ceilings --check-rows 1)
+run_cli(filter_matches_nothing 2 "error;--filter 'no such|problem either' matches no problem" --
+        bench --backend cpu --suite cpu --filter "no such|problem either" --no-ceilings)
 run_cli(usage_error 2 "error;--q-heads 6" --
         run --backend cpu --q-heads 6 --kv-heads 4 --prefix 8 --suffix 1)

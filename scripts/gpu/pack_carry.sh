@@ -5,7 +5,8 @@
 # with the shared libraries they need that the GPU machine lacks (OpenBLAS and its Fortran
 # runtime; the CUDA ones are there). Unpack there with `eval "$(scripts/gpu/unpack_carry.sh)"`.
 # usage: scripts/gpu/pack_carry.sh NAME=BUILD_DIR[:cli] [NAME=BUILD_DIR[:cli] ...]
-#   (:cli packs the wideattn tool alone, e.g. for a compute-only build that only benchmarks)
+#   (:cli packs the wideattn tool alone, e.g. for a compute-only build that only benchmarks;
+#   :tests the tool and wideattn_tests, without decode_check)
 #   e.g. scripts/gpu/pack_carry.sh base=build-main candidate=build-cand conly=build-conly:cli
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -15,7 +16,10 @@ rm -rf "$stage"
 mkdir -p "$stage/lib"
 for spec in "$@"; do
   name="${spec%%=*}" dir="${spec#*=}" binaries="wideattn wideattn_tests bench/decode_check"
-  case "$dir" in *:cli) dir="${dir%:cli}" binaries="wideattn" ;; esac
+  case "$dir" in
+    *:cli) dir="${dir%:cli}" binaries="wideattn" ;;
+    *:tests) dir="${dir%:tests}" binaries="wideattn wideattn_tests" ;;
+  esac
   [ -x "$dir/wideattn" ] || { echo "pack_carry: $dir/wideattn not found (build it first)" >&2; exit 1; }
   mkdir -p "$stage/$name"
   for binary in $binaries; do

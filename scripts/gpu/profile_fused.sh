@@ -4,6 +4,8 @@
 # Writes per problem the details page (speed of light, pipes, stalls, memory) and the SASS
 # source page with the warp-stall samples per instruction, as text, plus one archive.
 # usage: scripts/gpu/profile_fused.sh OUT_DIR BIN_DIR [PROBLEM_FILTER ...]
+# environment: KERNEL (ncu's kernel-name regex, default fused_prefill) and SUITE (default fused)
+#   profile another kernel the same way, e.g. KERNEL=decode_wgmma SUITE=gpu "b8x4 kv 8K (32/4) fp8"
 set -uo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 OUT_DIR="$(mkdir -p "$1" && cd "$1" && pwd)"
@@ -21,8 +23,8 @@ for problem in "${PROBLEMS[@]}"; do
   name="$(echo "$problem" | tr -c 'A-Za-z0-9\n' '_')"
   echo "== ncu: $problem"
   # The clocks stay as the machine sets them (--clock-control none), as in the benchmarks.
-  "$NCU" --clock-control none -k regex:fused_prefill -c 1 --set full --import-source no -f \
-    -o "$work/$name" "$BIN_DIR/wideattn" bench --suite fused --backend cuda --filter "$problem" \
+  "$NCU" --clock-control none -k "regex:${KERNEL:-fused_prefill}" -c 1 --set full --import-source no -f \
+    -o "$work/$name" "$BIN_DIR/wideattn" bench --suite "${SUITE:-fused}" --backend cuda --filter "$problem" \
     --repeat 1 --warmup 0 --no-ceilings --check-rows 0 >"$work/$name.run.log" 2>&1 || {
     status=1; tail -n 20 "$work/$name.run.log"; continue; }
   "$NCU" --import "$work/$name.ncu-rep" --page details >"$work/$name.details.txt" 2>&1

@@ -23,7 +23,7 @@ namespace {
 std::vector<FlagSpec> bench_flags() {
   std::vector<FlagSpec> flags = {
       {"suite", "NAME", "cpu, gpu or fused (default: gpu on the cuda backend, cpu otherwise)"},
-      {"filter", "TEXT", "only problems whose name contains TEXT"},
+      {"filter", "TEXT", "only problems whose name contains TEXT (TEXT|TEXT2: any of them)"},
       {"list", nullptr, "print the suite's problems and exit"},
       {"json", "PATH", "write the record to PATH"},
       {"dtype", "T", "storage dtype of every problem (default bf16)"},
@@ -95,9 +95,22 @@ int bench_command(int argc, char** argv) {
   std::vector<ProblemSpec> suite = bench_suite(suite_name);
   const std::string filter = args.get_string("filter", "");
   if (!filter.empty()) {
+    // TEXT|TEXT2|...: a problem whose name contains any of them.
+    std::vector<std::string> alternatives;
+    for (std::size_t begin = 0;;) {
+      const std::size_t bar = filter.find('|', begin);
+      alternatives.push_back(filter.substr(begin, bar == std::string::npos ? std::string::npos : bar - begin));
+      if (bar == std::string::npos) break;
+      begin = bar + 1;
+    }
     std::vector<ProblemSpec> kept;
     for (const ProblemSpec& s : suite) {
-      if (s.name.find(filter) != std::string::npos) kept.push_back(s);
+      for (const std::string& text : alternatives) {
+        if (!text.empty() && s.name.find(text) != std::string::npos) {
+          kept.push_back(s);
+          break;
+        }
+      }
     }
     if (kept.empty()) throw UsageError("--filter '" + filter + "' matches no problem of suite " + suite_name);
     suite = kept;

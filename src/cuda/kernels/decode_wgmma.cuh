@@ -92,6 +92,7 @@ struct Traits {
     float red[kConsumers][4][N];  // [warpgroup][warp][row]: a tile's maxima, then the final sums
     float final_max[kConsumers][N];
     float row_max[N], row_sum[N];     // the merged state of each row (the NaN policy's slow path)
+    float weight[kConsumers][N];      // each warpgroup's state's weight in a row's result
     int32_t poisoned[N];
     // The CTA's work, read from here where used: held in registers across the tile loop it
     // tipped the 3-warpgroup build (128 registers a thread) into spilling.
@@ -111,6 +112,10 @@ __host__ __device__ __forceinline__ int physical_column(int l) {
   const int slot = l % 16;
   return 16 * (l / 16) + 4 * ((slot % 8) / 2) + 2 * (slot >= 8) + slot % 2;
 }
+
+// The inverse for a pair: physical columns 2 pp, 2 pp + 1 of a 16-column k step (pp = 0..7) are
+// its logical columns 2 (pp / 2 + 4 (pp % 2)), +1, so a pair of a row stays a pair.
+__host__ __device__ __forceinline__ int logical_pair(int pp) { return pp / 2 + 4 * (pp % 2); }
 
 // P V's output order: row r of a 128-column chunk's O^T holds column
 // 16 (r / 16) + 2 (r % 16) (r % 16 < 8) or 2 (r % 16 - 8) + 1.
@@ -295,17 +300,35 @@ __global__ void __launch_bounds__(Traits<N>::kThreads, 1) decode_wgmma_kernel(co
   const int wg = warp / 4, thread = threadIdx.x % 128, warp_in_group = warp % 4;
 
   // Q -> f16 into the swizzled layout in Q K^T's head_dim order, by every consumer; rows past
-  // the sequence's are zeros. Row n: token n / gqa, head kv_head * gqa + n % gqa.
-  auto q_row = [&](int n) {
-    const RowTarget t = row_target(w, p.gqa, n);
-    return static_cast<const T*>(p.q) + t.token * p.q_token_stride + t.head * p.q_head_stride;
-  };
+  // the sequence's are zeros. Row n: token n / gqa, head kv_head * gqa + n % gqa. 16-byte
+  // vectors (run_decode requires 16-byte aligned q and out rows with an fp8 cache), every load
+  // in flight at once: one round trip (an element at a time, it took a quarter of a 32-row call).
+  constexpr int kVectorsPerRow = kHeadDim / 8;
+  constexpr int kQVectors = (N * kVectorsPerRow + kConsumerThreads - 1) / kConsumerThreads;  // a thread's
+  uint4 q_raw[kQVectors];
+  CUTE_UNROLL
+  for (int u = 0; u < kQVectors; ++u) {
+    const int v = threadIdx.x + u * kConsumerThreads, n = v / kVectorsPerRow;
+    q_raw[u] = make_uint4(0u, 0u, 0u, 0u);
+    if (n < rows) {
+      const RowTarget t = row_target(w, p.gqa, n);
+      q_raw[u] = *reinterpret_cast<const uint4*>(static_cast<const T*>(p.q) + t.token * p.q_token_stride +
+                                                 t.head * p.q_head_stride + 8 * (v % kVectorsPerRow));
+    }
+  }
   int q_shift = 0;
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     float local = 0.0f;
-    for (int i = threadIdx.x; i < rows * kHeadDim; i += kConsumerThreads) {
-      const float x = fabsf(__bfloat162float(q_row(i / kHeadDim)[i % kHeadDim]));
-      if (isfinite(x)) local = fmaxf(local, x);
+    CUTE_UNROLL
+    for (int u = 0; u < kQVectors; ++u) {
+      const uint32_t words[4] = {q_raw[u].x, q_raw[u].y, q_raw[u].z, q_raw[u].w};
+      CUTE_UNROLL
+      for (int e = 0; e < 4; ++e) {
+        const float2 x = Storage<T>::unpack(words[e]);
+        const float a = fabsf(x.x), b = fabsf(x.y);
+        if (isfinite(a)) local = fmaxf(local, a);
+        if (isfinite(b)) local = fmaxf(local, b);
+      }
     }
     atomicMax(&sh.q_max, __float_as_uint(local));  // non-negative floats order as their bits
     fused::named_barrier_sync(kAllConsumers, kConsumerThreads);
@@ -316,9 +339,19 @@ __global__ void __launch_bounds__(Traits<N>::kThreads, 1) decode_wgmma_kernel(co
   {
     const float down = ldexpf(1.0f, -q_shift);
     Tensor sQ = make_tensor(make_smem_ptr(sh.q), typename Tr::LayoutQ{});
-    for (int i = threadIdx.x; i < N * kHeadDim; i += kConsumerThreads) {
-      const int n = i / kHeadDim, l = i % kHeadDim;
-      sQ(n, l) = E(n < rows ? Storage<T>::load(q_row(n) + physical_column(l)) * down : 0.0f);
+    CUTE_UNROLL
+    for (int u = 0; u < kQVectors; ++u) {
+      const int v = threadIdx.x + u * kConsumerThreads, n = v / kVectorsPerRow;
+      if (n >= N) continue;
+      const uint32_t words[4] = {q_raw[u].x, q_raw[u].y, q_raw[u].z, q_raw[u].w};
+      CUTE_UNROLL
+      for (int e = 0; e < 4; ++e) {  // word e: physical columns 8 (v % kVectorsPerRow) + 2 e, +1
+        const int physical = 8 * (v % kVectorsPerRow) + 2 * e;
+        const int l = 16 * (physical / 16) + 2 * logical_pair((physical % 16) / 2);
+        const float2 x = Storage<T>::unpack(words[e]);
+        // Columns l, l + 1 are adjacent in the swizzled row.
+        *reinterpret_cast<__half2*>(&sQ(n, l)) = __floats2half2_rn(x.x * down, x.y * down);
+      }
     }
     fused::fence_async_shared();  // generic stores before wgmma's reads
     fused::named_barrier_sync(kAllConsumers, kConsumerThreads);
@@ -519,12 +552,12 @@ __global__ void __launch_bounds__(Traits<N>::kThreads, 1) decode_wgmma_kernel(co
   fused::named_barrier_sync(kAllConsumers, kConsumerThreads);
   if (wg > 0) return;
 
-  float weight[kConsumers][kColumns];  // each warpgroup's state's weight in the row's result
-  char* row_out[kColumns];              // each slot's output row (null past the sequence's rows)
+  // Each row's state, by one thread a row (rolled: the same code unrolled for every row slot of
+  // every thread was two thousand instructions): the warpgroups' weights in the result (with
+  // the row's factor), the LSE or the split's max and sum, and the merged state for the slow path.
   const float v_scale = fp8_scale(p.v_scale, p.scales_per_head, w.kv_head);
-  CUTE_UNROLL
-  for (int k = 0; k < kColumns; ++k) {
-    const int n = slot_row(k);
+  if (thread < N) {
+    const int n = thread;
     float m = neg_inf();
     CUTE_UNROLL
     for (int g = 0; g < kConsumers; ++g) m = fmaxf(m, sh.final_max[g][n]);
@@ -532,61 +565,77 @@ __global__ void __launch_bounds__(Traits<N>::kThreads, 1) decode_wgmma_kernel(co
     float l = 0.0f;
     CUTE_UNROLL
     for (int g = 0; g < kConsumers; ++g) {
-      weight[g][k] = exp2f(sh.final_max[g][n] - use);
-      l += (sh.red[g][0][n] + sh.red[g][1][n] + sh.red[g][2][n] + sh.red[g][3][n]) * weight[g][k];
+      l += (sh.red[g][0][n] + sh.red[g][1][n] + sh.red[g][2][n] + sh.red[g][3][n]) * exp2f(sh.final_max[g][n] - use);
     }
     float factor = v_scale;  // partial states: unnormalised
-    row_out[k] = nullptr;
     if (n < rows) {
       const RowTarget target = row_target(w, p.gqa, n);
-      const int64_t partial = (target.token * p.q_heads + target.head) * p.splits + w.split;
-      row_out[k] = p.splits == 1 ? reinterpret_cast<char*>(static_cast<T*>(p.out) + target.token * p.out_token_stride +
-                                                           target.head * p.out_head_stride)
-                                 : reinterpret_cast<char*>(p.partial_out + partial * kHeadDim);
       if (p.splits == 1) {
         float lse;
         final_scaling(m, l, p.sinks, target.head, factor, lse);
         factor *= v_scale;
-        if (p.lse && warp_in_group == 0 && lane < 4) p.lse[target.token * p.lse_token_stride + target.head * p.lse_head_stride] = lse;
-      } else if (warp_in_group == 0 && lane < 4) {
+        if (p.lse) p.lse[target.token * p.lse_token_stride + target.head * p.lse_head_stride] = lse;
+      } else {
+        const int64_t partial = (target.token * p.q_heads + target.head) * p.splits + w.split;
         p.partial_max[partial] = m == neg_inf() ? neg_inf() : m * kLn2;
         p.partial_sum[partial] = l;
       }
     }
-    if (warp_in_group == 0 && lane < 4) {
-      sh.row_max[n] = m;
-      sh.row_sum[n] = l;
-    }
+    sh.row_max[n] = m;
+    sh.row_sum[n] = l;
     CUTE_UNROLL
-    for (int g = 0; g < kConsumers; ++g) weight[g][k] *= factor;
+    for (int g = 0; g < kConsumers; ++g) sh.weight[g][n] = exp2f(sh.final_max[g][n] - use) * factor;
   }
-  Tensor tOcO = thr_pv.partition_C(make_identity_tensor(Shape<Int<kChunkColumns>, Int<N>>{}));
-  float poison[kColumns];  // x * 0 is NaN exactly when x is inf or NaN
+  fused::named_barrier_sync(1, 128);
+  float weight[kConsumers][kColumns];  // each warpgroup's state's weight in this thread's rows
   CUTE_UNROLL
-  for (int k = 0; k < kColumns; ++k) poison[k] = 0.0f;
+  for (int k = 0; k < kColumns; ++k) {
+    CUTE_UNROLL
+    for (int g = 0; g < kConsumers; ++g) weight[g][k] = sh.weight[g][slot_row(k)];
+  }
+  // The rows' results, combined in place (the weights carry each row's factor), then staged in
+  // the hand-over buffer as rows [n][column] and written by a rolled loop: the unrolled stores
+  // of every element (their row tests, conversions and addresses) were thousands of
+  // instructions run once a CTA, fetched cold (a seventh of a 32-row call waited on them).
   CUTE_UNROLL
   for (int j = 0; j < kChunksPerOperand; ++j) {
     CUTE_UNROLL
     for (int i = 0; i < kFragment; ++i) {
       const int k = slot(i % (N / 2));
-      // The weights carry the row's factor (finite): the value is inf or NaN exactly when a
-      // state's element is (or overflows).
       float value = tOrO[j](i) * weight[0][k];
       CUTE_UNROLL
       for (int g = 1; g < kConsumers; ++g) value += o_other[(g - 1) * kHandOver + (j * kFragment + i) * 128 + thread] * weight[g][k];
-      poison[k] = fmaf(value, 0.0f, poison[k]);
-      if (!row_out[k]) continue;
-      const int d = j * kChunkColumns + output_column(get<0>(tOcO(i)));
-      if (p.splits == 1) {
-        Storage<T>::store(reinterpret_cast<T*>(row_out[k]) + d, value);
-      } else {
-        reinterpret_cast<float*>(row_out[k])[d] = value;
-      }
+      tOrO[j](i) = value;
     }
   }
+  fused::named_barrier_sync(1, 128);  // every thread has read its hand-over elements
+  float* staged = sh.hand_over;       // [N][kHeadDim]: (kConsumers - 1) x kHandOver >= N x kHeadDim floats
+  Tensor tOcO = thr_pv.partition_C(make_identity_tensor(Shape<Int<kChunkColumns>, Int<N>>{}));
   CUTE_UNROLL
-  for (int k = 0; k < kColumns; ++k) {
-    if (poison[k] != 0.0f && slot_row(k) < rows) sh.poisoned[slot_row(k)] = 1;
+  for (int j = 0; j < kChunksPerOperand; ++j) {
+    CUTE_UNROLL
+    for (int i = 0; i < kFragment; ++i) {
+      staged[get<1>(tOcO(i)) * kHeadDim + j * kChunkColumns + output_column(get<0>(tOcO(i)))] = tOrO[j](i);
+    }
+  }
+  fused::named_barrier_sync(1, 128);
+  // Four columns a thread and step; a row whose values are not all finite is flagged (x * 0 is
+  // NaN exactly when x is inf or NaN) for the NaN policy's slow path below.
+#pragma unroll 1
+  for (int e = 4 * thread; e < rows * kHeadDim; e += 4 * 128) {
+    const int n = e / kHeadDim, d = e % kHeadDim;
+    const float4 x = *reinterpret_cast<const float4*>(staged + e);
+    if (fmaf(x.x, 0.0f, 0.0f) + fmaf(x.y, 0.0f, 0.0f) + fmaf(x.z, 0.0f, 0.0f) + fmaf(x.w, 0.0f, 0.0f) != 0.0f) {
+      sh.poisoned[n] = 1;
+    }
+    const RowTarget target = row_target(w, p.gqa, n);
+    if (p.splits == 1) {
+      T* out = static_cast<T*>(p.out) + target.token * p.out_token_stride + target.head * p.out_head_stride + d;
+      *reinterpret_cast<uint2*>(out) = make_uint2(Storage<T>::pack(x.x, x.y), Storage<T>::pack(x.z, x.w));
+    } else {
+      const int64_t partial = (target.token * p.q_heads + target.head) * p.splits + w.split;
+      *reinterpret_cast<float4*>(p.partial_out + partial * kHeadDim + d) = x;
+    }
   }
   fused::named_barrier_sync(1, 128);  // the stores and the flags, before the slow path reads them
   // The NaN policy's slow path: 16 threads a poisoned row, 8 rows at a time, each thread its
