@@ -86,7 +86,8 @@ TEST_F(SanitizerSmallProblems, Fp8Decode) {
 // head_dim 512 decode has kernels of its own: each warp scores a quarter of the head_dim and the
 // partial scores meet in shared memory; with one row block a CTA, two key sets (8 warps) take
 // half of every tile each and merge at the end; whole tiles are copied without per-row tests,
-// paged ones from at most two pages. 150 keys: four whole 32-key tiles and a partial one.
+// paged ones from at most two pages. 150 keys: four whole 32-key tiles and a partial one. An fp8
+// cache runs the wgmma kernel.
 TEST_F(SanitizerSmallProblems, WideDecode) {
   AttentionCase c = small(DType::bf16, 512, {{1, 150}, {4, 70}, {1, 33}});
   c.sinks = true;
@@ -96,6 +97,12 @@ TEST_F(SanitizerSmallProblems, WideDecode) {
   check(c, Kernel::two_pass);
   c.fp8_kv = true;
   check(c, Kernel::single_pass);
+  // The wgmma kernel (fp8 at 512) at 16 and 32 rows a KV head too (gqa 4 and 8 x 4 new tokens),
+  // split, pages of 16.
+  c.q_heads = 8;
+  check(c, Kernel::two_pass);
+  c.q_heads = 16;
+  check(c, Kernel::two_pass);
 }
 
 // Paged caches: the decode kernels' block-table reads and the prefill pipeline's gather.
