@@ -47,14 +47,6 @@ const char* decode_wgmma_unsupported(const AttentionProblem& p, const DeviceInfo
   if (kv.paged() && kv.page_size < 16) return "pages of fewer than 16 rows";
   if (outer >= (int64_t{1} << 31) || slots >= (int64_t{1} << 31)) return "2^31 pages or rows";
   if (!aligned16(kv.k) || !aligned16(kv.v)) return "k and v must be 16-byte aligned for TMA";
-  // The kernel loads query rows and stores output rows in 16- and 8-byte vectors.
-  auto rows16 = [](int64_t stride, int64_t count) { return count <= 1 || stride % 8 == 0; };  // 16-bit elements
-  const int64_t most_tokens = int64_t{p.batch} * max_suffix;
-  if (!aligned16(p.q) || !aligned16(p.out) || !rows16(p.q_token_stride, most_tokens) ||
-      !rows16(p.out_token_stride, most_tokens) || !rows16(p.q_head_stride, p.q_heads) ||
-      !rows16(p.out_head_stride, p.q_heads)) {
-    return "q and out rows must be 16-byte aligned";
-  }
   if (!tma_stride(kv.k_token_stride, slots) || !tma_stride(kv.v_token_stride, slots) ||
       !tma_stride(kv.k_head_stride, p.kv_heads) || !tma_stride(kv.v_head_stride, p.kv_heads) ||
       !tma_stride(k_outer_stride, outer) || !tma_stride(v_outer_stride, outer)) {

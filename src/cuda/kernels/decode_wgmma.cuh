@@ -301,8 +301,9 @@ __global__ void __launch_bounds__(Traits<N>::kThreads, 1) decode_wgmma_kernel(co
 
   // Q -> f16 into the swizzled layout in Q K^T's head_dim order, by every consumer; rows past
   // the sequence's are zeros. Row n: token n / gqa, head kv_head * gqa + n % gqa. 16-byte
-  // vectors (dispatch checks the rows' alignment: decode_support.cpp), every load in flight at
-  // once: one round trip (an element at a time, it took a quarter of a 32-row call).
+  // vectors (run_decode refuses an fp8 cache's query and output rows that are not 16-byte
+  // aligned, rows_aligned_16, before it launches this kernel), every load in flight at once: one
+  // round trip (an element at a time, it took a quarter of a 32-row call).
   constexpr int kVectorsPerRow = kHeadDim / 8;
   constexpr int kQVectors = (N * kVectorsPerRow + kConsumerThreads - 1) / kConsumerThreads;  // a thread's
   uint4 q_raw[kQVectors];
