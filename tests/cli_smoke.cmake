@@ -39,5 +39,8 @@ run_cli(planned_bench 0 "(planned);host per call" --
         --warmup 0 --no-ceilings --check-rows 1)
 run_cli(filter_matches_nothing 2 "error;--filter 'no such|problem either' matches no problem" --
         bench --backend cpu --suite cpu --filter "no such|problem either" --no-ceilings)
+# TEXT$ anchors at the end: "E4B decode" alone would match E4B's decode problems.
+run_cli(filter_anchored_at_end 2 "error;--filter 'E4B decode$' matches no problem" --
+        bench --backend cpu --suite cpu --filter "E4B decode$" --no-ceilings)
 run_cli(usage_error 2 "error;--q-heads 6" --
         run --backend cpu --q-heads 6 --kv-heads 4 --prefix 8 --suffix 1)

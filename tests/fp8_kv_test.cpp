@@ -284,6 +284,55 @@ TEST_P(Fp8KvTest, NanCodesInRowsAWindowHidesReachNoOutput) {
   }
 }
 
+// The CUDA decode kernels read an fp8 cache's queries and write its outputs as 16-byte vectors
+// (the wgmma kernel at head_dim 512 too): query rows 8 bytes off that alignment are refused
+// with a status naming why, before anything is written. The CPU reads any layout.
+TEST_P(Fp8KvTest, UnalignedQueryRowsAreRefusedOnCudaBeforeAnyWrite) {
+  constexpr int32_t kQHeads = 32, kKvHeads = 4, kDim = 512, kCapacity = 100, kHeadStride = kDim + 4;
+  const int32_t offsets[2] = {0, 1}, lengths[1] = {kCapacity};
+  std::mt19937_64& r = rng();
+  const HostTensor q = random_tensor(r, DType::bf16, int64_t{kQHeads} * kHeadStride);
+  std::vector<uint8_t> codes(2 * int64_t{kCapacity} * kKvHeads * kDim);
+  for (uint8_t& c : codes) c = static_cast<uint8_t>(r() & 0xbf);  // |x| < 2, no NaN codes
+  const float scale = 0.5f;
+  const auto q_device = to_device(context(), q.data(), q.bytes());
+  const auto kv_device = to_device(context(), codes.data(), codes.size());
+  const auto scale_device = to_device(context(), &scale, sizeof(scale));
+  GuardedOutput out(context(), DType::bf16, int64_t{kQHeads} * kDim);
+  out.upload();
+  AttentionProblem p;
+  p.batch = 1;
+  p.q_heads = kQHeads;
+  p.kv_heads = kKvHeads;
+  p.head_dim = kDim;
+  p.dtype = DType::bf16;
+  p.kv.capacity = kCapacity;
+  set_dense_strides(p);
+  p.q_head_stride = kHeadStride;  // odd heads' rows start 8 bytes past a 16-byte boundary
+  p.q_token_stride = int64_t{kQHeads} * kHeadStride;
+  p.query_offsets = offsets;
+  p.kv_lengths = lengths;
+  p.q = q_device->get();
+  p.out = out.data();
+  p.kv.k = kv_device->get();
+  p.kv.v = static_cast<const uint8_t*>(kv_device->get()) + codes.size() / 2;
+  p.kv.fp8 = true;
+  p.kv.k_scale = p.kv.v_scale = static_cast<const float*>(scale_device->get());
+  for (const Kernel kernel : {Kernel::automatic, Kernel::single_pass, Kernel::two_pass}) {
+    SCOPED_TRACE(to_string(kernel));
+    const Status status = attention(context(), p, kernel);
+    WA_EXPECT_OK(context().synchronize());
+    out.download();
+    if (backend() == Backend::cuda) {
+      EXPECT_TRUE(has_error(status, StatusCode::unsupported, {"kv.fp8 = true", "16-byte aligned rows"}));
+      EXPECT_TRUE(out.unchanged());
+    } else {
+      WA_EXPECT_OK(status);
+      for (int64_t i = 0; i < out.size(); ++i) ASSERT_TRUE(std::isfinite(out.value(i))) << "element " << i;
+    }
+  }
+}
+
 WA_INSTANTIATE_BACKENDS(Fp8KvTest);
 
 

@@ -37,6 +37,14 @@ int decode_row_blocks_override() {
   return value;
 }
 
+bool decode_wgmma_l2_only() {
+  static const bool enabled = [] {
+    const char* value = std::getenv("WIDEATTN_TUNE_DECODE_WGMMA_L2");
+    return value && *value && std::strcmp(value, "0") != 0;
+  }();
+  return enabled;
+}
+
 int decode_key_sets_override() {
   static const int value = one_or_two("WIDEATTN_TUNE_DECODE_KEY_SETS");
   return value;

@@ -25,4 +25,9 @@ int decode_row_blocks_override();
 // (a tuning experiment). 0 when unset.
 int decode_key_sets_override();
 
+// WIDEATTN_TUNE_DECODE_WGMMA_L2=1: the wgmma decode kernel loads its CTA's first tile for every
+// tile, so the bytes come from L2, not DRAM (a tuning aid that measures the kernel without the
+// DRAM's share; results are wrong).
+bool decode_wgmma_l2_only();
+
 }  // namespace wideattn::detail

@@ -23,7 +23,7 @@ namespace {
 std::vector<FlagSpec> bench_flags() {
   std::vector<FlagSpec> flags = {
       {"suite", "NAME", "cpu, gpu or fused (default: gpu on the cuda backend, cpu otherwise)"},
-      {"filter", "TEXT", "only problems whose name contains TEXT (TEXT|TEXT2: any of them)"},
+      {"filter", "TEXT", "only problems whose name contains TEXT (TEXT|TEXT2: any of them; TEXT$: ends with TEXT)"},
       {"list", nullptr, "print the suite's problems and exit"},
       {"json", "PATH", "write the record to PATH"},
       {"dtype", "T", "storage dtype of every problem (default bf16)"},
@@ -95,7 +95,7 @@ int bench_command(int argc, char** argv) {
   std::vector<ProblemSpec> suite = bench_suite(suite_name);
   const std::string filter = args.get_string("filter", "");
   if (!filter.empty()) {
-    // TEXT|TEXT2|...: a problem whose name contains any of them.
+    // TEXT|TEXT2|...: a problem whose name contains any of them; TEXT$: ends with TEXT.
     std::vector<std::string> alternatives;
     for (std::size_t begin = 0;;) {
       const std::size_t bar = filter.find('|', begin);
@@ -106,7 +106,12 @@ int bench_command(int argc, char** argv) {
     std::vector<ProblemSpec> kept;
     for (const ProblemSpec& s : suite) {
       for (const std::string& text : alternatives) {
-        if (!text.empty() && s.name.find(text) != std::string::npos) {
+        const bool at_end = text.size() > 1 && text.back() == '$';
+        const std::string body = at_end ? text.substr(0, text.size() - 1) : text;
+        const bool match = at_end ? s.name.size() >= body.size() &&
+                                        s.name.compare(s.name.size() - body.size(), body.size(), body) == 0
+                                  : !text.empty() && s.name.find(text) != std::string::npos;
+        if (match) {
           kept.push_back(s);
           break;
         }

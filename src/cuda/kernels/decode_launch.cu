@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/debug_options.h"
 #include "core/decode_support.h"
 #include "core/error.h"
 #include "core/kv_layout.h"
@@ -230,6 +231,7 @@ void run_decode(const AttentionProblem& problem, const Plan& plan, const DeviceI
     decode::DecodeWgmmaParams w;
     w.decode = d;
     w.box_rows = encode_kv_tensor_maps(p, TensorMapElement::u8, 128, 64, w.k_map, w.v_map);
+    w.l2_only = detail::decode_wgmma_l2_only();
     decode::launch_decode_wgmma(w, p.dtype, max_suffix * gqa, dim3(static_cast<unsigned>(ctas)),
                                 device.compute_capability >= 90, stream);
   } else if (ctas > 0) {

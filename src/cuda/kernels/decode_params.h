@@ -84,6 +84,7 @@ struct DecodeWgmmaParams {
   DecodeParams decode;
   CUtensorMap k_map, v_map;
   int32_t box_rows = 64;
+  bool l2_only = false;  // core/debug_options.h: decode_wgmma_l2_only (a tuning aid)
 };
 
 // Launchers, one translation unit per head_dim (decode_d<D>.cu). Each throws detail::Error on a

@@ -55,7 +55,9 @@ inline constexpr int kKeys = 64;                                // keys per tile
 inline constexpr int kChunkColumns = 128;                       // columns per ring chunk (128 bytes)
 inline constexpr int kChunksPerOperand = kHeadDim / kChunkColumns;  // 4 K chunks, then 4 V chunks
 inline constexpr int kChunkBytes = kKeys * kChunkColumns;       // e4m3
-inline constexpr int kRing = 12;  // chunks in flight (1.5 tiles; 12-24 measured alike in the gate)
+// Chunks in flight: 1.5 tiles. 20-22 at 8 rows ran 2-4% slower, 20 at 16 rows 1.5% faster
+// (H200, docs/design.md); more requests in flight do not stream faster here.
+inline constexpr int kRing = 12;
 inline constexpr int kAllConsumers = 4;  // hardware barrier of every consumer warpgroup (1-3: each one's)
 
 // N: query rows per CTA (8, 16 or 32), the wgmma N of both products.
@@ -215,6 +217,8 @@ __device__ __forceinline__ void produce(const DecodeWgmmaParams& params, const C
   // Keys past the range and page indices outside the pools (the host cannot check a device
   // block table) read zeros.
   auto coordinate = [&](int32_t page) { return page >= 0 && page < p.num_pages ? page : outside; };
+  // (The L2 tuning aid loads the first tile again and again.)
+  const int64_t tile_step = params.l2_only ? 0 : kKeys;
   int32_t pages[4] = {0, 0, 0, 0};
   if (paged && num_tiles > 0) {
 #pragma unroll
@@ -223,13 +227,13 @@ __device__ __forceinline__ void produce(const DecodeWgmmaParams& params, const C
     }
   }
   for (int t = 0; t < num_tiles; ++t) {
-    const int64_t tile_lo = tile_base + int64_t{t} * kKeys;
+    const int64_t tile_lo = tile_base + t * tile_step;
     // The next tile's entries, read now and used a tile later (off the issue path).
     int32_t next[4] = {0, 0, 0, 0};
     if (paged && t + 1 < num_tiles) {
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        if (i < boxes) next[i] = entry(tile_lo + kKeys + i * box_rows);
+        if (i < boxes) next[i] = entry(tile_lo + tile_step + i * box_rows);
       }
     }
     for (int j = 0; j < 2 * kChunksPerOperand; ++j) {
