@@ -4,6 +4,7 @@
 #include "wideattn/attention.h"
 #include "wideattn/components.h"
 #include "wideattn/context.h"
+#include "wideattn/context_parallel.h"
 #include "wideattn/convert.h"
 #include "wideattn/problem.h"
 #include "wideattn/status.h"

@@ -108,6 +108,15 @@ class BackendImpl {
 
   // The serving operations (components.h, write_kv.h).
   virtual void merge_states(const MergeStatesArguments& args) = 0;
+  // Context parallelism (core/context_parallel.cpp): recv [world][bytes] <- every rank's send
+  // over the NCCL communicator `comm`, on the stream; and a communicator on this device.
+  virtual void all_gather(void* /*comm*/, const void* /*send*/, void* /*recv*/, std::size_t /*bytes*/) {
+    throw_error(StatusCode::unsupported, "context_parallel_attention: group.world_size > 1 needs the CUDA "
+                                         "backend (NCCL)");
+  }
+  virtual void* nccl_comm_init(int32_t /*world_size*/, const char* /*unique_id*/, int32_t /*rank*/) {
+    throw_error(StatusCode::unsupported, "nccl_comm_init: needs the CUDA backend");
+  }
   virtual void write_kv(const WriteKvArguments& args) = 0;
 
   // single_pass (plan.num_splits == 1) and two_pass (split-KV plus merge).

@@ -1,6 +1,7 @@
 // Built instead of src/cuda/ when the CUDA backend is off.
 #include "core/backend_registry.h"
 #include "core/error.h"
+#include "wideattn/context_parallel.h"
 
 namespace wideattn::detail {
 
@@ -16,3 +17,15 @@ bool cuda_backend_available(std::string* reason) {
 }
 
 }  // namespace wideattn::detail
+
+namespace wideattn {
+
+Status nccl_unique_id(NcclUniqueId*) {
+  return Status(StatusCode::backend_unavailable, "nccl_unique_id: this build of wideattn has no CUDA backend");
+}
+
+Status nccl_comm_destroy(void*) {
+  return Status(StatusCode::backend_unavailable, "nccl_comm_destroy: this build of wideattn has no CUDA backend");
+}
+
+}  // namespace wideattn

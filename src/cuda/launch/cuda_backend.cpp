@@ -24,6 +24,7 @@
 #include "cuda/kernels/softmax.h"
 #include "cuda/kernels/write_kv.h"
 #include "cuda/launch/cublaslt_matmul.h"
+#include "cuda/launch/nccl.h"
 #include "cuda/primitives/check.h"
 
 namespace wideattn::cuda {
@@ -226,6 +227,16 @@ class CudaBackend final : public detail::BackendImpl {
   void merge_states(const MergeStatesArguments& args) override {
     DeviceScope scope(device_index_);
     launch_merge_states(args, stream_);
+  }
+
+  void all_gather(void* comm, const void* send, void* recv, std::size_t bytes) override {
+    DeviceScope scope(device_index_);
+    nccl_all_gather(comm, send, recv, bytes, stream_);
+  }
+
+  void* nccl_comm_init(int32_t world_size, const char* unique_id, int32_t rank) override {
+    DeviceScope scope(device_index_);
+    return nccl_comm_init_rank(world_size, unique_id, rank);
   }
 
   void write_kv(const WriteKvArguments& args) override {
