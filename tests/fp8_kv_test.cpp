@@ -209,6 +209,21 @@ TEST_P(Fp8KvTest, WideHeadDecodeShapesMatchTheOracle) {
   }
 }
 
+// A 31B-shaped decode problem (32/4 heads, head_dim 512, bf16 queries) over a dense fp8 cache
+// of `capacity` rows a sequence; the caller sets the tensors, metadata and scales.
+AttentionProblem wide_fp8_problem(int32_t batch, int64_t capacity) {
+  AttentionProblem p;
+  p.batch = batch;
+  p.q_heads = 32;
+  p.kv_heads = 4;
+  p.head_dim = 512;
+  p.dtype = DType::bf16;
+  p.kv.capacity = capacity;
+  set_dense_strides(p);
+  p.kv.fp8 = true;
+  return p;
+}
+
 // The NaN policy over an fp8 cache at head_dim 512 (the wgmma kernel on Hopper): NaN codes in
 // K and V rows that a sliding window hides, in tiles the kernel streams next to visible rows,
 // reach no output. The result equals the clean cache's within the dtype's tolerance, single
@@ -244,21 +259,13 @@ TEST_P(Fp8KvTest, NanCodesInRowsAWindowHidesReachNoOutput) {
     const auto scales_device = to_device(context(), scales, sizeof(scales));
     GuardedOutput out(context(), DType::bf16, q.size());
     out.upload();
-    AttentionProblem p;
-    p.batch = 2;
-    p.q_heads = kQHeads;
-    p.kv_heads = kKvHeads;
-    p.head_dim = kDim;
-    p.dtype = DType::bf16;
-    p.kv.capacity = kCapacity;
-    set_dense_strides(p);
+    AttentionProblem p = wide_fp8_problem(2, kCapacity);
     p.query_offsets = offsets;
     p.kv_lengths = lengths;
     p.q = q_device->get();
     p.out = out.data();
     p.kv.k = k_device->get();
     p.kv.v = v_device->get();
-    p.kv.fp8 = true;
     p.kv.k_scale = static_cast<const float*>(scales_device->get());
     p.kv.v_scale = p.kv.k_scale + 1;
     p.mask.window = 100;
@@ -300,14 +307,7 @@ TEST_P(Fp8KvTest, UnalignedQueryRowsAreRefusedOnCudaBeforeAnyWrite) {
   const auto scale_device = to_device(context(), &scale, sizeof(scale));
   GuardedOutput out(context(), DType::bf16, int64_t{kQHeads} * kDim);
   out.upload();
-  AttentionProblem p;
-  p.batch = 1;
-  p.q_heads = kQHeads;
-  p.kv_heads = kKvHeads;
-  p.head_dim = kDim;
-  p.dtype = DType::bf16;
-  p.kv.capacity = kCapacity;
-  set_dense_strides(p);
+  AttentionProblem p = wide_fp8_problem(1, kCapacity);
   p.q_head_stride = kHeadStride;  // odd heads' rows start 8 bytes past a 16-byte boundary
   p.q_token_stride = int64_t{kQHeads} * kHeadStride;
   p.query_offsets = offsets;
@@ -316,7 +316,6 @@ TEST_P(Fp8KvTest, UnalignedQueryRowsAreRefusedOnCudaBeforeAnyWrite) {
   p.out = out.data();
   p.kv.k = kv_device->get();
   p.kv.v = static_cast<const uint8_t*>(kv_device->get()) + codes.size() / 2;
-  p.kv.fp8 = true;
   p.kv.k_scale = p.kv.v_scale = static_cast<const float*>(scale_device->get());
   for (const Kernel kernel : {Kernel::automatic, Kernel::single_pass, Kernel::two_pass}) {
     SCOPED_TRACE(to_string(kernel));

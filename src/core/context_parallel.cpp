@@ -1,6 +1,5 @@
 #include "core/context_parallel.h"
 
-#include <algorithm>
 #include <limits>
 #include <string>
 #include <vector>
@@ -139,7 +138,6 @@ void context_parallel_local_state(Context& context, const ContextParallelGroup& 
   const std::vector<ShardMode> modes = shard_modes(args);
   const AttentionProblem own = state_problem(group, args);
   std::vector<int32_t> offsets;
-  const std::vector<float> no_key(static_cast<std::size_t>(own.q_heads) * 64, -std::numeric_limits<float>::infinity());
   for (int32_t first = 0; first < own.batch;) {
     int32_t count = 1;
     while (first + count < own.batch && modes[first + count] == modes[first]) ++count;
@@ -147,10 +145,11 @@ void context_parallel_local_state(Context& context, const ContextParallelGroup& 
     if (mode == ShardMode::empty) {
       // No key here: lse -inf, which merge_states counts as nothing whatever out holds.
       const int64_t row_begin = own.query_offsets[first], row_end = own.query_offsets[first + count];
-      for (int64_t row = row_begin; row < row_end; row += 64) {
-        const int64_t rows = std::min<int64_t>(64, row_end - row);
-        context.impl().copy(own.lse + row * own.q_heads, no_key.data(),
-                            static_cast<std::size_t>(rows * own.q_heads) * sizeof(float), CopyKind::host_to_device);
+      const std::vector<float> no_key(static_cast<std::size_t>((row_end - row_begin) * own.q_heads),
+                                      -std::numeric_limits<float>::infinity());
+      if (!no_key.empty()) {
+        context.impl().copy(own.lse + row_begin * own.q_heads, no_key.data(), no_key.size() * sizeof(float),
+                            CopyKind::host_to_device);
       }
     } else {
       AttentionProblem part = sequence_range(own, first, count, offsets);
