@@ -682,9 +682,11 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
     zero_output();
     sh.q_full.wait(q_parity);
     q_parity ^= 1;
-    if constexpr (!Traits::kConfig.overlap) {
+    if constexpr (!Traits::kConfig.overlap || kAlternate) {
       // One tile at a time (Q K^T, softmax, P V); the other warpgroup's products fill the
-      // tensor cores meanwhile.
+      // tensor cores meanwhile. The alternate kernel too: each warpgroup there owns one stage
+      // of the ring, and the overlap (P V of a tile under the next one's Q K^T) would hold its
+      // V stage until then, exposing every V load (measured 0.5x of whole tiles per key tile).
       bool accumulate = false;
       for (int32_t n = t.key_end - 1 - (alternate ? warpgroup : 0); n >= t.key_begin; n = next_tile(n)) {
         scores(stage, phase);
