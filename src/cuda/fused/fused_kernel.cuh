@@ -361,6 +361,38 @@ __device__ __forceinline__ uint32_t pack_pair(float lo, float hi) {
   }
 }
 
+// A row's output scale and natural-log LSE from its maximum (log2 units, -inf: no key seen) and
+// sum, with the sink (an extra logit with no value) when `sinks` is given.
+__device__ __forceinline__ void normalisation(float row_max, float sum, const float* sinks, int32_t head,
+                                              float& out_scale, float& lse) {
+  constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
+  if (sinks) {
+    const float sink = sinks[head];
+    const float sink2 = sink * kLog2e;
+    const float top = fmaxf(row_max, sink2);
+    const float keep = exp2f(row_max - top);
+    const float total = sum * keep + exp2f(sink2 - top);
+    out_scale = keep / total;
+    lse = row_max == -INFINITY ? sink : (top + __log2f(total)) * kLn2;
+  } else {
+    out_scale = sum > 0.0f ? 1.0f / sum : 0.0f;
+    lse = sum > 0.0f ? (row_max + __log2f(sum)) * kLn2 : -INFINITY;
+  }
+}
+
+// Whether this thread's elements of accumulator row r (those i with (i / 2) % 2 == r) hold inf
+// or NaN: x * 0 is NaN exactly then, and NaN survives the sum.
+template <class Accumulator>
+__device__ __forceinline__ bool row_not_finite(const Accumulator& acc, int r) {
+  float poison[2] = {0.0f, 0.0f};
+  CUTE_UNROLL
+  for (int i = 2 * r; i < cute::size(acc); i += 4) {
+    poison[0] = fmaf(acc(i), 0.0f, poison[0]);
+    poison[1] = fmaf(acc(i + 1), 0.0f, poison[1]);
+  }
+  return poison[0] + poison[1] != 0.0f;
+}
+
 template <class Traits, bool kRingOrTree, bool kAlternate>
 __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int warpgroup, int32_t worker_arg,
                         int32_t workers_arg) {
@@ -795,32 +827,15 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
         const float m = fmaxf(row_max[r], their_max[r]);
         const float mine = row_max[r] == -INFINITY ? 0.0f : exp2f(row_max[r] - m);
         const float other = their_max[r] == -INFINITY ? 0.0f : exp2f(their_max[r] - m);
-        const float sum = row_total[r] * mine + their_total[r] * other;
         float lse;
-        if (p.sinks) {
-          const float sink2 = p.sinks[head[r]] * kLog2e;
-          const float top = fmaxf(m, sink2);
-          const float keep = exp2f(m - top);
-          const float total = sum * keep + exp2f(sink2 - top);
-          out_scale[r] = keep / total;
-          lse = m == -INFINITY ? p.sinks[head[r]] : (top + __log2f(total)) * kLn2;
-        } else {
-          out_scale[r] = sum > 0.0f ? 1.0f / sum : 0.0f;
-          lse = sum > 0.0f ? (m + __log2f(sum)) * kLn2 : -INFINITY;
-        }
+        normalisation(m, row_total[r] * mine + their_total[r] * other, p.sinks, head[r], out_scale[r], lse);
         share[r] = mine * out_scale[r];
         item_max[r] = m;
         if (p.lse && thread % 4 == 0 && rank == 0 && warpgroup == 0 && row_valid[r]) {
           const int64_t token = t.query_start + t.token_begin + ((row0 + 8 * r) >> p.packed_shift);
           p.lse[token * p.lse_token_stride + int64_t{head[r]} * p.lse_head_stride] = lse;
         }
-        float poison[2] = {0.0f, 0.0f};  // x * 0 is NaN exactly when x is inf or NaN
-        CUTE_UNROLL
-        for (int i = 2 * r; i < size(tOrO); i += 4) {
-          poison[0] = fmaf(tOrO(i), 0.0f, poison[0]);
-          poison[1] = fmaf(tOrO(i + 1), 0.0f, poison[1]);
-        }
-        poisoned[r] = poison[0] + poison[1] != 0.0f;
+        poisoned[r] = row_not_finite(tOrO, r);
       }
       // f32 row r, column c of a warpgroup's half: 512-byte rows, 16-byte units XOR-swizzled by
       // row % 8 (the 8 rows of a store instruction land on 8 different units).
@@ -907,13 +922,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
     bool poisoned[2];
     CUTE_UNROLL
     for (int r = 0; r < 2; ++r) {
-      float poison[2] = {0.0f, 0.0f};  // x * 0 is NaN exactly when x is inf or NaN
-      CUTE_UNROLL
-      for (int i = 2 * r; i < size(tOrO); i += 4) {
-        poison[0] = fmaf(tOrO(i), 0.0f, poison[0]);
-        poison[1] = fmaf(tOrO(i + 1), 0.0f, poison[1]);
-      }
-      poisoned[r] = poison[0] + poison[1] != 0.0f;
+      poisoned[r] = row_not_finite(tOrO, r);
       if (kLateRecompute || !poisoned[r]) continue;
       int32_t opaque_round = round;  // so that the item's first decode is not kept for this
       asm volatile("" : "+r"(opaque_round));
@@ -966,21 +975,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
     // Normalise, with the sink (an extra logit with no value).
     float out_scale[2], lse[2];
     CUTE_UNROLL
-    for (int r = 0; r < 2; ++r) {
-      const float sum = row_total[r];
-      if (p.sinks) {
-        const float sink = p.sinks[head[r]];
-        const float sink2 = sink * kLog2e;
-        const float top = fmaxf(row_max[r], sink2);
-        const float keep = exp2f(row_max[r] - top);
-        const float total = sum * keep + exp2f(sink2 - top);
-        out_scale[r] = keep / total;
-        lse[r] = row_max[r] == -INFINITY ? sink : (top + __log2f(total)) * kLn2;
-      } else {
-        out_scale[r] = sum > 0.0f ? 1.0f / sum : 0.0f;
-        lse[r] = sum > 0.0f ? (row_max[r] + __log2f(sum)) * kLn2 : -INFINITY;
-      }
-    }
+    for (int r = 0; r < 2; ++r) normalisation(row_max[r], row_total[r], p.sinks, head[r], out_scale[r], lse[r]);
     if (p.lse && (thread % 4) == 0 && rank == 0) {
       for (int r = 0; r < 2; ++r) {
         if (!row_valid[r]) continue;
