@@ -195,6 +195,41 @@ TEST(Dispatch, FusedPrefillSplitsKeysOnlyWhenTilesLeaveSmsIdle) {
 #endif
 }
 
+// head_dim 512 with fewer 128-row tiles than the 66 pairs and uneven walks (Gemma 4 E4B, 8/2
+// heads, 1K tokens causal: 64 tiles, walks of 1-16 key tiles) runs 64-row tiles whose key tiles
+// the two warpgroups take in turn; 31B (32/4: 256 tiles), long even walks, a ring cache and
+// kv_splits keep the 128-row tiles.
+TEST(Dispatch, FusedPrefillAlternatesKeysWhenPairsOutnumberTiles) {
+#if defined(WIDEATTN_WITH_CUDA)
+  const std::string kAlternate = "warpgroups taking key tiles in turn";
+  PlanProblem e4b({1024}, {1024}, 8, 2, 512);
+  const Plan few = plan_or_fail(e4b.p, h100_device());
+  EXPECT_EQ(few.kernel, Kernel::prefill_fused) << few.reason;
+  EXPECT_EQ(few.num_splits, 1) << few.reason;
+  EXPECT_NE(few.reason.find(kAlternate), std::string::npos) << few.reason;
+  PlanProblem big({1024}, {1024}, 32, 4, 512);
+  const Plan many = plan_or_fail(big.p, h100_device());
+  EXPECT_EQ(many.reason.find(kAlternate), std::string::npos) << many.reason;
+  PlanProblem d256({1024}, {1024}, 8, 2, 256);
+  EXPECT_EQ(plan_or_fail(d256.p, h100_device()).reason.find(kAlternate), std::string::npos);
+  // 26B, 512 new tokens on an 8K prefix: 64 tiles, but their walks are long and alike (whole
+  // tiles measured 1.19x alternate_keys on the H200).
+  PlanProblem chunk({512}, {8192}, 16, 2, 512);
+  const Plan even = plan_or_fail(chunk.p, h100_device());
+  EXPECT_EQ(even.num_splits, 1) << even.reason;
+  EXPECT_EQ(even.reason.find(kAlternate), std::string::npos) << even.reason;
+  PlanProblem e2b({1024}, {1024}, 8, 1, 512);
+  EXPECT_NE(plan_or_fail(e2b.p, h100_device()).reason.find(kAlternate), std::string::npos);
+  e4b.p.kv_splits = 1;  // batch-invariant: no mode that depends on the batch
+  EXPECT_EQ(plan_or_fail(e4b.p, h100_device()).reason.find(kAlternate), std::string::npos);
+  e4b.p.kv_splits = 0;
+  e4b.p.mask.ring_length = 512;
+  EXPECT_EQ(plan_or_fail(e4b.p, h100_device()).reason.find(kAlternate), std::string::npos);
+#else
+  GTEST_SKIP() << "built without the CUDA backend (the fused kernel's plan)";
+#endif
+}
+
 // A paged cache changes where rows are read, not the work: decode plans the same kernel and
 // splits as for the contiguous cache, prefill the unfused pipeline (with room for the gather).
 TEST(Dispatch, PagedCachesPlanLikeContiguousOnes) {

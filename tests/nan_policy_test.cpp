@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "attention_case.h"
+#include "core/debug_options.h"
 #include "reference/components_reference.h"
 #include "reference/reference.h"
 #include "test_support.h"
@@ -385,15 +386,22 @@ class HiddenRowsTest : public NanPolicyTest {
   }
 
   // The fused kernel at the head_dims of its three schedules (64: overlapping, 256: one tile at a
-  // time, 512: a pair, whose ring/tree variant recomputes late); the others at 64.
+  // time, 512: a pair, whose ring/tree variant recomputes late, run with whole 128-row tiles and
+  // with alternate_keys, whose late recompute writes over the added shares); the others at 64.
   void run_all(Hider hider, char tensor) {
     const std::vector<int32_t> head_dims =
         kernel() == Kernel::prefill_fused ? std::vector<int32_t>{64, 256, 512} : std::vector<int32_t>{64};
     for (const int32_t head_dim : head_dims) {
-      for (double bad : {kNaN, kInf, -kInf}) {
-        SCOPED_TRACE(std::string(1, tensor) + " value " + std::to_string(bad) + ", hidden by " + to_string(hider) +
-                     ", head_dim " + std::to_string(head_dim));
-        check(hider, tensor, bad, head_dim);
+      for (const int alternate : head_dim == 512 ? std::vector<int>{0, 1} : std::vector<int>{-1}) {
+        detail::set_fused_alternate_override(alternate);
+        for (double bad : {kNaN, kInf, -kInf}) {
+          SCOPED_TRACE(std::string(1, tensor) + " value " + std::to_string(bad) + ", hidden by " +
+                       to_string(hider) + ", head_dim " + std::to_string(head_dim) + ", alternate_keys " +
+                       std::to_string(alternate));
+          check(hider, tensor, bad, head_dim);
+          if (HasFailure()) break;
+        }
+        detail::set_fused_alternate_override(-1);
         if (HasFailure()) return;
       }
     }

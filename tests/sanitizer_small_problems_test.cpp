@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "attention_case.h"
+#include "core/debug_options.h"
 #include "test_support.h"
 
 namespace wideattn::test {
@@ -181,6 +182,17 @@ TEST_F(SanitizerSmallProblems, FusedPrefill) {
   // the previous item's reads of the same staging rows (the Q buffer's, at 512).
   AttentionCase items = small(DType::bf16, 512, std::vector<SequenceShape>(40, SequenceShape{9, 30}));
   check(items, Kernel::prefill_fused);
+  // head_dim 512's two kernels forced on the same problems: whole 128-row tiles, and
+  // alternate_keys (64-row tiles, the warpgroups taking key tiles in turn, their shares added
+  // through the Q buffer), one item a pair and several.
+  AttentionCase alternate = small(DType::f16, 512, {{70, 100}, {1, 300}});
+  alternate.sinks = true;
+  for (const int mode : {0, 1}) {
+    detail::set_fused_alternate_override(mode);
+    check(alternate, Kernel::prefill_fused);
+    check(items, Kernel::prefill_fused);
+  }
+  detail::set_fused_alternate_override(-1);
   // The ring/tree variant: a wrapped ring in a window (the walk's hole), a tree read through
   // the read-only cache, and a tree at 512 with a ring.
   AttentionCase ring = small(DType::bf16, 128, {{40, 400}});

@@ -1,5 +1,6 @@
 #include "core/debug_options.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
@@ -48,6 +49,25 @@ bool decode_wgmma_l2_only() {
 int decode_key_sets_override() {
   static const int value = one_or_two("WIDEATTN_TUNE_DECODE_KEY_SETS");
   return value;
+}
+
+namespace {
+
+std::atomic<int>& fused_alternate_value() {
+  static std::atomic<int> value{[] {
+    const char* text = std::getenv("WIDEATTN_TUNE_FUSED_ALTERNATE");
+    if (!text || !*text) return -1;
+    return std::strcmp(text, "0") == 0 ? 0 : 1;
+  }()};
+  return value;
+}
+
+}  // namespace
+
+int fused_alternate_override() { return fused_alternate_value().load(std::memory_order_relaxed); }
+
+void set_fused_alternate_override(int value) {
+  fused_alternate_value().store(value < 0 ? -1 : value > 0 ? 1 : 0, std::memory_order_relaxed);
 }
 
 }  // namespace wideattn::detail

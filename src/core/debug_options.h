@@ -30,4 +30,10 @@ int decode_key_sets_override();
 // DRAM's share; results are wrong).
 bool decode_wgmma_l2_only();
 
+// The fused prefill's alternate_keys mode (fused_support.h): -1 lets the call's size decide, 0
+// turns it off, 1 on wherever the kernel can run it. From WIDEATTN_TUNE_FUSED_ALTERNATE (0 or
+// 1; unset: -1) at the first call; tests set it for a scope (an A/B aid, not an API).
+int fused_alternate_override();
+void set_fused_alternate_override(int value);
+
 }  // namespace wideattn::detail

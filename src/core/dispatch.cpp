@@ -200,6 +200,9 @@ Plan plan_one(const AttentionProblem& p, const DeviceInfo& device, Kernel forced
     result.workspace_bytes = result.num_splits > 1 ? decode_workspace_layout(p, result.num_splits).bytes : 0;
     if (result.num_splits > 1) {
       why << "; " << result.num_splits << " KV splits per tile to fill " << device.compute_units << " SMs";
+    } else if (fused_prefill_alternate_keys(p, device, result.num_splits)) {
+      why << "; 64-row tiles, the warpgroups taking key tiles in turn (few tiles for " << device.compute_units
+          << " SMs)";
     }
   } else {
     result.workspace_bytes = decode_workspace_layout(p, result.num_splits).bytes;

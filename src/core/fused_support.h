@@ -19,6 +19,12 @@ std::string fused_prefill_unsupported(const AttentionProblem& problem, const Dev
 // the decode merge kernel combines them). `problem` must be one the fused kernel serves.
 int32_t fused_prefill_splits(const AttentionProblem& problem, const DeviceInfo& device);
 
+// Whether a fused prefill with `splits` KV splits runs 64-row tiles whose key tiles the two
+// consumer warpgroups of each CTA take in turn (alternate_keys, head_dim 512's pair only, plain
+// masks): when its 128-row tiles are no more than the pairs, which would leave the longest
+// causal tile's walk setting the time. Off with kv_splits set (batch-invariant) or KV splits.
+bool fused_prefill_alternate_keys(const AttentionProblem& problem, const DeviceInfo& device, int32_t splits);
+
 // One line for the plan's reason: tile shape and GQA packing of the kernel chosen.
 std::string fused_prefill_summary(const AttentionProblem& problem);
 

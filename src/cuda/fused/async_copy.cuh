@@ -27,6 +27,15 @@ __device__ __forceinline__ uint4 load_shared_16(uint32_t address) {
                                   // loads of a loop may all issue before its global stores
   return v;
 }
+__device__ __forceinline__ void store_shared_pair(uint32_t address, float x, float y) {
+  asm volatile("st.shared.v2.f32 [%0], {%1, %2};" ::"r"(address), "f"(x), "f"(y) : "memory");
+}
+__device__ __forceinline__ float4 load_shared_f4(uint32_t address) {
+  float4 v;
+  asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "r"(address)
+               : "memory");
+  return v;
+}
 
 struct Barrier {  // one mbarrier in shared memory
   uint64_t word;
@@ -36,6 +45,10 @@ struct Barrier {  // one mbarrier in shared memory
   }
   __device__ __forceinline__ void arrive() {
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(shared_address(&word)) : "memory");
+  }
+  // Two arrivals at once (a warp that stands for two).
+  __device__ __forceinline__ void arrive_twice() {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0], 2;" ::"r"(shared_address(&word)) : "memory");
   }
   // Arrives and announces `bytes` of bulk copies that will complete on this barrier.
   __device__ __forceinline__ void arrive_expect_bytes(uint32_t bytes) {

@@ -113,13 +113,15 @@ struct KernelTraits {
     // collects the peer's arrivals once it has read what this CTA stored into it.
     alignas(128) float4 exchange[kCluster > 1 ? kBlockM * kBlockN / 4 : 1];
     Barrier exchange_full[2], peer_free[2];
+    // A pair with alternate_keys: each warpgroup's row maxima and sums for the other, one slot
+    // a quad ({max, max, sum, sum} of its two rows); the outputs go through the Q buffer.
+    float4 merge_stats[kCluster > 1 ? 2 : 1][32];
     // The ring/tree variant's producer keeps its item's hole here, not in registers: at 56
     // registers it spilled (d512), and 64 would leave the consumers 216 (they spilled); a slot
     // a lane spilled too (its address takes a register).
     int32_t producer_hole[2];
   };
   static constexpr int kSharedBytes = int(sizeof(Shared)) + 1024;  // + alignment slack
-  static constexpr uint32_t kQBytes = kBlockM * kHeadDimension * sizeof(Element);
   static constexpr uint32_t kKVBytes = kBlockN * kHeadDimension * sizeof(Element);
   static constexpr uint32_t kExchangeBytes = 64 * kBlockN * sizeof(float);  // one warpgroup's scores
   static_assert(kSharedBytes <= 232448, "over the 227 KB of shared memory an sm_90 block may have");
@@ -235,7 +237,9 @@ __device__ void produce(const FusedParams& p, typename Traits::Shared& sh, int32
     sh.q_empty.wait(q_empty_parity);
     q_empty_parity ^= 1;
     if (lane == 0) {
-      sh.q_full.arrive_expect_bytes(Traits::kQBytes);
+      // 128 rows, or 64 with alternate_keys (the box's tokens x packed heads).
+      sh.q_full.arrive_expect_bytes(uint32_t(p.tokens_per_tile * p.packed) * Traits::kHeadDimension *
+                                    uint32_t(sizeof(typename Traits::ElementType)));
       for (int c = 0; c < kChunks; ++c) {
         tma_load(sh.q + c * Traits::kBlockM * 64, &p.q_map, &sh.q_full, column_base + c * 64, 0,
                  t.query_start + t.token_begin, t.tile_head);
@@ -357,17 +361,70 @@ __device__ __forceinline__ uint32_t pack_pair(float lo, float hi) {
   }
 }
 
-template <class Traits, bool kRingOrTree>
-__device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int warpgroup, int32_t worker,
-                        int32_t workers) {
+// A row's output scale and natural-log LSE from its maximum (log2 units, -inf: no key seen) and
+// sum, with the sink (an extra logit with no value) when `sinks` is given.
+__device__ __forceinline__ void normalisation(float row_max, float sum, const float* sinks, int32_t head,
+                                              float& out_scale, float& lse) {
+  constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
+  if (sinks) {
+    const float sink = sinks[head];
+    const float sink2 = sink * kLog2e;
+    const float top = fmaxf(row_max, sink2);
+    const float keep = exp2f(row_max - top);
+    const float total = sum * keep + exp2f(sink2 - top);
+    out_scale = keep / total;
+    lse = row_max == -INFINITY ? sink : (top + __log2f(total)) * kLn2;
+  } else {
+    out_scale = sum > 0.0f ? 1.0f / sum : 0.0f;
+    lse = sum > 0.0f ? (row_max + __log2f(sum)) * kLn2 : -INFINITY;
+  }
+}
+
+// Whether this thread's elements of accumulator row r (those i with (i / 2) % 2 == r) hold inf
+// or NaN: x * 0 is NaN exactly then, and NaN survives the sum.
+template <class Accumulator>
+__device__ __forceinline__ bool row_not_finite(const Accumulator& acc, int r) {
+  float poison[2] = {0.0f, 0.0f};
+  CUTE_UNROLL
+  for (int i = 2 * r; i < cute::size(acc); i += 4) {
+    poison[0] = fmaf(acc(i), 0.0f, poison[0]);
+    poison[1] = fmaf(acc(i + 1), 0.0f, poison[1]);
+  }
+  return poison[0] + poison[1] != 0.0f;
+}
+
+template <class Traits, bool kRingOrTree, bool kAlternate>
+__device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int warpgroup, int32_t worker_arg,
+                        int32_t workers_arg) {
   using namespace cute;
   using Element = typename Traits::ElementType;
   constexpr int kBlockN = Traits::kBlockN, kStages = Traits::kStages, kHeadDim = Traits::kHeadDimension;
   constexpr int kCluster = Traits::kCluster;
   const uint32_t rank = kCluster > 1 ? cluster_rank() : 0;
+  // The alternate kernel reads its pair's place in the grid again where it needs it (special
+  // registers), rather than holding two registers across its key loops: it spilled there.
+  auto worker_now = [&] {
+    if constexpr (kAlternate) return int32_t(cluster_index());
+    else return worker_arg;
+  };
+  auto workers_now = [&] {
+    if constexpr (kAlternate) return int32_t(cluster_count());
+    else return workers_arg;
+  };
   const int32_t column_base = cta_first_column<Traits>();
   constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
   const int thread = threadIdx.x % 128;
+  // alternate_keys (a pair, plain masks): both warpgroups hold the tile's 64 rows and take turns
+  // over its key tiles (warpgroup w the walk's tiles w, w + 2, ...), so a call with fewer
+  // 128-row tiles than pairs still fills them and halves its longest walk; the two states merge
+  // at the item's end. A K/V stage then has one reader warpgroup, whose warps arrive twice.
+  constexpr bool kCanAlternate = Traits::kCluster > 1 && !kRingOrTree;
+  static_assert(kCanAlternate || !kAlternate, "alternate_keys: the pair's plain-mask kernel only");
+  // A kernel of its own (a template parameter): a runtime switch cost the pair's consumers
+  // 56-112 bytes of spills.
+  constexpr bool alternate = kAlternate;
+  const int row_base = alternate ? 0 : warpgroup * 64;  // the warpgroup's first row of the tile
+  static_assert(!kCanAlternate || !Traits::kOutStaged, "alternate_keys releases Q after the item, not at key_begin");
 
   typename Traits::MmaQK mma_qk;
   typename Traits::MmaPV mma_pv;
@@ -387,7 +444,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
   };
   auto q_descriptors = [&] {
     Tensor sQ = make_tensor(make_smem_ptr(smem_base(sh.q)), typename Traits::LayoutQ{});
-    return thr_qk.partition_fragment_A(local_tile(sQ, Shape<_64, Int<kHeadDim>>{}, make_coord(warpgroup, _0{})));
+    return thr_qk.partition_fragment_A(local_tile(sQ, Shape<_64, Int<kHeadDim>>{}, make_coord(alternate ? 0 : warpgroup, _0{})));
   };
   auto k_descriptors = [&](uint32_t k_stage) {
     Tensor sK = make_tensor(make_smem_ptr(smem_base(sh.k)), typename Traits::LayoutKV{});
@@ -409,6 +466,12 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
     __syncwarp();
     if (threadIdx.x % 32 == 0) barrier.arrive();
   };
+  auto release_stage = [&](Barrier& barrier) {  // a K or V stage: counted for both warpgroups
+    __syncwarp();
+    if (threadIdx.x % 32 == 0) {
+      if constexpr (kAlternate) barrier.arrive_twice(); else barrier.arrive();
+    }
+  };
   // With its own output staging area, the Q buffer is free once the item's last Q K^T (key
   // tile `key_begin`, walked last) has completed: the producer loads the next item's Q then.
   auto q_read = [&](int32_t n, int32_t key_begin) {
@@ -429,20 +492,28 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
   if (kPingpong && warpgroup == 1) named_barrier_arrive(3, 256);
 
   uint32_t stage = 0, phase = 0, q_parity = 0, exchange_parity = 0;
-  for (int32_t round = 0, index = tile_of_round(0, worker, workers); index < p.total_tiles;
-       index = tile_of_round(++round, worker, workers)) {
-    const Tile t = decode_tile<kBlockN, kRingOrTree>(p, index);
+  for (int32_t round = 0, index = tile_of_round(0, worker_now(), workers_now()); index < p.total_tiles;
+       index = tile_of_round(++round, worker_now(), workers_now())) {
+    Tile t = decode_tile<kBlockN, kRingOrTree>(p, index);
     int32_t first_key[2], last_key[2], head[2];
     bool row_valid[2];
+    // The rows' fields the item's end needs (the alternate kernel makes them there, from the
+    // item decoded again: kept across the walk, they spilled its consumers).
+    auto row_fields = [&] {
+      for (int r = 0; r < 2; ++r) {
+        const int row = row_base + row0 + 8 * r;
+        row_valid[r] = t.token_begin + (row >> p.packed_shift) < t.token_end;
+        head[r] = t.tile_head * p.packed + (row & (p.packed - 1));
+      }
+    };
     for (int r = 0; r < 2; ++r) {
-      const int row = warpgroup * 64 + row0 + 8 * r;
+      const int row = row_base + row0 + 8 * r;
       const int32_t token = t.token_begin + (row >> p.packed_shift);
-      row_valid[r] = token < t.token_end;
       const int32_t qpos = t.prefix + min(token, t.token_end - 1);
       first_key[r] = row_first_key(p, qpos);
       last_key[r] = row_last_key(p, qpos, t.kv_length);
-      head[r] = t.tile_head * p.packed + (row & (p.packed - 1));
     }
+    if constexpr (!kAlternate) row_fields();
     float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
     Tensor tOrP32 = recast<uint32_t>(tOrP);
 
@@ -480,7 +551,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
           int32_t lo[2], hi[2];
           CUTE_UNROLL
           for (int r = 0; r < 2; ++r) {
-            const int row = warpgroup * 64 + row0 + 8 * r;
+            const int row = row_base + row0 + 8 * r;
             const int32_t token = min(t.token_begin + (row >> p.packed_shift), t.token_end - 1);
             ring_tree_row_interval(p, t, key0, shift, token, lo[r], hi[r]);
           }
@@ -498,7 +569,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
           static_assert(kColumns <= 32, "a 32-bit mask per row");
           uint32_t visible[2] = {0, 0};
           for (int r = 0; r < 2; ++r) {
-            const int row = warpgroup * 64 + row0 + 8 * r;
+            const int row = row_base + row0 + 8 * r;
             const int32_t token = min(t.token_begin + (row >> p.packed_shift), t.token_end - 1);
             const int64_t qpos = ring_tree_query_position(p, t, token);
 #pragma unroll 1
@@ -565,6 +636,17 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
         ring_phase ^= 1;
       }
     };
+    // This warpgroup's walk: every key tile, or with alternate_keys every other one, the ring
+    // position stepping over the other warpgroup's tiles.
+    auto next_tile = [&](int32_t n) {
+      if constexpr (kCanAlternate) return n - 1 - int32_t(alternate);
+      else return next_key_tile<kRingOrTree>(t, n);
+    };
+    auto advance_walk = [&](uint32_t& ring_stage, uint32_t& ring_phase) {
+      advance(ring_stage, ring_phase);
+      if (alternate) advance(ring_stage, ring_phase);
+    };
+    if (alternate && warpgroup == 1) advance(stage, phase);
     auto rescale_output = [&](const float (&factor)[2]) {
       CUTE_UNROLL
       for (int i = 0; i < size(tOrO); ++i) tOrO(i) *= factor[(i >> 1) & 1];
@@ -582,7 +664,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
       pass_turn();
       warpgroup_wait<0>();
       warpgroup_fence_operand(tSrS);
-      release(sh.k_empty[k_stage]);
+      release_stage(sh.k_empty[k_stage]);
     };
     // O (+)= P V of the V tile in `v_stage`, waited for; the V buffer is released.
     auto values = [&](uint32_t v_stage, uint32_t v_phase, bool accumulate) {
@@ -593,7 +675,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
       warpgroup_wait<0>();
       warpgroup_fence_operand(tOrO);
       warpgroup_fence_operand(tOrP);
-      release(sh.v_empty[v_stage]);
+      release_stage(sh.v_empty[v_stage]);
     };
 
     // A pair: S = this CTA's partial Q K^T (its half of d) + the peer's. Each thread sends its
@@ -632,11 +714,13 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
     zero_output();
     sh.q_full.wait(q_parity);
     q_parity ^= 1;
-    if constexpr (!Traits::kConfig.overlap) {
+    if constexpr (!Traits::kConfig.overlap || kAlternate) {
       // One tile at a time (Q K^T, softmax, P V); the other warpgroup's products fill the
-      // tensor cores meanwhile.
+      // tensor cores meanwhile. The alternate kernel too: each warpgroup there owns one stage
+      // of the ring, and the overlap (P V of a tile under the next one's Q K^T) would hold its
+      // V stage until then, exposing every V load (measured 0.5x of whole tiles per key tile).
       bool accumulate = false;
-      for (int32_t n = t.key_end - 1; n >= t.key_begin; n = next_key_tile<kRingOrTree>(t, n)) {
+      for (int32_t n = t.key_end - 1 - (alternate ? warpgroup : 0); n >= t.key_begin; n = next_tile(n)) {
         scores(stage, phase);
         q_read(n, t.key_begin);
         exchange_scores();
@@ -646,13 +730,13 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
         convert_probabilities();
         values(stage, phase, accumulate);
         accumulate = true;
-        advance(stage, phase);
+        advance_walk(stage, phase);
       }
       if (!accumulate) zero_output();  // no key tile at all
     } else {
       // The first (diagonal) tile alone; then each step keeps Q K^T of tile n in flight with
       // P V of tile n + 1, and the softmax of tile n runs while P V does.
-      int32_t n = t.key_end - 1;
+      int32_t n = t.key_end - 1 - (alternate ? warpgroup : 0);
       if (n >= t.key_begin) {
         scores(stage, phase);
         q_read(n, t.key_begin);
@@ -661,9 +745,9 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
         softmax_step(n, factor);
         convert_probabilities();
         uint32_t v_stage = stage, v_phase = phase;
-        advance(stage, phase);
+        advance_walk(stage, phase);
         bool accumulate = false;
-        for (n = next_key_tile<kRingOrTree>(t, n); n >= t.key_begin; n = next_key_tile<kRingOrTree>(t, n)) {
+        for (n = next_tile(n); n >= t.key_begin; n = next_tile(n)) {
           sh.k_full[stage].wait(phase);
           sh.v_full[v_stage].wait(v_phase);
           take_turn();
@@ -673,20 +757,20 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
           pass_turn();
           warpgroup_wait<1>();  // Q K^T done; P V may still run
           warpgroup_fence_operand(tSrS);
-          release(sh.k_empty[stage]);
+          release_stage(sh.k_empty[stage]);
           q_read(n, t.key_begin);
           exchange_scores();  // a pair: the round trip to the peer runs under P V
           const bool rescale = softmax_step(n, factor);
           warpgroup_wait<0>();
           warpgroup_fence_operand(tOrO);
           warpgroup_fence_operand(tOrP);
-          release(sh.v_empty[v_stage]);
+          release_stage(sh.v_empty[v_stage]);
           if (rescale) rescale_output(factor);
           convert_probabilities();
           accumulate = true;
           v_stage = stage;
           v_phase = phase;
-          advance(stage, phase);
+          advance_walk(stage, phase);
         }
         values(v_stage, v_phase, accumulate);
       } else {
@@ -695,6 +779,134 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
     }
 
     if (Traits::kOutStaged && t.key_end <= t.key_begin) release(sh.q_empty);  // no Q K^T at all
+    if constexpr (kAlternate) {
+      int32_t opaque_round = round;
+      asm volatile("" : "+r"(opaque_round));
+      t = decode_tile<kBlockN, kRingOrTree>(p, tile_of_round(opaque_round, worker_now(), workers_now()));
+      row_fields();
+      if ((max(0, t.key_end - t.key_begin) + warpgroup) & 1) {
+        // Each warpgroup stepped two tiles at a time: one past the walk's end when the walk's
+        // length and the warpgroup's first tile differ in parity. Back one.
+        if (stage == 0) {
+          stage = kStages - 1;
+          phase ^= 1;
+        } else {
+          --stage;
+        }
+      }
+    }
+
+    float row_total[2];
+    CUTE_UNROLL
+    for (int r = 0; r < 2; ++r) {  // the quad's partial sums
+      row_total[r] = row_sum[r] + __shfl_xor_sync(0xffffffff, row_sum[r], 1);
+      row_total[r] += __shfl_xor_sync(0xffffffff, row_total[r], 2);
+    }
+    if constexpr (kAlternate) {
+      // The item's end with alternate_keys, the same code for both warpgroups (a warpgroup that
+      // finished alone, or merged the other's output in its registers, spilled the consumers):
+      // each learns the other's row maxima and sums, scales its own output by its share of the
+      // normalised result (2^(m_w - m) / total, sinks counted there), and the two shares are
+      // added as they leave: per half of the columns, both store theirs (f32) into the Q buffer
+      // (free once both walks are done; 32 KB each), then all 256 threads add, convert and
+      // store rows. A row that came out non-finite is computed again key by key by the thread
+      // that holds it, after the stores, and written over them (the late recompute).
+      constexpr int kHalfElements = int(size(tOrO)) / 2;  // a thread's elements per 128 columns
+      static_assert(2 * 64 * 128 * 4 == int(sizeof(sh.q)), "two warpgroups' f32 halves fill the Q buffer");
+      const uint32_t my_area = shared_address(opaque_pointer(sh.q)) + warpgroup * (64 * 512);
+      if (thread % 4 == 0) {  // a quad's rows share their maxima and sums
+        sh.merge_stats[warpgroup][thread / 4] = make_float4(row_max[0], row_max[1], row_total[0], row_total[1]);
+      }
+      named_barrier_sync(5, 256);  // both walks done (Q is free), both states posted
+      const float4 theirs = sh.merge_stats[1 - warpgroup][thread / 4];
+      const float their_max[2] = {theirs.x, theirs.y}, their_total[2] = {theirs.z, theirs.w};
+      float share[2], out_scale[2], item_max[2];
+      bool poisoned[2];
+      CUTE_UNROLL
+      for (int r = 0; r < 2; ++r) {
+        const float m = fmaxf(row_max[r], their_max[r]);
+        const float mine = row_max[r] == -INFINITY ? 0.0f : exp2f(row_max[r] - m);
+        const float other = their_max[r] == -INFINITY ? 0.0f : exp2f(their_max[r] - m);
+        float lse;
+        normalisation(m, row_total[r] * mine + their_total[r] * other, p.sinks, head[r], out_scale[r], lse);
+        share[r] = mine * out_scale[r];
+        item_max[r] = m;
+        if (p.lse && thread % 4 == 0 && rank == 0 && warpgroup == 0 && row_valid[r]) {
+          const int64_t token = t.query_start + t.token_begin + ((row0 + 8 * r) >> p.packed_shift);
+          p.lse[token * p.lse_token_stride + int64_t{head[r]} * p.lse_head_stride] = lse;
+        }
+        poisoned[r] = row_not_finite(tOrO, r);
+      }
+      // f32 row r, column c of a warpgroup's half: 512-byte rows, 16-byte units XOR-swizzled by
+      // row % 8 (the 8 rows of a store instruction land on 8 different units).
+      auto half_address = [](uint32_t area, int row, int column) {
+        return area + uint32_t(row * 512 + (((column >> 2) ^ (row & 7)) << 4) + (column & 3) * 4);
+      };
+      const int col0 = get<1>(tOcO(0));
+      Element* out = static_cast<Element*>(p.out) + int64_t{t.query_start} * p.out_token_stride + column_base;
+      // Row r again, every key of the item's walk, into tOrO (dead by then); the row a
+      // compile-time constant (a runtime one moved the accumulator to local memory).
+      auto recompute_row = [&](auto row_constant) {
+        constexpr int r = decltype(row_constant)::value;
+        int32_t opaque_round = round;
+        asm volatile("" : "+r"(opaque_round));
+        recompute_values<Traits, kRingOrTree>(p, tile_of_round(opaque_round, worker_now(), workers_now()), tOrO, r,
+                                              row0 + 8 * r, column_base + col0, item_max[r]);
+      };
+      CUTE_UNROLL
+      for (int half = 0; half < 2; ++half) {
+        CUTE_UNROLL
+        for (int i = half * kHalfElements; i < (half + 1) * kHalfElements; i += 2) {
+          const int r = (i >> 1) & 1;
+          store_shared_pair(half_address(my_area, row0 + 8 * r, 8 * (i / 4 - half * kHalfElements / 4) + col0),
+                            tOrO(i) * share[r], tOrO(i + 1) * share[r]);
+        }
+        named_barrier_sync(5, 256);  // both shares of this half stored
+        const uint32_t area0 = shared_address(opaque_pointer(sh.q));
+#pragma unroll 1
+        for (int piece = warpgroup * 128 + thread; piece < 64 * 16; piece += 256) {  // 8 columns of a row
+          const int row = piece / 16, column = (piece % 16) * 8;
+          const int32_t token = t.token_begin + (row >> p.packed_shift);
+          if (token >= t.token_end) continue;
+          const int32_t h = t.tile_head * p.packed + (row & (p.packed - 1));
+          const float4 a0 = load_shared_f4(half_address(area0, row, column));
+          const float4 a1 = load_shared_f4(half_address(area0, row, column + 4));
+          const float4 b0 = load_shared_f4(half_address(area0 + 64 * 512, row, column));
+          const float4 b1 = load_shared_f4(half_address(area0 + 64 * 512, row, column + 4));
+          const uint32_t words[4] = {pack_pair<Element>(a0.x + b0.x, a0.y + b0.y), pack_pair<Element>(a0.z + b0.z, a0.w + b0.w),
+                                     pack_pair<Element>(a1.x + b1.x, a1.y + b1.y), pack_pair<Element>(a1.z + b1.z, a1.w + b1.w)};
+          Element* destination =
+              out + int64_t{token} * p.out_token_stride + int64_t{h} * p.out_head_stride + half * 128 + column;
+          if (p.out_aligned16) {
+            *reinterpret_cast<uint4*>(destination) = make_uint4(words[0], words[1], words[2], words[3]);
+          } else {
+            CUTE_UNROLL
+            for (int e = 0; e < 8; ++e) {
+              destination[e] = Element::bitcast(static_cast<uint16_t>(words[e / 2] >> (16 * (e % 2))));
+            }
+          }
+        }
+        named_barrier_sync(5, 256);  // this half read: its area may be stored over
+      }
+      CUTE_UNROLL
+      for (int r = 0; r < 2; ++r) {
+        if (!poisoned[r] || !row_valid[r]) continue;
+        // The whole row again (every key of the walk) into this thread's elements, over what the
+        // two shares wrote (the barrier above ordered those stores before these).
+        if (r == 0) recompute_row(cute::Int<0>{}); else recompute_row(cute::Int<1>{});
+        const int row = row0 + 8 * r;
+        Element* destination = out + int64_t{t.token_begin + (row >> p.packed_shift)} * p.out_token_stride +
+                               int64_t{head[r]} * p.out_head_stride + col0;
+        CUTE_UNROLL
+        for (int i = 2 * r; i < size(tOrO); i += 4) {
+          destination[8 * (i / 4)] = static_cast<Element>(tOrO(i) * out_scale[r]);
+          destination[8 * (i / 4) + 1] = static_cast<Element>(tOrO(i + 1) * out_scale[r]);
+        }
+      }
+      fence_async_shared();  // our reads of the Q buffer before the producer's next TMA write
+      release(sh.q_empty);
+      continue;
+    }
 
     // The NaN policy (docs/reliability.md, "Non-finite values"): a key the mask hides has
     // probability exactly 0, but P V multiplies by it inside wgmma, and 0 x inf or NaN is NaN.
@@ -710,18 +922,12 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
     bool poisoned[2];
     CUTE_UNROLL
     for (int r = 0; r < 2; ++r) {
-      float poison[2] = {0.0f, 0.0f};  // x * 0 is NaN exactly when x is inf or NaN
-      CUTE_UNROLL
-      for (int i = 2 * r; i < size(tOrO); i += 4) {
-        poison[0] = fmaf(tOrO(i), 0.0f, poison[0]);
-        poison[1] = fmaf(tOrO(i + 1), 0.0f, poison[1]);
-      }
-      poisoned[r] = poison[0] + poison[1] != 0.0f;
+      poisoned[r] = row_not_finite(tOrO, r);
       if (kLateRecompute || !poisoned[r]) continue;
       int32_t opaque_round = round;  // so that the item's first decode is not kept for this
       asm volatile("" : "+r"(opaque_round));
-      recompute_values<Traits, kRingOrTree>(p, tile_of_round(opaque_round, worker, workers), tOrO, r,
-                                            warpgroup * 64 + row0 + 8 * r, column_base + get<1>(tOcO(0)), row_max[r]);
+      recompute_values<Traits, kRingOrTree>(p, tile_of_round(opaque_round, worker_now(), workers_now()), tOrO, r,
+                                            row_base + row0 + 8 * r, column_base + get<1>(tOcO(0)), row_max[r]);
     }
     // The late recompute of row r (kLateRecompute): its elements again into tOrO, whose values
     // are dead by then.
@@ -731,16 +937,10 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
       constexpr int r = decltype(row_constant)::value;
       int32_t opaque_round = round;
       asm volatile("" : "+r"(opaque_round));
-      recompute_values<Traits, kRingOrTree>(p, tile_of_round(opaque_round, worker, workers), tOrO, r,
-                                            warpgroup * 64 + row0 + 8 * r, column_base + get<1>(tOcO(0)), row_max[r]);
+      recompute_values<Traits, kRingOrTree>(p, tile_of_round(opaque_round, worker_now(), workers_now()), tOrO, r,
+                                            row_base + row0 + 8 * r, column_base + get<1>(tOcO(0)), row_max[r]);
     };
 
-    float row_total[2];
-    CUTE_UNROLL
-    for (int r = 0; r < 2; ++r) {  // the quad's partial sums
-      row_total[r] = row_sum[r] + __shfl_xor_sync(0xffffffff, row_sum[r], 1);
-      row_total[r] += __shfl_xor_sync(0xffffffff, row_total[r], 2);
-    }
     if (p.splits > 1) {
       // A part of the tile's keys: its partial state for the merge (decode_merge.cu), which
       // applies the sinks and writes out and LSE. f32 pairs straight from the accumulators.
@@ -748,7 +948,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
       CUTE_UNROLL
       for (int r = 0; r < 2; ++r) {
         if (!row_valid[r]) continue;
-        const int row = warpgroup * 64 + row0 + 8 * r;
+        const int row = row_base + row0 + 8 * r;
         const int64_t token = t.query_start + t.token_begin + (row >> p.packed_shift);
         const int64_t state = (token * p.q_heads + head[r]) * p.splits + t.split;
         float* partial = p.partial_out + state * Traits::kFullHeadDim + column_base + col0;
@@ -775,25 +975,11 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
     // Normalise, with the sink (an extra logit with no value).
     float out_scale[2], lse[2];
     CUTE_UNROLL
-    for (int r = 0; r < 2; ++r) {
-      const float sum = row_total[r];
-      if (p.sinks) {
-        const float sink = p.sinks[head[r]];
-        const float sink2 = sink * kLog2e;
-        const float top = fmaxf(row_max[r], sink2);
-        const float keep = exp2f(row_max[r] - top);
-        const float total = sum * keep + exp2f(sink2 - top);
-        out_scale[r] = keep / total;
-        lse[r] = row_max[r] == -INFINITY ? sink : (top + __log2f(total)) * kLn2;
-      } else {
-        out_scale[r] = sum > 0.0f ? 1.0f / sum : 0.0f;
-        lse[r] = sum > 0.0f ? (row_max[r] + __log2f(sum)) * kLn2 : -INFINITY;
-      }
-    }
+    for (int r = 0; r < 2; ++r) normalisation(row_max[r], row_total[r], p.sinks, head[r], out_scale[r], lse[r]);
     if (p.lse && (thread % 4) == 0 && rank == 0) {
       for (int r = 0; r < 2; ++r) {
         if (!row_valid[r]) continue;
-        const int row = warpgroup * 64 + row0 + 8 * r;
+        const int row = row_base + row0 + 8 * r;
         const int64_t token = t.query_start + t.token_begin + (row >> p.packed_shift);
         p.lse[token * p.lse_token_stride + int64_t{head[r]} * p.lse_head_stride] = lse[r];
       }
@@ -858,7 +1044,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
       auto copy_out = [&](auto aligned16) {
 #pragma unroll 4
         for (int local_row = thread / kPieces; local_row < 64; local_row += kRowStep) {
-          const int row = warpgroup * 64 + local_row;
+          const int row = row_base + local_row;
           const int32_t token = t.token_begin + (row >> p.packed_shift);
           if (token >= t.token_end) continue;
           const int32_t h = t.tile_head * p.packed + (row & (p.packed - 1));
@@ -893,7 +1079,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
 // kRingOrTree: the variant for ring caches and speculative trees (a walk with a hole, and
 // key_visible's predicate on boundary tiles); a template parameter so that the plain masks'
 // kernel keeps its registers (the runtime test spilled its accumulators).
-template <int kHeadDim, class Element, bool kRingOrTree>
+template <int kHeadDim, class Element, bool kRingOrTree, bool kAlternate>
 __global__ void __launch_bounds__(384, 1) fused_prefill_kernel(const __grid_constant__ FusedParams p) {
   using Traits = KernelTraits<kHeadDim, Element>;
   using Shared = typename Traits::Shared;
@@ -934,16 +1120,16 @@ __global__ void __launch_bounds__(384, 1) fused_prefill_kernel(const __grid_cons
     if (threadIdx.x < 32) produce<Traits, kRingOrTree>(p, sh, worker, workers);
   } else {
     registers_increase<Traits::kConsumerRegisters>();
-    consume<Traits, kRingOrTree>(p, sh, warpgroup - 1, worker, workers);
+    consume<Traits, kRingOrTree, kAlternate>(p, sh, warpgroup - 1, worker, workers);
   }
   // No CTA of a pair leaves while its peer may still store into or arrive on its shared memory.
   if constexpr (Traits::kCluster > 1) cluster_sync();
 }
 
-template <int kHeadDim, class Element, bool kRingOrTree>
+template <int kHeadDim, class Element, bool kRingOrTree, bool kAlternate>
 void launch_typed(const FusedParams& params, int32_t work_items, int32_t compute_units, cudaStream_t stream) {
   using Traits = KernelTraits<kHeadDim, Element>;
-  auto kernel = fused_prefill_kernel<kHeadDim, Element, kRingOrTree>;
+  auto kernel = fused_prefill_kernel<kHeadDim, Element, kRingOrTree, kAlternate>;
   // The shared-memory opt-in is a per-device attribute: set once on each device used; a pair's
   // kernel also records how many pairs fit on the device at once.
   static std::atomic<uint64_t> configured_devices{0};
@@ -997,13 +1183,22 @@ template <int kHeadDim>
 void launch_fused_kernel(const FusedParams& params, bool bf16, int32_t work_items, int32_t compute_units,
                          cudaStream_t stream) {
   const bool ring_or_tree = params.ring_length > 0 || params.tree_start != nullptr;
-  if (bf16) {
-    if (ring_or_tree) launch_typed<kHeadDim, cutlass::bfloat16_t, true>(params, work_items, compute_units, stream);
-    else launch_typed<kHeadDim, cutlass::bfloat16_t, false>(params, work_items, compute_units, stream);
-  } else {
-    if (ring_or_tree) launch_typed<kHeadDim, cutlass::half_t, true>(params, work_items, compute_units, stream);
-    else launch_typed<kHeadDim, cutlass::half_t, false>(params, work_items, compute_units, stream);
-  }
+  auto typed = [&](auto element) {
+    using Element = decltype(element);
+    if (ring_or_tree) {
+      launch_typed<kHeadDim, Element, true, false>(params, work_items, compute_units, stream);
+    } else if (params.alternate_keys) {
+      if constexpr (tile_config(kHeadDim)->cluster > 1) {
+        launch_typed<kHeadDim, Element, false, true>(params, work_items, compute_units, stream);
+      } else {
+        detail::throw_error(StatusCode::internal, "fused prefill: alternate_keys without a pair");
+      }
+    } else {
+      launch_typed<kHeadDim, Element, false, false>(params, work_items, compute_units, stream);
+    }
+  };
+  if (bf16) typed(cutlass::bfloat16_t{});
+  else typed(cutlass::half_t{});
 }
 
 }  // namespace wideattn::fused

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "core/fused_support.h"
 #include "core/kv_layout.h"
 #include "core/workspace_layout.h"
 #include "cuda/fused/fused_params.h"
@@ -64,7 +65,9 @@ void run_fused_prefill(const AttentionProblem& p, const Plan& plan, const Device
                                                   " is not a power of two");
   }
   params.tile_heads = p.q_heads / params.packed;
-  params.tokens_per_tile = config.block_m / params.packed;
+  const int32_t splits = std::max(1, plan.num_splits);
+  params.alternate_keys = detail::fused_prefill_alternate_keys(p, device, splits) ? 1 : 0;
+  params.tokens_per_tile = (params.alternate_keys ? 64 : config.block_m) / params.packed;
   params.scale_log2 = p.effective_scale() * 1.4426950408889634f;
   params.softcap = p.softcap;
   params.causal = p.mask.causal ? 1 : 0;
@@ -109,7 +112,6 @@ void run_fused_prefill(const AttentionProblem& p, const Plan& plan, const Device
     total += tiles[rank[i]];
   }
   params.tile_start[count] = total;
-  const int32_t splits = std::max(1, plan.num_splits);
   if (int64_t{total} * splits > std::numeric_limits<int32_t>::max()) {
     detail::throw_invalid("attention", "kv_splits", splits,
                           "fewer KV splits: " + std::to_string(total) + " query tiles x splits must stay below 2^31");

@@ -32,7 +32,11 @@ struct FusedParams {
   int32_t packed = 0;        // query heads per tile (packed_heads)
   int32_t packed_shift = 0;  // log2(packed): packed divides block_m (128), so a power of two
   int32_t tile_heads = 0;    // q_heads / packed: tiles side by side per query block
-  int32_t tokens_per_tile = 0;  // block_m / packed
+  int32_t tokens_per_tile = 0;  // block_m / packed (64 / packed with alternate_keys)
+  // A pair only: tiles of 64 rows, which both consumer warpgroups of each CTA take, warpgroup w
+  // the walk's key tiles w, w + 2, ...; their states merge at the item's end (fused_kernel.cuh).
+  // For calls with fewer 128-row tiles than pairs (fused_prefill_alternate_keys).
+  int32_t alternate_keys = 0;
 
   float scale_log2 = 0.0f;  // scale * log2(e)
   float softcap = 0.0f;     // > 0: logits = softcap * tanh(scale * q.k / softcap)
