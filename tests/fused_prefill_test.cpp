@@ -103,6 +103,19 @@ TEST_P(FusedPrefillTest, GqaPackings) {
   }
 }
 
+TEST_P(FusedPrefillTest, PagedCaches) {
+  // Pages of 16 (four TMA boxes a 64-key tile), 64 and 128 tokens, shuffled, token- and
+  // head-major, over a varlen batch with a prefix.
+  for (const int32_t page_size : {16, 64, 128}) {
+    AttentionCase c = base();
+    c.sequences = {{150, 400}, {70, 70}, {9, 300}};
+    c.page_size = page_size;
+    c.kv_head_major = page_size == 64;
+    check(c);
+    if (HasFailure()) return;
+  }
+}
+
 TEST_P(FusedPrefillTest, SinksSoftcapScaleNoLse) {
   AttentionCase c = base();
   c.sinks = true;
