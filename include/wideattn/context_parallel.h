@@ -1,6 +1,7 @@
 // Context parallelism over NCCL: one attention call of decode and speculative steps over a KV
-// cache sharded by position across the GPUs of a host, one process per GPU (the C++ side of
-// python/wideattn/distributed.py's context_parallel_attention; docs/design.md, issue 14).
+// cache sharded by position across the GPUs of a host, and the prefill of one sequence sharded
+// zig-zag, one process per GPU (the C++ side of python/wideattn/distributed.py's
+// context_parallel_attention and allgather_prefill_attention; docs/design.md, issue 14).
 //
 // Every rank passes the same queries (the step's new tokens, replicated), the same query
 // offsets and KV lengths (each sequence's whole length, host arrays), and its own shard: a
@@ -58,6 +59,39 @@ std::size_t context_parallel_scratch_bytes(const AttentionProblem& problem, int3
 // make the call, with the same queries, offsets and lengths.
 Status context_parallel_attention(Context& context, const ContextParallelGroup& group,
                                   const ContextParallelArguments& args);
+
+// Prefill of one sequence over the group, zig-zag sharded (the C++ side of
+// python/wideattn/distributed.py's allgather_prefill_attention): the sequence is cut into
+// 2 x world_size equal chunks of c tokens and this rank holds chunks `rank` and
+// 2 x world_size - 1 - rank (zigzag_chunks), concatenated in that order, so every rank has the
+// same causal work. `problem` describes this rank's part as one sequence: batch 1,
+// query_offsets {0, 2c} and kv_lengths {2c} (host arrays), q and out (and lse) its 2c rows, and
+// kv.k / kv.v those positions' keys and values as dense token-major rows ([2c, kv_heads,
+// head_dim]: token stride kv_heads x head_dim, head stride head_dim; capacity >= 2c). Every
+// rank's K and V are all-gathered over NCCL on the Context's stream (one collective of
+// 4c x kv_heads x head_dim elements a rank), put back in sequence order in the scratch, and
+// each query chunk attends the keys up to its own end (causal, with sliding windows too) or all
+// of them (bidirectional) in one call of attention(): sinks, soft-cap, scale and LSE as there,
+// no partial states to merge. The result equals one call over the whole sequence within the
+// usual tolerance. Refused (`unsupported`, naming the argument): ring caches, trees, paged or
+// fp8 shards, a window with a bidirectional mask; (`invalid_argument`) an odd row count, a
+// batch other than one sequence, strided K/V rows, scratch too small.
+// (Ring attention with K/V passed between neighbours, overlapped with the attention, is served
+// from Python over torch.distributed: ring_prefill_attention.)
+struct ContextParallelPrefillArguments {
+  AttentionProblem problem;
+  void* scratch = nullptr;  // device memory, context_parallel_prefill_scratch_bytes
+  std::size_t scratch_bytes = 0;
+};
+std::size_t context_parallel_prefill_scratch_bytes(const AttentionProblem& problem, int32_t world_size);
+Status context_parallel_prefill(Context& context, const ContextParallelGroup& group,
+                                const ContextParallelPrefillArguments& args);
+
+// The two query chunks (of 2 x world_size) that `rank` holds under zig-zag sharding.
+inline void zigzag_chunks(int32_t rank, int32_t world_size, int32_t chunks[2]) {
+  chunks[0] = rank;
+  chunks[1] = 2 * world_size - 1 - rank;
+}
 
 // NCCL set-up for a caller without a communicator: one rank makes the id and shares it with
 // the others (over MPI, a file, a TCP store), then every rank creates its communicator on the

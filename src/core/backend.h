@@ -111,7 +111,7 @@ class BackendImpl {
   // Context parallelism (core/context_parallel.cpp): recv [world][bytes] <- every rank's send
   // over the NCCL communicator `comm`, on the stream; and a communicator on this device.
   virtual void all_gather(void* /*comm*/, const void* /*send*/, void* /*recv*/, std::size_t /*bytes*/) {
-    throw_error(StatusCode::unsupported, "context_parallel_attention: group.world_size > 1 needs the CUDA "
+    throw_error(StatusCode::unsupported, "context parallelism: group.world_size > 1 needs the CUDA "
                                          "backend (NCCL)");
   }
   virtual void* nccl_comm_init(int32_t /*world_size*/, const char* /*unique_id*/, int32_t /*rank*/) {

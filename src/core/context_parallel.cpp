@@ -69,15 +69,7 @@ std::vector<ShardMode> shard_modes(const ContextParallelArguments& a) {
 
 void validate(const ContextParallelGroup& group, const ContextParallelArguments& a) {
   const AttentionProblem& p = a.problem;
-  if (group.world_size < 1 || group.world_size > kMaxMergeStates) {
-    throw_invalid(kFunction, "group.world_size", group.world_size, "in [1, " + std::to_string(kMaxMergeStates) + "]");
-  }
-  if (group.rank < 0 || group.rank >= group.world_size) {
-    throw_invalid(kFunction, "group.rank", group.rank, "in [0, world_size = " + std::to_string(group.world_size) + ")");
-  }
-  if (group.world_size > 1 && !group.nccl_comm) {
-    throw_invalid(kFunction, "group.nccl_comm", "null", "an ncclComm_t when world_size > 1");
-  }
+  validate_group(kFunction, group);
   if (p.batch < 0) throw_invalid(kFunction, "problem.batch", p.batch, ">= 0");
   if (p.batch > 0 && (!p.query_offsets || !p.kv_lengths)) {
     throw_invalid(kFunction, "problem.query_offsets/kv_lengths", "null", "host arrays of the whole sequences");
@@ -120,6 +112,18 @@ AttentionProblem state_problem(const ContextParallelGroup& group, const ContextP
 }
 
 }  // namespace
+
+void validate_group(const char* function, const ContextParallelGroup& group) {
+  if (group.world_size < 1 || group.world_size > kMaxMergeStates) {
+    throw_invalid(function, "group.world_size", group.world_size, "in [1, " + std::to_string(kMaxMergeStates) + "]");
+  }
+  if (group.rank < 0 || group.rank >= group.world_size) {
+    throw_invalid(function, "group.rank", group.rank, "in [0, world_size = " + std::to_string(group.world_size) + ")");
+  }
+  if (group.world_size > 1 && !group.nccl_comm) {
+    throw_invalid(function, "group.nccl_comm", "null", "an ncclComm_t when world_size > 1");
+  }
+}
 
 ContextParallelScratch context_parallel_scratch(const AttentionProblem& p, int32_t world_size) {
   ContextParallelScratch s;

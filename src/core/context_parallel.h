@@ -24,4 +24,26 @@ void context_parallel_local_state(Context& context, const ContextParallelGroup& 
 // Merges the world_size states at scratch + gathered into the problem's out (and lse).
 void context_parallel_merge(Context& context, const ContextParallelGroup& group, const ContextParallelArguments& args);
 
+// Throws invalid_argument for a group outside [1, kMaxMergeStates] ranks, a rank outside it, or
+// no communicator for several ranks (`function` names the caller).
+void validate_group(const char* function, const ContextParallelGroup& group);
+
+// context_parallel_prefill's scratch: this rank's K then V rows (`mine`, 4c rows), the gathered
+// ranks' (world_size x mine, from `gathered`), and the sequence's K then V in position order
+// (from `sequence`, 2 x 2 world_size c rows). Offsets in bytes.
+struct ContextParallelPrefillScratch {
+  int64_t chunk = 0;                 // c, tokens a chunk
+  std::size_t row_bytes = 0;         // one token's keys (kv_heads x head_dim elements)
+  std::size_t mine_bytes = 0, gathered = 0, sequence = 0, total = 0;
+};
+ContextParallelPrefillScratch context_parallel_prefill_scratch(const AttentionProblem& problem, int32_t world_size);
+
+// The prefill's halves, apart for the tests as above: validate and pack this rank's K and V
+// rows into the scratch (`mine`), then, once the ranks' rows are gathered, put them in sequence
+// order and attend this rank's two query chunks.
+void context_parallel_prefill_pack(Context& context, const ContextParallelGroup& group,
+                                   const ContextParallelPrefillArguments& args);
+void context_parallel_prefill_attend(Context& context, const ContextParallelGroup& group,
+                                     const ContextParallelPrefillArguments& args);
+
 }  // namespace wideattn::detail
