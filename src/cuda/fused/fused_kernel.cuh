@@ -418,13 +418,11 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
   // over its key tiles (warpgroup w the walk's tiles w, w + 2, ...), so a call with fewer
   // 128-row tiles than pairs still fills them and halves its longest walk; the two states merge
   // at the item's end. A K/V stage then has one reader warpgroup, whose warps arrive twice.
-  constexpr bool kCanAlternate = Traits::kCluster > 1 && !kRingOrTree;
-  static_assert(kCanAlternate || !kAlternate, "alternate_keys: the pair's plain-mask kernel only");
   // A kernel of its own (a template parameter): a runtime switch cost the pair's consumers
-  // 56-112 bytes of spills.
-  constexpr bool alternate = kAlternate;
-  const int row_base = alternate ? 0 : warpgroup * 64;  // the warpgroup's first row of the tile
-  static_assert(!kCanAlternate || !Traits::kOutStaged, "alternate_keys releases Q after the item, not at key_begin");
+  // 56-112 bytes of spills. It walks one tile at a time (below) and releases Q after the item.
+  static_assert(!kAlternate || (Traits::kCluster > 1 && !kRingOrTree && !Traits::kOutStaged),
+                "alternate_keys: the pair's plain-mask kernel only");
+  const int row_base = kAlternate ? 0 : warpgroup * 64;  // the warpgroup's first row of the tile
 
   typename Traits::MmaQK mma_qk;
   typename Traits::MmaPV mma_pv;
@@ -444,7 +442,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
   };
   auto q_descriptors = [&] {
     Tensor sQ = make_tensor(make_smem_ptr(smem_base(sh.q)), typename Traits::LayoutQ{});
-    return thr_qk.partition_fragment_A(local_tile(sQ, Shape<_64, Int<kHeadDim>>{}, make_coord(alternate ? 0 : warpgroup, _0{})));
+    return thr_qk.partition_fragment_A(local_tile(sQ, Shape<_64, Int<kHeadDim>>{}, make_coord(kAlternate ? 0 : warpgroup, _0{})));
   };
   auto k_descriptors = [&](uint32_t k_stage) {
     Tensor sK = make_tensor(make_smem_ptr(smem_base(sh.k)), typename Traits::LayoutKV{});
@@ -639,14 +637,14 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
     // This warpgroup's walk: every key tile, or with alternate_keys every other one, the ring
     // position stepping over the other warpgroup's tiles.
     auto next_tile = [&](int32_t n) {
-      if constexpr (kCanAlternate) return n - 1 - int32_t(alternate);
+      if constexpr (kAlternate) return n - 2;
       else return next_key_tile<kRingOrTree>(t, n);
     };
     auto advance_walk = [&](uint32_t& ring_stage, uint32_t& ring_phase) {
       advance(ring_stage, ring_phase);
-      if (alternate) advance(ring_stage, ring_phase);
+      if constexpr (kAlternate) advance(ring_stage, ring_phase);
     };
-    if (alternate && warpgroup == 1) advance(stage, phase);
+    if (kAlternate && warpgroup == 1) advance(stage, phase);
     auto rescale_output = [&](const float (&factor)[2]) {
       CUTE_UNROLL
       for (int i = 0; i < size(tOrO); ++i) tOrO(i) *= factor[(i >> 1) & 1];
@@ -720,7 +718,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
       // of the ring, and the overlap (P V of a tile under the next one's Q K^T) would hold its
       // V stage until then, exposing every V load (measured 0.5x of whole tiles per key tile).
       bool accumulate = false;
-      for (int32_t n = t.key_end - 1 - (alternate ? warpgroup : 0); n >= t.key_begin; n = next_tile(n)) {
+      for (int32_t n = t.key_end - 1 - (kAlternate ? warpgroup : 0); n >= t.key_begin; n = next_tile(n)) {
         scores(stage, phase);
         q_read(n, t.key_begin);
         exchange_scores();
@@ -736,7 +734,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
     } else {
       // The first (diagonal) tile alone; then each step keeps Q K^T of tile n in flight with
       // P V of tile n + 1, and the softmax of tile n runs while P V does.
-      int32_t n = t.key_end - 1 - (alternate ? warpgroup : 0);
+      int32_t n = t.key_end - 1;
       if (n >= t.key_begin) {
         scores(stage, phase);
         q_read(n, t.key_begin);
@@ -745,9 +743,9 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
         softmax_step(n, factor);
         convert_probabilities();
         uint32_t v_stage = stage, v_phase = phase;
-        advance_walk(stage, phase);
+        advance(stage, phase);
         bool accumulate = false;
-        for (n = next_tile(n); n >= t.key_begin; n = next_tile(n)) {
+        for (n = next_key_tile<kRingOrTree>(t, n); n >= t.key_begin; n = next_key_tile<kRingOrTree>(t, n)) {
           sh.k_full[stage].wait(phase);
           sh.v_full[v_stage].wait(v_phase);
           take_turn();
@@ -770,7 +768,7 @@ __device__ void consume(const FusedParams& p, typename Traits::Shared& sh, int w
           accumulate = true;
           v_stage = stage;
           v_phase = phase;
-          advance_walk(stage, phase);
+          advance(stage, phase);
         }
         values(v_stage, v_phase, accumulate);
       } else {
