@@ -6,6 +6,7 @@
 
 #include "core/backend.h"
 #include "core/error.h"
+#include "core/workspace_layout.h"
 #include "core/mixed_batch.h"
 #include "wideattn/attention.h"
 #include "wideattn/components.h"
@@ -14,13 +15,6 @@ namespace wideattn::detail {
 namespace {
 
 constexpr const char* kFunction = "context_parallel_attention";
-constexpr std::size_t kAlignment = 256;
-
-std::size_t aligned(std::size_t bytes) { return (bytes + kAlignment - 1) / kAlignment * kAlignment; }
-
-void check(const Status& status) {
-  if (!status.ok()) throw_error(status.code(), status.message());
-}
 
 // How this rank's shard of a sequence is attended.
 enum class ShardMode { empty, causal, visible };
@@ -129,8 +123,8 @@ ContextParallelScratch context_parallel_scratch(const AttentionProblem& p, int32
   ContextParallelScratch s;
   const std::size_t rows = p.batch > 0 && p.query_offsets ? static_cast<std::size_t>(p.total_tokens()) : 0;
   const std::size_t cells = rows * static_cast<std::size_t>(p.q_heads > 0 ? p.q_heads : 0);
-  s.out_bytes = aligned(cells * static_cast<std::size_t>(p.head_dim > 0 ? p.head_dim : 0) * dtype_size(p.dtype));
-  s.state_bytes = s.out_bytes + aligned(cells * sizeof(float));
+  s.out_bytes = align_up(cells * static_cast<std::size_t>(p.head_dim > 0 ? p.head_dim : 0) * dtype_size(p.dtype));
+  s.state_bytes = s.out_bytes + align_up(cells * sizeof(float));
   s.gathered = world_size > 1 ? s.state_bytes : 0;  // one rank merges its own state in place
   s.total = s.gathered + static_cast<std::size_t>(world_size > 1 ? world_size : 1) * s.state_bytes;
   return s;
@@ -158,7 +152,7 @@ void context_parallel_local_state(Context& context, const ContextParallelGroup& 
     } else {
       AttentionProblem part = sequence_range(own, first, count, offsets);
       part.mask.causal = mode == ShardMode::causal && own.mask.causal;
-      check(attention(context, part));
+      throw_if_failed(attention(context, part));
     }
     first += count;
   }
@@ -193,7 +187,7 @@ void context_parallel_merge(Context& context, const ContextParallelGroup& group,
   m.lse = p.lse;
   m.lse_token_stride = p.lse_token_stride;
   m.lse_head_stride = p.lse_head_stride;
-  check(merge_states(context, m));
+  throw_if_failed(merge_states(context, m));
 }
 
 }  // namespace wideattn::detail

@@ -10,19 +10,13 @@
 #include "core/backend.h"
 #include "core/context_parallel.h"
 #include "core/error.h"
+#include "core/workspace_layout.h"
 #include "wideattn/attention.h"
 
 namespace wideattn::detail {
 namespace {
 
 constexpr const char* kFunction = "context_parallel_prefill";
-constexpr std::size_t kAlignment = 256;
-
-std::size_t aligned(std::size_t bytes) { return (bytes + kAlignment - 1) / kAlignment * kAlignment; }
-
-void check(const Status& status) {
-  if (!status.ok()) throw_error(status.code(), status.message());
-}
 
 // Query chunk `slot` (0 or 1) of this rank as one attention call over the sequence-ordered
 // keys in the scratch: its c rows of q, out and lse, and the keys up to its chunk's end
@@ -117,10 +111,10 @@ ContextParallelPrefillScratch context_parallel_prefill_scratch(const AttentionPr
   s.row_bytes = static_cast<std::size_t>(p.kv_heads > 0 && p.head_dim > 0 ? int64_t{p.kv_heads} * p.head_dim : 0) *
                 dtype_size(p.dtype);
   const std::size_t own = static_cast<std::size_t>(2 * s.chunk) * s.row_bytes;  // K or V of this rank
-  s.mine_bytes = aligned(2 * own);
+  s.mine_bytes = align_up(2 * own);
   s.gathered = s.mine_bytes;
   s.sequence = s.gathered + static_cast<std::size_t>(world) * s.mine_bytes;
-  s.total = s.sequence + aligned(2 * static_cast<std::size_t>(world) * own);
+  s.total = s.sequence + align_up(2 * static_cast<std::size_t>(world) * own);
   return s;
 }
 
@@ -132,7 +126,7 @@ void context_parallel_prefill_pack(Context& context, const ContextParallelGroup&
     ChunkCall call;
     make_chunk_call(group, args, slot, call);
     Plan plan;
-    check(plan_attention(call.problem, context.device(), Kernel::automatic, &plan));
+    throw_if_failed(plan_attention(call.problem, context.device(), Kernel::automatic, &plan));
   }
   const AttentionProblem& p = args.problem;
   const ContextParallelPrefillScratch s = context_parallel_prefill_scratch(p, group.world_size);
@@ -165,7 +159,7 @@ void context_parallel_prefill_attend(Context& context, const ContextParallelGrou
   for (int32_t slot = 0; slot < 2; ++slot) {
     ChunkCall call;
     make_chunk_call(group, args, slot, call);
-    check(attention(context, call.problem));
+    throw_if_failed(attention(context, call.problem));
   }
 }
 

@@ -20,6 +20,11 @@ class Error : public std::runtime_error {
   StatusCode code_;
 };
 
+// Rethrows a failed Status from a public call made inside library code (its message kept).
+inline void throw_if_failed(const Status& status) {
+  if (!status.ok()) throw Error(status.code(), status.message());
+}
+
 // Builds "function: argument = value, expected <expectation>".
 template <typename T>
 [[noreturn]] void throw_invalid(const char* function, const std::string& argument, const T& value,
