@@ -67,6 +67,9 @@ def main() -> int:
     unknown = [s for s in shapes if s not in SHAPES]
     if unknown:
         parser.error(f"--shapes: unknown {unknown}, expected some of {sorted(SHAPES)}")
+    caches = [c for c in args.caches.split(",") if c]
+    if not caches or any(c not in ("bf16", "fp8") for c in caches):
+        parser.error(f"--caches: {caches}, expected bf16 and/or fp8")
     lengths = [int(x) for x in args.lengths.split(",") if x]
     if len(lengths) < 2:
         parser.error("--lengths: at least two lengths to fit a line")
@@ -74,7 +77,7 @@ def main() -> int:
     print(f"|---|---|{'---|' * len(lengths)}---|---|")
     status = 0
     for shape in shapes:
-        for cache in [c for c in args.caches.split(",") if c]:
+        for cache in caches:
             points, cells = [], []
             for length in lengths:
                 us, note = time_step(args.binary, args.backend, shape, length, cache, args.repeat)
