@@ -3,6 +3,7 @@
 #include <array>
 #include <cstring>
 
+#include "cpu/fp8_widen.h"
 #include "cpu/vector_math.h"
 #include "wideattn/convert.h"
 
@@ -97,35 +98,9 @@ void convert_to_f32(const void* src, DType dtype, float* dst, int64_t n) {
 
 void convert_fp8_to_bf16(const uint8_t* src, uint16_t* dst, int64_t n) {
   int64_t i = 0;
-#if WIDEATTN_CPU_AVX512 && defined(__AVX512BW__)
-  // A table lookup: the 128 magnitudes' bf16 bits in four registers, two two-source word
-  // permutes (index bits 0-5) and a blend on bit 6, then the sign: 8 instructions per 32 codes,
-  // a quarter of the arithmetic route's (the CPU fp8 decode is bound by this conversion).
-  static const std::array<uint16_t, 128> magnitudes = [] {
-    std::array<uint16_t, 128> m{};
-    for (int c = 0; c < 128; ++c) {
-      uint32_t bits;
-      const float value = fp8_e4m3_table()[c];
-      std::memcpy(&bits, &value, sizeof(bits));
-      m[c] = static_cast<uint16_t>(bits >> 16);
-    }
-    return m;
-  }();
-  if (n >= 32) {
-    const __m512i t0 = _mm512_loadu_si512(magnitudes.data());
-    const __m512i t1 = _mm512_loadu_si512(magnitudes.data() + 32);
-    const __m512i t2 = _mm512_loadu_si512(magnitudes.data() + 64);
-    const __m512i t3 = _mm512_loadu_si512(magnitudes.data() + 96);
-    const __m512i low7 = _mm512_set1_epi16(0x7f), bit6 = _mm512_set1_epi16(0x40), sign = _mm512_set1_epi16(0x80);
-    for (; i + 32 <= n; i += 32) {
-      const __m512i codes = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i)));
-      const __m512i magnitude = _mm512_and_si512(codes, low7);
-      const __m512i low = _mm512_permutex2var_epi16(t0, magnitude, t1);
-      const __m512i high = _mm512_permutex2var_epi16(t2, magnitude, t3);
-      const __m512i value = _mm512_mask_mov_epi16(low, _mm512_test_epi16_mask(magnitude, bit6), high);
-      const __m512i signed_value = _mm512_or_si512(value, _mm512_slli_epi16(_mm512_and_si512(codes, sign), 8));
-      _mm512_storeu_si512(dst + i, signed_value);
-    }
+#if WIDEATTN_CPU_FP8_WIDEN
+  for (; i + 32 <= n; i += 32) {  // the table lookup (fp8_widen.h)
+    _mm512_storeu_si512(dst + i, bf16_from_fp8x32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i))));
   }
 #endif
 #if WIDEATTN_CPU_AVX512

@@ -41,7 +41,7 @@ struct ThreadScratch {
   KeyInterval* intervals;  // [suffix]
   uint8_t* visible;        // [kKeyBlock]
   float* row;              // [d] one converted K/V row (portable path only)
-  uint16_t* fp8_rows;      // [2, kKeyBlock, d] a block's K then V rows as bf16 (fp8 caches)
+  uint16_t* fp8_rows;      // [2, kKeyBlock, d] a block's K then V rows as bf16 (staged fp8 caches)
 };
 
 // Byte offsets of the ThreadScratch arrays for `rows` rows, 64-byte aligned.
@@ -51,7 +51,7 @@ struct ScratchLayout {
               visible = 0, row = 0, fp8_rows = 0, bytes = 0;
 };
 
-ScratchLayout scratch_layout(int64_t rows, int64_t d, int64_t suffix, bool fp8) {
+ScratchLayout scratch_layout(int64_t rows, int64_t d, int64_t suffix, bool staged_fp8) {
   ScratchLayout l;
   l.rows = rows;
   l.q_stride = round_up(d, kQAlign);
@@ -71,7 +71,7 @@ ScratchLayout scratch_layout(int64_t rows, int64_t d, int64_t suffix, bool fp8) 
   l.intervals = take(suffix * sizeof(KeyInterval));
   l.visible = take(kKeyBlock);
   l.row = take(d * sizeof(float));
-  l.fp8_rows = take(fp8 ? 2 * kKeyBlock * d * sizeof(uint16_t) : 0);
+  l.fp8_rows = take(staged_fp8 ? 2 * kKeyBlock * d * sizeof(uint16_t) : 0);
   l.bytes = at;
   return l;
 }
@@ -92,7 +92,8 @@ ThreadScratch carve(char* base, const ScratchLayout& l) {
 }
 
 // Which inner loops run, by storage dtype.
-enum class Path { f32, f16, bf16, bf16_dot, scalar };
+// fp8 / fp8_dot: an fp8 cache read in place, widened in registers (f32 or bf16 queries).
+enum class Path { f32, f16, bf16, bf16_dot, fp8, fp8_dot, scalar };
 
 Path choose_path(DType dtype) {
 #if WIDEATTN_CPU_AVX512
@@ -111,6 +112,21 @@ Path choose_path(DType dtype) {
 #endif
   (void)dtype;
   return Path::scalar;
+}
+
+// An fp8 cache: read in place where AVX-512BW widens it in registers (bf16 queries raw with
+// AVX512-BF16 dot products, others as f32); else staged as bf16 rows (run_item) for the bf16
+// loops, whose dot-product path reads the queries raw, so only bf16 queries take that.
+Path choose_fp8_path(DType query_dtype) {
+#if WIDEATTN_CPU_FP8_WIDEN
+#if defined(__AVX512BF16__)
+  if (query_dtype == DType::bf16) return Path::fp8_dot;
+#endif
+  return Path::fp8;
+#else
+  if (query_dtype == DType::bf16) return choose_path(DType::bf16);
+  return choose_path(DType::bf16) == Path::scalar ? Path::scalar : Path::bf16;
+#endif
 }
 
 // Everything one work item needs about the problem.
@@ -315,7 +331,7 @@ void run_item(const Item& it, const KvRows& kv, const ThreadScratch& s, const Sc
   const float cap = p.softcap;
 
   // Q rows of the group, padded with zeros to q_stride.
-  const bool raw_q = it.path == Path::bf16_dot;
+  const bool raw_q = it.path == Path::bf16_dot || it.path == Path::fp8_dot;
   for (int64_t t = 0; t < it.suffix; ++t) {
     for (int32_t j = 0; j < it.gqa; ++j) {
       const int64_t r = t * it.gqa + j;
@@ -342,13 +358,14 @@ void run_item(const Item& it, const KvRows& kv, const ThreadScratch& s, const Sc
     intervals = visible_interval(it.mask, t, &s.intervals[t]);
   }
 
-  // An fp8 cache: each block's K and V rows are widened to bf16 (exact) into the thread's
-  // scratch first, and the bf16 loops read those (half the scratch traffic of f32 rows: the
-  // f32 version ran E4B's 32K-token decode at 14-16 ms against 5.4-6.0 for a bf16 cache). The
+  // An fp8 cache: with AVX-512BW the tile loops read the codes in place and widen them in
+  // registers (Path::fp8, fp8_dot); without, each block's K and V rows are widened to bf16
+  // (exact) into the thread's scratch first and the bf16 loops read those (`staged`). The
   // head's scales are constants of this item, so they are applied once: K's with the softmax
   // scale to the scores, V's to the accumulated output at the end.
   const bool fp8 = p.kv.fp8;
-  const DType row_dtype = fp8 ? DType::bf16 : p.dtype;
+  const bool staged = fp8 && it.path != Path::fp8 && it.path != Path::fp8_dot;
+  const DType row_dtype = staged ? DType::bf16 : p.dtype;
   const float k_scale = kv_head_scale(p.kv, p.kv.k_scale, it.group);
   const float v_scale = kv_head_scale(p.kv, p.kv.v_scale, it.group);
   uint16_t* k_rows = s.fp8_rows;
@@ -377,6 +394,12 @@ void run_item(const Item& it, const KvRows& kv, const ThreadScratch& s, const Sc
       case Path::bf16_dot: qk_block<tiles::BF16Dot>(s.q, sz.q_stride, rows, block, n, d, s.scores); break;
 #endif
 #endif
+#if WIDEATTN_CPU_FP8_WIDEN
+      case Path::fp8: qk_block<tiles::FP8>(s.q, sz.q_stride, rows, block, n, d, s.scores); break;
+#if defined(__AVX512BF16__)
+      case Path::fp8_dot: qk_block<tiles::FP8Dot>(s.q, sz.q_stride, rows, block, n, d, s.scores); break;
+#endif
+#endif
       default:
         qk_block_scalar(static_cast<const float*>(s.q), sz.q_stride, rows, block_key_row(block),
                         row_dtype, n, d, s.scores, s.row);
@@ -390,6 +413,10 @@ void run_item(const Item& it, const KvRows& kv, const ThreadScratch& s, const Sc
       case Path::f16: pv_block<tiles::F16>(s.scores, rows, block, n, s.alpha, s.acc, d); break;
       case Path::bf16:
       case Path::bf16_dot: pv_block<tiles::BF16>(s.scores, rows, block, n, s.alpha, s.acc, d); break;
+#endif
+#if WIDEATTN_CPU_FP8_WIDEN
+      case Path::fp8:
+      case Path::fp8_dot: pv_block<tiles::FP8>(s.scores, rows, block, n, s.alpha, s.acc, d); break;
 #endif
       default:
         pv_block_scalar(s.scores, rows, block_value_row(block), row_dtype, n, s.alpha, s.acc, d, s.row);
@@ -413,7 +440,7 @@ void run_item(const Item& it, const KvRows& kv, const ThreadScratch& s, const Sc
     }
 
     // 1. Scores of all rows against the block.
-    if (fp8) {
+    if (staged) {
       if (strided) {
         convert_block(block, n);
       } else {
@@ -472,7 +499,7 @@ void run_item(const Item& it, const KvRows& kv, const ThreadScratch& s, const Sc
     }
 
     // 4. acc = acc * alpha + P V.
-    if (fp8) {
+    if (staged) {
       accumulate_block(converted, n);
     } else if (strided) {
       accumulate_block(block, n);
@@ -513,7 +540,9 @@ void decode(const AttentionProblem& p, const Plan& plan, void* workspace, Aligne
   const int64_t d = p.head_dim;
   const ProblemExtents e = problem_extents(p);
   const int64_t max_rows = std::max<int64_t>(1, e.max_suffix) * gqa;
-  const ScratchLayout sz = scratch_layout(max_rows, d, std::max<int64_t>(1, e.max_suffix), p.kv.fp8);
+  const Path path = !p.kv.fp8 ? choose_path(p.dtype) : choose_fp8_path(p.dtype);
+  const bool staged_fp8 = p.kv.fp8 && path != Path::fp8 && path != Path::fp8_dot;
+  const ScratchLayout sz = scratch_layout(max_rows, d, std::max<int64_t>(1, e.max_suffix), staged_fp8);
   const int threads = omp_get_max_threads();
   char* scratch_base = static_cast<char*>(scratch.reserve(sz.bytes * threads));
   const DecodeWorkspace layout = decode_workspace_layout(p, splits);
@@ -521,11 +550,6 @@ void decode(const AttentionProblem& p, const Plan& plan, void* workspace, Aligne
   auto* partial_out = reinterpret_cast<float*>(ws + layout.partial_out);
   auto* partial_max = reinterpret_cast<float*>(ws + layout.partial_max);
   auto* partial_sum = reinterpret_cast<float*>(ws + layout.partial_sum);
-  // fp8: bf16 rows (run_item); the bf16 dot-product path reads the queries raw, so only bf16
-  // queries take it.
-  const Path path = !p.kv.fp8 ? choose_path(p.dtype)
-                    : p.dtype == DType::bf16 ? choose_path(DType::bf16)
-                    : choose_path(DType::bf16) == Path::scalar ? Path::scalar : Path::bf16;
 
   const int64_t items = int64_t{p.batch} * p.kv_heads * splits;
 #pragma omp parallel for schedule(dynamic, 1)

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 
+#include "cpu/fp8_widen.h"
 #include "cpu/vector_math.h"
 
 #if WIDEATTN_CPU_AVX512
@@ -88,6 +89,38 @@ struct BF16Dot {
   }
   static __m512 load_q(const Q* p) { return _mm512_castsi512_ps(_mm512_load_si512(p)); }
 };
+#endif
+
+#if WIDEATTN_CPU_FP8_WIDEN
+// An e4m3 (fp8) cache read as it is: each chunk of codes widened in registers as it loads
+// (fp8_widen.h, exact), so K and V are read at one byte an element and never staged as 16-bit
+// rows. The cache's scales are the caller's (applied to the scores and to the output).
+struct FP8 {  // f32 lanes: P V, and Q K^T with f32 queries
+  using T = uint8_t;
+  using Q = float;
+  static constexpr int kStep = 16;
+  using Mask = __mmask16;
+  static Mask tail(int64_t remaining) { return tail_mask(remaining); }
+  static __m512 load(const T* p, Mask m) {
+    const __m512i bf16 = bf16_from_fp8x32(_mm256_castsi128_si256(_mm_maskz_loadu_epi8(m, p)));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(bf16)), 16));
+  }
+  static __m512 madd(__m512 acc, __m512 q, __m512 k) { return _mm512_fmadd_ps(q, k, acc); }
+  static __m512 load_q(const Q* p) { return _mm512_load_ps(p); }
+};
+#if defined(__AVX512BF16__)
+// Q K^T with bf16 queries kept as they are: 32 codes widened to bf16 pairs a load.
+struct FP8Dot {
+  using T = uint8_t;
+  using Q = uint16_t;
+  static constexpr int kStep = 32;
+  using Mask = __mmask32;
+  static Mask tail(int64_t remaining) { return BF16Dot::tail(remaining); }
+  static __m512 load(const T* p, Mask m) { return _mm512_castsi512_ps(bf16_from_fp8x32(_mm256_maskz_loadu_epi8(m, p))); }
+  static __m512 madd(__m512 acc, __m512 q, __m512 k) { return BF16Dot::madd(acc, q, k); }
+  static __m512 load_q(const Q* p) { return BF16Dot::load_q(p); }
+};
+#endif
 #endif
 
 // Software prefetch into L2 of the line at p: the next key block's rows are requested while
