@@ -129,6 +129,10 @@ Path choose_fp8_path(DType query_dtype) {
 #endif
 }
 
+// Whether an fp8 cache's blocks go through the scratch as bf16 rows (a path that cannot read
+// the codes in place).
+bool stages_fp8(bool fp8_cache, Path path) { return fp8_cache && path != Path::fp8 && path != Path::fp8_dot; }
+
 // Everything one work item needs about the problem.
 struct Item {
   const AttentionProblem* p;
@@ -364,7 +368,7 @@ void run_item(const Item& it, const KvRows& kv, const ThreadScratch& s, const Sc
   // head's scales are constants of this item, so they are applied once: K's with the softmax
   // scale to the scores, V's to the accumulated output at the end.
   const bool fp8 = p.kv.fp8;
-  const bool staged = fp8 && it.path != Path::fp8 && it.path != Path::fp8_dot;
+  const bool staged = stages_fp8(fp8, it.path);
   const DType row_dtype = staged ? DType::bf16 : p.dtype;
   const float k_scale = kv_head_scale(p.kv, p.kv.k_scale, it.group);
   const float v_scale = kv_head_scale(p.kv, p.kv.v_scale, it.group);
@@ -541,8 +545,8 @@ void decode(const AttentionProblem& p, const Plan& plan, void* workspace, Aligne
   const ProblemExtents e = problem_extents(p);
   const int64_t max_rows = std::max<int64_t>(1, e.max_suffix) * gqa;
   const Path path = !p.kv.fp8 ? choose_path(p.dtype) : choose_fp8_path(p.dtype);
-  const bool staged_fp8 = p.kv.fp8 && path != Path::fp8 && path != Path::fp8_dot;
-  const ScratchLayout sz = scratch_layout(max_rows, d, std::max<int64_t>(1, e.max_suffix), staged_fp8);
+  const ScratchLayout sz =
+      scratch_layout(max_rows, d, std::max<int64_t>(1, e.max_suffix), stages_fp8(p.kv.fp8, path));
   const int threads = omp_get_max_threads();
   char* scratch_base = static_cast<char*>(scratch.reserve(sz.bytes * threads));
   const DecodeWorkspace layout = decode_workspace_layout(p, splits);
