@@ -516,8 +516,15 @@ struct Runner {
       workspace_bytes = plan.workspace_bytes * 2;
       CK(cudaMalloc(&workspace, workspace_bytes));
     }
-    cuda::run_decode(p, plan, context->device(), workspace, stream);
+    if (!barriers) {  // the in-grid merge's barrier words: zeroed once, left zero by every call
+      CK(cudaMalloc(&barriers, cuda::kMergeBarrierWords * sizeof(unsigned long long)));
+      CK(cudaMemset(barriers, 0, cuda::kMergeBarrierWords * sizeof(unsigned long long)));
+      CK(cudaDeviceSynchronize());
+    }
+    cuda::run_decode(p, plan, context->device(), workspace,
+                     cuda::MergeBarriers{barriers, cuda::kMergeBarrierWords}, stream);
   }
+  unsigned long long* barriers = nullptr;
 };
 
 const char* dtype_name(DType t) {

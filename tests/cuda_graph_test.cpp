@@ -105,6 +105,63 @@ TEST_F(CudaGraphTest, WgmmaFp8DecodeReplays) {
   }
 }
 
+// Kernel nodes of `graph`.
+int kernel_nodes(cudaGraph_t graph) {
+  std::size_t count = 0;
+  EXPECT_EQ(cudaGraphGetNodes(graph, nullptr, &count), cudaSuccess);
+  std::vector<cudaGraphNode_t> nodes(count);
+  EXPECT_EQ(cudaGraphGetNodes(graph, nodes.data(), &count), cudaSuccess);
+  int kernels = 0;
+  for (cudaGraphNode_t node : nodes) {
+    cudaGraphNodeType type{};
+    EXPECT_EQ(cudaGraphNodeGetType(node, &type), cudaSuccess);
+    kernels += type == cudaGraphNodeTypeKernel;
+  }
+  return kernels;
+}
+
+// A batch-1 split-KV decode whose grid the GPU holds at once merges its splits in the grid
+// (decode_grid_merge.cuh): one kernel in the captured graph, not two, and the barriers it leaves
+// let every replay run again; the oracle checks the last replay's output.
+TEST_F(CudaGraphTest, GridMergedDecodeIsOneKernelAndReplays) {
+  AttentionCase c = gemma_31b_decode();
+  c.q_heads = 8;
+  c.kv_heads = 2;
+  c.sequences = {{1, 9000}};
+  int kernels = -1;
+  const AttentionRunner runner = [&](Context& context, const AttentionProblem& problem, Kernel kernel, Plan* plan) {
+    AttentionProblem p = problem;
+    p.kv_splits = 48;  // 96 CTAs: resident on any Hopper or Ampere part with 96+ SMs
+    Status status = attention(context, p, kernel, plan);  // sizes the workspace
+    if (!status.ok()) return status;
+    const auto stream = static_cast<cudaStream_t>(context.stream());
+    cudaGraph_t graph = nullptr;
+    EXPECT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    const Status captured = attention(context, p, kernel, plan);
+    EXPECT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+    if (!captured.ok() || !graph) {
+      if (graph) cudaGraphDestroy(graph);
+      return captured;
+    }
+    kernels = kernel_nodes(graph);
+    cudaGraphExec_t exec = nullptr;
+    status = cuda_status(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
+    for (int replay = 0; replay < 3 && status.ok(); ++replay) {
+      status = cuda_status(cudaGraphLaunch(exec, stream), "cudaGraphLaunch");
+    }
+    if (status.ok()) status = context.synchronize();
+    if (exec) cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    return status;
+  };
+  AttentionOutcome outcome;
+  check_attention(context(), rng(), c, Kernel::two_pass, &outcome, runner);
+  EXPECT_EQ(outcome.plan.num_splits, 48);
+  int sms = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  if (sms >= 96) EXPECT_EQ(kernels, 1) << "the split pass and no merge kernel";
+}
+
 TEST_F(CudaGraphTest, UnfusedPrefillReplays) {
   AttentionCase c;
   c.head_dim = 256;

@@ -12,6 +12,7 @@
 
 #include "attention_case.h"
 #include "core/backend.h"
+#include "core/debug_options.h"
 #include "core/error.h"
 #include "core/workspace_layout.h"
 #include "test_support.h"
@@ -212,6 +213,50 @@ TEST_P(DeterminismTest, SplitCountsAgreeWithinTolerance) {
         EXPECT_TRUE(close_rel_l2(outcome.out, one_split, relative_tolerance(c.dtype), flat_index_name()))
             << "two_pass with " << splits << " splits against single_pass";
       }
+      if (HasFailure()) return;
+    }
+  }
+}
+
+// The CUDA split pass merges its own splits where its grid can be resident at once and each CTA
+// has at most one (row, slice) item to merge (cuda/kernels/decode_grid_merge.cuh); it must give
+// the merge kernel's bits exactly (the same arithmetic), for every head_dim it is built at,
+// sequences without rows, sinks and the LSE. CudaGraphTest checks that it runs (one kernel).
+TEST_P(DeterminismTest, GridMergeGivesTheMergeKernelsBits) {
+  if (backend() != Backend::cuda || kernel() != Kernel::two_pass) {
+    GTEST_SKIP() << "the CUDA split pass's in-grid merge";
+  }
+  struct Restore {
+    ~Restore() { detail::set_decode_grid_merge_override(-1); }
+  } restore;
+  for (int32_t head_dim : {128, 256, 512}) {
+    for (int32_t splits : {2, 7, 64}) {
+      AttentionCase c = cases(Kernel::two_pass)[head_dim == 256 ? 1 : 2];  // f16 soft-capped, bf16
+      c.head_dim = head_dim;
+      c.q_heads = head_dim == 128 ? 16 : 8;  // 128: two row blocks a (sequence, KV head)
+      c.kv_heads = head_dim == 512 ? 2 : 1;
+      // One new token a sequence: at most one merge item a CTA, so the split pass merges (a
+      // sequence without rows among them); several: the merge kernel runs either way.
+      c.sequences = splits == 2 ? std::vector<SequenceShape>{{1, 3000}, {0, 500}, {4, 700}, {3, 3}}
+                                : std::vector<SequenceShape>{{1, 6000}, {0, 500}, {1, 700}, {1, 3}};
+      SCOPED_TRACE(c.describe() + ", kv_splits " + std::to_string(splits));
+      const std::mt19937_64 start = session_.rng;
+      AttentionOutcome merged[2];
+      for (int mode : {0, 1}) {
+        detail::set_decode_grid_merge_override(mode);
+        const AttentionRunner runner = [splits](Context& context, const AttentionProblem& p, Kernel, Plan* plan) {
+          AttentionProblem fixed = p;
+          fixed.kv_splits = splits;
+          return attention(context, fixed, Kernel::two_pass, plan);
+        };
+        std::mt19937_64 rng = start;
+        check_attention(*session_.context, rng, c, Kernel::two_pass, &merged[mode], runner);
+        EXPECT_EQ(merged[mode].plan.num_splits, splits);
+        if (HasFailure()) return;
+        session_.rng = rng;
+      }
+      EXPECT_TRUE(same_bits(merged[1].out, merged[0].out)) << "out: " << first_difference(merged[1].out, merged[0].out);
+      EXPECT_TRUE(same_bits(merged[1].lse, merged[0].lse)) << "lse: " << first_difference(merged[1].lse, merged[0].lse);
       if (HasFailure()) return;
     }
   }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the CPU machine: packs CUDA binaries built here for the GPU machine (the device's `carry`
 # takes ignored paths up to 64 MiB in all): build-carry/bin.tgz holding build-carry/bin/NAME/
-# {wideattn, wideattn_tests, decode_check} of each build folder given, and build-carry/bin/lib/
+# {wideattn, wideattn_tests, decode_check, decode_floor} of each build folder given, and build-carry/bin/lib/
 # with the shared libraries they need that the GPU machine lacks (OpenBLAS and its Fortran
 # runtime; the CUDA ones are there). Unpack there with `eval "$(scripts/gpu/unpack_carry.sh)"`.
 # usage: scripts/gpu/pack_carry.sh NAME=BUILD_DIR[:cli] [NAME=BUILD_DIR[:cli] ...]
@@ -15,7 +15,7 @@ stage="$REPO_ROOT/build-carry/bin"
 rm -rf "$stage"
 mkdir -p "$stage/lib"
 for spec in "$@"; do
-  name="${spec%%=*}" dir="${spec#*=}" binaries="wideattn wideattn_tests bench/decode_check"
+  name="${spec%%=*}" dir="${spec#*=}" binaries="wideattn wideattn_tests bench/decode_check bench/decode_floor"
   case "$dir" in
     *:cli) dir="${dir%:cli}" binaries="wideattn" ;;
     *:tests) dir="${dir%:tests}" binaries="wideattn wideattn_tests" ;;

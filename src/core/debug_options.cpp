@@ -70,4 +70,23 @@ void set_fused_alternate_override(int value) {
   fused_alternate_value().store(value < 0 ? -1 : value > 0 ? 1 : 0, std::memory_order_relaxed);
 }
 
+namespace {
+
+std::atomic<int>& decode_grid_merge_value() {
+  static std::atomic<int> value{[] {
+    const char* text = std::getenv("WIDEATTN_TUNE_DECODE_GRID_MERGE");
+    if (!text || !*text) return -1;
+    return std::strcmp(text, "0") == 0 ? 0 : 1;
+  }()};
+  return value;
+}
+
+}  // namespace
+
+int decode_grid_merge_override() { return decode_grid_merge_value().load(std::memory_order_relaxed); }
+
+void set_decode_grid_merge_override(int value) {
+  decode_grid_merge_value().store(value < 0 ? -1 : value > 0 ? 1 : 0, std::memory_order_relaxed);
+}
+
 }  // namespace wideattn::detail

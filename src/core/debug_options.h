@@ -36,4 +36,11 @@ bool decode_wgmma_l2_only();
 int fused_alternate_override();
 void set_fused_alternate_override(int value);
 
+// The CUDA decode's in-grid merge (cuda/kernels/decode_grid_merge.cuh): -1 where it can run
+// (the default), 0 never (the merge kernel), 1 where it can. From
+// WIDEATTN_TUNE_DECODE_GRID_MERGE (0 or 1; unset: -1) at the first call; tests set it for a
+// scope (an A/B aid, not an API).
+int decode_grid_merge_override();
+void set_decode_grid_merge_override(int value);
+
 }  // namespace wideattn::detail

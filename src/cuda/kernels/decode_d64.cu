@@ -3,7 +3,7 @@
 #include "cuda/kernels/decode_split_kv.cuh"
 
 namespace wideattn::cuda::decode {
-template void launch_decode_mma<64>(const DecodeParams&, DType, dim3, std::size_t, bool,
+template bool launch_decode_mma<64>(const DecodeParams&, DType, dim3, std::size_t, bool,
                                     cudaStream_t);
 template void launch_decode_simt<64>(const DecodeParams&, DType, dim3, cudaStream_t);
 }  // namespace wideattn::cuda::decode

@@ -70,6 +70,9 @@ struct DecodeParams {
   float* partial_out = nullptr;  // [rows, splits, head_dim], unnormalised
   float* partial_max = nullptr;  // [rows, splits], max logit (-inf: the split saw no key)
   float* partial_sum = nullptr;  // [rows, splits], sum of exp(logit - max)
+  // The in-grid merge (decode_grid_merge.cuh): a word per (sequence, KV head), zero between
+  // calls; null: the merge kernel follows the split pass.
+  unsigned long long* merge_barriers = nullptr;
 
 #ifdef WIDEATTN_DECODE_TRACE
   unsigned long long* trace = nullptr;  // decode_trace.h
@@ -91,8 +94,10 @@ struct DecodeWgmmaParams {
 // failed launch. `smem` is the dynamic shared memory of the tensor-core kernel; `programmatic`
 // launches it as a programmatic dependent of the work before it on the stream (sm_90).
 // The tensor-core kernel reads an fp8 cache when p.kv_fp8 (queries and outputs in `dtype`).
+// With p.merge_barriers it merges its splits in the grid where every CTA can be resident
+// (decode_grid_merge.cuh) and returns true; false: launched without, the merge kernel must run.
 template <int HeadDim>
-void launch_decode_mma(const DecodeParams& p, DType dtype, dim3 grid, std::size_t smem,
+bool launch_decode_mma(const DecodeParams& p, DType dtype, dim3 grid, std::size_t smem,
                        bool programmatic, cudaStream_t stream);
 template <int HeadDim>
 void launch_decode_simt(const DecodeParams& p, DType dtype, dim3 grid, cudaStream_t stream);
@@ -106,13 +111,13 @@ inline constexpr int kWgmmaMaxRows = static_cast<int>(wideattn::detail::kCudaWgm
 void launch_decode_wgmma(const DecodeWgmmaParams& p, DType dtype, int64_t rows, dim3 grid, bool programmatic,
                          cudaStream_t stream);
 
-extern template void launch_decode_mma<64>(const DecodeParams&, DType, dim3, std::size_t, bool,
+extern template bool launch_decode_mma<64>(const DecodeParams&, DType, dim3, std::size_t, bool,
                                            cudaStream_t);
-extern template void launch_decode_mma<128>(const DecodeParams&, DType, dim3, std::size_t, bool,
+extern template bool launch_decode_mma<128>(const DecodeParams&, DType, dim3, std::size_t, bool,
                                             cudaStream_t);
-extern template void launch_decode_mma<256>(const DecodeParams&, DType, dim3, std::size_t, bool,
+extern template bool launch_decode_mma<256>(const DecodeParams&, DType, dim3, std::size_t, bool,
                                             cudaStream_t);
-extern template void launch_decode_mma<512>(const DecodeParams&, DType, dim3, std::size_t, bool,
+extern template bool launch_decode_mma<512>(const DecodeParams&, DType, dim3, std::size_t, bool,
                                             cudaStream_t);
 extern template void launch_decode_simt<64>(const DecodeParams&, DType, dim3, cudaStream_t);
 extern template void launch_decode_simt<128>(const DecodeParams&, DType, dim3, cudaStream_t);

@@ -34,6 +34,7 @@
 
 #include "core/error.h"
 #include "cuda/kernels/decode_common.cuh"
+#include "cuda/kernels/decode_grid_merge.cuh"
 #include "cuda/kernels/decode_recompute.cuh"
 #include "cuda/kernels/decode_trace.h"
 #include "cuda/primitives/check.h"
@@ -45,10 +46,9 @@ namespace wideattn::cuda::decode {
 // KeySets: warp groups per row block (key_sets_for; 2 only when split by head_dim, with one row
 // block a CTA): set k scores keys [16k, 16k + 16) of every tile with its own running state, and
 // the sets' states merge after the last tile.
+// One CTA's split (or its whole range when splits == 1); returns early when the CTA has no rows.
 template <typename T, int D, bool Fp8, int KeySets>
-__global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
-                                  wideattn::detail::cuda_decode_items_per_sm(D))
-    decode_mma_kernel(const __grid_constant__ DecodeParams p) {
+__device__ __forceinline__ void decode_mma_cta(const DecodeParams& p) {
   using Tc = std::conditional_t<Fp8, __half, T>;  // the MMAs' operand type
   using S = Storage<Tc>;
   using KvT = std::conditional_t<Fp8, uint8_t, T>;  // a cache element as stored
@@ -74,11 +74,11 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
 
   extern __shared__ __align__(128) unsigned char smem[];
   // Launched as a programmatic dependent on sm_90: wait for the kernel before it (which may
-  // write Q, K, V or read the outputs). With splits, let the merge be scheduled now (it waits
-  // for us). Without, the next kernel is scheduled when this grid ends: letting the next
-  // call's split pass in early made back-to-back d=128 calls 8% slower on an H100.
+  // write Q, K, V or read the outputs). With the merge kernel to follow, let it be scheduled now
+  // (it waits for us). Otherwise the next kernel is scheduled when this grid ends: letting the
+  // next call's split pass in early made back-to-back d=128 calls 8% slower on an H100.
   wait_for_previous_grid();
-  if (p.splits > 1) allow_next_grid();
+  if (p.splits > 1 && !p.merge_barriers) allow_next_grid();
   WIDEATTN_TRACE(p, 4 * int64_t{blockIdx.x});
 #ifdef WIDEATTN_DECODE_TRACE
   if (p.trace && threadIdx.x == 0) p.trace[kTraceSmBase + blockIdx.x] = trace_sm();
@@ -759,12 +759,45 @@ __global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
   WIDEATTN_TRACE(p, 4 * int64_t{blockIdx.x} + 3);
 }
 
+// The in-grid merge is built where the kernel's register cap leaves room for its eight splits
+// in flight a thread (at head_dim 64, 64 registers, it spilled; that size runs many CTAs an SM).
+constexpr bool grid_merge_built(int d) { return d >= 128; }
+
+template <typename T, int D, bool Fp8, int KeySets>
+__global__ void __launch_bounds__(kThreadsPerGroup* kMaxGroups,
+                                  wideattn::detail::cuda_decode_items_per_sm(D))
+    decode_mma_kernel(const __grid_constant__ DecodeParams p) {
+  decode_mma_cta<T, D, Fp8, KeySets>(p);
+  if constexpr (grid_merge_built(D)) {
+    if (p.merge_barriers) {
+      extern __shared__ __align__(128) unsigned char smem[];
+      merge_in_grid<T>(p, smem);
+    }
+  }
+}
+
 template <int D>
-void launch_decode_mma(const DecodeParams& p, DType dtype, dim3 grid, std::size_t smem,
+bool launch_decode_mma(const DecodeParams& p, DType dtype, dim3 grid, std::size_t smem,
                        bool programmatic, cudaStream_t stream) {
   const dim3 block(p.groups * p.key_sets * kThreadsPerGroup);
+  bool merged = false;
   auto launch = [&](auto kernel) {
     allow_dynamic_smem(kernel, smem, "decode_mma_kernel: dynamic shared memory");
+    // The in-grid merge needs every CTA resident at once (decode_grid_merge.cuh): a grid the
+    // idle GPU holds, and a cooperative launch that the driver accepts.
+    if (grid_merge_built(D) && p.merge_barriers && static_cast<int64_t>(grid.x) <= resident_ctas(kernel, static_cast<int>(block.x), smem,
+                                                                              "decode_mma_kernel: occupancy")) {
+      merged = try_launch_resident("launch of decode_mma_kernel", kernel, grid, block, smem, stream,
+                                   programmatic, p);
+      if (merged) return;
+    }
+    if (p.merge_barriers) {
+      DecodeParams plain = p;
+      plain.merge_barriers = nullptr;
+      launch_kernel("launch of decode_mma_kernel", kernel, grid, block, smem, stream, programmatic,
+                    plain);
+      return;
+    }
     launch_kernel("launch of decode_mma_kernel", kernel, grid, block, smem, stream, programmatic,
                   p);
   };
@@ -790,6 +823,7 @@ void launch_decode_mma(const DecodeParams& p, DType dtype, dim3 grid, std::size_
       wideattn::detail::throw_invalid("run_decode", "dtype", to_string(dtype),
                                       "f16 or bf16 for the tensor-core decode kernel");
   }
+  return merged;
 }
 
 }  // namespace wideattn::cuda::decode

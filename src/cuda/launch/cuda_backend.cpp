@@ -111,6 +111,15 @@ class CudaBackend final : public detail::BackendImpl {
       : device_index_(device_index), info_(std::move(info)), stream_(stream) {
     DeviceScope scope(device_index_);
     matmul_ = std::make_unique<CublasLtMatmul>();
+    // The decode's in-grid merge barriers: zeroed once here, left zero by every call.
+    const std::size_t barrier_bytes = kMergeBarrierWords * sizeof(unsigned long long);
+    merge_barriers_ = static_cast<unsigned long long*>(device_malloc(barrier_bytes, "decode merge barriers"));
+    cudaError_t zeroed = cudaMemset(merge_barriers_, 0, barrier_bytes);
+    if (zeroed == cudaSuccess) zeroed = cudaStreamSynchronize(nullptr);  // before any stream's call
+    if (zeroed != cudaSuccess) {
+      cudaFree(merge_barriers_);
+      WIDEATTN_CUDA_CHECK(zeroed);
+    }
   }
 
   ~CudaBackend() override {
@@ -121,6 +130,7 @@ class CudaBackend final : public detail::BackendImpl {
     cudaDeviceSynchronize();
     matmul_.reset();
     if (workspace_) cudaFree(workspace_);
+    if (merge_barriers_) cudaFree(merge_barriers_);
     for (void* retired : retired_workspaces_) cudaFree(retired);
     cudaGetLastError();
     if (previous >= 0 && previous != device_index_) cudaSetDevice(previous);
@@ -247,7 +257,7 @@ class CudaBackend final : public detail::BackendImpl {
   void decode(const AttentionProblem& problem, const Plan& plan) override {
     void* scratch = workspace(plan.workspace_bytes);
     DeviceScope scope(device_index_);
-    run_decode(problem, plan, info_, scratch, stream_);
+    run_decode(problem, plan, info_, scratch, MergeBarriers{merge_barriers_, kMergeBarrierWords}, stream_);
   }
 
   void prefill_fused(const AttentionProblem& problem, const Plan& plan) override {
@@ -297,6 +307,7 @@ class CudaBackend final : public detail::BackendImpl {
   std::unique_ptr<CublasLtMatmul> matmul_;
   void* workspace_ = nullptr;
   std::size_t workspace_bytes_ = 0;
+  unsigned long long* merge_barriers_ = nullptr;  // MergeBarriers (cuda/kernels/decode.h)
   bool workspace_captured_ = false;          // a capture has recorded some workspace address
   std::vector<void*> retired_workspaces_;    // outgrown after a capture; freed with the Context
   std::size_t workspace_bytes_grown_ = 0;  // size of the last allocation (growth baseline)

@@ -20,4 +20,14 @@ void allow_dynamic_smem(void (*kernel)(Params...), std::size_t bytes, const char
   allow_dynamic_smem(reinterpret_cast<const void*>(kernel), bytes, name);
 }
 
+// How many CTAs of `kernel` (`threads` threads, `bytes` of dynamic shared memory) the current
+// device holds at once: the occupancy per SM times the SMs, cached per (kernel, device, shape).
+// Call after allow_dynamic_smem. Thread-safe. Throws detail::Error naming `name` on failure.
+int resident_ctas(const void* kernel, int threads, std::size_t bytes, const char* name);
+
+template <typename... Params>
+int resident_ctas(void (*kernel)(Params...), int threads, std::size_t bytes, const char* name) {
+  return resident_ctas(reinterpret_cast<const void*>(kernel), threads, bytes, name);
+}
+
 }  // namespace wideattn::cuda

@@ -36,4 +36,41 @@ void launch_kernel(const char* name, void (*kernel)(Params...), dim3 grid, dim3 
   check_cuda(status, name, __FILE__, __LINE__);
 }
 
+// As launch_kernel, for a kernel whose CTAs wait for one another: a cooperative launch, for
+// which the driver guarantees that every CTA is resident at once or refuses it (a grid too large
+// for the idle GPU). Returns false, with nothing launched and no error left pending, when the
+// driver refuses it; throws on any other failure.
+template <typename... Params, typename... Args>
+bool try_launch_resident(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block,
+                         std::size_t smem, cudaStream_t stream, bool programmatic, const Args&... args) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  cudaLaunchAttribute attribute[2];
+  int count = 0;
+  attribute[count].id = cudaLaunchAttributeCooperative;
+  attribute[count++].val.cooperative = 1;
+  if (programmatic) {
+    attribute[count].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute[count++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  config.attrs = attribute;
+  config.numAttrs = count;
+  cudaError_t status = cudaLaunchKernelEx(&config, kernel, args...);
+  if (status != cudaSuccess && programmatic) {  // the two attributes together refused
+    (void)cudaGetLastError();
+    config.numAttrs = count - 1;
+    status = cudaLaunchKernelEx(&config, kernel, args...);
+  }
+  if (status == cudaErrorCooperativeLaunchTooLarge || status == cudaErrorNotSupported ||
+      status == cudaErrorInvalidConfiguration) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  check_cuda(status, name, __FILE__, __LINE__);
+  return true;
+}
+
 }  // namespace wideattn::cuda
