@@ -85,6 +85,17 @@ __global__ void dependent_kernel(uint4* sink) {
   if (threadIdx.x == 1024) sink[1] = make_uint4(1, 0, 0, 0);
 }
 
+// A one-CTA kernel launched as a programmatic dependent of the kernel before it on `stream`.
+void launch_dependent(cudaStream_t stream, uint4* sink) {
+  cudaLaunchConfig_t config{};
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[0].val.programmaticStreamSerializationAllowed = 1;
+  config.gridDim = dim3(1), config.blockDim = dim3(32), config.stream = stream;
+  config.attrs = attribute, config.numAttrs = 1;
+  CK(cudaLaunchKernelEx(&config, dependent_kernel, sink));
+}
+
 // Holds the stream until the host has issued the whole call, so the events bracket GPU work.
 struct Gate {
   std::atomic<bool> open{false};
@@ -188,13 +199,7 @@ int main(int argc, char** argv) {
   });
   const double empty_dep = time_us(stream, repeat, [&](int) {
     empty_kernel<<<1, 32, 0, stream>>>();
-    cudaLaunchConfig_t config{};
-    cudaLaunchAttribute attribute[1];
-    attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attribute[0].val.programmaticStreamSerializationAllowed = 1;
-    config.gridDim = dim3(1), config.blockDim = dim3(32), config.stream = stream;
-    config.attrs = attribute, config.numAttrs = 1;
-    CK(cudaLaunchKernelEx(&config, dependent_kernel, sink));
+    launch_dependent(stream, sink);
   });
   std::printf("empty kernel %.2f us; empty, one 128-thread CTA per SM with %d KB of shared memory "
               "%.2f us; empty + a programmatic dependent %.2f us\n\n",
@@ -211,21 +216,12 @@ int main(int argc, char** argv) {
     const int64_t count = static_cast<int64_t>(bytes / 16);
     const std::size_t slots = std::max<std::size_t>(1, pool / bytes);
     auto at = [&](int i) { return reinterpret_cast<const uint4*>(data + (i % slots) * bytes); };
-    auto dependent = [&] {
-      cudaLaunchConfig_t config{};
-      cudaLaunchAttribute attribute[1];
-      attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-      attribute[0].val.programmaticStreamSerializationAllowed = 1;
-      config.gridDim = dim3(1), config.blockDim = dim3(32), config.stream = stream;
-      config.attrs = attribute, config.numAttrs = 1;
-      CK(cudaLaunchKernelEx(&config, dependent_kernel, sink));
-    };
     double t[kVariants];
     t[0] = time_us(stream, repeat, [&](int i) { read_grid_stride<<<sms * 8, 512, 0, stream>>>(at(i), count, sink); });
     t[1] = time_us(stream, repeat, [&](int i) { read_ranges<<<sms, 512, 0, stream>>>(at(i), count, sink); });
     t[2] = time_us(stream, repeat, [&](int i) {
       read_grid_stride<<<sms * 8, 512, 0, stream>>>(at(i), count, sink);
-      dependent();
+      launch_dependent(stream, sink);
     });
     // memcpy: half the bytes read and written, so it moves as many bytes as the call reads.
     t[3] = time_us(stream, repeat, [&](int i) {

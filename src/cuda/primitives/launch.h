@@ -11,27 +11,40 @@
 
 namespace wideattn::cuda {
 
+// The launch configuration of kernel<<<grid, block, smem, stream>>> with room for `attributes`.
+struct LaunchConfig {
+  cudaLaunchConfig_t config = {};
+  cudaLaunchAttribute attributes[2] = {};
+  LaunchConfig(dim3 grid, dim3 block, std::size_t smem, cudaStream_t stream) {
+    config.gridDim = grid;
+    config.blockDim = block;
+    config.dynamicSmemBytes = smem;
+    config.stream = stream;
+    config.attrs = attributes;
+  }
+  void add_programmatic() {
+    attributes[config.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attributes[config.numAttrs++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  void add_cooperative() {
+    attributes[config.numAttrs].id = cudaLaunchAttributeCooperative;
+    attributes[config.numAttrs++].val.cooperative = 1;
+  }
+};
+
 // Launches kernel<<<grid, block, smem, stream>>>(args...); `programmatic` asks for the overlap
 // above, and falls back to an ordinary launch where the driver refuses the attribute. Throws
 // detail::Error naming `name` on failure.
 template <typename... Params, typename... Args>
 void launch_kernel(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block,
                    std::size_t smem, cudaStream_t stream, bool programmatic, const Args&... args) {
-  cudaLaunchConfig_t config = {};
-  config.gridDim = grid;
-  config.blockDim = block;
-  config.dynamicSmemBytes = smem;
-  config.stream = stream;
-  cudaLaunchAttribute attribute[1];
-  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute[0].val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = attribute;
-  config.numAttrs = programmatic ? 1 : 0;
-  cudaError_t status = cudaLaunchKernelEx(&config, kernel, args...);
+  LaunchConfig launch(grid, block, smem, stream);
+  if (programmatic) launch.add_programmatic();
+  cudaError_t status = cudaLaunchKernelEx(&launch.config, kernel, args...);
   if (status != cudaSuccess && programmatic) {
     (void)cudaGetLastError();
-    config.numAttrs = 0;
-    status = cudaLaunchKernelEx(&config, kernel, args...);
+    launch.config.numAttrs = 0;
+    status = cudaLaunchKernelEx(&launch.config, kernel, args...);
   }
   check_cuda(status, name, __FILE__, __LINE__);
 }
@@ -43,26 +56,14 @@ void launch_kernel(const char* name, void (*kernel)(Params...), dim3 grid, dim3 
 template <typename... Params, typename... Args>
 bool try_launch_resident(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block,
                          std::size_t smem, cudaStream_t stream, bool programmatic, const Args&... args) {
-  cudaLaunchConfig_t config = {};
-  config.gridDim = grid;
-  config.blockDim = block;
-  config.dynamicSmemBytes = smem;
-  config.stream = stream;
-  cudaLaunchAttribute attribute[2];
-  int count = 0;
-  attribute[count].id = cudaLaunchAttributeCooperative;
-  attribute[count++].val.cooperative = 1;
-  if (programmatic) {
-    attribute[count].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attribute[count++].val.programmaticStreamSerializationAllowed = 1;
-  }
-  config.attrs = attribute;
-  config.numAttrs = count;
-  cudaError_t status = cudaLaunchKernelEx(&config, kernel, args...);
+  LaunchConfig launch(grid, block, smem, stream);
+  launch.add_cooperative();
+  if (programmatic) launch.add_programmatic();
+  cudaError_t status = cudaLaunchKernelEx(&launch.config, kernel, args...);
   if (status != cudaSuccess && programmatic) {  // the two attributes together refused
     (void)cudaGetLastError();
-    config.numAttrs = count - 1;
-    status = cudaLaunchKernelEx(&config, kernel, args...);
+    launch.config.numAttrs = 1;
+    status = cudaLaunchKernelEx(&launch.config, kernel, args...);
   }
   if (status == cudaErrorCooperativeLaunchTooLarge || status == cudaErrorNotSupported ||
       status == cudaErrorInvalidConfiguration) {
