@@ -43,10 +43,10 @@
 
 namespace wideattn::cuda::decode {
 
+// One CTA's split (or its whole range when splits == 1); returns early when the CTA has no rows.
 // KeySets: warp groups per row block (key_sets_for; 2 only when split by head_dim, with one row
 // block a CTA): set k scores keys [16k, 16k + 16) of every tile with its own running state, and
 // the sets' states merge after the last tile.
-// One CTA's split (or its whole range when splits == 1); returns early when the CTA has no rows.
 template <typename T, int D, bool Fp8, int KeySets>
 __device__ __forceinline__ void decode_mma_cta(const DecodeParams& p) {
   using Tc = std::conditional_t<Fp8, __half, T>;  // the MMAs' operand type
