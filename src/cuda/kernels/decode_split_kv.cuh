@@ -787,8 +787,7 @@ bool launch_decode_mma(const DecodeParams& p, DType dtype, dim3 grid, std::size_
     // idle GPU holds, and a cooperative launch that the driver accepts.
     if (grid_merge_built(D) && p.merge_barriers && static_cast<int64_t>(grid.x) <= resident_ctas(kernel, static_cast<int>(block.x), smem,
                                                                               "decode_mma_kernel: occupancy")) {
-      merged = try_launch_resident("launch of decode_mma_kernel", kernel, grid, block, smem, stream,
-                                   programmatic, p);
+      merged = try_launch_resident(kernel, grid, block, smem, stream, programmatic, p);
       if (merged) return;
     }
     if (p.merge_barriers) {

@@ -51,10 +51,11 @@ void launch_kernel(const char* name, void (*kernel)(Params...), dim3 grid, dim3 
 
 // As launch_kernel, for a kernel whose CTAs wait for one another: a cooperative launch, for
 // which the driver guarantees that every CTA is resident at once or refuses it (a grid too large
-// for the idle GPU). Returns false, with nothing launched and no error left pending, when the
-// driver refuses it; throws on any other failure.
+// for the GPU or its share of it, the attribute unsupported). Returns false, with nothing
+// launched and no error left pending, when the launch fails: the caller launches a kernel that
+// needs no residency instead, which reports any error that is not the cooperative launch's.
 template <typename... Params, typename... Args>
-bool try_launch_resident(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block,
+bool try_launch_resident(void (*kernel)(Params...), dim3 grid, dim3 block,
                          std::size_t smem, cudaStream_t stream, bool programmatic, const Args&... args) {
   LaunchConfig launch(grid, block, smem, stream);
   launch.add_cooperative();
@@ -65,12 +66,10 @@ bool try_launch_resident(const char* name, void (*kernel)(Params...), dim3 grid,
     launch.config.numAttrs = 1;
     status = cudaLaunchKernelEx(&launch.config, kernel, args...);
   }
-  if (status == cudaErrorCooperativeLaunchTooLarge || status == cudaErrorNotSupported ||
-      status == cudaErrorInvalidConfiguration) {
+  if (status != cudaSuccess) {
     (void)cudaGetLastError();
     return false;
   }
-  check_cuda(status, name, __FILE__, __LINE__);
   return true;
 }
 
