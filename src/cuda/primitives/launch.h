@@ -11,7 +11,8 @@
 
 namespace wideattn::cuda {
 
-// The launch configuration of kernel<<<grid, block, smem, stream>>> with room for `attributes`.
+// The launch configuration of kernel<<<grid, block, smem, stream>>> and its attributes (which
+// `config` points into: not copyable).
 struct LaunchConfig {
   cudaLaunchConfig_t config = {};
   cudaLaunchAttribute attributes[2] = {};
@@ -22,6 +23,8 @@ struct LaunchConfig {
     config.stream = stream;
     config.attrs = attributes;
   }
+  LaunchConfig(const LaunchConfig&) = delete;
+  LaunchConfig& operator=(const LaunchConfig&) = delete;
   void add_programmatic() {
     attributes[config.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attributes[config.numAttrs++].val.programmaticStreamSerializationAllowed = 1;
