@@ -53,12 +53,22 @@ int decode_key_sets_override() {
 
 namespace {
 
+// An on/off override from the environment variable `name`: -1 unset, 0 for "0", 1 otherwise.
+int on_off_from_env(const char* name) {
+  const char* text = std::getenv(name);
+  if (!text || !*text) return -1;
+  return std::strcmp(text, "0") == 0 ? 0 : 1;
+}
+
+int on_off(int value) { return value < 0 ? -1 : value > 0 ? 1 : 0; }
+
 std::atomic<int>& fused_alternate_value() {
-  static std::atomic<int> value{[] {
-    const char* text = std::getenv("WIDEATTN_TUNE_FUSED_ALTERNATE");
-    if (!text || !*text) return -1;
-    return std::strcmp(text, "0") == 0 ? 0 : 1;
-  }()};
+  static std::atomic<int> value{on_off_from_env("WIDEATTN_TUNE_FUSED_ALTERNATE")};
+  return value;
+}
+
+std::atomic<int>& decode_grid_merge_value() {
+  static std::atomic<int> value{on_off_from_env("WIDEATTN_TUNE_DECODE_GRID_MERGE")};
   return value;
 }
 
@@ -66,27 +76,12 @@ std::atomic<int>& fused_alternate_value() {
 
 int fused_alternate_override() { return fused_alternate_value().load(std::memory_order_relaxed); }
 
-void set_fused_alternate_override(int value) {
-  fused_alternate_value().store(value < 0 ? -1 : value > 0 ? 1 : 0, std::memory_order_relaxed);
-}
-
-namespace {
-
-std::atomic<int>& decode_grid_merge_value() {
-  static std::atomic<int> value{[] {
-    const char* text = std::getenv("WIDEATTN_TUNE_DECODE_GRID_MERGE");
-    if (!text || !*text) return -1;
-    return std::strcmp(text, "0") == 0 ? 0 : 1;
-  }()};
-  return value;
-}
-
-}  // namespace
+void set_fused_alternate_override(int value) { fused_alternate_value().store(on_off(value), std::memory_order_relaxed); }
 
 int decode_grid_merge_override() { return decode_grid_merge_value().load(std::memory_order_relaxed); }
 
 void set_decode_grid_merge_override(int value) {
-  decode_grid_merge_value().store(value < 0 ? -1 : value > 0 ? 1 : 0, std::memory_order_relaxed);
+  decode_grid_merge_value().store(on_off(value), std::memory_order_relaxed);
 }
 
 }  // namespace wideattn::detail

@@ -42,7 +42,8 @@ __device__ __forceinline__ void group_barrier(unsigned long long* word, uint32_t
 
 // The tail of a split pass CTA launched with p.merge_barriers: the group barrier, then this CTA's
 // share of the group's merge. Every CTA of the grid calls it exactly once, whatever work it had
-// (none, when its sequence is shorter than the grid or outside a plan's bounds).
+// (none, when its sequence is shorter than the grid or outside a plan's bounds). `smem`: room for
+// kMergeThreads float4 and two kMergeMaxGroups float arrays (the kernel's own, idle by then).
 template <typename T>
 __device__ __forceinline__ void merge_in_grid(const DecodeParams& p, unsigned char* smem) {
   int32_t x = static_cast<int32_t>(blockIdx.x);

@@ -61,9 +61,6 @@ struct MergeParams {
 #endif
 };
 
-// Shared memory of merge_row_slice: kMergeThreads float4 and two kMergeMaxGroups float arrays.
-inline constexpr int kMergeSharedBytes = kMergeThreads * 16 + 2 * kMergeMaxGroups * 4;
-
 // Merges slice `slice` of query row `row` (token * q_heads + head) into the output, with the
 // CTA's threads [0, groups x vectors) (the others only join its barrier). Partial states are
 // read through L2 (ld.cg): in the in-grid merge other SMs wrote them during this kernel.
